@@ -1,0 +1,612 @@
+//! The node's QUIC endpoint: accept loop, per-peer connection cache, dialing with backoff.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use quinn::{Connection, VarInt};
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::handshake::{self, close, Hello};
+use super::tls::{self, TlsMaterial};
+use super::{error_chain, LinkConfig, LinkError, PeerAddr, PeerState, MAX_PENDING_HANDSHAKES};
+use crate::rpc::{self, RpcHandler};
+use crate::wan::{WanEmulator, WanSocket};
+
+/// How long a connection that lost the duplicate tie-break stays open for calls in flight.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+/// Bound on waiting for in-flight work at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// One node's QUIC endpoint: serves inbound RPCs and dials peers. Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("node", &self.inner.node_name)
+            .field("addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) node_name: String,
+    incarnation: u64,
+    config: LinkConfig,
+    quinn: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    pub(crate) handler: Arc<dyn RpcHandler>,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+    wan: WanEmulator,
+    local_addr: SocketAddr,
+    pub(crate) stop: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Dialed,
+    Accepted,
+}
+
+#[derive(Clone)]
+struct Live {
+    conn: Connection,
+    incarnation: u64,
+    side: Side,
+}
+
+impl Live {
+    fn is_live(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    addr: Option<SocketAddr>,
+    live: Option<Live>,
+    last_error: Option<String>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+struct Peer {
+    name: String,
+    slot: Mutex<Slot>,
+    /// Serialises dials to this peer: concurrent callers wait for one dial.
+    dial: tokio::sync::Mutex<()>,
+}
+
+impl Peer {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live_conn(&self) -> Option<Connection> {
+        let slot = self.lock();
+        slot.live
+            .as_ref()
+            .filter(|l| l.is_live())
+            .map(|l| l.conn.clone())
+    }
+}
+
+/// The stateless reset key: derived from the node's private key, so a restarted process can
+/// reset the connections of its previous incarnation (peers then redial at once instead of
+/// waiting for the idle timeout).
+fn reset_key(key_der: &[u8]) -> Arc<ring::hmac::Key> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"meridian stateless reset v1\0");
+    ctx.update(key_der);
+    let seed = ctx.finish();
+    Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref()))
+}
+
+fn transport_config(config: &LinkConfig) -> Result<quinn::TransportConfig, LinkError> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(config.keep_alive));
+    let idle =
+        quinn::IdleTimeout::try_from(config.idle_timeout).map_err(|_| LinkError::Handshake {
+            reason: "idle timeout out of range",
+        })?;
+    t.max_idle_timeout(Some(idle));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_inbound_streams));
+    // Windows sized for large frames (snapshots) over WAN round trips; they bound the memory a
+    // peer can make us buffer per stream and per connection.
+    t.stream_receive_window(VarInt::from_u32(8 << 20));
+    t.receive_window(VarInt::from_u32(32 << 20));
+    t.send_window(32 << 20);
+    Ok(t)
+}
+
+fn backoff(config: &LinkConfig, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let base = config
+        .backoff_min
+        .saturating_mul(1u32 << exp)
+        .min(config.backoff_max);
+    // ±25 % jitter so peers do not redial in lockstep.
+    let factor = rand::rng().random_range(0.75..=1.25);
+    base.mul_f64(factor).min(config.backoff_max)
+}
+
+impl Endpoint {
+    /// Binds `config.bind` (UDP), starts accepting; every inbound RPC goes to `handler`.
+    pub async fn start(
+        config: LinkConfig,
+        handler: Arc<dyn RpcHandler>,
+    ) -> Result<Endpoint, LinkError> {
+        crate::install_crypto_provider();
+        if rustls_pki_types::ServerName::try_from(config.node_name.clone()).is_err()
+            || config.node_name.is_empty()
+        {
+            return Err(LinkError::BadName {
+                name: config.node_name.clone(),
+            });
+        }
+        let material = TlsMaterial::load(&config)?;
+        let transport = Arc::new(transport_config(&config)?);
+        let mut server_config =
+            quinn::ServerConfig::with_crypto(Arc::new(material.server_config()?));
+        server_config.transport_config(transport.clone());
+        let mut client_config = quinn::ClientConfig::new(Arc::new(material.client_config()?));
+        client_config.transport_config(transport);
+        let endpoint_config = quinn::EndpointConfig::new(reset_key(material.key_der()));
+
+        let socket = std::net::UdpSocket::bind(config.bind).map_err(|source| LinkError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let plain = runtime
+            .wrap_udp_socket(socket)
+            .map_err(|source| LinkError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let wan = WanEmulator::new(config.wan_emulation);
+        let socket: Arc<dyn quinn::AsyncUdpSocket> = if config.wan_emulation {
+            Arc::new(WanSocket::new(plain, wan.clone()))
+        } else {
+            plain
+        };
+        let quinn = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(|source| LinkError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let local_addr = quinn.local_addr().map_err(|source| LinkError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let inner = Arc::new(Inner {
+            node_name: config.node_name.clone(),
+            incarnation: rand::rng().random(),
+            config,
+            quinn,
+            client_config,
+            handler,
+            peers: Mutex::new(HashMap::new()),
+            wan,
+            local_addr,
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        inner.tasks.spawn(
+            accept_loop(inner.clone())
+                .instrument(info_span!("link_accept", node = %inner.node_name)),
+        );
+        info!(node = %inner.node_name, addr = %local_addr, wan_emulation = inner.config.wan_emulation,
+              "link endpoint started");
+        Ok(Endpoint { inner })
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.inner.node_name
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Runtime control of WAN emulation (refuses changes unless enabled in the config).
+    pub fn wan(&self) -> &WanEmulator {
+        &self.inner.wan
+    }
+
+    /// Smoothed RTT of the live connection to `peer_name`, if connected.
+    pub fn rtt(&self, peer_name: &str) -> Option<Duration> {
+        let peer = self.inner.peers_lock().get(peer_name).cloned()?;
+        peer.live_conn().map(|c| c.rtt())
+    }
+
+    /// Whether a live connection to `peer_name` exists.
+    pub fn is_connected(&self, peer_name: &str) -> bool {
+        let peer = self.inner.peers_lock().get(peer_name).cloned();
+        peer.is_some_and(|p| p.live_conn().is_some())
+    }
+
+    /// Every peer known (dialed, registered or connected), sorted by name.
+    pub fn peer_states(&self) -> Vec<PeerState> {
+        let peers: Vec<Arc<Peer>> = self.inner.peers_lock().values().cloned().collect();
+        let mut out: Vec<PeerState> = peers
+            .iter()
+            .map(|p| {
+                let slot = p.lock();
+                let live = slot.live.as_ref().filter(|l| l.is_live());
+                PeerState {
+                    name: p.name.clone(),
+                    addr: slot.addr,
+                    connected: live.is_some(),
+                    rtt: live.map(|l| l.conn.rtt()),
+                    last_error: slot.last_error.clone(),
+                    consecutive_failures: slot.failures,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Makes peers known (listed by [`Endpoint::peer_states`]) without dialing them.
+    pub fn register_peers(&self, peers: impl IntoIterator<Item = PeerAddr>) {
+        for p in peers {
+            if p.name != self.inner.node_name {
+                self.inner.peer_entry(&p.name, Some(p.addr));
+            }
+        }
+    }
+
+    /// Ensures a live connection to `peer` (dialing if needed), waiting at most `timeout`.
+    /// Useful to measure RTT before any call.
+    pub async fn connect(&self, peer: &PeerAddr, timeout: Duration) -> Result<(), LinkError> {
+        match tokio::time::timeout(timeout, self.inner.connection(peer)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(LinkError::HandshakeTimeout(timeout)),
+        }
+    }
+
+    /// Closes every connection, stops accepting, and waits (bounded) for in-flight work.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.stop.is_cancelled() {
+            return;
+        }
+        inner.stop.cancel();
+        inner
+            .quinn
+            .close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
+        inner.tasks.close();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, inner.tasks.wait()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, inner.quinn.wait_idle()).await;
+        info!(node = %inner.node_name, "link endpoint stopped");
+    }
+}
+
+impl Inner {
+    fn peers_lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Peer>>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer entry for `name`, created if new; `addr` updates the known address.
+    fn peer_entry(&self, name: &str, addr: Option<SocketAddr>) -> Arc<Peer> {
+        let peer = self
+            .peers_lock()
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Peer {
+                    name: name.to_owned(),
+                    slot: Mutex::new(Slot::default()),
+                    dial: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone();
+        if let Some(addr) = addr {
+            let mut slot = peer.lock();
+            if slot.addr != Some(addr) {
+                slot.addr = Some(addr);
+            }
+        }
+        peer
+    }
+
+    /// A live connection to `peer`: cached, or dialed now (one dial at a time per peer).
+    pub(crate) async fn connection(
+        self: &Arc<Self>,
+        peer: &PeerAddr,
+    ) -> Result<Connection, LinkError> {
+        if self.stop.is_cancelled() {
+            return Err(LinkError::Shutdown);
+        }
+        let entry = self.peer_entry(&peer.name, Some(peer.addr));
+        if let Some(conn) = entry.live_conn() {
+            return Ok(conn);
+        }
+        let _dialing = entry.dial.lock().await;
+        if let Some(conn) = entry.live_conn() {
+            return Ok(conn);
+        }
+        {
+            let slot = entry.lock();
+            if let Some(at) = slot.retry_at {
+                let now = Instant::now();
+                if at > now {
+                    return Err(LinkError::Backoff {
+                        retry_in: at - now,
+                        last_error: slot.last_error.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        metrics::counter!("geo_link_dials_total", "peer" => peer.name.clone()).increment(1);
+        let dialed = tokio::select! {
+            r = tokio::time::timeout(self.config.handshake_timeout, self.dial(peer)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(LinkError::HandshakeTimeout(self.config.handshake_timeout)),
+            },
+            _ = self.stop.cancelled() => Err(LinkError::Shutdown),
+        };
+        match dialed {
+            Ok((conn, hello)) => {
+                self.install(&entry, conn.clone(), hello.incarnation, Side::Dialed);
+                Ok(conn)
+            }
+            Err(e) => {
+                let text = error_chain(&e);
+                let mut slot = entry.lock();
+                slot.failures = slot.failures.saturating_add(1);
+                let wait = backoff(&self.config, slot.failures);
+                slot.retry_at = Some(Instant::now() + wait);
+                slot.last_error = Some(text.clone());
+                let failures = slot.failures;
+                drop(slot);
+                metrics::counter!("geo_link_dial_failures_total", "peer" => peer.name.clone())
+                    .increment(1);
+                if failures == 1
+                    || matches!(
+                        e,
+                        LinkError::Connection(quinn::ConnectionError::TransportError(_))
+                    )
+                {
+                    warn!(peer = %peer.name, addr = %peer.addr, error = %text, retry_in = ?wait, "dial failed");
+                } else {
+                    debug!(peer = %peer.name, addr = %peer.addr, error = %text, failures, "dial failed again");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn dial(&self, peer: &PeerAddr) -> Result<(Connection, Hello), LinkError> {
+        let connecting = self
+            .quinn
+            .connect_with(self.client_config.clone(), peer.addr, &peer.name)
+            .map_err(|source| LinkError::Connect {
+                addr: peer.addr,
+                source,
+            })?;
+        let conn = connecting.await?;
+        let hello = handshake::dial(&conn, &Hello::ours(&self.node_name, self.incarnation)).await?;
+        if hello.name != peer.name {
+            let e = LinkError::WrongPeer {
+                expected: peer.name.clone(),
+                actual: hello.name,
+            };
+            conn.close(VarInt::from_u32(close::IDENTITY), e.to_string().as_bytes());
+            return Err(e);
+        }
+        Ok((conn, hello))
+    }
+
+    /// Caches `conn` for its peer (or keeps an equivalent one) and starts serving it.
+    fn install(self: &Arc<Self>, peer: &Arc<Peer>, conn: Connection, incarnation: u64, side: Side) {
+        let new = Live {
+            conn: conn.clone(),
+            incarnation,
+            side,
+        };
+        let mut retire = None;
+        let mut slot = peer.lock();
+        match slot.live.take() {
+            Some(old) if old.is_live() && old.incarnation != incarnation => {
+                // The peer restarted: the old connection belongs to its previous process.
+                old.conn
+                    .close(VarInt::from_u32(close::REPLACED), b"peer restarted");
+                slot.live = Some(new);
+            }
+            Some(old) if old.is_live() => {
+                // Two live connections to the same process (both sides dialed at once).
+                // Both ends keep the one dialed by the smaller node name; the other retires.
+                let keep_new = old.side == side || {
+                    let smaller_is_us = self.node_name < peer.name;
+                    (side == Side::Dialed) == smaller_is_us
+                };
+                if keep_new {
+                    retire = Some(old.conn.clone());
+                    slot.live = Some(new);
+                } else {
+                    retire = Some(conn.clone());
+                    slot.live = Some(old);
+                }
+            }
+            _ => slot.live = Some(new),
+        }
+        slot.failures = 0;
+        slot.retry_at = None;
+        slot.last_error = None;
+        if side == Side::Accepted && slot.addr.is_none() {
+            slot.addr = Some(conn.remote_address());
+        }
+        drop(slot);
+        info!(peer = %peer.name, addr = %conn.remote_address(), side = ?side, "link up");
+        self.tasks.spawn(
+            serve_connection(self.clone(), peer.clone(), conn)
+                .instrument(info_span!("link", peer = %peer.name)),
+        );
+        if let Some(loser) = retire {
+            let peer = peer.clone();
+            let stop = self.stop.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(RETIRE_GRACE) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let cached = peer
+                    .lock()
+                    .live
+                    .as_ref()
+                    .is_some_and(|l| l.conn.stable_id() == loser.stable_id());
+                if !cached {
+                    loser.close(VarInt::from_u32(close::REPLACED), b"duplicate connection");
+                }
+            });
+        }
+    }
+
+    /// Forgets `conn` if it is the cached connection of `peer`.
+    fn connection_closed(&self, peer: &Peer, conn: &Connection, reason: &quinn::ConnectionError) {
+        let mut slot = peer.lock();
+        let cached = slot
+            .live
+            .as_ref()
+            .is_some_and(|l| l.conn.stable_id() == conn.stable_id());
+        if cached {
+            slot.live = None;
+            let benign = matches!(
+                reason,
+                quinn::ConnectionError::LocallyClosed
+                    | quinn::ConnectionError::ApplicationClosed(_)
+            );
+            if !benign {
+                slot.last_error = Some(error_chain(reason));
+            }
+            drop(slot);
+            info!(peer = %peer.name, reason = %reason, "link down");
+        }
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let incoming = tokio::select! {
+            i = inner.quinn.accept() => i,
+            _ = inner.stop.cancelled() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            warn!(remote = %incoming.remote_address(), "too many pending link handshakes; refused");
+            incoming.refuse();
+            continue;
+        };
+        let task_inner = inner.clone();
+        inner.tasks.spawn(async move {
+            let _permit = permit;
+            accept_one(task_inner, incoming).await;
+        });
+    }
+}
+
+async fn accept_one(inner: Arc<Inner>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let timeout = inner.config.handshake_timeout;
+    let result = tokio::time::timeout(timeout, async {
+        let conn = incoming.await.map_err(LinkError::Connection)?;
+        let ours = Hello::ours(&inner.node_name, inner.incarnation);
+        let hello = handshake::accept(&conn, &ours, |h| {
+            if tls::peer_cert_valid_for(&conn, &h.name) && h.name != inner.node_name {
+                Ok(())
+            } else {
+                Err(LinkError::CertificateName {
+                    claimed: h.name.clone(),
+                })
+            }
+        })
+        .await?;
+        Ok::<_, LinkError>((conn, hello))
+    })
+    .await
+    .unwrap_or(Err(LinkError::HandshakeTimeout(timeout)));
+    match result {
+        Ok((conn, hello)) => {
+            let peer = inner.peer_entry(&hello.name, None);
+            inner.install(&peer, conn, hello.incarnation, Side::Accepted);
+        }
+        Err(e) => {
+            metrics::counter!("geo_link_refused_total").increment(1);
+            warn!(%remote, error = %error_chain(&e), "refused inbound peer connection");
+        }
+    }
+}
+
+async fn serve_connection(inner: Arc<Inner>, peer: Arc<Peer>, conn: Connection) {
+    let permits = Arc::new(Semaphore::new(inner.config.max_inbound_streams as usize));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = inner.stop.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            s = conn.accept_bi() => s,
+            _ = inner.stop.cancelled() => break,
+        };
+        match accepted {
+            Ok((send, recv)) => {
+                let handler = inner.handler.clone();
+                let from = peer.name.clone();
+                inner.tasks.spawn(
+                    async move {
+                        rpc::serve_stream(handler, from, send, recv).await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+            Err(reason) => {
+                inner.connection_closed(&peer, &conn, &reason);
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let certs = crate::certs::CertPaths::in_dir(std::path::Path::new("/nonexistent"), "n");
+        let config = LinkConfig::new("n", "127.0.0.1:0".parse().unwrap(), &certs);
+        for failures in 1..40 {
+            let b = backoff(&config, failures);
+            assert!(b <= config.backoff_max);
+            assert!(b >= config.backoff_min.mul_f64(0.75));
+        }
+        assert!(backoff(&config, 1) <= config.backoff_min.mul_f64(1.25));
+        assert!(backoff(&config, 30) >= config.backoff_max.mul_f64(0.75));
+    }
+}
