@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Starts or stops every node of a topology on this machine.
+#
+#   config/local-cluster.sh up TOPOLOGY [DIR]   certificates, data and logs under DIR
+#                                              (default: ./cluster/<topology name>);
+#                                              waits until every region has a leader and
+#                                              prints one line per node: NAME REGION HOST:PORT
+#   config/local-cluster.sh down [DIR]          stops exactly the processes `up` started
+#                                              (default: every cluster under ./cluster)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+bin() {
+  . "$root/tests/target-dir.sh"
+  local target="${CARGO_TARGET_DIR:-$root/target}"
+  if [ -z "${MERIDIAN_BIN:-}" ]; then
+    "$root/tests/deps.sh"
+    (cd "$root" && cargo build --release --bin meridian >&2)
+    MERIDIAN_BIN="$target/release/meridian"
+  fi
+  echo "$MERIDIAN_BIN"
+}
+
+up() {
+  local topo="$1" dir="${2:-}"
+  [ -f "$topo" ] || { echo "no such topology file: $topo" >&2; exit 2; }
+  [ -n "$dir" ] || dir="$PWD/cluster/$(basename "$topo" .toml)"
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  local meridian; meridian="$(bin)"
+  # The copy's `certs = "certs"` resolves next to it, so every run keeps its own CA.
+  cp "$topo" "$dir/topology.toml"
+  "$meridian" certs --config "$dir/topology.toml" --out "$dir/certs" >&2
+  local lines; lines="$("$meridian" nodes --config "$dir/topology.toml")"
+  while read -r name region resp; do
+    mkdir -p "$dir/$name"
+    if [ -f "$dir/$name/pid" ] && kill -0 "$(cat "$dir/$name/pid")" 2>/dev/null; then
+      echo "$name is already running (pid $(cat "$dir/$name/pid"))" >&2
+      continue
+    fi
+    RUST_LOG="${RUST_LOG:-meridian=info,meridian_server=info,geo=info,openraft=warn}" \
+      nohup "$meridian" --config "$dir/topology.toml" --node "$name" --data-dir "$dir/$name/data" \
+      >"$dir/$name/node.log" 2>&1 &
+    echo $! >"$dir/$name/pid"
+  done <<<"$lines"
+  # Wait until every node answers and knows a leader.
+  local deadline=$((SECONDS + 60))
+  while read -r name region resp; do
+    local host="${resp%:*}" port="${resp##*:}"
+    until [ "$(redis-cli -h "$host" -p "$port" MERIDIAN RAFT 2>/dev/null | awk 'p=="leader"{print; exit} {p=$0}')" != "" ]; do
+      if [ $SECONDS -ge $deadline ]; then
+        echo "timed out waiting for $name ($resp) to see a leader; log: $dir/$name/node.log" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
+  done <<<"$lines"
+  echo "$lines"
+}
+
+down() {
+  local dir="${1:-}"
+  local pidfile
+  # Without DIR: every cluster `up` started under ./cluster.
+  local pattern="$dir/*/pid"
+  [ -n "$dir" ] || pattern="$PWD/cluster/*/*/pid"
+  for pidfile in $pattern; do
+    [ -f "$pidfile" ] || continue
+    local pid; pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+case "${1:-}" in
+  up) shift; up "$@" ;;
+  down) shift; down "$@" ;;
+  *) echo "usage: $0 up TOPOLOGY [DIR] | down [DIR]" >&2; exit 2 ;;
+esac

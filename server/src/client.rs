@@ -1,0 +1,167 @@
+//! Per-connection client state and the node-wide registry behind CLIENT LIST / INFO.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use proto_resp::ProtocolVersion;
+
+use crate::cmd::COMMANDS;
+
+/// What a connection knows about itself; owned by its task.
+pub struct ClientState {
+    /// Selected database.
+    pub db: u8,
+    /// Protocol version replies are encoded with.
+    pub protocol: ProtocolVersion,
+    /// True once AUTH succeeded (or no password is configured).
+    pub authenticated: bool,
+    /// READONLY: serve reads from the local replica.
+    pub readonly: bool,
+    /// The shared, listable part.
+    pub info: Arc<ClientInfo>,
+    /// The last write's position, for WAIT (0 = none yet).
+    pub last_write_index: u64,
+}
+
+impl ClientState {
+    /// A fresh connection's state.
+    pub fn new(info: Arc<ClientInfo>, authenticated: bool) -> ClientState {
+        ClientState {
+            db: 0,
+            protocol: ProtocolVersion::Resp2,
+            authenticated,
+            readonly: false,
+            info,
+            last_write_index: 0,
+        }
+    }
+}
+
+/// Client details other connections can list.
+pub struct ClientInfo {
+    /// CLIENT ID.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Local address.
+    pub laddr: SocketAddr,
+    /// Connection time.
+    pub created: Instant,
+    /// ms since `created` of the last command.
+    pub last_active_ms: AtomicU64,
+    /// Index in [`COMMANDS`] of the last command.
+    pub last_cmd: AtomicUsize,
+    /// Selected database (mirrors [`ClientState::db`]).
+    pub db: AtomicU8,
+    /// 2 or 3.
+    pub resp: AtomicU8,
+    /// Name and library info set by CLIENT SETNAME / SETINFO / HELLO.
+    pub names: Mutex<ClientNames>,
+}
+
+/// Names a client gave itself.
+#[derive(Default, Clone)]
+pub struct ClientNames {
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<Bytes>,
+}
+
+impl ClientInfo {
+    /// The CLIENT LIST / CLIENT INFO line (without the trailing newline).
+    pub fn describe(&self) -> String {
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let text = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let age = self.created.elapsed().as_secs();
+        let idle = self
+            .created
+            .elapsed()
+            .as_millis()
+            .saturating_sub(u128::from(self.last_active_ms.load(Ordering::Relaxed)))
+            / 1000;
+        let cmd = COMMANDS
+            .get(self.last_cmd.load(Ordering::Relaxed))
+            .map_or("NULL", |c| c.name);
+        format!(
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            text(&names.name),
+            age,
+            idle,
+            self.db.load(Ordering::Relaxed),
+            cmd,
+            self.resp.load(Ordering::Relaxed),
+            text(&names.lib_name),
+            text(&names.lib_ver),
+        )
+    }
+}
+
+/// Every connected client, by id.
+#[derive(Default)]
+pub struct ClientRegistry {
+    clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    next_id: AtomicU64,
+}
+
+impl ClientRegistry {
+    /// Registers a new connection and returns its shared info.
+    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            last_cmd: AtomicUsize::new(usize::MAX),
+            db: AtomicU8::new(0),
+            resp: AtomicU8::new(2),
+            names: Mutex::new(ClientNames::default()),
+        });
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, info.clone());
+        info
+    }
+
+    /// Removes a closed connection.
+    pub fn unregister(&self, id: u64) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Connected clients, ordered by id.
+    pub fn list(&self) -> Vec<Arc<ClientInfo>> {
+        let mut all: Vec<_> = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Number of connected clients.
+    pub fn count(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

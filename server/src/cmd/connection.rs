@@ -1,0 +1,337 @@
+//! Connection commands: PING, ECHO, QUIT, HELLO, AUTH, SELECT, CLIENT, RESET, READONLY/READWRITE.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use proto_resp::{ProtocolVersion, Reply};
+
+use super::{Args, Ctx, Outcome};
+use crate::error::RespError;
+use crate::keyspace::DATABASES;
+
+/// The Redis version Meridian reports to clients: the command set and replies follow it.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+/// PING [message]
+pub fn ping(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    if args.remaining() > 1 {
+        return Err(RespError::arity(ctx.spec.name));
+    }
+    Ok(match args.next_opt() {
+        Some(msg) => Reply::Bulk(msg),
+        None => Reply::Status(Bytes::from_static(b"PONG")),
+    }
+    .into())
+}
+
+/// ECHO message
+pub fn echo(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    Ok(Reply::Bulk(args.next_bytes()?).into())
+}
+
+/// QUIT
+pub fn quit(_ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    Ok(Outcome::Close(Reply::ok()))
+}
+
+fn check_password(ctx: &Ctx<'_>, user: Option<&[u8]>, password: &[u8]) -> Result<(), RespError> {
+    let required = ctx.shared.requirepass();
+    match required {
+        None if user.is_none() => Err(RespError::AuthNotConfigured),
+        // With no password configured the default user has `nopass`: any password works.
+        None => match user {
+            Some(b"default") => Ok(()),
+            _ => Err(RespError::WrongPass),
+        },
+        Some(pw) => {
+            let user_ok = user.is_none_or(|u| u == b"default");
+            if user_ok && pw.as_bytes() == password {
+                Ok(())
+            } else {
+                Err(RespError::WrongPass)
+            }
+        }
+    }
+}
+
+/// AUTH [username] password
+pub fn auth(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let (user, password) = match args.remaining() {
+        1 => (None, args.next_bytes()?),
+        2 => (Some(args.next_bytes()?), args.next_bytes()?),
+        _ => return Err(RespError::Syntax),
+    };
+    check_password(ctx, user.as_deref(), &password)?;
+    ctx.client.authenticated = true;
+    Ok(Reply::ok().into())
+}
+
+/// HELLO [protover [AUTH username password] [SETNAME clientname]]
+pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let mut protocol = ctx.client.protocol;
+    if let Some(ver) = args.next_opt() {
+        protocol = match super::args::parse_int(&ver) {
+            Ok(2) => ProtocolVersion::Resp2,
+            Ok(3) => ProtocolVersion::Resp3,
+            Ok(_) => {
+                return Ok(Reply::Error(Bytes::from_static(
+                    b"NOPROTO unsupported protocol version",
+                ))
+                .into())
+            }
+            Err(_) => {
+                return Err(RespError::Other(
+                    "Protocol version is not an integer or out of range",
+                ))
+            }
+        };
+    }
+    let mut setname = None;
+    while let Some(word) = args.next_keyword() {
+        match word.as_str() {
+            "AUTH" if args.remaining() >= 2 => {
+                let user = args.next_bytes()?;
+                let password = args.next_bytes()?;
+                check_password(ctx, Some(&user), &password)?;
+                ctx.client.authenticated = true;
+            }
+            "SETNAME" if args.remaining() >= 1 => {
+                setname = Some(validate_name(args.next_bytes()?)?)
+            }
+            _ => {
+                return Err(RespError::Message(format!(
+                    "Syntax error in HELLO option '{}'",
+                    word.as_str()
+                )))
+            }
+        }
+    }
+    if !ctx.client.authenticated {
+        return Ok(Reply::Error(Bytes::from_static(
+            b"NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        ))
+        .into());
+    }
+    if let Some(name) = setname {
+        ctx.client
+            .info
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .name = Some(name);
+    }
+    ctx.client.protocol = protocol;
+    let proto_num = if protocol == ProtocolVersion::Resp3 {
+        3
+    } else {
+        2
+    };
+    ctx.client
+        .info
+        .resp
+        .store(proto_num as u8, Ordering::Relaxed);
+    let s = |t: &'static str| Reply::Bulk(Bytes::from_static(t.as_bytes()));
+    Ok(Reply::Map(vec![
+        (s("server"), s("redis")),
+        (s("version"), s(REDIS_COMPAT_VERSION)),
+        (s("proto"), Reply::Integer(proto_num)),
+        (s("id"), Reply::Integer(ctx.client.info.id as i64)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Reply::Array(Vec::new())),
+    ])
+    .into())
+}
+
+/// SELECT index
+pub fn select(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let n = args.next_i64()?;
+    let db = u8::try_from(n)
+        .ok()
+        .filter(|d| (*d as usize) < DATABASES)
+        .ok_or(RespError::DbIndexOutOfRange)?;
+    ctx.client.db = db;
+    ctx.client.info.db.store(db, Ordering::Relaxed);
+    Ok(Reply::ok().into())
+}
+
+/// RESET
+pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    ctx.client.db = 0;
+    ctx.client.info.db.store(0, Ordering::Relaxed);
+    ctx.client.protocol = ProtocolVersion::Resp2;
+    ctx.client.info.resp.store(2, Ordering::Relaxed);
+    ctx.client.readonly = false;
+    ctx.client.authenticated = ctx.shared.requirepass().is_none();
+    ctx.client
+        .info
+        .names
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .name = None;
+    Ok(Reply::Status(Bytes::from_static(b"RESET")).into())
+}
+
+/// READONLY
+pub fn readonly(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    ctx.client.readonly = true;
+    Ok(Reply::ok().into())
+}
+
+/// READWRITE
+pub fn readwrite(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    ctx.client.readonly = false;
+    Ok(Reply::ok().into())
+}
+
+fn validate_name(name: Bytes) -> Result<Bytes, RespError> {
+    if name.iter().any(|&c| c <= b' ' || c > b'~') {
+        return Err(RespError::Other(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(name)
+}
+
+/// CLIENT subcommand [args]
+pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let sub = args.next_bytes()?;
+    let word = super::args::Keyword::new(&sub);
+    let arity = |n: usize, args: &Args| -> Result<(), RespError> {
+        if args.remaining() != n {
+            Err(RespError::Message(format!(
+                "wrong number of arguments for 'client|{}' command",
+                String::from_utf8_lossy(&sub).to_ascii_lowercase()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let reply = match word.as_str() {
+        "ID" => {
+            arity(0, args)?;
+            Reply::Integer(ctx.client.info.id as i64)
+        }
+        "SETNAME" => {
+            arity(1, args)?;
+            let name = validate_name(args.next_bytes()?)?;
+            let mut names = ctx
+                .client
+                .info
+                .names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            names.name = (!name.is_empty()).then_some(name);
+            Reply::ok()
+        }
+        "GETNAME" => {
+            arity(0, args)?;
+            let names = ctx
+                .client
+                .info
+                .names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            names.name.clone().map_or(Reply::Null, Reply::Bulk)
+        }
+        "SETINFO" => {
+            arity(2, args)?;
+            let attr = args.next_bytes()?;
+            let value = args.next_bytes()?;
+            let mut names = ctx
+                .client
+                .info
+                .names
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match super::args::Keyword::new(&attr).as_str() {
+                "LIB-NAME" => names.lib_name = Some(value),
+                "LIB-VER" => names.lib_ver = Some(value),
+                _ => {
+                    return Err(RespError::Message(format!(
+                        "Unrecognized option '{}'",
+                        String::from_utf8_lossy(&attr)
+                    )))
+                }
+            }
+            Reply::ok()
+        }
+        "LIST" => {
+            let mut ids: Option<Vec<u64>> = None;
+            while let Some(opt) = args.next_keyword() {
+                match opt.as_str() {
+                    "TYPE" => {
+                        let t = args.next_bytes()?;
+                        if !matches!(
+                            super::args::Keyword::new(&t).as_str(),
+                            "NORMAL" | "MASTER" | "REPLICA" | "PUBSUB"
+                        ) {
+                            return Err(RespError::Message(format!(
+                                "Unknown client type '{}'",
+                                String::from_utf8_lossy(&t)
+                            )));
+                        }
+                    }
+                    "ID" => {
+                        let mut list = Vec::new();
+                        for raw in args.rest() {
+                            let id = super::args::parse_int(&raw)
+                                .map_err(|_| RespError::Other("Invalid client ID"))?;
+                            list.push(id as u64);
+                        }
+                        ids = Some(list);
+                    }
+                    _ => return Err(RespError::Syntax),
+                }
+            }
+            let mut text = String::new();
+            for c in ctx.shared.clients.list() {
+                if ids.as_ref().is_none_or(|ids| ids.contains(&c.id)) {
+                    text.push_str(&c.describe());
+                    text.push('\n');
+                }
+            }
+            Reply::Verbatim(Bytes::from(text))
+        }
+        "INFO" => {
+            arity(0, args)?;
+            let mut line = ctx.client.info.describe();
+            line.push('\n');
+            Reply::Verbatim(Bytes::from(line))
+        }
+        "NO-EVICT" | "NO-TOUCH" => {
+            arity(1, args)?;
+            match super::args::Keyword::new(&args.next_bytes()?).as_str() {
+                "ON" | "OFF" => Reply::ok(),
+                _ => return Err(RespError::Syntax),
+            }
+        }
+        "REPLY" => {
+            arity(1, args)?;
+            Reply::ok()
+        }
+        "HELP" => Reply::Array(
+            [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ID",
+                "SETNAME <name>",
+                "GETNAME",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "LIST [TYPE <type>] [ID <id> ...]",
+                "INFO",
+                "NO-EVICT (ON|OFF)",
+                "NO-TOUCH (ON|OFF)",
+            ]
+            .iter()
+            .map(|l| Reply::Status(Bytes::from_static(l.as_bytes())))
+            .collect(),
+        ),
+        _ => {
+            return Err(RespError::UnknownSubcommand {
+                cmd: "CLIENT".into(),
+                sub: String::from_utf8_lossy(&sub).into_owned(),
+            })
+        }
+    };
+    Ok(reply.into())
+}

@@ -1,0 +1,806 @@
+//! The command table: one [`CommandSpec`] row per command (name, arity, flags) and the
+//! dispatch from a decoded request to the function that runs it.
+//!
+//! Commands are grouped by family, one file each (`string.rs`, `keys.rs`, `expire.rs`,
+//! `connection.rs`, `server.rs`, `meridian.rs`): each function parses its arguments with
+//! [`Args`], runs against the node, and returns an [`Outcome`]. Writes do not touch the
+//! keyspace here: they return an [`Op`](crate::op::Op) that the connection batches and submits
+//! through the [`Writer`](crate::write::Writer).
+
+pub mod args;
+mod connection;
+mod expire;
+mod keys;
+mod meridian;
+mod server;
+mod string;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use proto_resp::Reply;
+
+pub use args::Args;
+pub use connection::REDIS_COMPAT_VERSION;
+
+use crate::client::ClientState;
+use crate::error::RespError;
+use crate::node::Shared;
+use crate::op::Op;
+
+/// What running a command produced.
+pub enum Outcome {
+    /// A reply, ready to send.
+    Reply(Reply),
+    /// A write to submit; its result becomes the reply.
+    Write(Op),
+    /// Send the reply, then close the connection (QUIT).
+    Close(Reply),
+    /// A reply that needs waiting (admin commands talking to Raft).
+    Async(futures::future::BoxFuture<'static, Reply>),
+}
+
+impl From<Reply> for Outcome {
+    fn from(r: Reply) -> Self {
+        Outcome::Reply(r)
+    }
+}
+
+/// Command properties used for dispatch and COMMAND INFO.
+pub mod flags {
+    /// Changes data (goes through the writer).
+    pub const WRITE: u32 = 1;
+    /// Reads data (passes the read gate).
+    pub const READONLY: u32 = 2;
+    /// Allowed before AUTH.
+    pub const NOAUTH: u32 = 4;
+    /// Administrative.
+    pub const ADMIN: u32 = 8;
+    /// O(1) or O(log N).
+    pub const FAST: u32 = 16;
+    /// Connection-level, never touches data.
+    pub const CONNECTION: u32 = 32;
+}
+
+/// The function that runs a command.
+pub type Handler = fn(&mut Ctx<'_>, &mut Args) -> Result<Outcome, RespError>;
+
+/// One row of the command table.
+pub struct CommandSpec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity: positive = exact argument count including the name, negative = minimum.
+    pub arity: i32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// Position of the first key (0 = none), last key (-1 = last argument), step.
+    pub keys: (i32, i32, i32),
+    /// Command group for COMMAND DOCS.
+    pub group: &'static str,
+    /// One-line summary for COMMAND DOCS.
+    pub summary: &'static str,
+    /// The implementation.
+    pub handler: Handler,
+}
+
+impl CommandSpec {
+    /// True when the command changes data.
+    pub fn is_write(&self) -> bool {
+        self.flags & flags::WRITE != 0
+    }
+
+    /// True when the command reads data.
+    pub fn is_read(&self) -> bool {
+        self.flags & flags::READONLY != 0
+    }
+
+    /// The flag names COMMAND INFO prints.
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.flags & flags::WRITE != 0 {
+            out.push("write");
+        }
+        if self.flags & flags::READONLY != 0 {
+            out.push("readonly");
+        }
+        if self.flags & flags::ADMIN != 0 {
+            out.push("admin");
+        }
+        if self.flags & flags::NOAUTH != 0 {
+            out.push("no_auth");
+        }
+        if self.flags & flags::FAST != 0 {
+            out.push("fast");
+        }
+        out
+    }
+}
+
+/// What a command runs against: the node and the calling client.
+pub struct Ctx<'a> {
+    /// Node-wide state.
+    pub shared: &'a Shared,
+    /// The connection's state (db, protocol, name, auth).
+    pub client: &'a mut ClientState,
+    /// Wall clock at dispatch, unix ms.
+    pub now_ms: u64,
+    /// The command's own row.
+    pub spec: &'static CommandSpec,
+}
+
+macro_rules! cmd {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $summary:literal, $handler:path) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            group: $group,
+            summary: $summary,
+            handler: $handler,
+        }
+    };
+}
+
+use flags::{ADMIN, CONNECTION, FAST, NOAUTH, READONLY, WRITE};
+
+const NOKEYS: (i32, i32, i32) = (0, 0, 0);
+const KEY1: (i32, i32, i32) = (1, 1, 1);
+const KEYS_ALL: (i32, i32, i32) = (1, -1, 1);
+
+/// Every command the node knows.
+pub static COMMANDS: &[CommandSpec] = &[
+    // connection
+    cmd!(
+        "ping",
+        -1,
+        FAST | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Returns the server's liveliness response.",
+        connection::ping
+    ),
+    cmd!(
+        "echo",
+        2,
+        FAST | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Returns the given string.",
+        connection::echo
+    ),
+    cmd!(
+        "quit",
+        -1,
+        FAST | NOAUTH | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Closes the connection.",
+        connection::quit
+    ),
+    cmd!(
+        "hello",
+        -1,
+        FAST | NOAUTH | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Handshakes with the server.",
+        connection::hello
+    ),
+    cmd!(
+        "auth",
+        -2,
+        FAST | NOAUTH | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Authenticates the connection.",
+        connection::auth
+    ),
+    cmd!(
+        "select",
+        2,
+        FAST | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Changes the selected database.",
+        connection::select
+    ),
+    cmd!(
+        "client",
+        -2,
+        CONNECTION,
+        NOKEYS,
+        "connection",
+        "A container for client connection commands.",
+        connection::client
+    ),
+    cmd!(
+        "reset",
+        1,
+        FAST | NOAUTH | CONNECTION,
+        NOKEYS,
+        "connection",
+        "Resets the connection.",
+        connection::reset
+    ),
+    cmd!(
+        "readonly",
+        1,
+        FAST | CONNECTION,
+        NOKEYS,
+        "cluster",
+        "Enables local (possibly stale) reads for the connection.",
+        connection::readonly
+    ),
+    cmd!(
+        "readwrite",
+        1,
+        FAST | CONNECTION,
+        NOKEYS,
+        "cluster",
+        "Turns local reads off again.",
+        connection::readwrite
+    ),
+    // server
+    cmd!(
+        "command",
+        -1,
+        CONNECTION,
+        NOKEYS,
+        "server",
+        "Returns detailed information about all commands.",
+        server::command
+    ),
+    cmd!(
+        "config",
+        -2,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "A container for server configuration commands.",
+        server::config
+    ),
+    cmd!(
+        "info",
+        -1,
+        0,
+        NOKEYS,
+        "server",
+        "Returns information and statistics about the server.",
+        server::info
+    ),
+    cmd!(
+        "dbsize",
+        1,
+        READONLY | FAST,
+        NOKEYS,
+        "server",
+        "Returns the number of keys in the database.",
+        server::dbsize
+    ),
+    cmd!(
+        "flushdb",
+        -1,
+        WRITE,
+        NOKEYS,
+        "server",
+        "Removes all keys from the current database.",
+        server::flushdb
+    ),
+    cmd!(
+        "flushall",
+        -1,
+        WRITE,
+        NOKEYS,
+        "server",
+        "Removes all keys from all databases.",
+        server::flushall
+    ),
+    cmd!(
+        "time",
+        1,
+        FAST,
+        NOKEYS,
+        "server",
+        "Returns the server time.",
+        server::time
+    ),
+    cmd!(
+        "lastsave",
+        1,
+        FAST,
+        NOKEYS,
+        "server",
+        "Returns the unix time of the last sync to disk.",
+        server::lastsave
+    ),
+    cmd!(
+        "save",
+        1,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "Syncs the data to disk.",
+        server::save
+    ),
+    cmd!(
+        "bgsave",
+        -1,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "Syncs the data to disk.",
+        server::save
+    ),
+    cmd!(
+        "wait",
+        3,
+        0,
+        NOKEYS,
+        "generic",
+        "Waits for other regions to apply this connection's last write.",
+        server::wait
+    ),
+    cmd!(
+        "meridian",
+        -2,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "Meridian-specific commands (regions, Raft, digest).",
+        meridian::meridian
+    ),
+    // keys
+    cmd!(
+        "type",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "Determines the type of value stored at a key.",
+        keys::type_
+    ),
+    cmd!(
+        "exists",
+        -2,
+        READONLY | FAST,
+        KEYS_ALL,
+        "generic",
+        "Determines whether one or more keys exist.",
+        keys::exists
+    ),
+    cmd!(
+        "touch",
+        -2,
+        READONLY | FAST,
+        KEYS_ALL,
+        "generic",
+        "Returns the number of existing keys out of those specified.",
+        keys::exists
+    ),
+    cmd!(
+        "del",
+        -2,
+        WRITE,
+        KEYS_ALL,
+        "generic",
+        "Deletes one or more keys.",
+        keys::del
+    ),
+    cmd!(
+        "unlink",
+        -2,
+        WRITE | FAST,
+        KEYS_ALL,
+        "generic",
+        "Deletes one or more keys.",
+        keys::del
+    ),
+    cmd!(
+        "keys",
+        2,
+        READONLY,
+        NOKEYS,
+        "generic",
+        "Returns all key names that match a pattern.",
+        keys::keys
+    ),
+    cmd!(
+        "scan",
+        -2,
+        READONLY,
+        NOKEYS,
+        "generic",
+        "Iterates over the key names in the database.",
+        keys::scan
+    ),
+    cmd!(
+        "randomkey",
+        1,
+        READONLY,
+        NOKEYS,
+        "generic",
+        "Returns a random key name from the database.",
+        keys::randomkey
+    ),
+    cmd!(
+        "rename",
+        3,
+        WRITE,
+        (1, 2, 1),
+        "generic",
+        "Renames a key and overwrites the destination.",
+        keys::rename
+    ),
+    cmd!(
+        "renamenx",
+        3,
+        WRITE | FAST,
+        (1, 2, 1),
+        "generic",
+        "Renames a key only when the target key name doesn't exist.",
+        keys::renamenx
+    ),
+    cmd!(
+        "copy",
+        -3,
+        WRITE,
+        (1, 2, 1),
+        "generic",
+        "Copies the value of a key to a new key.",
+        keys::copy
+    ),
+    // expiry
+    cmd!(
+        "expire",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "Sets the expiration time of a key in seconds.",
+        expire::expire
+    ),
+    cmd!(
+        "pexpire",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "Sets the expiration time of a key in milliseconds.",
+        expire::pexpire
+    ),
+    cmd!(
+        "expireat",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "Sets the expiration time of a key to a Unix timestamp.",
+        expire::expireat
+    ),
+    cmd!(
+        "pexpireat",
+        -3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "Sets the expiration time of a key to a Unix milliseconds timestamp.",
+        expire::pexpireat
+    ),
+    cmd!(
+        "ttl",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "Returns the expiration time in seconds of a key.",
+        expire::ttl
+    ),
+    cmd!(
+        "pttl",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "Returns the expiration time in milliseconds of a key.",
+        expire::pttl
+    ),
+    cmd!(
+        "expiretime",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "Returns the expiration time of a key as a Unix timestamp.",
+        expire::expiretime
+    ),
+    cmd!(
+        "pexpiretime",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "generic",
+        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
+        expire::pexpiretime
+    ),
+    cmd!(
+        "persist",
+        2,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "Removes the expiration time of a key.",
+        expire::persist
+    ),
+    // strings
+    cmd!(
+        "get",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "string",
+        "Returns the string value of a key.",
+        string::get
+    ),
+    cmd!(
+        "set",
+        -3,
+        WRITE,
+        KEY1,
+        "string",
+        "Sets the string value of a key, ignoring its type.",
+        string::set
+    ),
+    cmd!(
+        "setnx",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Set the string value of a key only when the key doesn't exist.",
+        string::setnx
+    ),
+    cmd!(
+        "setex",
+        4,
+        WRITE,
+        KEY1,
+        "string",
+        "Sets the string value and expiration time of a key.",
+        string::setex
+    ),
+    cmd!(
+        "psetex",
+        4,
+        WRITE,
+        KEY1,
+        "string",
+        "Sets both string value and expiration time in milliseconds of a key.",
+        string::psetex
+    ),
+    cmd!(
+        "getset",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Returns the previous string value of a key after setting it to a new value.",
+        string::getset
+    ),
+    cmd!(
+        "getdel",
+        2,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Returns the string value of a key after deleting the key.",
+        string::getdel
+    ),
+    cmd!(
+        "getex",
+        -2,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Returns the string value of a key after setting its expiration time.",
+        string::getex
+    ),
+    cmd!(
+        "mget",
+        -2,
+        READONLY | FAST,
+        KEYS_ALL,
+        "string",
+        "Atomically returns the string values of one or more keys.",
+        string::mget
+    ),
+    cmd!(
+        "mset",
+        -3,
+        WRITE,
+        (1, -1, 2),
+        "string",
+        "Atomically creates or modifies the string values of one or more keys.",
+        string::mset
+    ),
+    cmd!(
+        "msetnx",
+        -3,
+        WRITE,
+        (1, -1, 2),
+        "string",
+        "Atomically modifies the string values of one or more keys only when all keys don't exist.",
+        string::msetnx
+    ),
+    cmd!(
+        "append",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Appends a string to the value of a key. Creates the key if it doesn't exist.",
+        string::append
+    ),
+    cmd!(
+        "strlen",
+        2,
+        READONLY | FAST,
+        KEY1,
+        "string",
+        "Returns the length of a string value.",
+        string::strlen
+    ),
+    cmd!(
+        "getrange",
+        4,
+        READONLY,
+        KEY1,
+        "string",
+        "Returns a substring of the string stored at a key.",
+        string::getrange
+    ),
+    cmd!(
+        "substr",
+        4,
+        READONLY,
+        KEY1,
+        "string",
+        "Returns a substring from a string value.",
+        string::getrange
+    ),
+    cmd!(
+        "setrange",
+        4,
+        WRITE,
+        KEY1,
+        "string",
+        "Overwrites a part of a string value with another by an offset.",
+        string::setrange
+    ),
+    cmd!(
+        "incr",
+        2,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Increments the integer value of a key by one.",
+        string::incr
+    ),
+    cmd!(
+        "decr",
+        2,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Decrements the integer value of a key by one.",
+        string::decr
+    ),
+    cmd!(
+        "incrby",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Increments the integer value of a key by a number.",
+        string::incrby
+    ),
+    cmd!(
+        "decrby",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Decrements a number from the integer value of a key.",
+        string::decrby
+    ),
+    cmd!(
+        "incrbyfloat",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "string",
+        "Increment the floating point value of a key by a number.",
+        string::incrbyfloat
+    ),
+];
+
+/// Looks a command up by name, case-insensitively, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    static INDEX: OnceLock<HashMap<&'static [u8], usize>> = OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect()
+    });
+    let mut buf = [0u8; 16];
+    if name.len() > buf.len() {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    index.get(&buf[..name.len()]).map(|&i| &COMMANDS[i])
+}
+
+/// The index of a command in [`COMMANDS`] (for per-command statistics).
+pub fn index_of(spec: &'static CommandSpec) -> usize {
+    let offset = (spec as *const CommandSpec as usize).wrapping_sub(COMMANDS.as_ptr() as usize);
+    offset / std::mem::size_of::<CommandSpec>()
+}
+
+/// Checks the arity of a request against its command's row.
+pub fn check_arity(spec: &CommandSpec, argc: usize) -> Result<(), RespError> {
+    let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+    let arity = i64::from(spec.arity);
+    if (arity > 0 && argc != arity) || (arity < 0 && argc < -arity) {
+        return Err(RespError::arity(spec.name));
+    }
+    Ok(())
+}
+
+/// The unknown-command error, quoting the first arguments like Redis.
+pub fn unknown_command(args: &[Bytes]) -> RespError {
+    let name = String::from_utf8_lossy(args.first().map(|b| &b[..]).unwrap_or(b""));
+    let mut quoted = String::new();
+    for a in args.iter().skip(1).take(16) {
+        let text = String::from_utf8_lossy(&a[..a.len().min(128)]);
+        quoted.push('\'');
+        quoted.push_str(&text);
+        quoted.push_str("' ");
+    }
+    RespError::UnknownCommand {
+        name: name.chars().take(128).collect(),
+        args: quoted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_is_case_insensitive_and_names_are_unique() {
+        assert_eq!(lookup(b"GeT").map(|c| c.name), Some("get"));
+        assert!(lookup(b"nosuchcommand").is_none());
+        let mut names: Vec<_> = COMMANDS.iter().map(|c| c.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+    }
+
+    #[test]
+    fn arity() {
+        let get = lookup(b"get").unwrap();
+        assert!(check_arity(get, 2).is_ok());
+        assert_eq!(
+            check_arity(get, 3).unwrap_err().to_string(),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        let set = lookup(b"set").unwrap();
+        assert!(check_arity(set, 5).is_ok());
+        assert!(check_arity(set, 2).is_err());
+    }
+}

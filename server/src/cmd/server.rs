@@ -1,0 +1,246 @@
+//! Server commands: COMMAND, CONFIG, INFO, DBSIZE, FLUSHDB/FLUSHALL, TIME, LASTSAVE, SAVE, WAIT.
+
+use bytes::Bytes;
+use proto_resp::Reply;
+
+use super::args::Keyword;
+use super::{Args, CommandSpec, Ctx, Outcome, COMMANDS};
+use crate::error::RespError;
+use crate::op::Op;
+
+fn bulk(text: impl Into<String>) -> Reply {
+    Reply::Bulk(Bytes::from(text.into()))
+}
+
+fn status(text: &'static str) -> Reply {
+    Reply::Status(Bytes::from_static(text.as_bytes()))
+}
+
+/// The COMMAND INFO entry of one command.
+fn command_info(spec: &CommandSpec) -> Reply {
+    Reply::Array(vec![
+        bulk(spec.name),
+        Reply::Integer(i64::from(spec.arity)),
+        Reply::Set(spec.flag_names().into_iter().map(status).collect()),
+        Reply::Integer(i64::from(spec.keys.0)),
+        Reply::Integer(i64::from(spec.keys.1)),
+        Reply::Integer(i64::from(spec.keys.2)),
+        Reply::Set(Vec::new()),
+        Reply::Set(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
+}
+
+/// The COMMAND DOCS entry of one command.
+fn command_docs(spec: &CommandSpec) -> Reply {
+    Reply::Map(vec![
+        (bulk("summary"), bulk(spec.summary)),
+        (bulk("since"), bulk("1.0.0")),
+        (bulk("group"), bulk(spec.group)),
+    ])
+}
+
+/// COMMAND [COUNT | INFO name… | DOCS [name…] | LIST | HELP]
+pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let Some(sub) = args.next_opt() else {
+        return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()).into());
+    };
+    let reply = match Keyword::new(&sub).as_str() {
+        "COUNT" => Reply::Integer(COMMANDS.len() as i64),
+        "LIST" => Reply::Array(COMMANDS.iter().map(|c| bulk(c.name)).collect()),
+        "INFO" => {
+            let names = args.rest();
+            if names.is_empty() {
+                Reply::Array(COMMANDS.iter().map(command_info).collect())
+            } else {
+                Reply::Array(
+                    names
+                        .iter()
+                        .map(|n| super::lookup(n).map_or(Reply::NullArray, command_info))
+                        .collect(),
+                )
+            }
+        }
+        "DOCS" => {
+            let names = args.rest();
+            let specs: Vec<&CommandSpec> = if names.is_empty() {
+                COMMANDS.iter().collect()
+            } else {
+                names.iter().filter_map(|n| super::lookup(n)).collect()
+            };
+            Reply::Map(
+                specs
+                    .into_iter()
+                    .map(|c| (bulk(c.name), command_docs(c)))
+                    .collect(),
+            )
+        }
+        "GETKEYS" => {
+            return Err(RespError::Other(
+                "COMMAND GETKEYS is not supported by Meridian",
+            ))
+        }
+        "HELP" => Reply::Array(
+            [
+                "COMMAND <subcommand>",
+                "COUNT",
+                "DOCS [<command-name> ...]",
+                "INFO [<command-name> ...]",
+                "LIST",
+            ]
+            .iter()
+            .map(|l| status(l))
+            .collect(),
+        ),
+        _ => {
+            return Err(RespError::UnknownSubcommand {
+                cmd: "COMMAND".into(),
+                sub: String::from_utf8_lossy(&sub).into_owned(),
+            })
+        }
+    };
+    Ok(reply.into())
+}
+
+/// CONFIG GET pattern… | SET param value… | RESETSTAT | REWRITE | HELP
+pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let sub = args.next_bytes()?;
+    let reply = match Keyword::new(&sub).as_str() {
+        "GET" => {
+            if args.remaining() == 0 {
+                return Err(RespError::Message(
+                    "wrong number of arguments for 'config|get' command".into(),
+                ));
+            }
+            let patterns = args.rest();
+            let mut out = Vec::new();
+            for (name, value) in ctx.shared.config_params() {
+                if patterns
+                    .iter()
+                    .any(|p| crate::keyspace::glob_match(&p.to_ascii_lowercase(), name.as_bytes()))
+                    && !out.iter().any(|(n, _): &(Reply, Reply)| *n == bulk(name))
+                {
+                    out.push((bulk(name), bulk(value)));
+                }
+            }
+            Reply::Map(out)
+        }
+        "SET" => {
+            if args.remaining() == 0 || args.remaining() % 2 != 0 {
+                return Err(RespError::Message(
+                    "wrong number of arguments for 'config|set' command".into(),
+                ));
+            }
+            while let Some(name) = args.next_opt() {
+                let value = args.next_bytes()?;
+                let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
+                ctx.shared
+                    .config_set(&name, &String::from_utf8_lossy(&value))?;
+            }
+            Reply::ok()
+        }
+        "RESETSTAT" => {
+            ctx.shared.stats.reset();
+            Reply::ok()
+        }
+        "REWRITE" => {
+            return Err(RespError::Other(
+                "CONFIG REWRITE is not supported: edit the TOML config file",
+            ))
+        }
+        "HELP" => Reply::Array(
+            [
+                "CONFIG <subcommand>",
+                "GET <pattern>",
+                "SET <directive> <value>",
+                "RESETSTAT",
+            ]
+            .iter()
+            .map(|l| status(l))
+            .collect(),
+        ),
+        _ => {
+            return Err(RespError::UnknownSubcommand {
+                cmd: "CONFIG".into(),
+                sub: String::from_utf8_lossy(&sub).into_owned(),
+            })
+        }
+    };
+    Ok(reply.into())
+}
+
+/// INFO [section …]
+pub fn info(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let sections: Vec<String> = args
+        .rest()
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    Ok(Reply::Verbatim(Bytes::from(ctx.shared.info_text(&sections))).into())
+}
+
+/// DBSIZE
+pub fn dbsize(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    Ok(Reply::Integer(ctx.shared.keyspace.dbsize(ctx.client.db) as i64).into())
+}
+
+fn flush_mode(args: &mut Args) -> Result<(), RespError> {
+    if let Some(word) = args.next_keyword() {
+        if !matches!(word.as_str(), "ASYNC" | "SYNC") {
+            return Err(RespError::Syntax);
+        }
+    }
+    args.finish()
+}
+
+/// FLUSHDB [ASYNC|SYNC]
+pub fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    flush_mode(args)?;
+    Ok(Outcome::Write(Op::FlushDb { db: ctx.client.db }))
+}
+
+/// FLUSHALL [ASYNC|SYNC]
+pub fn flushall(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    flush_mode(args)?;
+    Ok(Outcome::Write(Op::FlushAll))
+}
+
+/// TIME
+pub fn time(_ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(Reply::Array(vec![
+        bulk(now.as_secs().to_string()),
+        bulk(now.subsec_micros().to_string()),
+    ])
+    .into())
+}
+
+/// LASTSAVE
+pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    Ok(Reply::Integer(ctx.shared.last_sync_unix() as i64).into())
+}
+
+/// SAVE / BGSAVE: syncs RocksDB's log (data is always persisted; there is no snapshot file).
+pub fn save(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    ctx.shared.sync_now()?;
+    Ok(if ctx.spec.name == "bgsave" {
+        status("Background saving started")
+    } else {
+        Reply::ok()
+    }
+    .into())
+}
+
+/// WAIT numreplicas timeout: in-region replication is complete when a write returns, so this
+/// counts other regions that applied the connection's last write (none on a single region).
+pub fn wait(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let _replicas = args.next_i64()?;
+    let timeout = args.next_i64()?;
+    if timeout < 0 {
+        return Err(RespError::Other("timeout is negative"));
+    }
+    Ok(Reply::Integer(ctx.shared.regions_acked(ctx.client.last_write_index) as i64).into())
+}

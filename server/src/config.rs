@@ -1,0 +1,152 @@
+//! Node configuration: the `[server]` table of the TOML file, overridden by command-line flags.
+//! The rest of the file (regions, nodes, placement) is the topology, read by `geo`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::keyspace::FsyncPolicy;
+
+/// How reads are served when the connection did not say READONLY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Leader lease or read-index: never stale.
+    #[default]
+    Linearizable,
+    /// From the local replica, possibly stale.
+    Local,
+}
+
+/// Settings of one node (`[server]` in the config file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// Address the RESP listener binds.
+    pub bind: IpAddr,
+    /// RESP port.
+    pub port: u16,
+    /// Data directory (RocksDB lives in `<data-dir>/db`).
+    pub data_dir: PathBuf,
+    /// WAL sync policy, named like Redis's.
+    pub appendfsync: FsyncPolicy,
+    /// Password for AUTH (none = no authentication).
+    pub requirepass: Option<String>,
+    /// Connection cap; further connections get `-ERR max number of clients reached`.
+    pub maxclients: usize,
+    /// Byte bound of the moka hot cache, in MiB.
+    pub hot_cache_mb: u64,
+    /// RocksDB block cache, in MiB.
+    pub block_cache_mb: u64,
+    /// RocksDB memtable size, in MiB (per column family; two are kept).
+    pub write_buffer_mb: u64,
+    /// Prometheus exporter address (none = off).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Read consistency for connections that did not send READONLY.
+    pub read_consistency: ReadConsistency,
+    /// Largest bulk string accepted (Redis's proto-max-bulk-len).
+    pub proto_max_bulk_len: usize,
+    /// Active expiry passes per second.
+    pub active_expiry_hz: u32,
+    /// Keys removed per active expiry pass at most.
+    pub active_expiry_batch: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 6379,
+            data_dir: PathBuf::from("./data"),
+            appendfsync: FsyncPolicy::Everysec,
+            requirepass: None,
+            maxclients: 10_000,
+            hot_cache_mb: 64,
+            block_cache_mb: 32,
+            write_buffer_mb: 16,
+            metrics_addr: None,
+            read_consistency: ReadConsistency::Linearizable,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            active_expiry_hz: 10,
+            active_expiry_batch: 1000,
+        }
+    }
+}
+
+/// A config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML or unknown fields.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A parsed config file: the `[server]` table and the rest (the topology), as TOML.
+pub struct ConfigFile {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// Every other table (regions, nodes, placement, WAN), for `geo::Topology`.
+    pub topology: Option<toml::Table>,
+}
+
+/// Reads a config file.
+pub fn read_config(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_config(&text).map_err(|message| ConfigError::Parse {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Parses config text.
+pub fn parse_config(text: &str) -> Result<ConfigFile, String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let server = match table.remove("server") {
+        Some(v) => v
+            .try_into::<ServerConfig>()
+            .map_err(|e| format!("[server]: {e}"))?,
+        None => ServerConfig::default(),
+    };
+    Ok(ConfigFile {
+        server,
+        topology: (!table.is_empty()).then_some(table),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let cfg = parse_config("[server]\nport = 7000\nappendfsync = \"always\"\n").unwrap();
+        assert_eq!(cfg.server.port, 7000);
+        assert_eq!(cfg.server.appendfsync, FsyncPolicy::Always);
+        assert!(cfg.topology.is_none());
+        assert_eq!(parse_config("").unwrap().server.port, 6379);
+    }
+
+    #[test]
+    fn typos_fail_loudly() {
+        let err = parse_config("[server]\nprot = 7000\n").err().unwrap();
+        assert!(err.contains("prot"), "{err}");
+    }
+}

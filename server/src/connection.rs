@@ -1,0 +1,242 @@
+//! One client connection: read into a bounded buffer, decode every complete request, run
+//! them in order, batch consecutive writes into one submission, write every reply, flush once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use proto_resp::{decode_request, encode_reply, Limits, Reply, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::client::{ClientInfo, ClientState};
+use crate::cmd::{self, flags, Args, Ctx, Outcome};
+use crate::config::ReadConsistency;
+use crate::error::RespError;
+use crate::node::Shared;
+use crate::op::{Op, OpResult};
+use crate::stats::LocalTally;
+use crate::write::{now_ms, MAX_OPS_PER_BATCH};
+
+/// Requests handled per turn before replies are written (bounds one turn's work and memory).
+const MAX_REQUESTS_PER_TURN: usize = 4096;
+/// Reply bytes buffered before they are written out mid-turn.
+const OUT_HIGH_WATER: usize = 1024 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The state of one connection's session.
+struct Session {
+    shared: Arc<Shared>,
+    client: ClientState,
+    out: BytesMut,
+    pending: Vec<Op>,
+    tally: LocalTally,
+}
+
+/// Serves one client until it quits, the protocol breaks, or the node shuts down.
+pub async fn serve(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    info: Arc<ClientInfo>,
+    token: CancellationToken,
+) {
+    let authenticated = shared.requirepass().is_none();
+    let limits = Limits {
+        max_bulk_len: shared.config.proto_max_bulk_len,
+        ..Limits::default()
+    };
+    let mut session = Session {
+        client: ClientState::new(info, authenticated),
+        shared,
+        out: BytesMut::with_capacity(READ_CHUNK),
+        pending: Vec::new(),
+        tally: LocalTally::default(),
+    };
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let mut close = false;
+        let mut processed = 0;
+        while processed < MAX_REQUESTS_PER_TURN && session.out.len() < OUT_HIGH_WATER {
+            match decode_request(&mut inbuf, &limits) {
+                Ok(Some(request)) => {
+                    processed += 1;
+                    if session.handle(request).await {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "protocol error; closing");
+                    session.flush_writes().await;
+                    session.push_reply(&Reply::error(format!("ERR {e}")));
+                    close = true;
+                    break;
+                }
+            }
+        }
+        session.flush_writes().await;
+        session.finish_turn();
+        if !session.out.is_empty() {
+            let n = session.out.len() as u64;
+            if stream.write_all(&session.out).await.is_err() {
+                return;
+            }
+            session
+                .shared
+                .stats
+                .net_output_bytes
+                .fetch_add(n, Ordering::Relaxed);
+            session.out.clear();
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        if processed >= MAX_REQUESTS_PER_TURN {
+            continue; // more complete requests may be buffered: serve them before reading
+        }
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 4 {
+            inbuf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            r = stream.read_buf(&mut inbuf) => r,
+            _ = token.cancelled() => return,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                session
+                    .shared
+                    .stats
+                    .net_input_bytes
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Session {
+    fn push_reply(&mut self, reply: &Reply) {
+        encode_reply(reply, self.client.protocol, &mut self.out);
+    }
+
+    fn push_error(&mut self, err: &RespError) {
+        self.tally.errors += 1;
+        self.push_reply(&err.to_reply());
+    }
+
+    /// Runs one request; returns true when the connection must close after the replies.
+    async fn handle(&mut self, request: Request) -> bool {
+        let mut args = Args::new(request.args);
+        let Some(name) = args.next_opt() else {
+            return false;
+        };
+        let Some(spec) = cmd::lookup(&name) else {
+            self.flush_writes().await;
+            let mut all = vec![name];
+            all.extend(args.rest());
+            self.push_error(&cmd::unknown_command(&all));
+            return false;
+        };
+        if let Err(e) = cmd::check_arity(spec, args.remaining() + 1) {
+            self.flush_writes().await;
+            self.push_error(&e);
+            return false;
+        }
+        if !self.client.authenticated && spec.flags & flags::NOAUTH == 0 {
+            self.flush_writes().await;
+            self.push_error(&RespError::NoAuth);
+            return false;
+        }
+        if !spec.is_write() {
+            // Reads and connection commands see every earlier write of this pipeline.
+            self.flush_writes().await;
+        }
+        if spec.is_read()
+            && !self.client.readonly
+            && self.shared.config.read_consistency == ReadConsistency::Linearizable
+        {
+            if let Err(e) = self.shared.raft.read_barrier().await {
+                self.push_error(&RespError::from(e));
+                return false;
+            }
+        }
+        self.tally.call(cmd::index_of(spec));
+        let mut ctx = Ctx {
+            shared: &self.shared,
+            client: &mut self.client,
+            now_ms: now_ms(),
+            spec,
+        };
+        match (spec.handler)(&mut ctx, &mut args) {
+            Ok(Outcome::Write(op)) => {
+                self.pending.push(op);
+                if self.pending.len() >= MAX_OPS_PER_BATCH {
+                    self.flush_writes().await;
+                }
+                false
+            }
+            Ok(Outcome::Reply(reply)) => {
+                self.flush_writes().await;
+                self.push_reply(&reply);
+                false
+            }
+            Ok(Outcome::Async(future)) => {
+                self.flush_writes().await;
+                let reply = future.await;
+                self.push_reply(&reply);
+                false
+            }
+            Ok(Outcome::Close(reply)) => {
+                self.flush_writes().await;
+                self.push_reply(&reply);
+                true
+            }
+            Err(e) => {
+                self.flush_writes().await;
+                self.push_error(&e);
+                false
+            }
+        }
+    }
+
+    /// Submits the pending writes as one batch and appends their replies.
+    async fn flush_writes(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.pending);
+        let count = ops.len();
+        match self.shared.writer.submit(ops).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        OpResult::Ok => self.push_reply(&Reply::ok()),
+                        OpResult::Nil => self.push_reply(&Reply::Null),
+                        OpResult::Int(n) => self.push_reply(&Reply::Integer(n)),
+                        OpResult::Bulk(b) => self.push_reply(&Reply::Bulk(b)),
+                        OpResult::Err(e) => self.push_error(&RespError::from(e)),
+                    }
+                }
+            }
+            Err(e) => {
+                let err = RespError::from(e);
+                for _ in 0..count {
+                    self.push_error(&err);
+                }
+            }
+        }
+    }
+
+    /// Publishes this turn's counters.
+    fn finish_turn(&mut self) {
+        self.tally.flush_into(&self.shared.stats);
+        let info = &self.client.info;
+        info.last_active_ms
+            .store(info.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}

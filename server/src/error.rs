@@ -1,0 +1,137 @@
+//! Client-facing errors: every failure a command can hit ends up as one [`RespError`], which
+//! alone decides the wire text (Redis's exact wording where Redis has the same error).
+
+use bytes::Bytes;
+use proto_resp::Reply;
+
+use crate::keyspace::StorageError;
+use crate::op::OpError;
+use crate::write::WriteError;
+
+/// An error answered to the client as a RESP error reply; the connection carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum RespError {
+    /// `-WRONGTYPE`.
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// Generic syntax error.
+    #[error("ERR syntax error")]
+    Syntax,
+    /// An argument that must be an integer is not one.
+    #[error("ERR value is not an integer or out of range")]
+    NotInteger,
+    /// An argument that must be a float is not one.
+    #[error("ERR value is not a valid float")]
+    NotFloat,
+    /// Integer overflow in INCR and friends.
+    #[error("ERR increment or decrement would overflow")]
+    Overflow,
+    /// INCRBYFLOAT producing NaN or infinity.
+    #[error("ERR increment would produce NaN or Infinity")]
+    NanOrInfinity,
+    /// Wrong number of arguments.
+    #[error("ERR wrong number of arguments for '{cmd}' command")]
+    WrongArity {
+        /// The command name, lower case as Redis prints it.
+        cmd: String,
+    },
+    /// Unknown command.
+    #[error("ERR unknown command '{name}', with args beginning with: {args}")]
+    UnknownCommand {
+        /// The name as sent.
+        name: String,
+        /// The first arguments, quoted like Redis does.
+        args: String,
+    },
+    /// Unknown subcommand of a container command.
+    #[error("ERR unknown subcommand '{sub}'. Try {cmd} HELP.")]
+    UnknownSubcommand {
+        /// The container command, upper case.
+        cmd: String,
+        /// The subcommand as sent.
+        sub: String,
+    },
+    /// `-NOAUTH`.
+    #[error("NOAUTH Authentication required.")]
+    NoAuth,
+    /// `-WRONGPASS`.
+    #[error("WRONGPASS invalid username-password pair or user is disabled.")]
+    WrongPass,
+    /// AUTH sent while no password is configured.
+    #[error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")]
+    AuthNotConfigured,
+    /// Missing key where the command needs one.
+    #[error("ERR no such key")]
+    NoSuchKey,
+    /// SELECT out of range.
+    #[error("ERR DB index is out of range")]
+    DbIndexOutOfRange,
+    /// Invalid expire time.
+    #[error("ERR invalid expire time in '{cmd}' command")]
+    InvalidExpire {
+        /// Lower-case command name.
+        cmd: String,
+    },
+    /// An offset out of range (SETRANGE).
+    #[error("ERR offset is out of range")]
+    OffsetOutOfRange,
+    /// The resulting string exceeds the configured maximum (512 MB like Redis).
+    #[error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")]
+    StringTooLong,
+    /// Any other `-ERR` text with Redis's wording, chosen by the caller.
+    #[error("ERR {0}")]
+    Other(&'static str),
+    /// An `-ERR` message built at run time.
+    #[error("ERR {0}")]
+    Message(String),
+    /// No leader / no quorum / timeout: the cluster cannot take the request right now.
+    #[error("CLUSTERDOWN {0}")]
+    ClusterDown(String),
+    /// A storage failure (disk, corruption): reported, never hidden.
+    #[error("ERR internal storage error: {0}")]
+    Storage(String),
+}
+
+impl RespError {
+    /// The wrong-arity error for `cmd`, worded like Redis (lower-case name).
+    pub fn arity(cmd: &str) -> RespError {
+        RespError::WrongArity {
+            cmd: cmd.to_ascii_lowercase(),
+        }
+    }
+
+    /// Turns the error into the reply frame sent to the client.
+    pub fn to_reply(&self) -> Reply {
+        Reply::Error(Bytes::from(self.to_string()))
+    }
+}
+
+impl From<OpError> for RespError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::WrongType => RespError::WrongType,
+            OpError::NotInteger => RespError::NotInteger,
+            OpError::NotFloat => RespError::NotFloat,
+            OpError::Overflow => RespError::Overflow,
+            OpError::NanOrInfinity => RespError::NanOrInfinity,
+            OpError::NoSuchKey => RespError::NoSuchKey,
+            OpError::StringTooLong => RespError::StringTooLong,
+            OpError::OffsetOutOfRange => RespError::OffsetOutOfRange,
+        }
+    }
+}
+
+impl From<StorageError> for RespError {
+    fn from(e: StorageError) -> Self {
+        RespError::Storage(e.to_string())
+    }
+}
+
+impl From<WriteError> for RespError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Storage(s) => RespError::Storage(s.to_string()),
+            other => RespError::ClusterDown(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The keyspace: values in RocksDB behind a moka hot cache, with an expiry index.
+//!
+//! Reads go through [`Keyspace::get`] (cache, then RocksDB, expired keys hidden). Every write
+//! goes through [`Keyspace::apply_batch`], the one seam that the Raft state machine drives:
+//! one RocksDB write batch per [`OpBatch`](crate::op::OpBatch) (values, expiry index, key
+//! counts, applied position), then the cache is updated.
+
+mod apply;
+mod glob;
+mod hot;
+pub mod number;
+pub mod rocks;
+mod value;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteOptions, DB};
+
+pub use glob::glob_match;
+pub use hot::HotCache;
+pub use value::{StoredValue, ValueType};
+
+use crate::op::{OpBatch, OpResult};
+
+/// Column families opened beside the keyspace's own, for the Raft log store.
+pub const EXTRA_COLUMN_FAMILIES: &[&str] = &["raft_log", "raft_meta"];
+
+/// Number of databases (SELECT 0..15), as Redis's default.
+pub const DATABASES: usize = 16;
+
+/// Largest string value, as Redis's proto-max-bulk-len default (512 MB).
+pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
+
+/// When RocksDB's write-ahead log is synced to disk (Redis's `appendfsync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Every write batch is synced before it is acknowledged.
+    Always,
+    /// The log is synced once a second by a background task.
+    #[default]
+    Everysec,
+    /// Never synced explicitly (the OS decides); survives a process crash, not a power loss.
+    No,
+}
+
+impl FsyncPolicy {
+    /// The config-file spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Everysec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+
+    /// Parses the config spelling (case-insensitive).
+    pub fn parse(text: &str) -> Option<FsyncPolicy> {
+        match text.to_ascii_lowercase().as_str() {
+            "always" => Some(FsyncPolicy::Always),
+            "everysec" => Some(FsyncPolicy::Everysec),
+            "no" => Some(FsyncPolicy::No),
+            _ => None,
+        }
+    }
+}
+
+/// Storage sizing and durability.
+#[derive(Clone, Debug)]
+pub struct KeyspaceOptions {
+    /// Directory of the RocksDB database.
+    pub path: PathBuf,
+    /// Byte bound of the moka hot cache.
+    pub hot_cache_bytes: u64,
+    /// RocksDB block cache bytes.
+    pub block_cache_bytes: usize,
+    /// RocksDB memtable size per column family.
+    pub write_buffer_bytes: usize,
+    /// RocksDB memtables kept per column family.
+    pub max_write_buffers: i32,
+    /// WAL sync policy.
+    pub fsync: FsyncPolicy,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database could not be opened.
+    #[error("opening RocksDB at {path}: {source}")]
+    Open {
+        /// Directory.
+        path: String,
+        /// Cause.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// The data directory could not be created.
+    #[error("creating {path}: {source}")]
+    CreateDir {
+        /// Directory.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A read or write failed.
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// Stored bytes do not decode.
+    #[error("corrupt stored value for a key of {key_len} bytes")]
+    Corrupt {
+        /// Length of the key (values and keys are never logged).
+        key_len: usize,
+    },
+}
+
+/// The node's data: RocksDB, the hot cache, key counts.
+pub struct Keyspace {
+    db: DB,
+    hot: HotCache,
+    counts: [AtomicI64; DATABASES],
+    fsync: Mutex<FsyncPolicy>,
+    /// Serialises write batches: apply is read-modify-write.
+    apply_lock: Mutex<()>,
+    /// Storage keys read on a cache miss (INFO keyspace_misses).
+    misses: AtomicU64,
+    /// Reads answered from the hot cache.
+    hits: AtomicU64,
+    options: KeyspaceOptions,
+}
+
+impl Keyspace {
+    /// Opens the keyspace at `options.path` (no data is loaded into memory).
+    pub fn open(options: KeyspaceOptions) -> Result<Keyspace, StorageError> {
+        std::fs::create_dir_all(&options.path).map_err(|source| StorageError::CreateDir {
+            path: options.path.display().to_string(),
+            source,
+        })?;
+        let db = rocks::open(&options.path, &options, EXTRA_COLUMN_FAMILIES)?;
+        let counts: [AtomicI64; DATABASES] = std::array::from_fn(|_| AtomicI64::new(0));
+        for (i, count) in counts.iter().enumerate() {
+            let raw = db.get_cf(rocks::cf(&db, rocks::CF_META), rocks::count_key(i as u8))?;
+            if let Some(raw) = raw {
+                let bytes: [u8; 8] = raw.as_slice().try_into().unwrap_or([0; 8]);
+                count.store(i64::from_be_bytes(bytes), Ordering::Relaxed);
+            }
+        }
+        Ok(Keyspace {
+            hot: HotCache::new(options.hot_cache_bytes),
+            db,
+            counts,
+            fsync: Mutex::new(options.fsync),
+            apply_lock: Mutex::new(()),
+            misses: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            options,
+        })
+    }
+
+    /// The options the keyspace was opened with.
+    pub fn options(&self) -> &KeyspaceOptions {
+        &self.options
+    }
+
+    /// The current WAL sync policy.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        *self.fsync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the WAL sync policy (CONFIG SET appendfsync).
+    pub fn set_fsync_policy(&self, policy: FsyncPolicy) {
+        *self.fsync.lock().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// Syncs the write-ahead log to disk (the `everysec` task calls this).
+    pub fn sync_wal(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// The stored value of `key`, if it exists and has not expired at `now_ms`.
+    pub fn get(
+        &self,
+        db: u8,
+        key: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<StoredValue>, StorageError> {
+        Ok(self.get_raw(db, key)?.filter(|v| !v.is_expired(now_ms)))
+    }
+
+    /// The stored value of `key` even if expired (not yet removed).
+    fn get_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
+        let data_key = rocks::data_key(db, key);
+        if let Some(v) = self.hot.get(&data_key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(v));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let generation = self.hot.generation();
+        let found = self.read_storage(&data_key)?;
+        if let Some(v) = &found {
+            self.hot.fill(generation, &data_key, v.clone());
+        }
+        Ok(found)
+    }
+
+    /// Reads a value from RocksDB only.
+    fn read_storage(&self, data_key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
+        match self
+            .db
+            .get_pinned_cf(rocks::cf(&self.db, rocks::CF_DATA), data_key)?
+        {
+            None => Ok(None),
+            Some(raw) => StoredValue::from_stored(Bytes::copy_from_slice(&raw))
+                .map(Some)
+                .ok_or(StorageError::Corrupt {
+                    key_len: data_key.len().saturating_sub(1),
+                }),
+        }
+    }
+
+    /// Number of keys in `db` (expired keys count until removed, as in Redis).
+    pub fn dbsize(&self, db: u8) -> u64 {
+        self.counts
+            .get(db as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// Keys of `db` after `after` (exclusive) in key order, up to `count` keys examined;
+    /// returns the live keys found (with their values) and the last key examined, or
+    /// `None` when the database was exhausted.
+    pub fn scan(
+        &self,
+        db: u8,
+        after: Option<&[u8]>,
+        count: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<(Bytes, StoredValue)>, Option<Bytes>), StorageError> {
+        let start = match after {
+            Some(k) => {
+                let mut s = rocks::data_key(db, k);
+                s.push(0); // the smallest key strictly after `k`
+                s
+            }
+            None => vec![db],
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(vec![db + 1]);
+        let iter = self.db.iterator_cf_opt(
+            rocks::cf(&self.db, rocks::CF_DATA),
+            opts,
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        let mut examined = 0usize;
+        for item in iter {
+            let (k, v) = item?;
+            let key = Bytes::copy_from_slice(&k[1..]);
+            let value = StoredValue::from_stored(Bytes::from(v.into_vec()))
+                .ok_or(StorageError::Corrupt { key_len: key.len() })?;
+            examined += 1;
+            let is_last = examined >= count;
+            if !value.is_expired(now_ms) {
+                out.push((key.clone(), value));
+            }
+            if is_last {
+                return Ok((out, Some(key)));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// A random live key of `db`, if any.
+    pub fn random_key(&self, db: u8, now_ms: u64) -> Result<Option<Bytes>, StorageError> {
+        if self.dbsize(db) == 0 {
+            return Ok(None);
+        }
+        // Seek to a random point of the key space, then wrap around once.
+        let probe: [u8; 8] = rand::random();
+        let (after, _) = self.scan(db, Some(&probe), 16, now_ms)?;
+        if let Some((k, _)) = after.into_iter().next() {
+            return Ok(Some(k));
+        }
+        let (from_start, _) = self.scan(db, None, 16, now_ms)?;
+        Ok(from_start.into_iter().next().map(|(k, _)| k))
+    }
+
+    /// Up to `limit` (db, key, expire_at) entries of the expiry index that are due at `now_ms`.
+    pub fn due_expiries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u8, Bytes, u64)>, StorageError> {
+        let mut out = Vec::new();
+        for db in 0..DATABASES as u8 {
+            if self.dbsize(db) == 0 {
+                continue;
+            }
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(rocks::expiry_key(db, now_ms.saturating_add(1), b""));
+            let iter = self.db.iterator_cf_opt(
+                rocks::cf(&self.db, rocks::CF_EXPIRY),
+                opts,
+                IteratorMode::From(&[db], Direction::Forward),
+            );
+            for item in iter {
+                let (k, _) = item?;
+                if let Some((d, at, key)) = rocks::parse_expiry_key(&k) {
+                    out.push((d, Bytes::copy_from_slice(key), at));
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a batch of ops atomically (one RocksDB write batch) and returns one result per op.
+    pub fn apply_batch(&self, batch: &OpBatch) -> Result<Vec<OpResult>, StorageError> {
+        self.apply_batch_with_meta(batch, &[])
+    }
+
+    /// Like [`Keyspace::apply_batch`], also writing `meta` records (e.g. the Raft applied
+    /// position) in the same RocksDB write batch, so data and position never disagree.
+    pub fn apply_batch_with_meta(
+        &self,
+        batch: &OpBatch,
+        meta: &[(&[u8], Vec<u8>)],
+    ) -> Result<Vec<OpResult>, StorageError> {
+        let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ctx = apply::BatchCtx::new(self, batch.now_ms);
+        let results = batch
+            .ops
+            .iter()
+            .map(|op| ctx.apply(op))
+            .collect::<Result<Vec<_>, _>>()?;
+        ctx.commit(meta)?;
+        Ok(results)
+    }
+
+    /// Reads a meta record.
+    pub fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(rocks::cf(&self.db, rocks::CF_META), key)?)
+    }
+
+    /// The underlying database (the Raft log store keeps its column families here too).
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Serialises the whole keyspace (values, expiry index, meta records) from one consistent
+    /// RocksDB snapshot. Returns the bytes and the values of the meta records `keys` as of
+    /// that snapshot.
+    #[allow(clippy::type_complexity)]
+    pub fn export(&self, keys: &[&[u8]]) -> Result<(Vec<u8>, Vec<Option<Vec<u8>>>), StorageError> {
+        let snap = self.db.snapshot();
+        let mut out = Vec::new();
+        for (tag, name) in [
+            (0u8, rocks::CF_DATA),
+            (1, rocks::CF_EXPIRY),
+            (2, rocks::CF_META),
+        ] {
+            for item in snap.iterator_cf(rocks::cf(&self.db, name), IteratorMode::Start) {
+                let (k, v) = item?;
+                out.push(tag);
+                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                out.extend_from_slice(&k);
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(&v);
+            }
+        }
+        let values = keys
+            .iter()
+            .map(|k| snap.get_cf(rocks::cf(&self.db, rocks::CF_META), k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((out, values))
+    }
+
+    /// Replaces the whole keyspace with an [`Keyspace::export`] image.
+    pub fn import(&self, image: &[u8]) -> Result<(), StorageError> {
+        let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let corrupt = || StorageError::Corrupt { key_len: 0 };
+        let mut batch = rocksdb::WriteBatch::default();
+        for name in [rocks::CF_DATA, rocks::CF_EXPIRY, rocks::CF_META] {
+            batch.delete_range_cf(rocks::cf(&self.db, name), vec![], vec![0xffu8; 64]);
+        }
+        let mut rest = image;
+        let take = |n: usize, rest: &mut &[u8]| -> Result<Vec<u8>, StorageError> {
+            if rest.len() < n {
+                return Err(corrupt());
+            }
+            let (head, tail) = rest.split_at(n);
+            *rest = tail;
+            Ok(head.to_vec())
+        };
+        while !rest.is_empty() {
+            let tag = take(1, &mut rest)?[0];
+            let klen =
+                u32::from_be_bytes(take(4, &mut rest)?.try_into().map_err(|_| corrupt())?) as usize;
+            let key = take(klen, &mut rest)?;
+            let vlen =
+                u32::from_be_bytes(take(4, &mut rest)?.try_into().map_err(|_| corrupt())?) as usize;
+            let value = take(vlen, &mut rest)?;
+            let cf = match tag {
+                0 => rocks::CF_DATA,
+                1 => rocks::CF_EXPIRY,
+                2 => rocks::CF_META,
+                _ => return Err(corrupt()),
+            };
+            batch.put_cf(rocks::cf(&self.db, cf), key, value);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        for (i, count) in self.counts.iter().enumerate() {
+            let raw = self.read_meta(&rocks::count_key(i as u8))?;
+            let n = raw
+                .and_then(|r| <[u8; 8]>::try_from(r.as_slice()).ok())
+                .map_or(0, i64::from_be_bytes);
+            count.store(n, Ordering::Relaxed);
+        }
+        self.hot.publish(true, std::iter::empty());
+        Ok(())
+    }
+
+    /// Cache statistics: (hits, misses, bytes held, entries).
+    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            self.hot.weighted_size(),
+            self.hot.entry_count(),
+        )
+    }
+
+    /// Keys with an expiry in `db` (INFO keyspace `expires=`), estimated from the index.
+    pub fn expires_estimate(&self, db: u8) -> u64 {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(vec![db + 1]);
+        self.db
+            .iterator_cf_opt(
+                rocks::cf(&self.db, rocks::CF_EXPIRY),
+                opts,
+                IteratorMode::From(&[db], Direction::Forward),
+            )
+            .take(100_000)
+            .count() as u64
+    }
+
+    /// A RocksDB integer property (memory figures for INFO).
+    pub fn rocks_property(&self, name: &str) -> u64 {
+        let mut total = 0;
+        for cf in rocks::COLUMN_FAMILIES {
+            if let Ok(Some(v)) = self.db.property_int_value_cf(rocks::cf(&self.db, cf), name) {
+                total += v;
+            }
+        }
+        total
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.fsync_policy() == FsyncPolicy::Always);
+        wo
+    }
+}

@@ -1,0 +1,106 @@
+//! RocksDB layout: column families and key encoding.
+//!
+//! - `data`:   `[db u8][user key]` → [`StoredValue`](super::StoredValue) bytes
+//! - `expiry`: `[db u8][expire_at u64 BE][user key]` → empty (active-expiry index, ordered by time)
+//! - `meta`:   small named records (key counts per database, applied position)
+
+use std::path::Path;
+
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+use super::{KeyspaceOptions, StorageError};
+
+/// Column family of values.
+pub const CF_DATA: &str = "data";
+/// Column family of the expiry index.
+pub const CF_EXPIRY: &str = "expiry";
+/// Column family of metadata records.
+pub const CF_META: &str = "meta";
+/// Every column family the node opens (Raft adds its own beside these).
+pub const COLUMN_FAMILIES: &[&str] = &[CF_DATA, CF_EXPIRY, CF_META];
+
+/// Opens (creating if needed) the database with our column families and the configured
+/// memory budget (block cache, memtables).
+pub fn open(path: &Path, opts: &KeyspaceOptions, extra_cfs: &[&str]) -> Result<DB, StorageError> {
+    let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+
+    let mut cf_opts = Options::default();
+    cf_opts.set_block_based_table_factory(&table);
+    cf_opts.set_write_buffer_size(opts.write_buffer_bytes);
+    cf_opts.set_max_write_buffer_number(opts.max_write_buffers);
+    cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.increase_parallelism(2);
+    // One memory budget for all memtables, so the node's footprint has a fixed bound.
+    db_opts.set_db_write_buffer_size(opts.write_buffer_bytes * opts.max_write_buffers as usize);
+    db_opts.set_max_open_files(512);
+    db_opts.set_keep_log_file_num(4);
+
+    let cfs = COLUMN_FAMILIES
+        .iter()
+        .chain(extra_cfs.iter())
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+    DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StorageError::Open {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The handle of a column family created at open.
+pub fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name)
+        .expect("every column family is created when the database is opened")
+}
+
+/// `[db][key]`: the data key.
+pub fn data_key(db: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(db);
+    out.extend_from_slice(key);
+    out
+}
+
+/// `[db][at][key]`: the expiry index key.
+pub fn expiry_key(db: u8, at_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + key.len());
+    out.push(db);
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits an expiry index key into (db, at, key).
+pub fn parse_expiry_key(raw: &[u8]) -> Option<(u8, u64, &[u8])> {
+    if raw.len() < 9 {
+        return None;
+    }
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&raw[1..9]);
+    Some((raw[0], u64::from_be_bytes(at), &raw[9..]))
+}
+
+/// Meta key of the key count of database `db`.
+pub fn count_key(db: u8) -> [u8; 6] {
+    [b'c', b'o', b'u', b'n', b't', db]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_keys_sort_by_time_within_a_db() {
+        let a = expiry_key(0, 5, b"zzz");
+        let b = expiry_key(0, 6, b"aaa");
+        assert!(a < b);
+        assert_eq!(parse_expiry_key(&a), Some((0, 5, &b"zzz"[..])));
+        assert!(parse_expiry_key(b"short").is_none());
+    }
+}

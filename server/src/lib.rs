@@ -1,0 +1,23 @@
+//! The Meridian node: a Redis-protocol cache whose data lives in RocksDB behind a moka hot
+//! cache.
+//!
+//! A request flows `connection` → `cmd` (table lookup, argument parsing) → reads from the
+//! `keyspace`, or writes as an [`op::Op`] through the [`write::Writer`] seam, which applies
+//! batches to the keyspace (and, in a region, proposes them to Raft first). `node` starts
+//! and stops everything in order.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod keyspace;
+pub mod listener;
+pub mod metrics;
+pub mod node;
+pub mod op;
+pub mod raft;
+pub mod shutdown;
+pub mod stats;
+pub mod write;

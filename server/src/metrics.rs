@@ -1,0 +1,58 @@
+//! Prometheus export through the `metrics` crate: the exporter and a task that publishes the
+//! node's counters and gauges once a second (the hot path only bumps plain atomics).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::cmd::COMMANDS;
+use crate::node::{rss_bytes, Shared};
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+
+/// Installs the global recorder with an HTTP listener at `addr` (`/metrics`).
+pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| anyhow::anyhow!("starting the Prometheus exporter on {addr}: {e}"))
+}
+
+/// Publishes [`Stats`] and keyspace figures as metrics every second.
+pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        let s = &shared.stats;
+        counter!("meridian_connections_received_total")
+            .absolute(Stats::get(&s.connections_received));
+        counter!("meridian_connections_rejected_total")
+            .absolute(Stats::get(&s.rejected_connections));
+        counter!("meridian_commands_processed_total").absolute(Stats::get(&s.commands_processed));
+        counter!("meridian_net_input_bytes_total").absolute(Stats::get(&s.net_input_bytes));
+        counter!("meridian_net_output_bytes_total").absolute(Stats::get(&s.net_output_bytes));
+        counter!("meridian_expired_keys_total").absolute(Stats::get(&s.expired_keys));
+        counter!("meridian_error_replies_total").absolute(Stats::get(&s.error_replies));
+        for (spec, calls) in COMMANDS.iter().zip(&s.calls) {
+            let n = calls.load(Ordering::Relaxed);
+            if n > 0 {
+                counter!("meridian_command_calls_total", "command" => spec.name).absolute(n);
+            }
+        }
+        let (hits, misses, bytes, entries) = shared.keyspace.cache_stats();
+        counter!("meridian_hot_cache_hits_total").absolute(hits);
+        counter!("meridian_hot_cache_misses_total").absolute(misses);
+        gauge!("meridian_hot_cache_bytes").set(bytes as f64);
+        gauge!("meridian_hot_cache_entries").set(entries as f64);
+        gauge!("meridian_connected_clients").set(shared.clients.count() as f64);
+        gauge!("meridian_keys").set(shared.keyspace.dbsize(0) as f64);
+        gauge!("meridian_rss_bytes").set(rss_bytes() as f64);
+    }
+}

@@ -1,0 +1,556 @@
+//! A node: its shared state and its startup and teardown, step by step.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::client::ClientRegistry;
+use crate::cmd::COMMANDS;
+use crate::config::ServerConfig;
+use crate::error::RespError;
+use crate::keyspace::{FsyncPolicy, Keyspace, KeyspaceOptions, DATABASES};
+use crate::op::Op;
+use crate::raft::service::RaftService;
+use crate::raft::types::MeridianNode;
+use crate::raft::{RaftSettings, RegionRaft};
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::write::{now_ms, Writer};
+use geo::{Endpoint, LinkConfig, Topology};
+
+/// SCAN cursors kept at most (each maps a number to the last key returned).
+const MAX_SCAN_CURSORS: u64 = 100_000;
+/// How long an unused SCAN cursor stays valid.
+const SCAN_CURSOR_TTL: Duration = Duration::from_secs(600);
+
+/// Settings changeable at run time with CONFIG SET.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// AUTH password.
+    pub requirepass: Option<String>,
+    /// Connection cap.
+    pub maxclients: usize,
+}
+
+/// Node-wide state shared by every connection and background task.
+pub struct Shared {
+    /// The configuration the node started with.
+    pub config: ServerConfig,
+    /// CONFIG SET-able settings.
+    pub settings: Mutex<RuntimeSettings>,
+    /// Data.
+    pub keyspace: Arc<Keyspace>,
+    /// Where writes go.
+    pub writer: Writer,
+    /// Connected clients.
+    pub clients: ClientRegistry,
+    /// Counters.
+    pub stats: Stats,
+    /// SCAN cursor → last key returned.
+    pub scan_cursors: moka::sync::Cache<u64, Bytes>,
+    /// Start time.
+    pub started: Instant,
+    /// Random id of this run (INFO run_id).
+    pub run_id: String,
+    /// The RESP address actually bound.
+    pub resp_addr: Mutex<Option<SocketAddr>>,
+    /// Unix seconds of the last WAL sync.
+    last_sync: AtomicU64,
+    /// This node's Raft member.
+    pub raft: Arc<RegionRaft>,
+    /// The topology (a one-node region when started without one).
+    pub topology: Topology,
+    /// This node's name in the topology.
+    pub node_name: String,
+}
+
+impl Shared {
+    /// The password AUTH checks against.
+    pub fn requirepass(&self) -> Option<String> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .requirepass
+            .clone()
+    }
+
+    /// The connection cap.
+    pub fn maxclients(&self) -> usize {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .maxclients
+    }
+
+    /// Unix seconds of the last WAL sync.
+    pub fn last_sync_unix(&self) -> u64 {
+        self.last_sync.load(Ordering::Relaxed)
+    }
+
+    /// Syncs the WAL now (SAVE, the everysec task, shutdown).
+    pub fn sync_now(&self) -> Result<(), RespError> {
+        self.keyspace.sync_wal()?;
+        self.last_sync.store(now_ms() / 1000, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Other regions that applied the write at `index` (WAIT). Single region: none.
+    pub fn regions_acked(&self, _index: u64) -> usize {
+        0
+    }
+
+    /// CONFIG GET's view: (name, value) of every parameter.
+    pub fn config_params(&self) -> Vec<(&'static str, String)> {
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let c = &self.config;
+        vec![
+            ("bind", c.bind.to_string()),
+            ("port", c.port.to_string()),
+            ("dir", c.data_dir.display().to_string()),
+            ("databases", DATABASES.to_string()),
+            ("appendonly", "yes".into()),
+            ("appendfsync", self.keyspace.fsync_policy().name().into()),
+            ("save", String::new()),
+            ("requirepass", s.requirepass.unwrap_or_default()),
+            ("maxclients", s.maxclients.to_string()),
+            ("maxmemory", (c.hot_cache_mb * 1024 * 1024).to_string()),
+            ("maxmemory-policy", "allkeys-lfu".into()),
+            ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
+            ("timeout", "0".into()),
+            ("hz", c.active_expiry_hz.to_string()),
+            (
+                "read-consistency",
+                format!("{:?}", c.read_consistency).to_ascii_lowercase(),
+            ),
+            ("hot-cache-mb", c.hot_cache_mb.to_string()),
+            ("block-cache-mb", c.block_cache_mb.to_string()),
+            ("write-buffer-mb", c.write_buffer_mb.to_string()),
+        ]
+    }
+
+    /// CONFIG SET of one parameter.
+    pub fn config_set(&self, name: &str, value: &str) -> Result<(), RespError> {
+        let failed = |why: &str| {
+            RespError::Message(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+            ))
+        };
+        match name {
+            "requirepass" => {
+                self.settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .requirepass = (!value.is_empty()).then(|| value.to_string());
+            }
+            "maxclients" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
+                if n == 0 {
+                    return Err(failed(
+                        "argument must be between 1 and 4294967295 inclusive",
+                    ));
+                }
+                self.settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .maxclients = n;
+            }
+            "appendfsync" => {
+                let policy = FsyncPolicy::parse(value).ok_or_else(|| {
+                    failed("argument(s) must be one of the following: always, everysec, no")
+                })?;
+                self.keyspace.set_fsync_policy(policy);
+            }
+            _ if self.config_params().iter().any(|(n, _)| *n == name) => {
+                return Err(failed("can't set immutable config"));
+            }
+            _ => {
+                return Err(RespError::Message(format!(
+                    "Unknown option or number of arguments for CONFIG SET - '{name}'"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The INFO text for the requested sections (empty = default).
+    pub fn info_text(&self, sections: &[String]) -> String {
+        let all = sections.iter().any(|s| s == "all" || s == "everything");
+        let want = |name: &str| {
+            sections.is_empty() || all || sections.iter().any(|s| s == name || s == "default")
+        };
+        let mut out = String::new();
+        let uptime = self.started.elapsed().as_secs();
+        if want("server") {
+            let _ = write!(
+                out,
+                "# Server\r\nredis_version:{}\r\nmeridian_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nexecutable:{}\r\n\r\n",
+                crate::cmd::REDIS_COMPAT_VERSION,
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                std::process::id(),
+                self.run_id,
+                self.resp_addr.lock().unwrap_or_else(|p| p.into_inner()).map_or(self.config.port, |a| a.port()),
+                uptime,
+                uptime / 86400,
+                self.config.active_expiry_hz,
+                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+            );
+        }
+        if want("clients") {
+            let _ = write!(
+                out,
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+                self.clients.count(),
+                self.maxclients()
+            );
+        }
+        if want("memory") {
+            let (_, _, hot_bytes, hot_entries) = self.keyspace.cache_stats();
+            let memtables = self
+                .keyspace
+                .rocks_property("rocksdb.cur-size-all-mem-tables");
+            let block_cache = self.keyspace.rocks_property("rocksdb.block-cache-usage");
+            let rss = rss_bytes();
+            let used = hot_bytes + memtables + block_cache;
+            let _ = write!(
+                out,
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:allkeys-lfu\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:libc\r\n\r\n",
+                human(used),
+                human(rss),
+                self.config.hot_cache_mb * 1024 * 1024,
+                self.config.hot_cache_mb * 1024 * 1024,
+            );
+        }
+        if want("persistence") {
+            let _ = write!(
+                out,
+                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:ok\r\nrdb_last_save_time:{}\r\nstorage_engine:rocksdb\r\n\r\n",
+                self.keyspace.fsync_policy().name(),
+                self.last_sync_unix()
+            );
+        }
+        if want("stats") {
+            let (hits, misses, _, _) = self.keyspace.cache_stats();
+            let s = &self.stats;
+            let _ = write!(
+                out,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\n\r\n",
+                Stats::get(&s.connections_received),
+                Stats::get(&s.commands_processed),
+                Stats::get(&s.net_input_bytes),
+                Stats::get(&s.net_output_bytes),
+                Stats::get(&s.rejected_connections),
+                Stats::get(&s.expired_keys),
+                Stats::get(&s.error_replies),
+            );
+        }
+        if all || sections.iter().any(|s| s == "commandstats") {
+            out.push_str("# Commandstats\r\n");
+            for (spec, calls) in COMMANDS.iter().zip(&self.stats.calls) {
+                let n = calls.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = write!(out, "cmdstat_{}:calls={n}\r\n", spec.name);
+                }
+            }
+            out.push_str("\r\n");
+        }
+        if want("keyspace") {
+            out.push_str("# Keyspace\r\n");
+            for db in 0..DATABASES as u8 {
+                let keys = self.keyspace.dbsize(db);
+                if keys > 0 {
+                    let expires = self.keyspace.expires_estimate(db);
+                    let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+                }
+            }
+            out.push_str("\r\n");
+        }
+        out
+    }
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2}M", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2}K", b / 1024.0)
+    }
+}
+
+/// A started node: its shared state and the bound RESP address.
+pub struct Node {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// RESP address bound.
+    pub resp_addr: SocketAddr,
+    shutdown: Shutdown,
+}
+
+impl Node {
+    /// Starts a node: opens storage, joins (or forms) its region's Raft group over the geo
+    /// links, binds the RESP listener, starts background tasks. Without a topology the node
+    /// is a region of one voter named `local`.
+    pub async fn start(
+        config: ServerConfig,
+        cluster: Option<(Topology, String)>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Node> {
+        let started = Instant::now();
+        let (topology, node_name) = match cluster {
+            Some(pair) => pair,
+            None => {
+                let resp = SocketAddr::new(config.bind, config.port);
+                let peer = SocketAddr::new(config.bind, 0);
+                (Topology::single_node(resp, peer), "local-1".to_string())
+            }
+        };
+        let me = topology
+            .node(&node_name)
+            .ok_or_else(|| anyhow::anyhow!("node '{node_name}' is not in the topology"))?
+            .clone();
+        let region = topology
+            .region_of(&node_name)
+            .ok_or_else(|| anyhow::anyhow!("node '{node_name}' has no region"))?
+            .to_string();
+        let region_nodes = topology.nodes_in_region(&region).to_vec();
+        info!(node = %node_name, region = %region, id = me.id, "starting node");
+
+        let db_path = config.data_dir.join("db");
+        info!(path = %db_path.display(), "opening storage");
+        let keyspace = Arc::new(Keyspace::open(KeyspaceOptions {
+            path: db_path,
+            hot_cache_bytes: config.hot_cache_mb * 1024 * 1024,
+            block_cache_bytes: usize::try_from(config.block_cache_mb * 1024 * 1024)?,
+            write_buffer_bytes: usize::try_from(config.write_buffer_mb * 1024 * 1024)?,
+            max_write_buffers: 2,
+            fsync: config.appendfsync,
+        })?);
+        info!(
+            keys = keyspace.dbsize(0),
+            ms = started.elapsed().as_millis() as u64,
+            "storage open"
+        );
+
+        // Links: needed as soon as the region has more than one node.
+        let service = Arc::new(RaftService::new());
+        let endpoint = if region_nodes.len() > 1 || topology.all_nodes().count() > 1 {
+            let certs = topology.cert_paths(&node_name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the topology has no [cluster] certs directory; run `meridian certs`"
+                )
+            })?;
+            let link = LinkConfig::new(node_name.clone(), me.peer, &certs)
+                .with_wan_emulation(topology.cluster.wan_emulation);
+            let endpoint = Endpoint::start(link, service.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint on {}: {e}", me.peer))?;
+            endpoint.register_peers(
+                topology
+                    .all_nodes()
+                    .filter(|n| n.name != node_name)
+                    .map(|n| n.peer_addr()),
+            );
+            info!(addr = %endpoint.local_addr(), "QUIC endpoint up");
+            Some(endpoint)
+        } else {
+            None
+        };
+
+        let members = region_nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id,
+                    MeridianNode {
+                        name: n.name.clone(),
+                        peer: n.peer.to_string(),
+                        resp: n.resp.to_string(),
+                    },
+                )
+            })
+            .collect();
+        let raft = RegionRaft::start(
+            me.id,
+            region.clone(),
+            topology.raft_cluster_name(&region),
+            keyspace.clone(),
+            endpoint,
+            members,
+            RaftSettings::default(),
+        )
+        .await?;
+        service.attach(raft.clone());
+
+        let shared = Arc::new(Shared {
+            settings: Mutex::new(RuntimeSettings {
+                requirepass: config.requirepass.clone(),
+                maxclients: config.maxclients,
+            }),
+            writer: Writer::Raft(raft.clone()),
+            keyspace,
+            clients: ClientRegistry::default(),
+            stats: Stats::default(),
+            scan_cursors: moka::sync::Cache::builder()
+                .max_capacity(MAX_SCAN_CURSORS)
+                .time_to_idle(SCAN_CURSOR_TTL)
+                .build(),
+            started,
+            run_id: format!("{:040x}", rand::random::<u128>()),
+            resp_addr: Mutex::new(None),
+            last_sync: AtomicU64::new(now_ms() / 1000),
+            raft,
+            topology,
+            node_name,
+            config,
+        });
+
+        if let Some(addr) = shared.config.metrics_addr {
+            crate::metrics::install(addr)?;
+            info!(%addr, "prometheus exporter listening");
+        }
+
+        let bind = SocketAddr::new(shared.config.bind, shared.config.port);
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding RESP listener on {bind}: {e}"))?;
+        let resp_addr = listener.local_addr()?;
+        *shared.resp_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(resp_addr);
+
+        shutdown.tasks.spawn(crate::listener::accept_loop(
+            listener,
+            shared.clone(),
+            shutdown.clone(),
+        ));
+        shutdown
+            .tasks
+            .spawn(fsync_task(shared.clone(), shutdown.clone()));
+        shutdown
+            .tasks
+            .spawn(active_expiry_task(shared.clone(), shutdown.clone()));
+        shutdown.tasks.spawn(crate::metrics::publish_task(
+            shared.clone(),
+            shutdown.clone(),
+        ));
+        info!(%resp_addr, ms = started.elapsed().as_millis() as u64, "ready to accept connections");
+        Ok(Node {
+            shared,
+            resp_addr,
+            shutdown,
+        })
+    }
+
+    /// Waits for the shutdown signal, then for every task, then syncs storage.
+    pub async fn run_until_shutdown(self) {
+        self.shutdown.wait_for_signal().await;
+        self.shutdown.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.shutdown.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("tasks did not stop within 10 s; exiting anyway");
+        }
+        if let Err(e) = self.shared.raft.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown failed");
+        }
+        if let Some(endpoint) = &self.shared.raft.endpoint {
+            endpoint.shutdown().await;
+        }
+        if let Err(e) = self.shared.sync_now() {
+            warn!(error = %e, "final WAL sync failed");
+        }
+        info!("bye");
+    }
+}
+
+/// `appendfsync everysec`: sync the WAL once a second.
+async fn fsync_task(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        if shared.keyspace.fsync_policy() == FsyncPolicy::Everysec {
+            let shared = shared.clone();
+            let result = tokio::task::spawn_blocking(move || shared.sync_now()).await;
+            if let Ok(Err(e)) = result {
+                warn!(error = %e, "WAL sync failed");
+            }
+        }
+    }
+}
+
+/// Active expiry: find due keys in the expiry index and delete them through the writer.
+async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
+    let hz = shared.config.active_expiry_hz.clamp(1, 100);
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / u64::from(hz)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        // Only the leader removes expired keys, by proposing deletes every replica applies.
+        if !shared.raft.is_leader() {
+            continue;
+        }
+        let due = match shared
+            .keyspace
+            .due_expiries(now_ms(), shared.config.active_expiry_batch)
+        {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "active expiry scan failed");
+                continue;
+            }
+        };
+        if due.is_empty() {
+            continue;
+        }
+        let ops = due
+            .into_iter()
+            .map(|(db, key, at_ms)| Op::ExpireIfDue { db, key, at_ms })
+            .collect();
+        match shared.writer.submit(ops).await {
+            Ok(results) => {
+                let removed = results
+                    .iter()
+                    .filter(|r| matches!(r, crate::op::OpResult::Int(1)))
+                    .count() as u64;
+                shared
+                    .stats
+                    .expired_keys
+                    .fetch_add(removed, Ordering::Relaxed);
+            }
+            Err(e) => warn!(error = %e, "active expiry write failed"),
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The replicated operations: what a write command turns into, what is stored in the Raft log
+//! (later) and applied to the keyspace. Applying an [`OpBatch`] must be deterministic: it reads
+//! no clock (the proposer stamps `now_ms`), so every replica computes the same results.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Encoding version written in front of every serialized batch.
+pub const OP_FORMAT_VERSION: u8 = 1;
+
+/// A database index (0..[`crate::keyspace::DATABASES`]).
+pub type DbIndex = u8;
+
+/// How a write changes the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireSet {
+    /// Drop any expiry (plain SET).
+    Clear,
+    /// Keep the current expiry (KEEPTTL, APPEND, INCR …).
+    Keep,
+    /// Absolute expiry in unix milliseconds.
+    At(u64),
+}
+
+/// SET's NX / XX condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetCond {
+    /// Unconditional.
+    Always,
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if the key exists.
+    Xx,
+}
+
+/// Which reply a SET-like op gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetReply {
+    /// `+OK`, or nil when the condition failed (SET, SET NX/XX, SETEX, PSETEX).
+    OkOrNil,
+    /// `:1` when set, `:0` when not (SETNX).
+    Flag,
+    /// The old value or nil (SET … GET, GETSET).
+    Old,
+}
+
+/// The NX / XX / GT / LT condition of EXPIRE and friends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireCond {
+    /// Unconditional.
+    Always,
+    /// Only if the key has no expiry.
+    Nx,
+    /// Only if the key has an expiry.
+    Xx,
+    /// Only if the new expiry is greater than the current one (no expiry = infinite).
+    Gt,
+    /// Only if the new expiry is less than the current one (no expiry = infinite).
+    Lt,
+    /// XX and LT: only if the key has an expiry and the new one is less.
+    XxLt,
+}
+
+/// One replicated write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// SET and its relatives.
+    Set {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// New value.
+        value: Bytes,
+        /// Expiry change.
+        expire: ExpireSet,
+        /// NX / XX.
+        cond: SetCond,
+        /// Reply shape.
+        reply: SetReply,
+    },
+    /// MSET (`nx = false`) or MSETNX (`nx = true`, all or nothing).
+    MSet {
+        /// Database.
+        db: DbIndex,
+        /// Key / value pairs.
+        pairs: Vec<(Bytes, Bytes)>,
+        /// MSETNX semantics.
+        nx: bool,
+    },
+    /// DEL / UNLINK: replies the number of keys removed.
+    Del {
+        /// Database.
+        db: DbIndex,
+        /// Keys.
+        keys: Vec<Bytes>,
+    },
+    /// GETDEL.
+    GetDel {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+    },
+    /// GETEX with an expiry change (GETEX without options is a read).
+    GetEx {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// `Clear` = PERSIST, `At` = new expiry.
+        expire: ExpireSet,
+    },
+    /// INCR / DECR / INCRBY / DECRBY.
+    IncrBy {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Signed increment.
+        delta: i64,
+    },
+    /// INCRBYFLOAT.
+    IncrByFloat {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Increment.
+        delta: f64,
+    },
+    /// APPEND: replies the new length.
+    Append {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Suffix.
+        value: Bytes,
+    },
+    /// SETRANGE: replies the new length.
+    SetRange {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes to write there.
+        value: Bytes,
+    },
+    /// EXPIRE family (`at_ms` absolute; `None` = PERSIST). Replies 1 / 0.
+    Expire {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// New absolute expiry, or `None` to persist.
+        at_ms: Option<u64>,
+        /// NX / XX / GT / LT.
+        cond: ExpireCond,
+    },
+    /// RENAME (`nx = false`) / RENAMENX (`nx = true`).
+    Rename {
+        /// Database.
+        db: DbIndex,
+        /// Source key.
+        src: Bytes,
+        /// Destination key.
+        dst: Bytes,
+        /// RENAMENX semantics.
+        nx: bool,
+    },
+    /// COPY src dst [DB n] [REPLACE].
+    Copy {
+        /// Source database.
+        db: DbIndex,
+        /// Source key.
+        src: Bytes,
+        /// Destination database.
+        dst_db: DbIndex,
+        /// Destination key.
+        dst: Bytes,
+        /// Overwrite an existing destination.
+        replace: bool,
+    },
+    /// Active expiry: delete `key` if its expiry is still `at_ms` and due at the batch time.
+    ExpireIfDue {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// The expiry the index saw.
+        at_ms: u64,
+    },
+    /// FLUSHDB.
+    FlushDb {
+        /// Database.
+        db: DbIndex,
+    },
+    /// FLUSHALL.
+    FlushAll,
+}
+
+impl Op {
+    /// The database and key this op changes first (for logging and routing).
+    pub fn first_key(&self) -> Option<&Bytes> {
+        match self {
+            Op::Set { key, .. }
+            | Op::GetDel { key, .. }
+            | Op::GetEx { key, .. }
+            | Op::IncrBy { key, .. }
+            | Op::IncrByFloat { key, .. }
+            | Op::Append { key, .. }
+            | Op::SetRange { key, .. }
+            | Op::Expire { key, .. }
+            | Op::ExpireIfDue { key, .. } => Some(key),
+            Op::MSet { pairs, .. } => pairs.first().map(|(k, _)| k),
+            Op::Del { keys, .. } => keys.first(),
+            Op::Rename { src, .. } | Op::Copy { src, .. } => Some(src),
+            Op::FlushDb { .. } | Op::FlushAll => None,
+        }
+    }
+}
+
+/// Ops proposed together, applied in order in one storage write batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpBatch {
+    /// The proposer's clock when it built the batch (unix ms): the "now" every replica uses
+    /// for expiry decisions while applying this batch.
+    pub now_ms: u64,
+    /// The ops, applied in order.
+    pub ops: Vec<Op>,
+}
+
+impl OpBatch {
+    /// Serializes the batch with its format version byte.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![OP_FORMAT_VERSION];
+        // Serialising plain owned data into a Vec cannot fail.
+        bincode::serialize_into(&mut out, self).expect("OpBatch serialises into a Vec");
+        out
+    }
+
+    /// Decodes a batch written by [`OpBatch::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<OpBatch, OpDecodeError> {
+        match bytes.split_first() {
+            Some((&OP_FORMAT_VERSION, rest)) => {
+                bincode::deserialize(rest).map_err(|e| OpDecodeError::Corrupt(e.to_string()))
+            }
+            Some((&v, _)) => Err(OpDecodeError::UnknownVersion(v)),
+            None => Err(OpDecodeError::Corrupt("empty".into())),
+        }
+    }
+}
+
+/// A stored or received batch could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum OpDecodeError {
+    /// Written by a newer version.
+    #[error("unknown op format version {0}")]
+    UnknownVersion(u8),
+    /// Bytes do not decode.
+    #[error("corrupt op batch: {0}")]
+    Corrupt(String),
+}
+
+/// Why an op did not apply; answered to the client, the batch goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// The key holds another type.
+    #[error("wrong type")]
+    WrongType,
+    /// The stored value is not an integer.
+    #[error("not an integer")]
+    NotInteger,
+    /// The stored value is not a float.
+    #[error("not a float")]
+    NotFloat,
+    /// Integer overflow.
+    #[error("overflow")]
+    Overflow,
+    /// Float result is NaN or infinite.
+    #[error("nan or infinity")]
+    NanOrInfinity,
+    /// The source key does not exist (RENAME).
+    #[error("no such key")]
+    NoSuchKey,
+    /// Result longer than the maximum string size.
+    #[error("string too long")]
+    StringTooLong,
+    /// SETRANGE offset too large.
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+}
+
+/// The outcome of one applied op, shaped so the reply follows directly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OpResult {
+    /// `+OK`.
+    Ok,
+    /// Nil bulk.
+    Nil,
+    /// Integer reply.
+    Int(i64),
+    /// Bulk reply.
+    Bulk(Bytes),
+    /// Error reply.
+    Err(OpError),
+}

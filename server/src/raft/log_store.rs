@@ -1,0 +1,223 @@
+//! The Raft log and vote in RocksDB column families beside the keyspace (`raft_log`: index as
+//! big-endian u64 → entry, so key order is log order; `raft_meta`: vote, last purged id).
+//!
+//! Appends are written with the node's `appendfsync` policy: `always` syncs before openraft is
+//! told the entries are durable; `everysec` relies on the once-a-second WAL sync (a power loss
+//! may lose the last second on a minority, like Redis's everysec; a process crash loses nothing).
+//! The vote is always synced.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+
+use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+use crate::keyspace::{rocks, FsyncPolicy, Keyspace};
+
+const CF_LOG: &str = "raft_log";
+const CF_RAFT_META: &str = "raft_meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// The log store; cheap to clone (shares the database).
+#[derive(Clone)]
+pub struct LogStore {
+    keyspace: Arc<Keyspace>,
+}
+
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+impl LogStore {
+    /// A log store over the keyspace's database.
+    pub fn new(keyspace: Arc<Keyspace>) -> LogStore {
+        LogStore { keyspace }
+    }
+
+    fn db(&self) -> &rocksdb::DB {
+        self.keyspace.db()
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let raw = self
+            .db()
+            .get_cf(rocks::cf(self.db(), CF_RAFT_META), key)
+            .map_err(read_err)?;
+        raw.map(|r| bincode::deserialize(&r).map_err(read_err))
+            .transpose()
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        let bytes = bincode::serialize(value).map_err(write_err)?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db()
+            .put_cf_opt(rocks::cf(self.db(), CF_RAFT_META), key, bytes, &wo)
+            .map_err(write_err)
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        let mut iter = self
+            .db()
+            .iterator_cf(rocks::cf(self.db(), CF_LOG), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(read_err)?;
+                let entry: Entry = bincode::deserialize(&v).map_err(read_err)?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+
+    /// Index of the last entry in the log (for INFO / MERIDIAN RAFT).
+    pub fn last_index(&self) -> u64 {
+        self.last_entry_id().ok().flatten().map_or(0, |id| id.index)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            std::ops::Bound::Included(i) => *i,
+            std::ops::Bound::Excluded(i) => i + 1,
+            std::ops::Bound::Unbounded => 0,
+        };
+        let start_key = start.to_be_bytes();
+        let iter = self.db().iterator_cf(
+            rocks::cf(self.db(), CF_LOG),
+            IteratorMode::From(&start_key, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(read_err)?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                read_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "bad log key",
+                ))
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(bincode::deserialize(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last = self.last_entry_id()?.or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote, true).map_err(|_| {
+            io_err(
+                ErrorSubject::Vote,
+                ErrorVerb::Write,
+                std::io::Error::other("saving vote"),
+            )
+        })
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.put_meta(KEY_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = rocks::cf(self.db(), CF_LOG);
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let bytes = bincode::serialize(&entry).map_err(write_err)?;
+            batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.keyspace.fsync_policy() == FsyncPolicy::Always);
+        let result = self.db().write_opt(batch, &wo);
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf = rocks::cf(self.db(), CF_LOG);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, log_id.index.to_be_bytes(), u64::MAX.to_be_bytes());
+        batch.delete_cf(cf, u64::MAX.to_be_bytes());
+        self.db().write_opt(batch, &wo).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        let cf = rocks::cf(self.db(), CF_LOG);
+        let end = log_id.index.saturating_add(1).to_be_bytes();
+        self.db()
+            .delete_range_cf(cf, 0u64.to_be_bytes(), end)
+            .map_err(write_err)
+    }
+}

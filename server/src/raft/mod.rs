@@ -1,0 +1,316 @@
+//! The region's Raft group: openraft over the keyspace (log store and state machine in
+//! RocksDB), its network over the geo links, the write path (propose on the leader, forward
+//! from a follower) and the read gate (leader lease or read index).
+
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use geo::link::PeerAddr;
+use geo::Endpoint;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use self::log_store::LogStore;
+use self::network::{decode, encode, Network, RPC_FORWARD_WRITE, RPC_READ_INDEX};
+use self::state_machine::StateMachine;
+use self::types::{MeridianNode, NodeId, Raft};
+use crate::keyspace::Keyspace;
+use crate::op::{Op, OpBatch, OpResult};
+use crate::write::{now_ms, WriteError};
+
+/// Raft timing and limits of a region.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound (the upper bound is twice this).
+    pub election_timeout_ms: u64,
+    /// How long a write waits for a leader before `-CLUSTERDOWN`.
+    pub write_timeout: Duration,
+    /// How long a linearizable read waits before `-CLUSTERDOWN`.
+    pub read_timeout: Duration,
+    /// Log entries kept after a snapshot (followers this far behind catch up from the log).
+    pub keep_logs: u64,
+    /// Applied entries between snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_ms: 100,
+            election_timeout_ms: 500,
+            write_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(2),
+            keep_logs: 10_000,
+            snapshot_every: 50_000,
+        }
+    }
+}
+
+/// What a forwarded write gets back from the node it was sent to.
+#[derive(Serialize, Deserialize)]
+pub enum ForwardReply {
+    /// Applied: one result per op.
+    Applied(Vec<OpResult>),
+    /// The receiver is not the leader (nothing was proposed); the hint names the leader.
+    NotLeader(Option<NodeId>),
+    /// Proposed but failed, or the leader could not take it.
+    Failed(String),
+}
+
+/// The running Raft group member of this node.
+pub struct RegionRaft {
+    /// The openraft handle.
+    pub raft: Raft,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's region.
+    pub region: String,
+    /// QUIC endpoint (None for a region of one node without a topology).
+    pub endpoint: Option<Endpoint>,
+    /// The log store (for MERIDIAN RAFT figures).
+    pub log_store: LogStore,
+    /// Timing.
+    pub settings: RaftSettings,
+    /// openraft's metrics channel, kept so the hot path only borrows it.
+    metrics: tokio::sync::watch::Receiver<types::RaftMetrics>,
+}
+
+impl RegionRaft {
+    /// Starts this node's Raft member. `members` is the region's initial membership, used to
+    /// bootstrap when the group was never initialised and this node is the first member.
+    pub async fn start(
+        node_id: NodeId,
+        region: String,
+        cluster_name: String,
+        keyspace: Arc<Keyspace>,
+        endpoint: Option<Endpoint>,
+        members: BTreeMap<NodeId, MeridianNode>,
+        settings: RaftSettings,
+    ) -> anyhow::Result<Arc<RegionRaft>> {
+        let config = openraft::Config {
+            cluster_name,
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_timeout_ms,
+            election_timeout_max: settings.election_timeout_ms * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
+            max_in_snapshot_log_to_keep: settings.keep_logs,
+            purge_batch_size: 256,
+            max_payload_entries: 512,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate()?);
+        let log_store = LogStore::new(keyspace.clone());
+        let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
+        let state_machine = StateMachine::new(keyspace, snapshot_path);
+        let span = tracing::info_span!("raft", region = %region, node = node_id);
+        let raft = {
+            let _enter = span.enter();
+            Raft::new(
+                node_id,
+                config,
+                Network::new(endpoint.clone()),
+                log_store.clone(),
+                state_machine,
+            )
+            .await?
+        };
+        let me = Arc::new(RegionRaft {
+            metrics: raft.metrics(),
+            raft,
+            node_id,
+            region,
+            endpoint,
+            log_store,
+            settings,
+        });
+        if !me.raft.is_initialized().await? {
+            let first = members.keys().next().copied();
+            if first == Some(node_id) {
+                info!(
+                    members = members.len(),
+                    "bootstrapping the region's Raft group"
+                );
+                if let Err(e) = me.raft.initialize(members).await {
+                    warn!(error = %e, "initialize failed (already initialised elsewhere?)");
+                }
+            } else {
+                info!("waiting to be joined by the region's first node");
+            }
+        }
+        Ok(me)
+    }
+
+    /// A copy of the current Raft metrics (for MERIDIAN RAFT and INFO).
+    pub fn metrics(&self) -> types::RaftMetrics {
+        self.metrics.borrow().clone()
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.metrics.borrow().current_leader
+    }
+
+    /// True when this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// The peer address of a member.
+    pub fn peer_of(&self, id: NodeId) -> Option<PeerAddr> {
+        let m = self.metrics.borrow();
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        drop(m);
+        node.peer
+            .parse()
+            .ok()
+            .map(|addr| PeerAddr::new(node.name, addr))
+    }
+
+    /// Applies `ops` through the region's log: proposes on the leader, forwards from a follower.
+    /// Waits for a leader up to the write timeout; never retries a write that may have been
+    /// proposed.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, WriteError> {
+        let started = Instant::now();
+        let deadline = started + self.settings.write_timeout;
+        loop {
+            let leader = self.leader();
+            let attempt = match leader {
+                Some(id) if id == self.node_id => self.propose(ops.clone()).await,
+                Some(id) => self.forward(id, &ops, deadline).await,
+                None => ForwardReply::NotLeader(None),
+            };
+            match attempt {
+                ForwardReply::Applied(results) => return Ok(results),
+                ForwardReply::Failed(why) => return Err(WriteError::Remote(why)),
+                ForwardReply::NotLeader(_) => {
+                    if Instant::now() >= deadline {
+                        return Err(WriteError::NoLeader {
+                            region: self.region.clone(),
+                            waited_ms: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                    // Wait for a leader change (or a short pause), then try again.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let _ = self
+                        .raft
+                        .wait(Some(left.min(Duration::from_millis(100))))
+                        .metrics(
+                            |m| m.current_leader.is_some() && m.current_leader != leader,
+                            "leader change",
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Proposes a batch on this node (which believes it leads).
+    pub async fn propose(&self, ops: Vec<Op>) -> ForwardReply {
+        let batch = OpBatch {
+            now_ms: now_ms(),
+            ops,
+        };
+        match self.raft.client_write(batch).await {
+            Ok(resp) => ForwardReply::Applied(resp.data.0),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ForwardReply::NotLeader(f.leader_id)
+            }
+            Err(e) => ForwardReply::Failed(e.to_string()),
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, ops: &[Op], deadline: Instant) -> ForwardReply {
+        let (Some(endpoint), Some(peer)) = (&self.endpoint, self.peer_of(leader)) else {
+            return ForwardReply::NotLeader(None);
+        };
+        let body = match encode(&ops) {
+            Ok(b) => b,
+            Err(e) => return ForwardReply::Failed(e),
+        };
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        match endpoint.call(&peer, RPC_FORWARD_WRITE, body, timeout).await {
+            Ok(reply) => decode(&reply).unwrap_or_else(ForwardReply::Failed),
+            // Not sent at all: safe to retry once a leader is known again.
+            Err(e @ geo::RpcError::Unreachable { .. }) => {
+                warn!(leader, error = %e, "leader unreachable for a forwarded write");
+                ForwardReply::NotLeader(None)
+            }
+            Err(e) => ForwardReply::Failed(format!("forwarding to the leader: {e}")),
+        }
+    }
+
+    /// Blocks until a read on this node would be linearizable: a leader inside its lease
+    /// serves at once; a leader outside it confirms with a quorum; a follower asks the leader
+    /// for a read index and waits until it has applied that far.
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        let timeout = self.settings.read_timeout;
+        let (state, leader, since_ack, voters) = {
+            let m = self.metrics.borrow();
+            (
+                m.state,
+                m.current_leader,
+                m.millis_since_quorum_ack,
+                m.membership_config.membership().voter_ids().count(),
+            )
+        };
+        if state == ServerState::Leader {
+            let lease_ms = self
+                .settings
+                .election_timeout_ms
+                .saturating_sub(self.settings.heartbeat_ms);
+            if voters <= 1 || since_ack.is_some_and(|ms| ms < lease_ms) {
+                return Ok(());
+            }
+            return match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(WriteError::Remote(format!("not leader: {e}"))),
+                Err(_) => Err(WriteError::Timeout(timeout.as_millis() as u64)),
+            };
+        }
+        let no_leader = || WriteError::NoLeader {
+            region: self.region.clone(),
+            waited_ms: 0,
+        };
+        let leader = leader.ok_or_else(no_leader)?;
+        let (Some(endpoint), Some(peer)) = (&self.endpoint, self.peer_of(leader)) else {
+            return Err(no_leader());
+        };
+        let reply = endpoint
+            .call(&peer, RPC_READ_INDEX, bytes::Bytes::new(), timeout)
+            .await
+            .map_err(|e| WriteError::Remote(format!("read index from the leader: {e}")))?;
+        let index: Result<u64, String> = decode(&reply).map_err(WriteError::Remote)?;
+        let index = index.map_err(WriteError::Remote)?;
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|_| WriteError::Timeout(timeout.as_millis() as u64))?;
+        Ok(())
+    }
+
+    /// The leader side of a read index: confirm leadership with a quorum, return the index
+    /// a follower must have applied.
+    pub async fn read_index(&self) -> Result<u64, String> {
+        match tokio::time::timeout(self.settings.read_timeout, self.raft.ensure_linearizable())
+            .await
+        {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out confirming leadership".into()),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! openraft's network over the geo QUIC links: a factory that hands out one client per target
+//! (the link layer dials lazily and redials after failures), and the serving side, a thin
+//! adapter from inbound RPCs onto `raft.append_entries` / `vote` / `install_snapshot`.
+//!
+//! Transport failures become `RPCError::Unreachable` (openraft backs off and retries); errors
+//! returned by the peer's Raft travel back serialised and become `RemoteError`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use geo::link::PeerAddr;
+use geo::rpc::RpcError;
+use geo::Endpoint;
+use openraft::error::{NetworkError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::types::{typ, MeridianNode, NodeId, TypeConfig};
+
+/// RPC kind: AppendEntries.
+pub const RPC_APPEND: u16 = 1;
+/// RPC kind: Vote.
+pub const RPC_VOTE: u16 = 2;
+/// RPC kind: InstallSnapshot (one chunk).
+pub const RPC_SNAPSHOT: u16 = 3;
+/// RPC kind: a write forwarded by a follower to the leader.
+pub const RPC_FORWARD_WRITE: u16 = 10;
+/// RPC kind: a follower asks the leader for a read index.
+pub const RPC_READ_INDEX: u16 = 11;
+
+/// Upper bound of one Raft RPC when openraft gives no deadline.
+const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands out network clients for openraft.
+#[derive(Clone)]
+pub struct Network {
+    endpoint: Option<Endpoint>,
+}
+
+impl Network {
+    /// A network over `endpoint` (None for a region of one node: no peers to call).
+    pub fn new(endpoint: Option<Endpoint>) -> Network {
+        Network { endpoint }
+    }
+}
+
+/// A client for one target node.
+pub struct PeerClient {
+    endpoint: Option<Endpoint>,
+    target: NodeId,
+    peer: Option<PeerAddr>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &MeridianNode) -> PeerClient {
+        let peer = node
+            .peer
+            .parse()
+            .ok()
+            .map(|addr| PeerAddr::new(node.name.clone(), addr));
+        PeerClient {
+            endpoint: self.endpoint.clone(),
+            target,
+            peer,
+        }
+    }
+}
+
+/// Serialises a value for the wire (bincode).
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, String> {
+    bincode::serialize(value)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+/// Deserialises a value from the wire.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::deserialize(bytes).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Text(String);
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: u16,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, typ::RPCError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        typ::RaftError<E>: DeserializeOwned,
+    {
+        let (Some(endpoint), Some(peer)) = (&self.endpoint, &self.peer) else {
+            return Err(openraft::error::RPCError::Unreachable(Unreachable::new(
+                &Text(format!("no link to node {}", self.target)),
+            )));
+        };
+        let body = encode(req)
+            .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+        let timeout = option
+            .hard_ttl()
+            .min(DEFAULT_RPC_TIMEOUT * 6)
+            .max(Duration::from_millis(50));
+        let reply = endpoint.call(peer, kind, body, timeout).await.map_err(
+            |e: RpcError| -> typ::RPCError<E> {
+                if e.is_transport() {
+                    openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    openraft::error::RPCError::Network(NetworkError::new(&e))
+                }
+            },
+        )?;
+        let result: Result<Resp, typ::RaftError<E>> = decode(&reply)
+            .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+        result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: typ::AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
+        self.call(RPC_APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: typ::InstallSnapshotRequest,
+        option: RPCOption,
+    ) -> Result<typ::InstallSnapshotResponse, typ::RPCError<typ::InstallSnapshotError>> {
+        self.call(RPC_SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: typ::VoteRequest,
+        option: RPCOption,
+    ) -> Result<typ::VoteResponse, typ::RPCError> {
+        self.call(RPC_VOTE, &rpc, &option).await
+    }
+}

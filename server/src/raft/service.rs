@@ -1,0 +1,75 @@
+//! The serving side of node-to-node RPCs: Raft messages onto the local openraft, forwarded
+//! writes and read-index requests onto the [`RegionRaft`].
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use geo::RpcHandler;
+use tracing::debug;
+
+use super::network::{
+    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_READ_INDEX, RPC_SNAPSHOT, RPC_VOTE,
+};
+use super::types::typ;
+use super::{ForwardReply, RegionRaft};
+use crate::op::Op;
+
+/// Dispatches inbound RPCs; the Raft member is attached once it has started (the endpoint
+/// must exist before Raft, which needs it for its network).
+#[derive(Default)]
+pub struct RaftService {
+    member: OnceLock<Arc<RegionRaft>>,
+}
+
+impl RaftService {
+    /// A service with no member attached yet (calls fail until [`RaftService::attach`]).
+    pub fn new() -> RaftService {
+        RaftService::default()
+    }
+
+    /// Attaches the started Raft member.
+    pub fn attach(&self, member: Arc<RegionRaft>) {
+        let _ = self.member.set(member);
+    }
+}
+
+impl RpcHandler for RaftService {
+    fn handle(
+        &self,
+        from: String,
+        kind: u16,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let member = self.member.get().cloned();
+        Box::pin(async move {
+            let member = member.ok_or_else(|| "raft not started yet".to_string())?;
+            debug!(from = %from, kind, len = body.len(), "rpc");
+            match kind {
+                RPC_APPEND => {
+                    let req: typ::AppendEntriesRequest = decode(&body)?;
+                    encode(&member.raft.append_entries(req).await)
+                }
+                RPC_VOTE => {
+                    let req: typ::VoteRequest = decode(&body)?;
+                    encode(&member.raft.vote(req).await)
+                }
+                RPC_SNAPSHOT => {
+                    let req: typ::InstallSnapshotRequest = decode(&body)?;
+                    encode(&member.raft.install_snapshot(req).await)
+                }
+                RPC_FORWARD_WRITE => {
+                    let ops: Vec<Op> = decode(&body)?;
+                    let reply = if member.is_leader() {
+                        member.propose(ops).await
+                    } else {
+                        ForwardReply::NotLeader(member.leader())
+                    };
+                    encode(&reply)
+                }
+                RPC_READ_INDEX => encode(&member.read_index().await),
+                other => Err(format!("unknown rpc kind {other}")),
+            }
+        })
+    }
+}
