@@ -1,0 +1,655 @@
+//! Connection and server commands: AUTH with requirepass, HELLO 2/3, CLIENT, COMMAND, CONFIG,
+//! INFO, TIME, and the Prometheus endpoint.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meridian_tests::{err_text, q, q_err, qa, Node, NodeOpts, Reply};
+use redis::Value;
+
+const PW: &str = "s3cret-pw";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+#[test]
+fn auth_with_requirepass() {
+    let node = Node::start(NodeOpts::default().requirepass(PW));
+    let mut c = node.raw();
+    // Before AUTH everything but AUTH/HELLO/QUIT is refused.
+    for args in [
+        &["PING"][..],
+        &["GET", "k"],
+        &["SET", "k", "v"],
+        &["CLIENT", "ID"],
+    ] {
+        assert_eq!(
+            c.cmd(args),
+            Reply::err("NOAUTH Authentication required."),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        c.cmd(&["HELLO", "3"]),
+        Reply::err(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO AUTH <user> <pass> option can be used to authenticate the client and select \
+             the RESP protocol version at the same time"
+        )
+    );
+    assert_eq!(c.cmd(&["AUTH", "wrong"]), Reply::err(WRONGPASS));
+    assert_eq!(c.cmd(&["AUTH", "default", "wrong"]), Reply::err(WRONGPASS));
+    assert_eq!(
+        c.cmd(&["HELLO", "3", "AUTH", "default", "wrong"]),
+        Reply::err(WRONGPASS)
+    );
+    assert_eq!(
+        c.cmd(&["GET", "k"]),
+        Reply::err("NOAUTH Authentication required.")
+    );
+    assert_eq!(c.cmd(&["AUTH", PW]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::bulk("v"));
+    // `AUTH default PW` works too.
+    let mut c2 = node.raw();
+    assert_eq!(c2.cmd(&["AUTH", "default", PW]), Reply::ok());
+    assert_eq!(c2.cmd(&["GET", "k"]), Reply::bulk("v"));
+    // HELLO with AUTH and SETNAME in one step.
+    let mut c3 = node.raw();
+    let hello = c3.cmd(&["HELLO", "3", "AUTH", "default", PW, "SETNAME", "me"]);
+    assert!(matches!(hello, Reply::Map(_)), "{hello:?}");
+    assert_eq!(c3.cmd(&["CLIENT", "GETNAME"]), Reply::bulk("me"));
+    assert_eq!(c3.cmd(&["GET", "missing"]), Reply::Null);
+
+    // The redis crate: password in the URL (AUTH for RESP2, HELLO 3 AUTH for RESP3).
+    let mut rc = node.client();
+    assert_eq!(q::<String>(&mut rc, &["GET", "k"]), "v");
+    let mut rc3 = node.client_resp3();
+    assert_eq!(q::<String>(&mut rc3, &["GET", "k"]), "v");
+    let bad = redis::Client::open(node.url_with(false, Some("nope")))
+        .unwrap()
+        .get_connection();
+    let e = bad
+        .err()
+        .expect("a wrong password must fail the connection");
+    assert_eq!(
+        e.kind(),
+        redis::ErrorKind::AuthenticationFailed,
+        "{}",
+        err_text(&e)
+    );
+    let mut unauth = redis::Client::open(node.url_with(false, None))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(
+        q_err(&mut unauth, &["GET", "k"]),
+        "NOAUTH Authentication required."
+    );
+}
+
+#[test]
+fn auth_without_requirepass() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q_err(&mut c, &["AUTH", "x"]),
+        "ERR AUTH <password> called without any password configured for the default user. \
+         Are you sure your configuration is correct?"
+    );
+    assert_eq!(
+        q_err(&mut c, &["AUTH"]),
+        "ERR wrong number of arguments for 'auth' command"
+    );
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+}
+
+/// `HELLO` reply fields by name, from a RESP2 flat array or a RESP3 map.
+fn hello_fields(v: &Value) -> HashMap<String, Value> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(m) => m.clone(),
+        Value::Array(a) => a.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect(),
+        other => panic!("HELLO reply is neither map nor array: {other:?}"),
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| (redis::from_redis_value::<String>(&k).unwrap(), v))
+        .collect()
+}
+
+#[test]
+fn hello_2_and_3() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let v2: Value = q(&mut c, &["HELLO", "2"]);
+    assert!(
+        matches!(v2, Value::Array(_)),
+        "HELLO 2 in RESP2 is a flat array"
+    );
+    let f2 = hello_fields(&v2);
+    assert_eq!(f2["proto"], Value::Int(2));
+    for k in [
+        "server", "version", "proto", "id", "mode", "role", "modules",
+    ] {
+        assert!(f2.contains_key(k), "HELLO 2 lacks {k}: {f2:?}");
+    }
+    assert_eq!(
+        redis::from_redis_value::<String>(&f2["mode"]).unwrap(),
+        "standalone"
+    );
+    assert_eq!(
+        redis::from_redis_value::<String>(&f2["role"]).unwrap(),
+        "master"
+    );
+    let id: i64 = q(&mut c, &["CLIENT", "ID"]);
+    assert_eq!(f2["id"], Value::Int(id));
+    // No argument: current protocol.
+    let v: Value = q(&mut c, &["HELLO"]);
+    assert_eq!(hello_fields(&v)["proto"], Value::Int(2));
+
+    let v3: Value = q(&mut c, &["HELLO", "3", "SETNAME", "conn-a"]);
+    assert!(matches!(v3, Value::Map(_)), "HELLO 3 answers a map: {v3:?}");
+    assert_eq!(hello_fields(&v3)["proto"], Value::Int(3));
+    assert_eq!(q::<String>(&mut c, &["CLIENT", "GETNAME"]), "conn-a");
+
+    assert_eq!(
+        q_err(&mut c, &["HELLO", "4"]),
+        "NOPROTO unsupported protocol version"
+    );
+    assert_eq!(
+        q_err(&mut c, &["HELLO", "1"]),
+        "NOPROTO unsupported protocol version"
+    );
+    assert_eq!(
+        q_err(&mut c, &["HELLO", "abc"]),
+        "ERR Protocol version is not an integer or out of range"
+    );
+    assert_eq!(
+        q_err(&mut c, &["HELLO", "3", "AUTH"]),
+        "ERR Syntax error in HELLO option 'AUTH'"
+    );
+    assert_eq!(
+        q_err(&mut c, &["HELLO", "3", "SETNAME"]),
+        "ERR Syntax error in HELLO option 'SETNAME'"
+    );
+    assert_eq!(
+        q_err(&mut c, &["HELLO", "3", "SETNAME", "a b"]),
+        "ERR Client names cannot contain spaces, newlines or special characters."
+    );
+
+    // The redis crate's RESP3 connection (it sends HELLO 3 itself).
+    let mut c3 = node.client_resp3();
+    let v: Value = q(&mut c3, &["HELLO"]);
+    assert!(matches!(v, Value::Map(_)));
+    assert_eq!(hello_fields(&v)["proto"], Value::Int(3));
+}
+
+/// Parses one `CLIENT LIST`/`CLIENT INFO` line into its fields.
+fn client_fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn client_id_setname_getname_list_info() {
+    let node = Node::start(NodeOpts::default());
+    let mut a = node.client();
+    let mut b = node.client();
+    let ida: i64 = q(&mut a, &["CLIENT", "ID"]);
+    let idb: i64 = q(&mut b, &["CLIENT", "ID"]);
+    assert_ne!(ida, idb);
+    assert!(ida > 0 && idb > 0);
+    assert_eq!(q::<Value>(&mut a, &["CLIENT", "GETNAME"]), Value::Nil);
+    assert_eq!(
+        q::<Value>(&mut a, &["CLIENT", "SETNAME", "alpha"]),
+        Value::Okay
+    );
+    assert_eq!(q::<String>(&mut a, &["CLIENT", "GETNAME"]), "alpha");
+    assert_eq!(
+        q_err(&mut a, &["CLIENT", "SETNAME", "has space"]),
+        "ERR Client names cannot contain spaces, newlines or special characters."
+    );
+    assert_eq!(q::<String>(&mut a, &["CLIENT", "GETNAME"]), "alpha");
+
+    let info: String = q(&mut a, &["CLIENT", "INFO"]);
+    let f = client_fields(info.trim_end());
+    assert_eq!(f["id"], ida.to_string());
+    assert_eq!(f["name"], "alpha");
+    assert_eq!(f["db"], "0");
+    assert!(f["addr"].starts_with("127.0.0.1:"), "{info}");
+    assert!(info.ends_with('\n'), "CLIENT INFO ends with a newline");
+
+    let _: () = q(&mut b, &["SELECT", "5"]);
+    let list: String = q(&mut a, &["CLIENT", "LIST"]);
+    let lines: Vec<HashMap<String, String>> = list.lines().map(client_fields).collect();
+    let la = lines
+        .iter()
+        .find(|l| l["id"] == ida.to_string())
+        .expect("a in CLIENT LIST");
+    assert_eq!(la["name"], "alpha");
+    let lb = lines
+        .iter()
+        .find(|l| l["id"] == idb.to_string())
+        .expect("b in CLIENT LIST");
+    assert_eq!(lb["name"], "");
+    assert_eq!(lb["db"], "5");
+    // An empty name clears it.
+    assert_eq!(q::<Value>(&mut a, &["CLIENT", "SETNAME", ""]), Value::Okay);
+    assert_eq!(q::<Value>(&mut a, &["CLIENT", "GETNAME"]), Value::Nil);
+    // A closed client leaves the list.
+    drop(b);
+    eventually_client_gone(&mut a, idb);
+
+    assert_eq!(
+        q::<Value>(&mut a, &["CLIENT", "NO-EVICT", "on"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Value>(&mut a, &["CLIENT", "NO-EVICT", "off"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q_err(&mut a, &["CLIENT", "NO-EVICT", "maybe"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        q_err(&mut a, &["CLIENT", "BOGUS"]),
+        "ERR unknown subcommand 'BOGUS'. Try CLIENT HELP."
+    );
+    assert_eq!(
+        q_err(&mut a, &["CLIENT", "GETNAME", "x"]),
+        "ERR wrong number of arguments for 'client|getname' command"
+    );
+    assert_eq!(
+        q_err(&mut a, &["CLIENT"]),
+        "ERR wrong number of arguments for 'client' command"
+    );
+}
+
+fn eventually_client_gone(c: &mut redis::Connection, id: i64) {
+    meridian_tests::eventually(
+        Duration::from_secs(5),
+        "closed client to leave CLIENT LIST",
+        || {
+            let list: String = q(c, &["CLIENT", "LIST"]);
+            if list
+                .lines()
+                .any(|l| client_fields(l)["id"] == id.to_string())
+            {
+                anyhow::bail!("id {id} still listed");
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Redis 7.2 additions the issue asks for; redis-server 7.0.15 rejects them.
+#[test]
+fn client_setinfo_and_no_touch_accepted() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Value>(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "meridian-tests"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["CLIENT", "SETINFO", "LIB-VER", "1.0"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["CLIENT", "NO-TOUCH", "on"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["CLIENT", "NO-TOUCH", "off"]),
+        Value::Okay
+    );
+}
+
+/// Arity of every command of issue 2, as redis-server 7.0.15's COMMAND INFO reports it.
+const ARITIES: &[(&str, i64)] = &[
+    ("ping", -1),
+    ("echo", 2),
+    ("quit", -1),
+    ("hello", -1),
+    ("select", 2),
+    ("auth", -2),
+    ("client", -2),
+    ("command", -1),
+    ("config", -2),
+    ("info", -1),
+    ("dbsize", 1),
+    ("flushdb", -1),
+    ("flushall", -1),
+    ("time", 1),
+    ("type", 2),
+    ("exists", -2),
+    ("del", -2),
+    ("unlink", -2),
+    ("keys", 2),
+    ("scan", -2),
+    ("randomkey", 1),
+    ("rename", 3),
+    ("renamenx", 3),
+    ("copy", -3),
+    ("get", 2),
+    ("set", -3),
+    ("setnx", 3),
+    ("setex", 4),
+    ("psetex", 4),
+    ("getset", 3),
+    ("getdel", 2),
+    ("getex", -2),
+    ("mget", -2),
+    ("mset", -3),
+    ("msetnx", -3),
+    ("append", 3),
+    ("strlen", 2),
+    ("getrange", 4),
+    ("setrange", 4),
+    ("incr", 2),
+    ("decr", 2),
+    ("incrby", 3),
+    ("decrby", 3),
+    ("incrbyfloat", 3),
+    ("expire", -3),
+    ("pexpire", -3),
+    ("expireat", -3),
+    ("pexpireat", -3),
+    ("ttl", 2),
+    ("pttl", 2),
+    ("expiretime", 2),
+    ("pexpiretime", 2),
+    ("persist", 2),
+];
+
+#[test]
+fn command_count_info_docs_list() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let count: i64 = q(&mut c, &["COMMAND", "COUNT"]);
+    assert!(count >= ARITIES.len() as i64, "COMMAND COUNT = {count}");
+    // LIST names subcommands too (`config|get`), so it is at least as long as COUNT.
+    let list: Vec<String> = q(&mut c, &["COMMAND", "LIST"]);
+    assert!(
+        list.len() as i64 >= count,
+        "COMMAND LIST shorter than COUNT"
+    );
+    for (name, arity) in ARITIES {
+        assert!(
+            list.iter().any(|n| n == name),
+            "{name} missing from COMMAND LIST"
+        );
+        let info: Value = q(&mut c, &["COMMAND", "INFO", name]);
+        let Value::Array(entries) = info else {
+            panic!("COMMAND INFO {name}: {info:?}");
+        };
+        let Some(Value::Array(fields)) = entries.first() else {
+            panic!("COMMAND INFO {name}: {entries:?}");
+        };
+        assert_eq!(
+            redis::from_redis_value::<String>(&fields[0]).unwrap(),
+            *name
+        );
+        assert_eq!(fields[1], Value::Int(*arity), "arity of {name}");
+    }
+    // get: name, arity, flags, first key, last key, step.
+    let info: Value = q(&mut c, &["COMMAND", "INFO", "get", "nosuchcmd"]);
+    let Value::Array(entries) = info else {
+        panic!("{info:?}")
+    };
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1], Value::Nil);
+    let Value::Array(get) = &entries[0] else {
+        panic!("{entries:?}")
+    };
+    let flags: Vec<String> = redis::from_redis_value(&get[2]).unwrap();
+    assert!(flags.contains(&"readonly".to_string()), "{flags:?}");
+    assert_eq!(&get[3..6], &[Value::Int(1), Value::Int(1), Value::Int(1)]);
+    let set: Value = q(&mut c, &["COMMAND", "INFO", "set"]);
+    let Value::Array(set) = set else { panic!() };
+    let Value::Array(set) = &set[0] else { panic!() };
+    let flags: Vec<String> = redis::from_redis_value(&set[2]).unwrap();
+    assert!(flags.contains(&"write".to_string()), "{flags:?}");
+    let mset: Value = q(&mut c, &["COMMAND", "INFO", "mset"]);
+    let Value::Array(mset) = mset else { panic!() };
+    let Value::Array(mset) = &mset[0] else {
+        panic!()
+    };
+    assert_eq!(&mset[3..6], &[Value::Int(1), Value::Int(-1), Value::Int(2)]);
+
+    // DOCS: a map per command with at least a summary (redis-cli uses it for hints).
+    let docs: Value = q(&mut c, &["COMMAND", "DOCS", "get"]);
+    let Value::Array(docs) = docs else {
+        panic!("COMMAND DOCS in RESP2: {docs:?}")
+    };
+    assert_eq!(redis::from_redis_value::<String>(&docs[0]).unwrap(), "get");
+    let Value::Array(doc) = &docs[1] else {
+        panic!("{docs:?}")
+    };
+    let fields: Vec<String> = doc
+        .iter()
+        .step_by(2)
+        .filter_map(|v| redis::from_redis_value(v).ok())
+        .collect();
+    assert!(fields.contains(&"summary".to_string()), "{fields:?}");
+    let mut c3 = node.client_resp3();
+    let docs3: Value = q(&mut c3, &["COMMAND", "DOCS", "set"]);
+    assert!(
+        matches!(docs3, Value::Map(ref m) if m.len() == 1),
+        "{docs3:?}"
+    );
+    let none: Value = q(&mut c, &["COMMAND", "DOCS", "nosuchcmd"]);
+    assert_eq!(none, Value::Array(vec![]));
+    assert_eq!(
+        q_err(&mut c, &["COMMAND", "BOGUS"]),
+        "ERR unknown subcommand 'BOGUS'. Try COMMAND HELP."
+    );
+}
+
+#[test]
+fn config_get_set() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "databases"]),
+        vec!["databases", "16"]
+    );
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "appendfsync"]),
+        vec!["appendfsync", "everysec"]
+    );
+    // What redis-benchmark and redis-cli ask for at start-up answers.
+    for p in ["save", "appendonly", "maxmemory"] {
+        let v: Vec<String> = q(&mut c, &["CONFIG", "GET", p]);
+        assert_eq!(v.len(), 2, "CONFIG GET {p} = {v:?}");
+        assert_eq!(v[0], p);
+    }
+    // Patterns and several parameters.
+    let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "append*"]);
+    assert!(v.chunks(2).any(|p| p[0] == "appendfsync"), "{v:?}");
+    let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "databases", "appendfsync"]);
+    assert_eq!(v.len(), 4, "{v:?}");
+    // Unknown parameters: empty reply, as Redis.
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "nosuchparam"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q_err(&mut c, &["CONFIG", "SET", "nosuchparam", "1"]),
+        "ERR Unknown option or number of arguments for CONFIG SET - 'nosuchparam'"
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["CONFIG", "SET", "appendfsync", "always"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "appendfsync"]),
+        vec!["appendfsync", "always"]
+    );
+    assert_eq!(
+        q_err(&mut c, &["CONFIG", "SET", "appendfsync", "bogus"]),
+        "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - argument(s) \
+         must be one of the following: everysec, always, no"
+    );
+    assert_eq!(
+        q_err(&mut c, &["CONFIG", "GET"]),
+        "ERR wrong number of arguments for 'config|get' command"
+    );
+    // RESP3: a map.
+    let mut c3 = node.client_resp3();
+    let v: Value = q(&mut c3, &["CONFIG", "GET", "databases"]);
+    assert_eq!(
+        v,
+        Value::Map(vec![(
+            Value::BulkString(b"databases".to_vec()),
+            Value::BulkString(b"16".to_vec())
+        )])
+    );
+}
+
+/// `INFO` text as `field -> value`, and the section headers seen.
+fn parse_info(text: &str) -> (HashMap<String, String>, Vec<String>) {
+    let mut fields = HashMap::new();
+    let mut sections = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(h) = line.strip_prefix("# ") {
+            sections.push(h.to_string());
+        } else if let Some((k, v)) = line.split_once(':') {
+            fields.insert(k.to_string(), v.to_string());
+        }
+    }
+    (fields, sections)
+}
+
+#[test]
+fn info_sections() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let _: () = q(&mut c, &["MSET", "a", "1", "b", "2", "c", "3"]);
+    let _: () = q(&mut c, &["SET", "t", "1", "EX", "100"]);
+    let _: () = q(&mut c, &["SELECT", "3"]);
+    let _: () = q(&mut c, &["SET", "x", "1"]);
+    let _other = node.client();
+
+    let text: String = q(&mut c, &["INFO"]);
+    assert!(text.contains("\r\n"), "INFO lines end with CRLF");
+    let (f, sections) = parse_info(&text);
+    for s in [
+        "Server",
+        "Clients",
+        "Memory",
+        "Persistence",
+        "Stats",
+        "Keyspace",
+    ] {
+        assert!(
+            sections.iter().any(|h| h == s),
+            "INFO lacks # {s}: {sections:?}"
+        );
+    }
+    assert!(f.contains_key("redis_version"), "redis_version");
+    let connected: i64 = f["connected_clients"].parse().unwrap();
+    assert!(connected >= 2, "connected_clients = {connected}");
+    let used: u64 = f["used_memory"].parse().unwrap();
+    assert!(used > 0);
+    assert_eq!(f["tcp_port"], node.port().to_string());
+    assert!(f.contains_key("uptime_in_seconds"));
+    assert!(f.contains_key("total_commands_processed"));
+    assert!(
+        f["db0"].starts_with("keys=4,expires=1,avg_ttl="),
+        "db0:{}",
+        f["db0"]
+    );
+    assert!(
+        f["db3"].starts_with("keys=1,expires=0,"),
+        "db3:{}",
+        f["db3"]
+    );
+    assert!(!f.contains_key("db1"), "empty databases are not listed");
+
+    // One section, case-insensitive; several sections; an unknown one is empty.
+    let (f, sections) = parse_info(&q::<String>(&mut c, &["INFO", "keyspace"]));
+    assert_eq!(sections, ["Keyspace"]);
+    assert!(f.contains_key("db0"));
+    let (_, sections) = parse_info(&q::<String>(&mut c, &["INFO", "SERVER"]));
+    assert_eq!(sections, ["Server"]);
+    let (_, sections) = parse_info(&q::<String>(&mut c, &["INFO", "server", "clients"]));
+    assert_eq!(sections, ["Server", "Clients"]);
+    assert_eq!(q::<String>(&mut c, &["INFO", "nosuchsection"]), "");
+    let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "memory"]));
+    assert!(f.contains_key("used_memory"));
+    let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "stats"]));
+    assert!(f.contains_key("total_connections_received"));
+}
+
+#[test]
+fn time_reply() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let v: Value = q(&mut c, &["TIME"]);
+    let Value::Array(parts) = &v else {
+        panic!("{v:?}")
+    };
+    assert!(
+        matches!(parts[..], [Value::BulkString(_), Value::BulkString(_)]),
+        "{v:?}"
+    );
+    let (s, us): (u64, u64) = redis::from_redis_value(&v).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(s.abs_diff(now) <= 2, "TIME {s} vs local {now}");
+    assert!(us < 1_000_000);
+    let (s2, us2): (u64, u64) = q(&mut c, &["TIME"]);
+    assert!((s2, us2) >= (s, us), "TIME went backwards");
+    assert_eq!(
+        q_err(&mut c, &["TIME", "x"]),
+        "ERR wrong number of arguments for 'time' command"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_resp3_admin_replies() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.async_client_resp3().await;
+    let hello: Value = qa(&mut c, &["HELLO", "3"]).await;
+    assert!(matches!(hello, Value::Map(_)), "{hello:?}");
+    let info: Value = qa(&mut c, &["INFO", "server"]).await;
+    assert!(
+        matches!(info, Value::VerbatimString { .. }),
+        "INFO in RESP3 is a verbatim string: {info:?}"
+    );
+    let text: String = redis::from_redis_value(&info).unwrap();
+    assert!(text.contains("redis_version:"));
+    let id: i64 = qa(&mut c, &["CLIENT", "ID"]).await;
+    assert!(id > 0);
+}
+
+#[test]
+fn prometheus_metrics_endpoint() {
+    let node = Node::start(NodeOpts::default().metrics());
+    let mut c = node.client();
+    for i in 0..10 {
+        let _: () = q(&mut c, &["SET", &format!("k{i}"), "v"]);
+        let _: String = q(&mut c, &["GET", &format!("k{i}")]);
+    }
+    let port = node.metrics_port().expect("metrics port");
+    let body = meridian_tests::eventually(Duration::from_secs(10), "GET /metrics", || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        anyhow::ensure!(resp.starts_with("HTTP/1.1 200"), "response: {resp}");
+        Ok(resp)
+    });
+    let (_, payload) = body.split_once("\r\n\r\n").expect("HTTP body");
+    assert!(
+        !payload.trim().is_empty(),
+        "empty /metrics after 20 commands"
+    );
+}

@@ -1,0 +1,569 @@
+//! String commands: PING/ECHO, SET and its options, the GET/SET variants, multi-key forms,
+//! ranges and counters, through the `redis` crate over RESP2 and RESP3.
+
+use meridian_tests::{cmd, q, q_err, qa, Node, NodeOpts};
+use redis::{Commands, Value};
+
+#[test]
+fn ping_and_echo_resp2_and_resp3() {
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+        assert_eq!(
+            q::<Value>(&mut c, &["PING"]),
+            Value::SimpleString("PONG".into())
+        );
+        assert_eq!(
+            q::<Value>(&mut c, &["PING", "hello"]),
+            Value::BulkString(b"hello".to_vec())
+        );
+        assert_eq!(q::<String>(&mut c, &["ECHO", "hi there"]), "hi there");
+        assert_eq!(q::<String>(&mut c, &["ECHO", ""]), "");
+        assert_eq!(
+            q_err(&mut c, &["ECHO"]),
+            "ERR wrong number of arguments for 'echo' command"
+        );
+        assert_eq!(
+            q_err(&mut c, &["PING", "a", "b"]),
+            "ERR wrong number of arguments for 'ping' command"
+        );
+    }
+}
+
+#[test]
+fn set_get_basic_binary_and_large() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "v"]), Value::Okay);
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "v");
+    assert_eq!(q::<Value>(&mut c, &["GET", "missing"]), Value::Nil);
+    // Overwrite, empty value.
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", ""]), Value::Okay);
+    assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "k"]), b"");
+    // Binary-safe keys and values: NUL, CR LF, high bytes.
+    let key: &[u8] = b"bin\x00key\r\n\xff";
+    let val: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let _: () = c.set(key, &val).unwrap();
+    let got: Vec<u8> = c.get(key).unwrap();
+    assert_eq!(got, val);
+    // A 4 MiB value round-trips.
+    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let _: () = c.set("big", &big).unwrap();
+    let got: Vec<u8> = c.get("big").unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "4 MiB value came back different");
+    assert_eq!(q::<i64>(&mut c, &["STRLEN", "big"]), 4 * 1024 * 1024);
+}
+
+#[test]
+fn set_nx_xx_get_keepttl() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    // NX: only when missing.
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "1", "NX"]), Value::Okay);
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "2", "NX"]), Value::Nil);
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "1");
+    // XX: only when present.
+    assert_eq!(q::<Value>(&mut c, &["SET", "nokey", "x", "XX"]), Value::Nil);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "nokey"]), 0);
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "3", "XX"]), Value::Okay);
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "3");
+    // GET returns the old value (nil when there was none).
+    assert_eq!(q::<String>(&mut c, &["SET", "k", "4", "GET"]), "3");
+    assert_eq!(q::<Value>(&mut c, &["SET", "g", "1", "GET"]), Value::Nil);
+    assert_eq!(q::<String>(&mut c, &["GET", "g"]), "1");
+    // NX GET (allowed since 7.0): nil and sets when missing; old value and no write when present.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "ng", "a", "NX", "GET"]),
+        Value::Nil
+    );
+    assert_eq!(q::<String>(&mut c, &["SET", "ng", "b", "NX", "GET"]), "a");
+    assert_eq!(q::<String>(&mut c, &["GET", "ng"]), "a");
+    assert_eq!(q::<String>(&mut c, &["SET", "ng", "c", "XX", "GET"]), "a");
+    assert_eq!(q::<String>(&mut c, &["GET", "ng"]), "c");
+    // KEEPTTL keeps the TTL; a plain SET clears it.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "t", "1", "EX", "100"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "t", "2", "KEEPTTL"]),
+        Value::Okay
+    );
+    let ttl: i64 = q(&mut c, &["TTL", "t"]);
+    assert!((90..=100).contains(&ttl), "ttl after KEEPTTL = {ttl}");
+    assert_eq!(q::<Value>(&mut c, &["SET", "t", "3"]), Value::Okay);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "t"]), -1);
+    // Options are case-insensitive.
+    assert_eq!(
+        q::<Value>(&mut c, &["set", "k", "5", "xx", "get"]),
+        Value::BulkString(b"4".to_vec())
+    );
+}
+
+#[test]
+fn set_expiry_options() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let now_ms: i64 = {
+        let (s, us): (i64, i64) = q(&mut c, &["TIME"]);
+        s * 1000 + us / 1000
+    };
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "ex", "v", "EX", "100"]),
+        Value::Okay
+    );
+    let ttl: i64 = q(&mut c, &["TTL", "ex"]);
+    assert!((99..=100).contains(&ttl), "EX 100 gave TTL {ttl}");
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "px", "v", "PX", "100000"]),
+        Value::Okay
+    );
+    let pttl: i64 = q(&mut c, &["PTTL", "px"]);
+    assert!(
+        (95_000..=100_000).contains(&pttl),
+        "PX 100000 gave PTTL {pttl}"
+    );
+    let at = (now_ms / 1000 + 200).to_string();
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "exat", "v", "EXAT", &at]),
+        Value::Okay
+    );
+    assert_eq!(q::<String>(&mut c, &["EXPIRETIME", "exat"]), at);
+    let pat = (now_ms + 300_000).to_string();
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "pxat", "v", "PXAT", &pat]),
+        Value::Okay
+    );
+    assert_eq!(q::<String>(&mut c, &["PEXPIRETIME", "pxat"]), pat);
+    // An absolute time in the past: OK, and the key is gone at once.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "past", "v", "EXAT", "1"]),
+        Value::Okay
+    );
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "past"]), 0);
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "past", "v", "PXAT", "1"]),
+        Value::Okay
+    );
+    assert_eq!(q::<Value>(&mut c, &["GET", "past"]), Value::Nil);
+    // Invalid times and bad combinations.
+    for bad in [
+        &["SET", "k", "v", "EX", "0"][..],
+        &["SET", "k", "v", "EX", "-1"],
+        &["SET", "k", "v", "PX", "0"],
+        &["SET", "k", "v", "EXAT", "0"],
+    ] {
+        assert_eq!(
+            q_err(&mut c, bad),
+            "ERR invalid expire time in 'set' command",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        q_err(&mut c, &["SET", "k", "v", "EX", "abc"]),
+        "ERR value is not an integer or out of range"
+    );
+    for bad in [
+        &["SET", "k", "v", "NX", "XX"][..],
+        &["SET", "k", "v", "EX", "10", "PX", "100"],
+        &["SET", "k", "v", "KEEPTTL", "EX", "10"],
+        &["SET", "k", "v", "EX"],
+        &["SET", "k", "v", "BOGUS"],
+    ] {
+        assert_eq!(q_err(&mut c, bad), "ERR syntax error", "{bad:?}");
+    }
+    assert_eq!(
+        q_err(&mut c, &["SET", "k"]),
+        "ERR wrong number of arguments for 'set' command"
+    );
+    // Nothing above created k.
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "k"]), 0);
+}
+
+#[test]
+fn setnx_setex_psetex_getset_getdel() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(q::<i64>(&mut c, &["SETNX", "k", "1"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["SETNX", "k", "2"]), 0);
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "1");
+
+    assert_eq!(
+        q::<Value>(&mut c, &["SETEX", "se", "100", "v"]),
+        Value::Okay
+    );
+    let ttl: i64 = q(&mut c, &["TTL", "se"]);
+    assert!((99..=100).contains(&ttl), "SETEX ttl {ttl}");
+    assert_eq!(
+        q::<Value>(&mut c, &["PSETEX", "pse", "100000", "v"]),
+        Value::Okay
+    );
+    let pttl: i64 = q(&mut c, &["PTTL", "pse"]);
+    assert!((95_000..=100_000).contains(&pttl), "PSETEX pttl {pttl}");
+    assert_eq!(
+        q_err(&mut c, &["SETEX", "se", "0", "v"]),
+        "ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(
+        q_err(&mut c, &["PSETEX", "se", "-5", "v"]),
+        "ERR invalid expire time in 'psetex' command"
+    );
+    assert_eq!(
+        q_err(&mut c, &["SETEX", "se", "abc", "v"]),
+        "ERR value is not an integer or out of range"
+    );
+
+    assert_eq!(q::<Value>(&mut c, &["GETSET", "gs", "a"]), Value::Nil);
+    assert_eq!(q::<String>(&mut c, &["GETSET", "gs", "b"]), "a");
+    assert_eq!(q::<String>(&mut c, &["GET", "gs"]), "b");
+    // GETSET clears a TTL like SET does.
+    assert_eq!(q::<String>(&mut c, &["GETSET", "se", "w"]), "v");
+    assert_eq!(q::<i64>(&mut c, &["TTL", "se"]), -1);
+
+    assert_eq!(q::<String>(&mut c, &["GETDEL", "gs"]), "b");
+    assert_eq!(q::<Value>(&mut c, &["GETDEL", "gs"]), Value::Nil);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "gs"]), 0);
+}
+
+#[test]
+fn getex_options() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Value>(&mut c, &["GETEX", "missing", "EX", "10"]),
+        Value::Nil
+    );
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "v"]), Value::Okay);
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k"]), "v");
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), -1);
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k", "EX", "100"]), "v");
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), 100);
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k", "PX", "50000"]), "v");
+    let pttl: i64 = q(&mut c, &["PTTL", "k"]);
+    assert!((45_000..=50_000).contains(&pttl), "pttl {pttl}");
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k", "PERSIST"]), "v");
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), -1);
+    let (s, _us): (i64, i64) = q(&mut c, &["TIME"]);
+    let at = (s + 500).to_string();
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k", "EXAT", &at]), "v");
+    assert_eq!(q::<String>(&mut c, &["EXPIRETIME", "k"]), at);
+    let pat = ((s + 600) * 1000).to_string();
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k", "PXAT", &pat]), "v");
+    assert_eq!(q::<String>(&mut c, &["PEXPIRETIME", "k"]), pat);
+    // A time in the past deletes the key after returning it.
+    assert_eq!(q::<String>(&mut c, &["GETEX", "k", "EXAT", "1"]), "v");
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "k"]), 0);
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "v"]), Value::Okay);
+    assert_eq!(
+        q_err(&mut c, &["GETEX", "k", "EX", "0"]),
+        "ERR invalid expire time in 'getex' command"
+    );
+    assert_eq!(
+        q_err(&mut c, &["GETEX", "k", "PERSIST", "EX", "10"]),
+        "ERR syntax error"
+    );
+    assert_eq!(q_err(&mut c, &["GETEX", "k", "EX"]), "ERR syntax error");
+}
+
+#[test]
+fn mget_mset_msetnx() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Value>(&mut c, &["MSET", "a", "1", "b", "2", "c", "3"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Vec<Option<String>>>(&mut c, &["MGET", "a", "missing", "c", "b"]),
+        vec![Some("1".into()), None, Some("3".into()), Some("2".into())]
+    );
+    // MSET overwrites and clears TTLs.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "a", "x", "EX", "100"]),
+        Value::Okay
+    );
+    assert_eq!(q::<Value>(&mut c, &["MSET", "a", "9"]), Value::Okay);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "a"]), -1);
+    // The last of duplicate keys wins.
+    assert_eq!(
+        q::<Value>(&mut c, &["MSET", "d", "1", "d", "2"]),
+        Value::Okay
+    );
+    assert_eq!(q::<String>(&mut c, &["GET", "d"]), "2");
+    // MSETNX: all or nothing.
+    assert_eq!(q::<i64>(&mut c, &["MSETNX", "x", "1", "a", "2"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "x"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["MSETNX", "x", "1", "y", "2"]), 1);
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["MGET", "x", "y"]),
+        vec!["1", "2"]
+    );
+    for (name, args) in [
+        ("mset", &["MSET", "a"][..]),
+        ("mset", &["MSET", "a", "1", "b"]),
+        ("msetnx", &["MSETNX", "a"]),
+        ("mget", &["MGET"]),
+    ] {
+        assert_eq!(
+            q_err(&mut c, args),
+            format!("ERR wrong number of arguments for '{name}' command")
+        );
+    }
+    // A big MGET in one request.
+    let mut mset = cmd(&["MSET"]);
+    for i in 0..1000 {
+        mset.arg(format!("m{i}")).arg(i);
+    }
+    let _: () = mset.query(&mut c).unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    let vals: Vec<i64> = cmd(&["MGET"]).arg(&keys).query(&mut c).unwrap();
+    assert_eq!(vals, (0..1000).collect::<Vec<i64>>());
+}
+
+#[test]
+fn append_strlen_getrange_setrange() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "a", "Hello"]), 5);
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "a", " World"]), 11);
+    assert_eq!(q::<String>(&mut c, &["GET", "a"]), "Hello World");
+    assert_eq!(q::<i64>(&mut c, &["STRLEN", "a"]), 11);
+    assert_eq!(q::<i64>(&mut c, &["STRLEN", "missing"]), 0);
+
+    assert_eq!(q::<String>(&mut c, &["GETRANGE", "a", "0", "4"]), "Hello");
+    assert_eq!(q::<String>(&mut c, &["GETRANGE", "a", "-5", "-1"]), "World");
+    assert_eq!(
+        q::<String>(&mut c, &["GETRANGE", "a", "0", "-1"]),
+        "Hello World"
+    );
+    assert_eq!(
+        q::<String>(&mut c, &["GETRANGE", "a", "0", "1000"]),
+        "Hello World"
+    );
+    assert_eq!(q::<String>(&mut c, &["GETRANGE", "a", "5", "2"]), "");
+    assert_eq!(q::<String>(&mut c, &["GETRANGE", "a", "-100", "1"]), "He");
+    assert_eq!(q::<String>(&mut c, &["GETRANGE", "missing", "0", "-1"]), "");
+    assert_eq!(
+        q_err(&mut c, &["GETRANGE", "a", "x", "1"]),
+        "ERR value is not an integer or out of range"
+    );
+
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "a", "6", "Redis"]), 11);
+    assert_eq!(q::<String>(&mut c, &["GET", "a"]), "Hello Redis");
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "a", "11", "!!"]), 13);
+    assert_eq!(q::<String>(&mut c, &["GET", "a"]), "Hello Redis!!");
+    // Padding with zero bytes on a missing key.
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "pad", "5", "x"]), 6);
+    assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "pad"]), b"\0\0\0\0\0x");
+    // An empty value on a missing key creates nothing.
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "none", "3", ""]), 0);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "none"]), 0);
+    assert_eq!(
+        q_err(&mut c, &["SETRANGE", "a", "-1", "x"]),
+        "ERR offset is out of range"
+    );
+    assert_eq!(
+        q_err(&mut c, &["SETRANGE", "a", "536870912", "x"]),
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+    );
+    // APPEND keeps the TTL.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "t", "x", "EX", "100"]),
+        Value::Okay
+    );
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "t", "y"]), 2);
+    assert!(q::<i64>(&mut c, &["TTL", "t"]) > 0);
+}
+
+#[test]
+fn incr_decr_family() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(q::<i64>(&mut c, &["INCR", "n"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["INCR", "n"]), 2);
+    assert_eq!(q::<i64>(&mut c, &["DECR", "n"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["INCRBY", "n", "10"]), 11);
+    assert_eq!(q::<i64>(&mut c, &["INCRBY", "n", "-20"]), -9);
+    assert_eq!(q::<i64>(&mut c, &["DECRBY", "n", "-9"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["DECR", "fresh"]), -1);
+    assert_eq!(q::<String>(&mut c, &["GET", "n"]), "0");
+    // Counters keep their TTL.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "t", "5", "EX", "100"]),
+        Value::Okay
+    );
+    assert_eq!(q::<i64>(&mut c, &["INCR", "t"]), 6);
+    assert!(q::<i64>(&mut c, &["TTL", "t"]) > 0);
+
+    // Bounds.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "max", "9223372036854775807"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q_err(&mut c, &["INCR", "max"]),
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(
+        q_err(&mut c, &["INCRBY", "max", "1"]),
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "min", "-9223372036854775808"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q_err(&mut c, &["DECR", "min"]),
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(
+        q_err(&mut c, &["DECRBY", "n", "-9223372036854775808"]),
+        "ERR decrement would overflow"
+    );
+    assert_eq!(q::<String>(&mut c, &["GET", "max"]), "9223372036854775807");
+
+    // Not integers: the stored value or the argument.
+    for v in [
+        "abc",
+        "1.5",
+        " 1",
+        "1 ",
+        "",
+        "99999999999999999999",
+        "0x10",
+        "+1",
+    ] {
+        assert_eq!(q::<Value>(&mut c, &["SET", "s", v]), Value::Okay);
+        assert_eq!(
+            q_err(&mut c, &["INCR", "s"]),
+            "ERR value is not an integer or out of range",
+            "INCR on {v:?}"
+        );
+    }
+    for arg in ["abc", "1.0", "", "9223372036854775808"] {
+        assert_eq!(
+            q_err(&mut c, &["INCRBY", "n", arg]),
+            "ERR value is not an integer or out of range",
+            "INCRBY {arg:?}"
+        );
+        assert_eq!(
+            q_err(&mut c, &["DECRBY", "n", arg]),
+            "ERR value is not an integer or out of range",
+            "DECRBY {arg:?}"
+        );
+    }
+    assert_eq!(q::<String>(&mut c, &["GET", "n"]), "0");
+    assert_eq!(
+        q_err(&mut c, &["INCR"]),
+        "ERR wrong number of arguments for 'incr' command"
+    );
+    assert_eq!(
+        q_err(&mut c, &["INCRBY", "n"]),
+        "ERR wrong number of arguments for 'incrby' command"
+    );
+}
+
+#[test]
+fn incrbyfloat() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    // The examples of Redis's documentation.
+    assert_eq!(q::<Value>(&mut c, &["SET", "f", "10.50"]), Value::Okay);
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "0.1"]), "10.6");
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "-5"]), "5.6");
+    assert_eq!(q::<Value>(&mut c, &["SET", "f", "5.0e3"]), Value::Okay);
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "2.0e2"]), "5200");
+    assert_eq!(q::<String>(&mut c, &["GET", "f"]), "5200");
+    assert_eq!(
+        q::<String>(&mut c, &["INCRBYFLOAT", "new", "10.50"]),
+        "10.5"
+    );
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "new2", "-5"]), "-5");
+    assert_eq!(q::<Value>(&mut c, &["SET", "i", "10"]), Value::Okay);
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "i", "1.5"]), "11.5");
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "i", "-1.5"]), "10");
+    // After INCRBYFLOAT an integer result is an integer again.
+    assert_eq!(q::<i64>(&mut c, &["INCR", "i"]), 11);
+
+    assert_eq!(q::<Value>(&mut c, &["SET", "s", "abc"]), Value::Okay);
+    assert_eq!(
+        q_err(&mut c, &["INCRBYFLOAT", "s", "1"]),
+        "ERR value is not a valid float"
+    );
+    for arg in ["abc", "", "1.5x", "--1"] {
+        assert_eq!(
+            q_err(&mut c, &["INCRBYFLOAT", "f", arg]),
+            "ERR value is not a valid float",
+            "INCRBYFLOAT {arg:?}"
+        );
+    }
+    for arg in ["inf", "-inf", "+inf"] {
+        assert_eq!(
+            q_err(&mut c, &["INCRBYFLOAT", "f", arg]),
+            "ERR increment would produce NaN or Infinity",
+            "INCRBYFLOAT {arg:?}"
+        );
+    }
+    assert_eq!(q::<String>(&mut c, &["GET", "f"]), "5200");
+    // On an integer counter a non-integer stored value is still a float error.
+    assert_eq!(q::<Value>(&mut c, &["SET", "g", "1.5"]), Value::Okay);
+    assert_eq!(
+        q_err(&mut c, &["INCR", "g"]),
+        "ERR value is not an integer or out of range"
+    );
+}
+
+#[test]
+fn resp3_string_replies() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client_resp3();
+    assert_eq!(q::<Value>(&mut c, &["GET", "missing"]), Value::Nil);
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "v"]), Value::Okay);
+    assert_eq!(
+        q::<Value>(&mut c, &["GET", "k"]),
+        Value::BulkString(b"v".to_vec())
+    );
+    assert_eq!(q::<Value>(&mut c, &["INCR", "n"]), Value::Int(1));
+    // INCRBYFLOAT answers a bulk string, not a RESP3 double, as Redis does.
+    assert_eq!(
+        q::<Value>(&mut c, &["INCRBYFLOAT", "f", "1.5"]),
+        Value::BulkString(b"1.5".to_vec())
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["MGET", "k", "missing"]),
+        Value::Array(vec![Value::BulkString(b"v".to_vec()), Value::Nil])
+    );
+    assert_eq!(q::<Value>(&mut c, &["SET", "k", "w", "NX"]), Value::Nil);
+    assert_eq!(
+        q_err(&mut c, &["INCR", "k"]),
+        "ERR value is not an integer or out of range"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_multiplexed_concurrent_incr() {
+    let node = Node::start(NodeOpts::default());
+    for resp3 in [false, true] {
+        let con = if resp3 {
+            node.async_client_resp3().await
+        } else {
+            node.async_client().await
+        };
+        let key = if resp3 { "c3" } else { "c2" };
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let mut con = con.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..100 {
+                    let _: i64 = qa(&mut con, &["INCR", key]).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut con = con;
+        assert_eq!(qa::<i64>(&mut con, &["GET", key]).await, 2000);
+    }
+}
