@@ -4,6 +4,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod service;
 pub mod state_machine;
 pub mod types;
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use geo::link::PeerAddr;
 use geo::Endpoint;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -24,8 +24,8 @@ use self::network::{decode, encode, Network, RPC_FORWARD_WRITE, RPC_READ_INDEX};
 use self::state_machine::StateMachine;
 use self::types::{MeridianNode, NodeId, Raft};
 use crate::keyspace::Keyspace;
-use crate::op::{Op, OpBatch, OpResult};
-use crate::write::{now_ms, WriteError};
+use crate::op::{Op, OpResult};
+use crate::write::WriteError;
 
 /// Raft timing and limits of a region.
 #[derive(Clone, Debug)]
@@ -82,6 +82,8 @@ pub struct RegionRaft {
     pub log_store: LogStore,
     /// Timing.
     pub settings: RaftSettings,
+    /// Group-commit queue in front of `client_write`.
+    proposer: proposer::Proposer,
     /// openraft's metrics channel, kept so the hot path only borrows it.
     metrics: tokio::sync::watch::Receiver<types::RaftMetrics>,
 }
@@ -127,6 +129,7 @@ impl RegionRaft {
         };
         let me = Arc::new(RegionRaft {
             metrics: raft.metrics(),
+            proposer: proposer::Proposer::start(raft.clone()),
             raft,
             node_id,
             region,
@@ -217,17 +220,7 @@ impl RegionRaft {
 
     /// Proposes a batch on this node (which believes it leads).
     pub async fn propose(&self, ops: Vec<Op>) -> ForwardReply {
-        let batch = OpBatch {
-            now_ms: now_ms(),
-            ops,
-        };
-        match self.raft.client_write(batch).await {
-            Ok(resp) => ForwardReply::Applied(resp.data.0),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                ForwardReply::NotLeader(f.leader_id)
-            }
-            Err(e) => ForwardReply::Failed(e.to_string()),
-        }
+        self.proposer.propose(ops).await
     }
 
     async fn forward(&self, leader: NodeId, ops: &[Op], deadline: Instant) -> ForwardReply {

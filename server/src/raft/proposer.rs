@@ -1,0 +1,121 @@
+//! Group commit on the leader: writes from every connection (and forwarded from followers)
+//! queue here; one task drains the queue into one Raft entry per turn and keeps several
+//! entries in flight, so fifty clients writing one key each cost one log append and one
+//! state-machine write batch, not fifty.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::warn;
+
+use super::types::Raft;
+use super::ForwardReply;
+use crate::op::{Op, OpBatch};
+use crate::write::now_ms;
+
+/// Pending proposals queued at most (senders wait beyond this: backpressure).
+const QUEUE_BOUND: usize = 4096;
+/// Ops merged into one Raft entry at most.
+const MAX_OPS_PER_ENTRY: usize = 4096;
+/// Entries proposed and not yet applied at most.
+const MAX_IN_FLIGHT: usize = 2;
+
+struct Proposal {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<ForwardReply>,
+}
+
+/// Handle to the proposer task.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Proposal>,
+}
+
+impl Proposer {
+    /// Starts the proposer task for `raft`.
+    pub fn start(raft: Raft) -> Proposer {
+        let (tx, rx) = mpsc::channel(QUEUE_BOUND);
+        tokio::spawn(run(raft, rx));
+        Proposer { tx }
+    }
+
+    /// Proposes `ops` (merged with whatever else is queued) and waits for their results.
+    pub async fn propose(&self, ops: Vec<Op>) -> ForwardReply {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Proposal { ops, reply }).await.is_err() {
+            return ForwardReply::Failed("raft is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| ForwardReply::Failed("raft dropped the proposal".into()))
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let mut n_ops = group[0].ops.len();
+        while n_ops < MAX_OPS_PER_ENTRY {
+            match rx.try_recv() {
+                Ok(p) => {
+                    n_ops += p.ops.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut ops = Vec::with_capacity(n_ops);
+        let mut shares = Vec::with_capacity(group.len());
+        for p in group {
+            shares.push((p.ops.len(), p.reply));
+            ops.extend(p.ops);
+        }
+        let batch = OpBatch {
+            now_ms: now_ms(),
+            ops,
+        };
+        match raft.client_write_ff(batch).await {
+            Ok(receiver) => {
+                tokio::spawn(async move {
+                    let outcome = receiver.await;
+                    drop(permit);
+                    match outcome {
+                        Ok(Ok(resp)) => {
+                            let mut results = resp.data.0.into_iter();
+                            for (n, reply) in shares {
+                                let _ = reply.send(ForwardReply::Applied(
+                                    results.by_ref().take(n).collect(),
+                                ));
+                            }
+                        }
+                        Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                            for (_, reply) in shares {
+                                let _ = reply.send(ForwardReply::NotLeader(f.leader_id));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            for (_, reply) in shares {
+                                let _ = reply.send(ForwardReply::Failed(e.to_string()));
+                            }
+                        }
+                        Err(_) => {
+                            for (_, reply) in shares {
+                                let _ = reply
+                                    .send(ForwardReply::Failed("raft dropped the write".into()));
+                            }
+                        }
+                    }
+                });
+            }
+            Err(fatal) => {
+                warn!(error = %fatal, "raft is down; failing queued writes");
+                for (_, reply) in shares {
+                    let _ = reply.send(ForwardReply::Failed(fatal.to_string()));
+                }
+            }
+        }
+    }
+}
