@@ -104,15 +104,25 @@ impl Peer {
     }
 }
 
-/// The stateless reset key: derived from the node's private key, so a restarted process can
-/// reset the connections of its previous incarnation (peers then redial at once instead of
-/// waiting for the idle timeout).
-fn reset_key(key_der: &[u8]) -> Arc<ring::hmac::Key> {
+/// Endpoint identity secrets derived from the node's private key: the stateless reset key and
+/// the key of the connection-id generator. Being stable across restarts, they let a restarted
+/// process recognise connection ids of its previous incarnation and reset those connections
+/// (peers then redial at once instead of waiting for the idle timeout).
+fn endpoint_config(key_der: &[u8]) -> quinn::EndpointConfig {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"meridian stateless reset v1\0");
+    ctx.update(b"meridian quic endpoint v1\0");
     ctx.update(key_der);
     let seed = ctx.finish();
-    Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref()))
+    let seed = seed.as_ref();
+    let reset_key = Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed));
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&seed[..8]);
+    let cid_key = u64::from_be_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(reset_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 fn transport_config(config: &LinkConfig) -> Result<quinn::TransportConfig, LinkError> {
@@ -164,7 +174,7 @@ impl Endpoint {
         server_config.transport_config(transport.clone());
         let mut client_config = quinn::ClientConfig::new(Arc::new(material.client_config()?));
         client_config.transport_config(transport);
-        let endpoint_config = quinn::EndpointConfig::new(reset_key(material.key_der()));
+        let endpoint_config = endpoint_config(material.key_der());
 
         let socket = std::net::UdpSocket::bind(config.bind).map_err(|source| LinkError::Bind {
             addr: config.bind,

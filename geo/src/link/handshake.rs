@@ -180,18 +180,13 @@ pub(crate) async fn accept(
         }
     }
     .await;
-    match &result {
-        Ok(_) => {}
-        Err(LinkError::VersionMismatch { .. }) => {
+    if let Err(e) = &result {
+        if matches!(e, LinkError::VersionMismatch { .. }) {
             // The dialer closes once it has read our hello; bound the wait.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
-            let (code, reason) = close_reason(result.as_ref().err().expect("matched Err"));
-            conn.close(VarInt::from_u32(code), reason.as_bytes());
         }
-        Err(e) => {
-            let (code, reason) = close_reason(e);
-            conn.close(VarInt::from_u32(code), reason.as_bytes());
-        }
+        let (code, reason) = close_reason(e);
+        conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
     result
 }
