@@ -26,9 +26,30 @@ const RETIRE_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// One node's QUIC endpoint: serves inbound RPCs and dials peers. Cheap to clone.
+///
+/// Dropping the last clone stops the background tasks and closes every connection, like
+/// [`Endpoint::shutdown`] without the wait.
 #[derive(Clone)]
 pub struct Endpoint {
     pub(crate) inner: Arc<Inner>,
+    _owner: Arc<StopOnDrop>,
+}
+
+/// Held only by user-facing handles (background tasks hold `Inner`, not this): when the last
+/// handle goes, the tasks are told to stop, so `Inner` is freed.
+struct StopOnDrop {
+    stop: CancellationToken,
+    quinn: quinn::Endpoint,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.stop.is_cancelled() {
+            self.stop.cancel();
+            self.quinn
+                .close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -226,7 +247,14 @@ impl Endpoint {
         );
         info!(node = %inner.node_name, addr = %local_addr, wan_emulation = inner.config.wan_emulation,
               "link endpoint started");
-        Ok(Endpoint { inner })
+        let owner = Arc::new(StopOnDrop {
+            stop: inner.stop.clone(),
+            quinn: inner.quinn.clone(),
+        });
+        Ok(Endpoint {
+            inner,
+            _owner: owner,
+        })
     }
 
     /// This node's name.
@@ -606,6 +634,144 @@ async fn serve_connection(inner: Arc<Inner>, peer: Arc<Peer>, conn: Connection) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::PROTOCOL_VERSION;
+    use bytes::Bytes;
+    use futures::future::BoxFuture;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl RpcHandler for Counting {
+        fn handle(
+            &self,
+            _from: String,
+            _kind: u16,
+            body: Bytes,
+        ) -> BoxFuture<'static, Result<Bytes, String>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { Ok(body) })
+        }
+    }
+
+    fn certs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        crate::certs::generate_ca_only(dir.path()).unwrap();
+        for n in ["alpha", "beta"] {
+            crate::certs::generate_node_cert(dir.path(), n, dir.path()).unwrap();
+        }
+        dir
+    }
+
+    fn config(dir: &std::path::Path, name: &str) -> LinkConfig {
+        let paths = crate::certs::CertPaths::in_dir(dir, name);
+        LinkConfig::new(name, "127.0.0.1:0".parse().unwrap(), &paths)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_mismatch_is_refused_naming_both_versions() {
+        let dir = certs();
+        let handler = Arc::new(Counting::default());
+        let alpha = Endpoint::start(config(dir.path(), "alpha"), handler.clone())
+            .await
+            .unwrap();
+
+        // A "beta" from the future: valid certificate, newer link protocol.
+        let material = TlsMaterial::load(&config(dir.path(), "beta")).unwrap();
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cc = quinn::ClientConfig::new(Arc::new(material.client_config().unwrap()));
+        let conn = client
+            .connect_with(cc, alpha.local_addr(), "alpha")
+            .unwrap()
+            .await
+            .unwrap();
+        let mut hello = Hello::ours("beta", 7);
+        hello.version = PROTOCOL_VERSION + 1;
+        // alpha still answers with its own hello, so the dialer can name both versions
+        let reply = handshake::dial(&conn, &hello).await.unwrap();
+        assert_eq!(reply.version, PROTOCOL_VERSION);
+        assert_eq!(reply.name, "alpha");
+        match conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code, VarInt::from_u32(close::VERSION));
+                let reason = String::from_utf8_lossy(&c.reason).into_owned();
+                let want = format!(
+                    "local {}, remote {}",
+                    PROTOCOL_VERSION,
+                    PROTOCOL_VERSION + 1
+                );
+                assert!(reason.contains(&want), "{reason}");
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+        assert!(!alpha.is_connected("beta"));
+        assert_eq!(handler.0.load(Ordering::SeqCst), 0);
+        alpha.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simultaneous_dials_settle_on_one_connection() {
+        let dir = certs();
+        let a = Endpoint::start(config(dir.path(), "alpha"), Arc::new(Counting::default()))
+            .await
+            .unwrap();
+        let b = Endpoint::start(config(dir.path(), "beta"), Arc::new(Counting::default()))
+            .await
+            .unwrap();
+        let pa = PeerAddr::new("alpha", a.local_addr());
+        let pb = PeerAddr::new("beta", b.local_addr());
+        let t = Duration::from_secs(5);
+        let (x, y) = tokio::join!(
+            a.call(&pb, 1, Bytes::from_static(b"x"), t),
+            b.call(&pa, 1, Bytes::from_static(b"y"), t)
+        );
+        x.unwrap();
+        y.unwrap();
+        let cached = |ep: &Endpoint, peer: &str| {
+            let p = ep.inner.peers_lock().get(peer).cloned().unwrap();
+            let slot = p.lock();
+            slot.live.as_ref().map(|l| l.conn.stable_id())
+        };
+        // both ends agree on one connection: the one alpha (the smaller name) dialed
+        let a_side = a.inner.peers_lock().get("beta").cloned().unwrap();
+        let a_live = a_side.lock().live.clone().unwrap();
+        assert_eq!(a_live.side, Side::Dialed);
+        assert!(cached(&a, "beta").is_some() && cached(&b, "alpha").is_some());
+        tokio::time::sleep(RETIRE_GRACE + Duration::from_millis(500)).await;
+        for _ in 0..3 {
+            a.call(&pb, 1, Bytes::new(), t).await.unwrap();
+            b.call(&pa, 1, Bytes::new(), t).await.unwrap();
+        }
+        assert_eq!(a.inner.quinn.open_connections(), 1);
+        assert_eq!(b.inner.quinn.open_connections(), 1);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_last_handle_stops_the_endpoint() {
+        let dir = certs();
+        let a = Endpoint::start(config(dir.path(), "alpha"), Arc::new(Counting::default()))
+            .await
+            .unwrap();
+        let weak = Arc::downgrade(&a.inner);
+        let addr = a.local_addr();
+        drop(a);
+        let start = std::time::Instant::now();
+        while weak.upgrade().is_some() {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "endpoint still alive"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // the port is free again
+        let start = std::time::Instant::now();
+        while std::net::UdpSocket::bind(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(3), "port still bound");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_bounded() {
