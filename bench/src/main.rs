@@ -370,7 +370,9 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
 
 fn cmd_compare(a: CompareArgs) -> Result<ExitCode> {
     let (wl, mix) = a.workload.build()?;
-    let cfg = a.workload.config(&a.out)?;
+    let mut cfg = a.workload.config(&a.out)?;
+    // Both targets get the same key sequences.
+    cfg.seed = Some(cfg.seed.unwrap_or_else(rand::random));
     let rt = runtime(cfg.threads)?;
     let mut runs: Vec<RunReport> = Vec::new();
     for (addr, label) in [(&a.a, &a.a_label), (&a.b, &a.b_label)] {

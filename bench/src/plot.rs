@@ -57,6 +57,10 @@ pub struct Curve<'a> {
     pub name: String,
     /// `(percentile, ms)` points.
     pub points: &'a [(f64, f64)],
+    /// Colour index (one per target, or one per op for a single target).
+    pub color: usize,
+    /// Line style: 0 solid, 1 dashed, 2+ dotted (one per op when colours mark targets).
+    pub dash: usize,
 }
 
 /// Latency by percentile, one line per curve, log-scaled milliseconds.
@@ -97,15 +101,19 @@ pub fn latency(path: &Path, title: &str, curves: &[Curve<'_>]) -> Result<()> {
         .y_desc("latency (ms)")
         .draw()
         .map_err(err)?;
-    for (i, (c, p)) in curves.iter().zip(pts).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(p, color.stroke_width(2)))
+    for (c, p) in curves.iter().zip(pts) {
+        let color = Palette99::pick(c.color).to_rgba();
+        let style = color.stroke_width(2);
+        let drawn = match c.dash {
+            0 => chart.draw_series(LineSeries::new(p, style)),
+            1 => chart.draw_series(DashedLineSeries::new(p, 8, 5, style)),
+            _ => chart.draw_series(DashedLineSeries::new(p, 2, 4, style)),
+        };
+        // The legend shows the colour; the line style is named by the label.
+        drawn
             .map_err(err)?
             .label(c.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
     chart
         .configure_series_labels()
@@ -191,10 +199,13 @@ pub fn runs(json: &Path, runs: &[&RunReport]) -> Result<Vec<PathBuf>> {
         } else {
             String::new()
         };
-        for o in &r.ops {
+        let several = runs.len() > 1;
+        for (i, o) in r.ops.iter().enumerate() {
             curves.push(Curve {
                 name: format!("{prefix}{}", o.name),
                 points: &o.curve,
+                color: if several { g } else { i },
+                dash: if several { i } else { 0 },
             });
             bars.push(Bar {
                 name: format!("{prefix}{}", o.name),
@@ -292,9 +303,12 @@ pub fn geo(json: &Path, r: &GeoReport) -> Result<Vec<PathBuf>> {
     let curves: Vec<Curve<'_>> = r
         .readers
         .iter()
-        .map(|rd| Curve {
+        .enumerate()
+        .map(|(i, rd)| Curve {
             name: rd.label.clone(),
             points: &rd.lag_curve,
+            color: i,
+            dash: 0,
         })
         .collect();
     latency(
@@ -337,10 +351,20 @@ mod tests {
         latency(
             &p,
             "t",
-            &[Curve {
-                name: "GET".into(),
-                points: &pts,
-            }],
+            &[
+                Curve {
+                    name: "GET".into(),
+                    points: &pts,
+                    color: 0,
+                    dash: 0,
+                },
+                Curve {
+                    name: "SET".into(),
+                    points: &pts,
+                    color: 1,
+                    dash: 1,
+                },
+            ],
         )
         .unwrap();
         let text = std::fs::read_to_string(&p).unwrap();

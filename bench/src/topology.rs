@@ -78,7 +78,24 @@ impl Topology {
             regions.push(Region { name: rname, nodes });
         }
         if regions.is_empty() {
-            bail!("no [[region]] in the topology");
+            // A single-node config file: `[server] bind/port` is the one node of `local`.
+            let server = root.get("server").and_then(|v| v.as_table());
+            let Some(port) = server
+                .and_then(|t| t.get("port"))
+                .and_then(|v| v.as_integer())
+            else {
+                bail!("no [[region]] and no [server] port in the topology");
+            };
+            let bind = server
+                .and_then(|t| str_field(t, "bind"))
+                .unwrap_or_else(|| "127.0.0.1".to_string());
+            regions.push(Region {
+                name: "local".to_string(),
+                nodes: vec![Node {
+                    name: "n1".to_string(),
+                    resp: Some(format!("{bind}:{port}")),
+                }],
+            });
         }
         Ok(Self { name, regions })
     }
@@ -218,5 +235,26 @@ mod tests {
         .unwrap();
         assert_eq!(t.select(None, None).unwrap().1, ["127.0.0.1:6379"]);
         assert!(Topology::parse("[cluster]\nname='x'\n").is_err());
+        let single = Topology::parse("[server]\nport = 7000\n").unwrap();
+        assert_eq!(single.select(None, None).unwrap().1, ["127.0.0.1:7000"]);
+    }
+
+    /// The example topologies of the repository keep parsing (skipped when absent).
+    #[test]
+    fn repository_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let t = Topology::load(&path).unwrap();
+                for r in &t.regions {
+                    let (_, addrs) = t.select(Some(&r.name), None).unwrap();
+                    assert!(!addrs.is_empty(), "{}", path.display());
+                }
+            }
+        }
     }
 }
