@@ -47,7 +47,7 @@ up() {
   local deadline=$((SECONDS + 60))
   while read -r name region resp; do
     local host="${resp%:*}" port="${resp##*:}"
-    until [ "$(redis-cli -h "$host" -p "$port" MERIDIAN RAFT 2>/dev/null | awk 'p=="leader"{print; exit} {p=$0}')" != "" ]; do
+    until [ "$(redis-cli -h "$host" -p "$port" MERIDIAN RAFT 2>/dev/null | awk 'p=="leader_id"{print; exit} {p=$0}' | grep -E '^[0-9]+$')" != "" ]; do
       if [ $SECONDS -ge $deadline ]; then
         echo "timed out waiting for $name ($resp) to see a leader; log: $dir/$name/node.log" >&2
         exit 1

@@ -32,6 +32,7 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         "RAFT" => raft_state(&raft),
         "NODES" => nodes(&raft),
         "NODE" => return node_admin(raft, args),
+        "WAN" => wan(ctx, args)?,
         "HELP" => Reply::Array(
             [
                 "MERIDIAN <subcommand>",
@@ -39,6 +40,9 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 "NODES -- the region's nodes and their link state",
                 "NODE ADD <id> <name> <peer-addr> <resp-addr> -- add a node (learner, then voter)",
                 "NODE REMOVE <id> -- remove a node from the region",
+                "WAN [LIST] -- emulated link shapes (test/demo only)",
+                "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
+                "WAN CLEAR [<node|region>] -- remove shapes",
                 "VERSION",
             ]
             .iter()
@@ -72,7 +76,7 @@ fn raft_state(raft: &RegionRaft) -> Reply {
         pair("node_id", Reply::Integer(raft.node_id as i64)),
         pair("role", bulk(format!("{:?}", m.state).to_ascii_lowercase())),
         pair("term", Reply::Integer(m.current_term as i64)),
-        pair("leader", opt(m.current_leader)),
+        pair("leader_id", opt(m.current_leader)),
         pair("last_log_index", opt(m.last_log_index)),
         pair("applied_index", opt(m.last_applied.map(|l| l.index))),
         pair("snapshot_index", opt(m.snapshot.map(|l| l.index))),
@@ -194,4 +198,93 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
         }
         _ => Err(RespError::Syntax),
     }
+}
+
+/// Peer addresses a WAN target names: a node, or every other node of a region.
+fn wan_targets(ctx: &Ctx<'_>, target: &str) -> Result<Vec<std::net::SocketAddr>, RespError> {
+    let topo = &ctx.shared.topology;
+    if let Some(node) = topo.node(target) {
+        return Ok(vec![node.peer]);
+    }
+    if topo.region(target).is_some() {
+        return Ok(topo
+            .nodes_in_region(target)
+            .iter()
+            .filter(|n| n.name != ctx.shared.node_name)
+            .map(|n| n.peer)
+            .collect());
+    }
+    Err(RespError::Message(format!(
+        "no node or region named '{target}'"
+    )))
+}
+
+/// MERIDIAN WAN [LIST] | SET target [DELAY ms] [JITTER ms] [LOSS p] [PARTITION] | CLEAR [target]
+fn wan(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> {
+    let Some(endpoint) = ctx.shared.raft.endpoint.clone() else {
+        return Err(RespError::Other(
+            "WAN emulation needs a topology with peers",
+        ));
+    };
+    let wan = endpoint.wan();
+    let refused = |e: geo::WanError| RespError::Message(e.to_string());
+    let action = args
+        .next_keyword()
+        .map(|k| k.as_str().to_string())
+        .unwrap_or_else(|| "LIST".into());
+    match action.as_str() {
+        "LIST" => {
+            let topo = &ctx.shared.topology;
+            let rows = wan
+                .shapes()
+                .into_iter()
+                .map(|(addr, shape)| {
+                    let name = topo
+                        .node_by_peer_addr(addr)
+                        .map_or_else(|| addr.to_string(), |n| n.name.clone());
+                    Reply::Map(vec![
+                        pair("peer", bulk(name)),
+                        pair("delay_ms", Reply::Integer(shape.delay.as_millis() as i64)),
+                        pair("jitter_ms", Reply::Integer(shape.jitter.as_millis() as i64)),
+                        pair("loss", Reply::Double(shape.loss)),
+                        pair("partitioned", Reply::Bool(shape.partitioned)),
+                    ])
+                })
+                .collect();
+            Ok(Reply::Array(rows))
+        }
+        "SET" => {
+            let target = String::from_utf8_lossy(&args.next_bytes()?).into_owned();
+            let mut shape = geo::LinkShape::default();
+            while let Some(word) = args.next_keyword() {
+                match word.as_str() {
+                    "DELAY" => shape.delay = ms_arg(args)?,
+                    "JITTER" => shape.jitter = ms_arg(args)?,
+                    "LOSS" => shape.loss = args.next_f64()?,
+                    "PARTITION" => shape.partitioned = true,
+                    _ => return Err(RespError::Syntax),
+                }
+            }
+            for addr in wan_targets(ctx, &target)? {
+                wan.set_link(addr, shape).map_err(refused)?;
+            }
+            Ok(Reply::ok())
+        }
+        "CLEAR" => {
+            let addrs = match args.next_opt() {
+                Some(t) => wan_targets(ctx, &String::from_utf8_lossy(&t))?,
+                None => wan.shapes().into_iter().map(|(a, _)| a).collect(),
+            };
+            for addr in addrs {
+                wan.clear(addr).map_err(refused)?;
+            }
+            Ok(Reply::ok())
+        }
+        _ => Err(RespError::Syntax),
+    }
+}
+
+fn ms_arg(args: &mut Args) -> Result<std::time::Duration, RespError> {
+    let ms = u64::try_from(args.next_i64()?).map_err(|_| RespError::NotInteger)?;
+    Ok(std::time::Duration::from_millis(ms))
 }

@@ -5,6 +5,7 @@
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod read;
 pub mod service;
 pub mod state_machine;
 pub mod types;
@@ -82,6 +83,8 @@ pub struct RegionRaft {
     pub log_store: LogStore,
     /// Timing.
     pub settings: RaftSettings,
+    /// Shares read-index rounds between concurrent reads.
+    read_batcher: read::ReadIndexBatcher,
     /// Group-commit queue in front of `client_write`.
     proposer: proposer::Proposer,
     /// openraft's metrics channel, kept so the hot path only borrows it.
@@ -130,6 +133,7 @@ impl RegionRaft {
         let me = Arc::new(RegionRaft {
             metrics: raft.metrics(),
             proposer: proposer::Proposer::start(raft.clone()),
+            read_batcher: read::ReadIndexBatcher::default(),
             raft,
             node_id,
             region,
@@ -246,17 +250,17 @@ impl RegionRaft {
     }
 
     /// Blocks until a read on this node would be linearizable: a leader inside its lease
-    /// serves at once; a leader outside it confirms with a quorum; a follower asks the leader
-    /// for a read index and waits until it has applied that far.
-    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+    /// serves at once; otherwise the node joins a batched read-index round (a leader confirms
+    /// with a quorum, a follower asks the leader) and waits until it has applied that far.
+    pub async fn read_barrier(self: &Arc<Self>) -> Result<(), WriteError> {
         let timeout = self.settings.read_timeout;
-        let (state, leader, since_ack, voters) = {
+        let (state, since_ack, voters, applied) = {
             let m = self.metrics.borrow();
             (
                 m.state,
-                m.current_leader,
                 m.millis_since_quorum_ack,
                 m.membership_config.membership().voter_ids().count(),
+                m.last_applied.map_or(0, |l| l.index),
             )
         };
         if state == ServerState::Leader {
@@ -267,32 +271,53 @@ impl RegionRaft {
             if voters <= 1 || since_ack.is_some_and(|ms| ms < lease_ms) {
                 return Ok(());
             }
-            return match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(WriteError::Remote(format!("not leader: {e}"))),
-                Err(_) => Err(WriteError::Timeout(timeout.as_millis() as u64)),
-            };
         }
-        let no_leader = || WriteError::NoLeader {
-            region: self.region.clone(),
-            waited_ms: 0,
+        let me = self.clone();
+        let round = self.read_batcher.read_index(move || {
+            let me = me.clone();
+            Box::pin(async move { me.read_index_round().await })
+        });
+        let index = match tokio::time::timeout(timeout, round).await {
+            Ok(Ok(index)) => index,
+            Ok(Err(why)) => {
+                return Err(WriteError::NoLeader {
+                    region: format!("{} ({why})", self.region),
+                    waited_ms: 0,
+                })
+            }
+            Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
         };
-        let leader = leader.ok_or_else(no_leader)?;
-        let (Some(endpoint), Some(peer)) = (&self.endpoint, self.peer_of(leader)) else {
-            return Err(no_leader());
-        };
-        let reply = endpoint
-            .call(&peer, RPC_READ_INDEX, bytes::Bytes::new(), timeout)
-            .await
-            .map_err(|e| WriteError::Remote(format!("read index from the leader: {e}")))?;
-        let index: Result<u64, String> = decode(&reply).map_err(WriteError::Remote)?;
-        let index = index.map_err(WriteError::Remote)?;
+        if applied >= index {
+            return Ok(());
+        }
         self.raft
             .wait(Some(timeout))
             .applied_index_at_least(Some(index), "read index")
             .await
             .map_err(|_| WriteError::Timeout(timeout.as_millis() as u64))?;
         Ok(())
+    }
+
+    /// One read-index round: the leader confirms with a quorum; a follower asks the leader.
+    async fn read_index_round(&self) -> Result<u64, String> {
+        let leader = self.leader().ok_or_else(|| "no leader".to_string())?;
+        if leader == self.node_id {
+            return self.read_index().await;
+        }
+        let (Some(endpoint), Some(peer)) = (&self.endpoint, self.peer_of(leader)) else {
+            return Err(format!("no link to leader {leader}"));
+        };
+        let reply = endpoint
+            .call(
+                &peer,
+                RPC_READ_INDEX,
+                bytes::Bytes::new(),
+                self.settings.read_timeout,
+            )
+            .await
+            .map_err(|e| format!("read index from the leader: {e}"))?;
+        let index: Result<u64, String> = decode(&reply)?;
+        index
     }
 
     /// The leader side of a read index: confirm leadership with a quorum, return the index
