@@ -219,57 +219,57 @@ impl Cluster {
         self.wait_for_leaders(LEADER_TIMEOUT);
     }
 
-    /// Waits until every region has a node whose `MERIDIAN RAFT` reports a leader; returns
-    /// the leader's node index per region, in region order.
+    /// Waits until, in every region, one node reports `role: leader` in `MERIDIAN RAFT` and every
+    /// running node of the region names that same leader (so a request to any node finds it);
+    /// returns the leader's node index per region, in region order.
     pub fn wait_for_leaders(&self, deadline: Duration) -> Vec<usize> {
         let regions = self.region_names();
         regions
             .iter()
             .map(|region| {
-                eventually(deadline, &format!("a leader in region {region}"), || {
-                    self.leader_of(region)
-                })
+                eventually(
+                    deadline,
+                    &format!("a leader known to all of {region}"),
+                    || self.leader_of(region),
+                )
             })
             .collect()
     }
 
-    /// The index of the node that currently leads `region` (asking every running node of the
-    /// region, the first that names a leader wins).
+    /// The index of the node that leads `region`: it reports `role: leader`, and every other
+    /// running node of the region reports the same `leader` as it does. Stopped nodes are
+    /// skipped.
     pub fn leader_of(&self, region: &str) -> anyhow::Result<usize> {
-        let mut last = anyhow::anyhow!("region {region} has no nodes");
+        let mut statuses = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            if self.placement[i].region != region {
+            if self.placement[i].region != region || node.pid().is_none() {
                 continue;
             }
-            match raft_status(node.port()) {
-                Ok(st) if st.role.as_deref() == Some("leader") => return Ok(i),
-                Ok(st) => match st.leader.as_deref().and_then(|l| self.index_of_leader(l)) {
-                    Some(idx) => return Ok(idx),
-                    None => last = anyhow::anyhow!("{}: no leader in {:?}", node.name(), st),
-                },
-                Err(e) => last = e.context(format!("asking {}", node.name())),
+            let st = raft_status(node.port()).with_context(|| format!("asking {}", node.name()))?;
+            statuses.push((i, st));
+        }
+        let leaders: Vec<&(usize, RaftStatus)> = statuses
+            .iter()
+            .filter(|(_, st)| st.role.as_deref() == Some("leader"))
+            .collect();
+        let [(idx, lead)] = leaders.as_slice() else {
+            bail!(
+                "{} nodes of {region} say they lead: {statuses:?}",
+                leaders.len()
+            );
+        };
+        for (i, st) in statuses.iter().filter(|(i, _)| i != idx) {
+            if st.leader.is_none() || (lead.leader.is_some() && st.leader != lead.leader) {
+                bail!(
+                    "{} names leader {:?}, {} says {:?}",
+                    self.nodes[*i].name(),
+                    st.leader,
+                    self.nodes[*idx].name(),
+                    lead.leader
+                );
             }
         }
-        Err(last)
-    }
-
-    /// Maps the leader as a node reports it (its name, RESP address or peer address) to a node
-    /// index; `None` for forms it cannot map (a bare numeric id).
-    fn index_of_leader(&self, leader: &str) -> Option<usize> {
-        if let Some(i) = self.nodes.iter().position(|n| n.name() == leader) {
-            return Some(i);
-        }
-        if let Some(i) = self.nodes.iter().position(|n| leader.ends_with(&n.addr())) {
-            return Some(i);
-        }
-        if let Some(i) = self
-            .placement
-            .iter()
-            .position(|p| leader.ends_with(&format!("127.0.0.1:{}", p.peer_port)))
-        {
-            return Some(i);
-        }
-        None
+        Ok(*idx)
     }
 
     /// Region names in topology order.

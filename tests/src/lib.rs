@@ -98,6 +98,14 @@ pub async fn qa_err(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) 
     }
 }
 
+/// Prints a figure (a restart time, a benchmark summary) to the process's real stderr, past
+/// libtest's output capture, so it shows up in CI logs of passing runs too.
+pub fn report(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
 /// A key prefix unique within this process, for tests that share a node.
 pub fn unique_prefix(test: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -130,7 +130,12 @@ fn check_benchmark(o: &Output, tests: &[&str]) {
             .any(|l| l.starts_with(t) && l.contains("requests per second"));
         assert!(found, "no result line for {t}:\n{out}");
     }
-    println!("{out}");
+    let summary: Vec<&str> = out
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| l.contains("requests per second"))
+        .collect();
+    meridian_tests::report(&format!("redis-benchmark:\n  {}", summary.join("\n  ")));
 }
 
 #[test]
