@@ -697,6 +697,21 @@ impl Topology {
             .map(|dir| CertPaths::in_dir(dir, node))
     }
 
+    /// The emulated shapes node `node` applies to what it sends: one entry per node of every
+    /// other region that has a `[[wan]]` link with `node`'s region (feed them to
+    /// [`crate::WanEmulator::set_link`]). Empty for an unknown node.
+    pub fn wan_shapes_from(&self, node: &str) -> Vec<(SocketAddr, crate::wan::LinkShape)> {
+        let Some(home) = self.region_of(node) else {
+            return Vec::new();
+        };
+        self.regions
+            .iter()
+            .filter(|r| r.name != home)
+            .filter_map(|r| self.wan_link(home, &r.name).map(|w| (r, w.shape())))
+            .flat_map(|(r, shape)| r.nodes.iter().map(move |n| (n.peer, shape)))
+            .collect()
+    }
+
     /// Raft cluster name of region `region`: `<cluster.name>/<region>`.
     pub fn raft_cluster_name(&self, region: &str) -> String {
         format!("{}/{}", self.cluster.name, region)
@@ -790,6 +805,12 @@ loss = 0.01
         assert_eq!(by_addr.name, "eu-2");
         assert_eq!(t.node_by_id("eu", 7).unwrap().name, "eu-2");
         assert_eq!(t.placements.len(), 2);
+        let shapes = t.wan_shapes_from("eu-2");
+        assert_eq!(shapes.len(), 1);
+        assert_eq!(shapes[0].0, "127.0.0.1:7103".parse::<SocketAddr>().unwrap());
+        assert_eq!(shapes[0].1.delay, Duration::from_millis(40));
+        assert_eq!(t.wan_shapes_from("us-1").len(), 2);
+        assert!(t.wan_shapes_from("nobody").is_empty());
         let w = t.wan_link("us", "eu").unwrap();
         assert_eq!(w.delay_ms, 40);
         assert_eq!(w.shape().delay, Duration::from_millis(40));

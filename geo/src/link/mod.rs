@@ -103,6 +103,18 @@ impl LinkConfig {
         }
     }
 
+    /// The configuration of node `node_name` of `topology`: binds its `peer` address, uses the
+    /// certificates directory of the topology, WAN emulation as the topology allows. None when
+    /// the node is unknown or the topology has no `cluster.certs`.
+    pub fn for_node(topology: &crate::Topology, node_name: &str) -> Option<LinkConfig> {
+        let node = topology.node(node_name)?;
+        let certs = topology.cert_paths(node_name)?;
+        Some(
+            LinkConfig::new(node_name, node.peer, &certs)
+                .with_wan_emulation(topology.cluster.wan_emulation),
+        )
+    }
+
     /// The same configuration with WAN emulation set to `enabled`.
     pub fn with_wan_emulation(mut self, enabled: bool) -> LinkConfig {
         self.wan_emulation = enabled;
@@ -257,4 +269,28 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_for_topology_node() {
+        let text = "[cluster]\nname = \"c\"\ncerts = \"/certs\"\nwan_emulation = true\n\
+                    [[region]]\nname = \"r\"\n[[region.node]]\nname = \"n1\"\n\
+                    resp = \"127.0.0.1:1\"\npeer = \"127.0.0.1:2\"\n";
+        let t = crate::Topology::parse(text, None).unwrap();
+        let c = LinkConfig::for_node(&t, "n1").unwrap();
+        assert_eq!(c.bind, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(c.cert, std::path::Path::new("/certs/n1.pem"));
+        assert_eq!(c.ca_cert, std::path::Path::new("/certs/ca.pem"));
+        assert!(c.wan_emulation);
+        assert!(LinkConfig::for_node(&t, "n2").is_none());
+        let single = crate::Topology::single_node(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        assert!(LinkConfig::for_node(&single, crate::topology::LOCAL_NODE).is_none());
+    }
 }
