@@ -44,7 +44,7 @@ pub async fn serve(
     token: CancellationToken,
 ) {
     let authenticated = shared.requirepass().is_none();
-    let limits = Limits {
+    let mut limits = Limits {
         max_bulk_len: shared.config.proto_max_bulk_len,
         ..Limits::default()
     };
@@ -60,6 +60,7 @@ pub async fn serve(
         let mut close = false;
         let mut processed = 0;
         while processed < MAX_REQUESTS_PER_TURN && session.out.len() < OUT_HIGH_WATER {
+            limits.unauthenticated = !session.client.authenticated;
             match decode_request(&mut inbuf, &limits) {
                 Ok(Some(request)) => {
                     processed += 1;

@@ -168,7 +168,7 @@ impl Shared {
             }
             "appendfsync" => {
                 let policy = FsyncPolicy::parse(value).ok_or_else(|| {
-                    failed("argument(s) must be one of the following: always, everysec, no")
+                    failed("argument(s) must be one of the following: everysec, always, no")
                 })?;
                 self.keyspace.set_fsync_policy(policy);
             }

@@ -26,9 +26,15 @@ pub enum WriteError {
         /// How long the write waited.
         waited_ms: u64,
     },
-    /// The write was forwarded but no answer came in time.
-    #[error("write timed out after {0} ms")]
+    /// No answer in time (no quorum?); a write may still be applied later.
+    #[error("no answer from the region's quorum within {0} ms")]
     Timeout(u64),
+    /// The leader could not confirm it still leads (no quorum reachable).
+    #[error("region {region} has no reachable quorum")]
+    NoQuorum {
+        /// Region.
+        region: String,
+    },
     /// The leader answered with an error.
     #[error("leader: {0}")]
     Remote(String),

@@ -108,7 +108,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     }
     if !ctx.client.authenticated {
         return Ok(Reply::Error(Bytes::from_static(
-            b"NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            b"NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         ))
         .into());
     }

@@ -2,6 +2,7 @@
 
 use proto_resp::Reply;
 
+use super::args::Keyword;
 use super::{Args, Ctx, Outcome};
 use crate::error::RespError;
 use crate::op::{ExpireCond, Op};
@@ -15,13 +16,18 @@ fn expire_generic(
     let key = args.next_bytes()?;
     let amount = args.next_i64()?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-    while let Some(word) = args.next_keyword() {
-        match word.as_str() {
+    while let Some(raw) = args.next_opt() {
+        match Keyword::new(&raw).as_str() {
             "NX" => nx = true,
             "XX" => xx = true,
             "GT" => gt = true,
             "LT" => lt = true,
-            other => return Err(RespError::Message(format!("Unsupported option {other}"))),
+            _ => {
+                return Err(RespError::Message(format!(
+                    "Unsupported option {}",
+                    String::from_utf8_lossy(&raw)
+                )))
+            }
         }
     }
     if nx && (xx || gt || lt) {
@@ -124,7 +130,7 @@ pub fn pttl(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 
 /// EXPIRETIME key
 pub fn expiretime(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    ttl_generic(ctx, args, |at, _| (at / 1000) as i64)
+    ttl_generic(ctx, args, |at, _| ((at + 500) / 1000) as i64)
 }
 
 /// PEXPIRETIME key

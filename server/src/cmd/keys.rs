@@ -179,6 +179,7 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let src = args.next_bytes()?;
     let dst = args.next_bytes()?;
     let mut dst_db = ctx.client.db;
+    let same_db_given = |d: u8| d == ctx.client.db;
     let mut replace = false;
     while let Some(word) = args.next_keyword() {
         match word.as_str() {
@@ -192,6 +193,11 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
             "REPLACE" => replace = true,
             _ => return Err(RespError::Syntax),
         }
+    }
+    if same_db_given(dst_db) && src == dst {
+        return Err(RespError::Other(
+            "source and destination objects are the same",
+        ));
     }
     Ok(Outcome::Write(Op::Copy {
         db: ctx.client.db,

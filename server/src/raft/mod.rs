@@ -18,7 +18,7 @@ use geo::link::PeerAddr;
 use geo::Endpoint;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::log_store::LogStore;
 use self::network::{decode, encode, Network, RPC_FORWARD_WRITE, RPC_READ_INDEX};
@@ -193,7 +193,16 @@ impl RegionRaft {
         loop {
             let leader = self.leader();
             let attempt = match leader {
-                Some(id) if id == self.node_id => self.propose(ops.clone()).await,
+                Some(id) if id == self.node_id => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, self.propose(ops.clone())).await {
+                        Ok(reply) => reply,
+                        // Proposed but not committed in time (no quorum?): the outcome is unknown.
+                        Err(_) => {
+                            return Err(WriteError::Timeout(started.elapsed().as_millis() as u64))
+                        }
+                    }
+                }
                 Some(id) => self.forward(id, &ops, deadline).await,
                 None => ForwardReply::NotLeader(None),
             };
@@ -280,10 +289,10 @@ impl RegionRaft {
         let index = match tokio::time::timeout(timeout, round).await {
             Ok(Ok(index)) => index,
             Ok(Err(why)) => {
-                return Err(WriteError::NoLeader {
-                    region: format!("{} ({why})", self.region),
-                    waited_ms: 0,
-                })
+                debug!(reason = %why, "read index failed");
+                return Err(WriteError::NoQuorum {
+                    region: self.region.clone(),
+                });
             }
             Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
         };
