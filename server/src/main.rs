@@ -64,6 +64,10 @@ enum Command {
     },
 }
 
+/// mimalloc: the write path allocates per request (arguments, batches, cache entries).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     FsyncPolicy::parse(s).ok_or_else(|| format!("'{s}' is not one of always, everysec, no"))
 }

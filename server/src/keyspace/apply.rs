@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+type Overlay = HashMap<Bytes, Option<StoredValue>, ahash::RandomState>;
+
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
 
@@ -17,7 +19,7 @@ pub(super) struct BatchCtx<'a> {
     now_ms: u64,
     batch: WriteBatch,
     /// Data key → new value (`None` = deleted) for every key this batch changed.
-    overlay: HashMap<Bytes, Option<StoredValue>>,
+    overlay: Overlay,
     /// Key count change per database.
     count_delta: [i64; DATABASES],
     /// Databases emptied by FLUSHDB/FLUSHALL in this batch (reads skip storage for them).
@@ -30,7 +32,7 @@ impl<'a> BatchCtx<'a> {
             ks,
             now_ms,
             batch: WriteBatch::default(),
-            overlay: HashMap::new(),
+            overlay: Overlay::default(),
             count_delta: [0; DATABASES],
             flushed: [false; DATABASES],
         }
@@ -45,8 +47,8 @@ impl<'a> BatchCtx<'a> {
         if self.flushed[db as usize] {
             return Ok(None);
         }
-        if let Some(v) = self.ks.hot.get(&data_key) {
-            return Ok(Some(v));
+        if let Some(cached) = self.ks.hot.get(&data_key) {
+            return Ok(cached);
         }
         self.ks.read_storage(&data_key)
     }

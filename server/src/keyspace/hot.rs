@@ -15,9 +15,13 @@ use super::StoredValue;
 /// Bytes charged per entry on top of key and value (moka's own bookkeeping, roughly).
 const ENTRY_OVERHEAD: usize = 64;
 
+/// What the cache knows about a key: its value, or that it does not exist (so a GET of a
+/// missing key does not go to RocksDB every time).
+pub type Cached = Option<StoredValue>;
+
 /// moka keyed by the encoded data key, holding stored values.
 pub struct HotCache {
-    cache: Cache<Bytes, StoredValue>,
+    cache: Cache<Bytes, Cached, ahash::RandomState>,
     generation: AtomicU64,
     fill_lock: Mutex<()>,
 }
@@ -27,10 +31,11 @@ impl HotCache {
     pub fn new(max_bytes: u64) -> HotCache {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &Bytes, v: &StoredValue| {
-                u32::try_from(k.len() + v.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            .weigher(|k: &Bytes, v: &Cached| {
+                let value_len = v.as_ref().map_or(0, StoredValue::len);
+                u32::try_from(k.len() + value_len + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         HotCache {
             cache,
             generation: AtomicU64::new(0),
@@ -38,8 +43,8 @@ impl HotCache {
         }
     }
 
-    /// Looks a key up.
-    pub fn get(&self, data_key: &[u8]) -> Option<StoredValue> {
+    /// Looks a key up: `None` = not cached, `Some(None)` = known not to exist.
+    pub fn get(&self, data_key: &[u8]) -> Option<Cached> {
         self.cache.get(data_key)
     }
 
@@ -48,15 +53,16 @@ impl HotCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Inserts a value read from storage, unless a write batch was applied since `generation`.
-    pub fn fill(&self, generation: u64, data_key: &[u8], value: StoredValue) {
+    /// Inserts what storage said (a value or its absence), unless a write batch was applied
+    /// since `generation`.
+    pub fn fill(&self, generation: u64, data_key: &[u8], value: Cached) {
         let _guard = self.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
             self.cache.insert(Bytes::copy_from_slice(data_key), value);
         }
     }
 
-    /// Publishes the effects of an applied write batch: `None` removes the entry.
+    /// Publishes the effects of an applied write batch: `None` records the key as absent.
     pub fn publish<'a>(
         &self,
         flushed: bool,
@@ -67,10 +73,7 @@ impl HotCache {
             self.cache.invalidate_all();
         }
         for (key, value) in changes {
-            match value {
-                Some(v) => self.cache.insert(key.clone(), v.clone()),
-                None => self.cache.invalidate(key),
-            }
+            self.cache.insert(key.clone(), value.clone());
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

@@ -194,16 +194,14 @@ impl Keyspace {
     /// The stored value of `key` even if expired (not yet removed).
     fn get_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
         let data_key = rocks::data_key(db, key);
-        if let Some(v) = self.hot.get(&data_key) {
+        if let Some(cached) = self.hot.get(&data_key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(v));
+            return Ok(cached);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let generation = self.hot.generation();
         let found = self.read_storage(&data_key)?;
-        if let Some(v) = &found {
-            self.hot.fill(generation, &data_key, v.clone());
-        }
+        self.hot.fill(generation, &data_key, found.clone());
         Ok(found)
     }
 
