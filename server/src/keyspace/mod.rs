@@ -28,6 +28,10 @@ use crate::op::{OpBatch, OpResult};
 /// Column families opened beside the keyspace's own, for the Raft log store.
 pub const EXTRA_COLUMN_FAMILIES: &[&str] = &["raft_log", "raft_meta"];
 
+/// One SCAN step: the live keys found with their values, and the last key examined (`None`
+/// when the database was exhausted).
+pub type ScanPage = (Vec<(Bytes, StoredValue)>, Option<Bytes>);
+
 /// Number of databases (SELECT 0..15), as Redis's default.
 pub const DATABASES: usize = 16;
 
@@ -236,7 +240,7 @@ impl Keyspace {
         after: Option<&[u8]>,
         count: usize,
         now_ms: u64,
-    ) -> Result<(Vec<(Bytes, StoredValue)>, Option<Bytes>), StorageError> {
+    ) -> Result<ScanPage, StorageError> {
         let start = match after {
             Some(k) => {
                 let mut s = rocks::data_key(db, k);
