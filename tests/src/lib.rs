@@ -34,7 +34,9 @@ mod raw;
 mod tools;
 mod wait;
 
-pub use cluster::{raft_status, Cluster, ClusterSpec, RaftStatus, RegionSpec};
+pub use cluster::{
+    meridian_nodes, raft_status, Cluster, ClusterSpec, NodeInfo, RaftStatus, RegionSpec,
+};
 pub use limit::{NodePermit, DEFAULT_MAX_NODES};
 pub use node::{describe_exit, meridian_bin, Node, NodeOpts};
 pub use ports::free_port;

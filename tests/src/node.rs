@@ -236,6 +236,17 @@ impl Node {
         }
     }
 
+    /// Replaces the path after `--config` for the next start (a node of a topology switched to
+    /// another topology file).
+    pub(crate) fn set_config_path(&mut self, path: &Path) {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--config")
+            .expect("node started with --config");
+        self.args[at + 1] = path.into();
+    }
+
     /// The node's name (`node-PORT` for single nodes, the topology name in a cluster).
     pub fn name(&self) -> &str {
         &self.name
@@ -323,7 +334,7 @@ impl Node {
             .stdout(log.try_clone().context("cloning the log handle")?)
             .stderr(log);
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "meridian=info,openraft=warn");
+            cmd.env("RUST_LOG", "meridian=info,geo=info,openraft=warn");
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -400,6 +411,14 @@ impl Node {
         );
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// Sends SIGTERM without waiting; [`Node::stop`] (or drop) then reaps the process. Lets a
+    /// cluster shut all its nodes down at once instead of one after the other.
+    pub fn terminate(&self) {
+        if let Some(child) = self.child.as_ref() {
+            signal(child, libc::SIGTERM);
+        }
     }
 
     /// SIGKILL and reap (a crash). Returns the exit status, or `None` if not running.
@@ -517,6 +536,16 @@ impl Node {
     /// The last lines of `node.log`.
     pub fn log_tail(&self) -> String {
         log_tail(&self.log_path())
+    }
+
+    /// Every line of `node.log` (all runs of this node) that contains `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        let bytes = std::fs::read(self.log_path()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -6,7 +6,9 @@
 //! replies and error strings are Redis 7.0's, checked against redis-server 7.0.15.
 
 mod admin;
+mod cluster;
 mod expiry;
+mod failover;
 mod keys;
 mod protocol;
 mod restart;

@@ -1,0 +1,503 @@
+//! A region as one Raft group (issue 3): writes through any node, linearizable reads on every
+//! node, membership changes, mutual TLS against the cluster CA, and `config/local-cluster.sh`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use meridian_tests::{
+    err_text, eventually, free_port, meridian_bin, q, raft_status, report, Cluster, ClusterSpec,
+    Node, NodePermit, RawConn, Reply,
+};
+use redis::Value;
+
+/// Time allowed for a leader that every member names.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Time allowed for a node to apply what the leader applied.
+const CATCH_UP: Duration = Duration::from_secs(15);
+
+/// `GET key` on a connection that sent `READONLY` (a local, possibly stale read).
+fn readonly_get(port: u16, key: &str) -> Reply {
+    let mut c = RawConn::connect(port).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(c.cmd(&["READONLY"]), Reply::ok(), "READONLY");
+    c.cmd(&["GET", key])
+}
+
+#[test]
+fn writes_through_every_node_read_everywhere() {
+    let cluster = Cluster::start(ClusterSpec::region(3));
+    let leader = cluster.leader(LEADER_WAIT);
+    let nodes = cluster.nodes();
+    // Writes through every node, the followers' forwarded to the leader.
+    for (i, node) in nodes.iter().enumerate() {
+        let mut c = node.client();
+        let _: () = q(&mut c, &["SET", &format!("via:{i}"), &format!("value-{i}")]);
+        let n: i64 = q(&mut c, &["INCR", "shared:counter"]);
+        assert_eq!(n, i as i64 + 1, "INCR through {}", node.name());
+    }
+    // A linearizable read on any node sees every acknowledged write, with no wait.
+    for node in nodes {
+        let mut c = node.client();
+        for i in 0..nodes.len() {
+            let v: Option<String> = q(&mut c, &["GET", &format!("via:{i}")]);
+            assert_eq!(
+                v.as_deref(),
+                Some(format!("value-{i}").as_str()),
+                "GET via:{i} on {}",
+                node.name()
+            );
+        }
+        let n: i64 = q(&mut c, &["GET", "shared:counter"]);
+        assert_eq!(n, nodes.len() as i64, "counter on {}", node.name());
+    }
+    // RESP3 through a follower: values, a write, and MERIDIAN RAFT as a map.
+    let follower = (leader + 1) % nodes.len();
+    let mut c3 = nodes[follower].client_resp3();
+    let v: Value = q(&mut c3, &["GET", "via:0"]);
+    assert_eq!(v, Value::BulkString(b"value-0".to_vec()));
+    let _: () = q(&mut c3, &["SET", "via:resp3", "three"]);
+    let raft: Value = q(&mut c3, &["MERIDIAN", "RAFT"]);
+    assert!(
+        matches!(raft, Value::Map(_)),
+        "MERIDIAN RAFT in RESP3: {raft:?}"
+    );
+    for node in nodes {
+        let v: Option<String> = q(&mut node.client(), &["GET", "via:resp3"]);
+        assert_eq!(
+            v.as_deref(),
+            Some("three"),
+            "RESP3 write read on {}",
+            node.name()
+        );
+    }
+    // Every node agrees on the leader and the membership.
+    let leader_id = cluster.status(leader).unwrap().node_id().expect("node_id");
+    for (i, node) in nodes.iter().enumerate() {
+        let st = cluster.status(i).unwrap();
+        assert_eq!(
+            st.voters,
+            vec![1, 2, 3],
+            "voters on {}: {st:?}",
+            node.name()
+        );
+        assert_eq!(st.leader, Some(leader_id.to_string()), "{st:?}");
+        let rows = cluster.meridian_nodes(i).unwrap();
+        assert_eq!(rows.len(), 3, "MERIDIAN NODES on {}: {rows:?}", node.name());
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.leader)
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            vec![leader_id],
+            "{rows:?}"
+        );
+        let me: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.is_self)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(me, vec![node.name()], "{rows:?}");
+        assert!(rows.iter().all(|r| r.role == "voter"), "{rows:?}");
+    }
+    // The leader has live links to both followers.
+    eventually(
+        Duration::from_secs(5),
+        "the leader's links to be up",
+        || {
+            let rows = cluster.meridian_nodes(leader)?;
+            let down: Vec<_> = rows
+                .iter()
+                .filter(|r| !r.is_self && r.link != "up")
+                .collect();
+            if !down.is_empty() {
+                bail!("links not up: {down:?}");
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn node_with_a_foreign_ca_cannot_join() {
+    let cluster = Cluster::start(ClusterSpec::region(3).with_foreign_ca(&["n3"]));
+    let leader = cluster.leader(LEADER_WAIT);
+    let nodes = cluster.nodes();
+    let (good, bad) = (&nodes[leader], &nodes[2]);
+    let _: () = q(&mut good.client(), &["SET", "k", "v"]);
+    // A write through n3 waits for a leader it never finds, then fails.
+    let t = Instant::now();
+    let err = match redis::cmd("SET")
+        .arg("k")
+        .arg("other")
+        .query::<Value>(&mut bad.client())
+    {
+        Ok(v) => panic!("SET through the foreign-CA node succeeded: {v:?}"),
+        Err(e) => err_text(&e),
+    };
+    report(&format!(
+        "foreign CA: write through n3 refused after {:?}: {err}",
+        t.elapsed()
+    ));
+    assert!(err.starts_with("CLUSTERDOWN"), "{err}");
+    // A linearizable read fails the same way; a local read shows it never received the data.
+    let err = match redis::cmd("GET").arg("k").query::<Value>(&mut bad.client()) {
+        Ok(v) => panic!("linearizable GET on the foreign-CA node answered {v:?}"),
+        Err(e) => err_text(&e),
+    };
+    assert!(err.starts_with("CLUSTERDOWN"), "{err}");
+    assert!(readonly_get(bad.port(), "k").is_null(), "n3 received data");
+    // After all that time n3 still has no leader and applied nothing.
+    let st = raft_status(bad.port()).unwrap();
+    assert_eq!(st.leader, None, "n3 knows a leader: {st:?}");
+    assert_ne!(st.role.as_deref(), Some("leader"), "{st:?}");
+    assert!(
+        st.applied_index().unwrap_or(0) == 0,
+        "n3 applied entries: {st:?}"
+    );
+    // The good nodes still write with n3 configured as a voter, and see its link down.
+    let _: () = q(&mut nodes[(leader + 1) % 2].client(), &["SET", "k2", "v2"]);
+    let rows = cluster.meridian_nodes(leader).unwrap();
+    let n3 = rows
+        .iter()
+        .find(|r| r.name == "n3")
+        .expect("n3 in MERIDIAN NODES");
+    assert_ne!(n3.link, "up", "{rows:?}");
+    // …and logged that they refused n3's certificate (their dials to it fail verification).
+    let refusals = eventually(
+        Duration::from_secs(10),
+        "a good node to log the refusal of n3's certificate",
+        || {
+            let lines = refusal_lines(&nodes[..2]);
+            if lines.is_empty() {
+                bail!("no refusal line in n1's or n2's node.log");
+            }
+            Ok(lines)
+        },
+    );
+    report(&format!("foreign CA: good node logged: {}", refusals[0]));
+}
+
+/// Lines of the nodes' logs that show a peer certificate refused, on either side of a QUIC
+/// handshake.
+fn refusal_lines<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<String> {
+    nodes
+        .into_iter()
+        .flat_map(|n| {
+            let mut lines = n.log_lines_with("refused inbound peer connection");
+            lines.extend(n.log_lines_with("invalid peer certificate"));
+            lines
+        })
+        .collect()
+}
+
+#[test]
+fn member_restarted_with_a_foreign_cert_is_cut_off() {
+    let mut cluster = Cluster::start(ClusterSpec::region(3));
+    let leader = cluster.leader(LEADER_WAIT);
+    let x = (0..3).find(|&i| i != leader).unwrap();
+    let good: Vec<usize> = (0..3).filter(|&i| i != x).collect();
+    let _: () = q(
+        &mut cluster.nodes()[leader].client(),
+        &["SET", "k", "before"],
+    );
+    cluster.wait_caught_up(x, Duration::from_secs(15));
+    let term = cluster.status(leader).unwrap().term.expect("term");
+
+    // The member comes back with its data and a certificate from another CA. It still trusts
+    // the cluster's CA, so the TLS handshake reaches the point where the others check its
+    // client certificate, and they must refuse it.
+    cluster.restart_with_foreign_ca(x, true);
+    let nodes = cluster.nodes();
+    // It knows the membership, so it campaigns: its terms rise but its vote requests never
+    // reach the others, whose leader and term stay put.
+    eventually(
+        Duration::from_secs(15),
+        "the cut-off member to campaign in vain",
+        || {
+            let st = raft_status(nodes[x].port())?;
+            match st.term {
+                Some(t) if t > term + 1 => Ok(()),
+                t => bail!("its term is {t:?}, the region's {term}: {st:?}"),
+            }
+        },
+    );
+    for &g in &good {
+        let st = raft_status(nodes[g].port()).unwrap();
+        assert_eq!(st.term, Some(term), "n{}'s term moved: {st:?}", g + 1);
+    }
+    assert_eq!(cluster.leader_among(&good).unwrap(), leader);
+    let st = raft_status(nodes[x].port()).unwrap();
+    assert_eq!(st.leader, None, "the cut-off member knows a leader: {st:?}");
+    // The good nodes refused its connections and logged it.
+    let lines = eventually(
+        Duration::from_secs(10),
+        "the good nodes to log the refusal of the new certificate",
+        || {
+            let lines = refusal_lines(good.iter().map(|&g| &nodes[g]));
+            let inbound: Vec<String> = lines
+                .into_iter()
+                .filter(|l| {
+                    // Refused by the good node's own check, not aborted by the other side.
+                    l.contains("refused inbound peer connection")
+                        && l.contains("invalid peer certificate")
+                        && !l.contains("aborted by peer")
+                })
+                .collect();
+            if inbound.is_empty() {
+                bail!(
+                    "no line on n{} or n{} where it refused the certificate itself",
+                    good[0] + 1,
+                    good[1] + 1
+                );
+            }
+            Ok(inbound)
+        },
+    );
+    report(&format!(
+        "foreign CA (restarted member): good node logged: {}",
+        lines[0]
+    ));
+    // Writes go on without it, and it does not receive them.
+    let _: () = q(&mut nodes[good[1]].client(), &["SET", "k", "after"]);
+    assert_eq!(readonly_get(nodes[x].port(), "k"), Reply::bulk("before"));
+    let r = nodes[x].raw().cmd(&["GET", "k"]);
+    assert!(
+        r.as_err().is_some_and(|e| e.starts_with("CLUSTERDOWN")),
+        "linearizable GET on the cut-off member: {r:?}"
+    );
+}
+
+#[test]
+fn add_and_remove_nodes() {
+    let mut cluster = Cluster::start(ClusterSpec::region(3));
+    let leader = cluster.leader(LEADER_WAIT);
+    {
+        let mut c = cluster.nodes()[leader].client();
+        for i in 0..200 {
+            let _: () = q(&mut c, &["SET", &format!("m:{i}"), &i.to_string()]);
+        }
+    }
+    // A fourth node, with a certificate from the same CA, started outside the group.
+    let t = Instant::now();
+    let n4 = cluster.add_node("r1");
+    let (n4_port, n4_peer) = (cluster.nodes()[n4].port(), cluster.peer_port(n4));
+    let st = raft_status(n4_port).unwrap();
+    assert_eq!(st.leader, None, "n4 has a leader before NODE ADD: {st:?}");
+    let mut lc = cluster.nodes()[leader].raw();
+    let added = lc.cmd(&[
+        "MERIDIAN",
+        "NODE",
+        "ADD",
+        "4",
+        "n4",
+        &format!("127.0.0.1:{n4_peer}"),
+        &format!("127.0.0.1:{n4_port}"),
+    ]);
+    assert_eq!(added, Reply::ok(), "MERIDIAN NODE ADD");
+    let caught_up = cluster.wait_caught_up(n4, CATCH_UP);
+    report(&format!(
+        "membership: n4 added and caught up {:?} after its start ({caught_up:?} after NODE ADD)",
+        t.elapsed()
+    ));
+    let st = cluster.status(leader).unwrap();
+    assert_eq!(st.voters, vec![1, 2, 3, 4], "{st:?}");
+    for i in 0..4 {
+        let rows = cluster.meridian_nodes(i).unwrap();
+        let ids: Vec<(u64, &str)> = rows.iter().map(|r| (r.id, r.role.as_str())).collect();
+        assert_eq!(
+            ids,
+            vec![(1, "voter"), (2, "voter"), (3, "voter"), (4, "voter")],
+            "MERIDIAN NODES on n{}",
+            i + 1
+        );
+    }
+    let n4_row = cluster.meridian_nodes(leader).unwrap();
+    let n4_row = n4_row.iter().find(|r| r.id == 4).unwrap();
+    assert_eq!(n4_row.name, "n4");
+    assert_eq!(n4_row.fields["resp"], format!("127.0.0.1:{n4_port}"));
+    assert_eq!(n4_row.fields["peer"], format!("127.0.0.1:{n4_peer}"));
+    // The new node has the old data, locally and linearizably, and takes writes.
+    assert_eq!(readonly_get(n4_port, "m:199"), Reply::bulk("199"));
+    let mut c4 = cluster.nodes()[n4].client();
+    assert_eq!(q::<String>(&mut c4, &["GET", "m:0"]), "0");
+    let _: () = q(&mut c4, &["SET", "via:n4", "yes"]);
+
+    // Remove a follower among the original three.
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let victim_id = (victim + 1).to_string();
+    let removed = lc.cmd(&["MERIDIAN", "NODE", "REMOVE", &victim_id]);
+    assert_eq!(removed, Reply::ok(), "MERIDIAN NODE REMOVE {victim_id}");
+    let remaining: BTreeSet<u64> = (1..=4).filter(|&id| id != victim as u64 + 1).collect();
+    eventually(
+        Duration::from_secs(10),
+        "every remaining node to show the membership without the removed one",
+        || {
+            for i in (0..4).filter(|&i| i != victim) {
+                let st = cluster.status(i)?;
+                let voters: BTreeSet<u64> = st.voters.iter().copied().collect();
+                if voters != remaining || !st.learners.is_empty() {
+                    bail!(
+                        "n{}: voters {:?} learners {:?}",
+                        i + 1,
+                        st.voters,
+                        st.learners
+                    );
+                }
+                let ids: BTreeSet<u64> = cluster.meridian_nodes(i)?.iter().map(|r| r.id).collect();
+                if ids != remaining {
+                    bail!("MERIDIAN NODES on n{} lists {ids:?}", i + 1);
+                }
+            }
+            Ok(())
+        },
+    );
+    cluster.node_mut(victim).stop();
+    // The region of three (n4 included) still writes and reads.
+    let leader = cluster.leader(LEADER_WAIT);
+    for i in (0..4).filter(|&i| i != victim) {
+        let mut c = cluster.nodes()[i].client();
+        let _: () = q(&mut c, &["SET", &format!("after:{i}"), "x"]);
+    }
+    let mut c = cluster.nodes()[n4].client();
+    for i in (0..4).filter(|&i| i != victim) {
+        let v: Option<String> = q(&mut c, &["GET", &format!("after:{i}")]);
+        assert_eq!(
+            v.as_deref(),
+            Some("x"),
+            "after:{i} through n4 (leader n{})",
+            leader + 1
+        );
+    }
+}
+
+/// Stops a `local-cluster.sh` cluster when the test ends, however it ends.
+struct ScriptCluster {
+    dir: PathBuf,
+}
+
+impl Drop for ScriptCluster {
+    fn drop(&mut self) {
+        let _ = local_cluster(&["down", &self.dir.display().to_string()]);
+    }
+}
+
+fn local_cluster(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/local-cluster.sh");
+    Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .env("MERIDIAN_BIN", meridian_bin())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn local_cluster_script_up_and_down() {
+    let _permit = NodePermit::acquire(3);
+    let tmp = tempfile::tempdir().unwrap();
+    // config/region-3.toml as shipped, with free ports instead of 7001…7103.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/region-3.toml");
+    let mut topo: toml::Table = toml::from_str(&std::fs::read_to_string(&shipped).unwrap())
+        .expect("config/region-3.toml parses");
+    let mut expected = Vec::new();
+    for region in topo["region"].as_array_mut().unwrap() {
+        let region = region.as_table_mut().unwrap();
+        let rname = region["name"].as_str().unwrap().to_string();
+        for node in region["node"].as_array_mut().unwrap() {
+            let node = node.as_table_mut().unwrap();
+            let (resp, peer) = (free_port(), free_port());
+            node.insert("resp".into(), format!("127.0.0.1:{resp}").into());
+            node.insert("peer".into(), format!("127.0.0.1:{peer}").into());
+            let name = node["name"].as_str().unwrap().to_string();
+            expected.push(format!("{name} {rname} 127.0.0.1:{resp}"));
+        }
+    }
+    assert_eq!(expected.len(), 3, "region-3.toml has three nodes");
+    let topo_path = tmp.path().join("region-3.toml");
+    std::fs::write(&topo_path, toml::to_string(&topo).unwrap()).unwrap();
+    let dir = tmp.path().join("cluster");
+    let dir_s = dir.display().to_string();
+    let guard = ScriptCluster { dir: dir.clone() };
+
+    let t = Instant::now();
+    let up = local_cluster(&["up", &topo_path.display().to_string(), &dir_s]);
+    let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(
+        up.status.success(),
+        "local-cluster.sh up failed ({}):\n{stdout}\n{}",
+        up.status,
+        String::from_utf8_lossy(&up.stderr)
+    );
+    report(&format!("local-cluster.sh up: {:?}", t.elapsed()));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, expected, "up's output");
+    // Every node serves, knows the leader, and sees the others' writes.
+    let ports: Vec<u16> = lines
+        .iter()
+        .map(|l| l.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    for (i, &port) in ports.iter().enumerate() {
+        let st = raft_status(port).unwrap();
+        assert!(
+            st.leader.is_some(),
+            "node {i} has no leader after up: {st:?}"
+        );
+        let mut c = RawConn::connect(port).unwrap();
+        assert_eq!(c.cmd(&["SET", &format!("s:{i}"), "v"]), Reply::ok());
+    }
+    for &port in &ports {
+        let mut c = RawConn::connect(port).unwrap();
+        for i in 0..ports.len() {
+            assert_eq!(c.cmd(&["GET", &format!("s:{i}")]), Reply::bulk("v"));
+        }
+    }
+    for name in ["n1", "n2", "n3"] {
+        assert!(dir.join(name).join("node.log").is_file(), "{name}/node.log");
+    }
+    assert!(dir.join("certs").join("ca.pem").is_file(), "certs/ca.pem");
+    let pids: Vec<u32> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(dir.join(n).join("pid"))
+                .unwrap_or_else(|e| panic!("{n}/pid: {e}"))
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "pids {pids:?} not all running"
+    );
+
+    let down = local_cluster(&["down", &dir_s]);
+    assert!(
+        down.status.success(),
+        "local-cluster.sh down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    eventually(Duration::from_secs(10), "the nodes to be gone", || {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if !left.is_empty() {
+            bail!("still running: {left:?}");
+        }
+        Ok(())
+    });
+    for &port in &ports {
+        assert!(RawConn::connect(port).is_err(), "port {port} still answers");
+    }
+    drop(guard);
+}
