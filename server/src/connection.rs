@@ -213,7 +213,10 @@ impl Session {
         let ops = std::mem::take(&mut self.pending);
         let count = ops.len();
         match self.shared.writer.submit(ops).await {
-            Ok(results) => {
+            Ok((results, index)) => {
+                if index > 0 {
+                    self.client.last_write_index = index;
+                }
                 for result in results {
                     match result {
                         OpResult::Ok => self.push_reply(&Reply::ok()),

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod op;
 pub mod raft;
+pub mod replication;
 pub mod shutdown;
 pub mod stats;
 pub mod write;

@@ -19,6 +19,7 @@ use crate::op::Op;
 use crate::raft::service::RaftService;
 use crate::raft::types::MeridianNode;
 use crate::raft::{RaftSettings, RegionRaft};
+use crate::replication::{self, Geo};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::write::{now_ms, Writer};
@@ -68,6 +69,8 @@ pub struct Shared {
     pub topology: Topology,
     /// This node's name in the topology.
     pub node_name: String,
+    /// Cross-region routing and replication status.
+    pub geo: Arc<Geo>,
 }
 
 impl Shared {
@@ -100,9 +103,12 @@ impl Shared {
         Ok(())
     }
 
-    /// Other regions that applied the write at `index` (WAIT). Single region: none.
-    pub fn regions_acked(&self, _index: u64) -> usize {
-        0
+    /// Other regions that applied everything up to local log index `index` (WAIT).
+    pub fn regions_acked(&self, index: u64) -> usize {
+        if index == 0 {
+            return 0;
+        }
+        self.geo.regions_acked(index)
     }
 
     /// CONFIG GET's view: (name, value) of every parameter.
@@ -358,6 +364,11 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "storage open"
         );
+        let region_id = replication::region_ids(&topology)
+            .get(&region)
+            .copied()
+            .unwrap_or(0);
+        keyspace.set_geo(region_id, topology.region_names().count() > 1);
 
         // Links: needed as soon as the region has more than one node.
         let service = Arc::new(RaftService::new());
@@ -420,16 +431,20 @@ impl Node {
             endpoint,
             members,
             RaftSettings::default(),
+            region_id,
         )
         .await?;
         service.attach(raft.clone());
+        let geo = Arc::new(Geo::new(&topology, &region));
+        replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
 
         let shared = Arc::new(Shared {
             settings: Mutex::new(RuntimeSettings {
                 requirepass: config.requirepass.clone(),
                 maxclients: config.maxclients,
             }),
-            writer: Writer::Raft(raft.clone()),
+            writer: Writer::Raft(raft.clone(), geo.clone()),
+            geo,
             keyspace,
             clients: ClientRegistry::default(),
             stats: Stats::default(),
@@ -555,7 +570,7 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
             .map(|(db, key, at_ms)| Op::ExpireIfDue { db, key, at_ms })
             .collect();
         match shared.writer.submit(ops).await {
-            Ok(results) => {
+            Ok((results, _)) => {
                 let removed = results
                     .iter()
                     .filter(|r| matches!(r, crate::op::OpResult::Int(1)))

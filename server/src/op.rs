@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Encoding version written in front of every serialized batch.
-pub const OP_FORMAT_VERSION: u8 = 1;
+pub const OP_FORMAT_VERSION: u8 = 2;
 
 /// A database index (0..[`crate::keyspace::DATABASES`]).
 pub type DbIndex = u8;
@@ -200,6 +200,23 @@ pub enum Op {
     },
     /// FLUSHALL.
     FlushAll,
+    /// Key states shipped from another region's outbox entry `index`: merged, and skipped
+    /// when `index` is at or below the watermark already applied from `origin`.
+    Merge {
+        /// Origin region id.
+        origin: u8,
+        /// The entry's index in the origin region's log.
+        index: u64,
+        /// The entry's HLC (the receiving leader's clock observes it).
+        hlc: u64,
+        /// (database, key, encoded state).
+        states: Vec<(DbIndex, Bytes, Bytes)>,
+    },
+    /// Drops outbox entries up to `upto` (every other region has them).
+    TrimOutbox {
+        /// Last index to drop.
+        upto: u64,
+    },
 }
 
 impl Op {
@@ -218,7 +235,8 @@ impl Op {
             Op::MSet { pairs, .. } => pairs.first().map(|(k, _)| k),
             Op::Del { keys, .. } => keys.first(),
             Op::Rename { src, .. } | Op::Copy { src, .. } => Some(src),
-            Op::FlushDb { .. } | Op::FlushAll => None,
+            Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
+            Op::FlushDb { .. } | Op::FlushAll | Op::TrimOutbox { .. } => None,
         }
     }
 }
@@ -229,6 +247,10 @@ pub struct OpBatch {
     /// The proposer's clock when it built the batch (unix ms): the "now" every replica uses
     /// for expiry decisions while applying this batch.
     pub now_ms: u64,
+    /// The proposer's hybrid logical clock: stamps every value the batch writes.
+    pub hlc: u64,
+    /// The region that proposed the batch (its id in the topology).
+    pub origin: u8,
     /// The ops, applied in order.
     pub ops: Vec<Op>,
 }

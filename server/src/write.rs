@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::keyspace::{Keyspace, StorageError};
 use crate::op::{Op, OpBatch, OpResult};
 use crate::raft::RegionRaft;
+use crate::replication::Geo;
 
 /// Largest number of ops put into one batch (one pipelined burst may produce more batches).
 pub const MAX_OPS_PER_BATCH: usize = 1024;
@@ -54,22 +55,36 @@ pub fn now_ms() -> u64 {
 pub enum Writer {
     /// Applied to this node's keyspace directly (no replication; used by unit tests).
     Local(Arc<Keyspace>),
-    /// Proposed to the region's Raft group (forwarded to the leader from a follower).
-    Raft(Arc<RegionRaft>),
+    /// Proposed to the region's Raft group (forwarded to the leader from a follower), or to
+    /// the key's home region when a placement rule says so.
+    Raft(Arc<RegionRaft>, Arc<Geo>),
 }
 
 impl Writer {
-    /// Applies `ops` as one batch and returns one result per op, in order.
-    pub async fn submit(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, WriteError> {
+    /// Applies `ops` as one batch and returns one result per op, in order, and the local log
+    /// index that carried them (0 when not known here).
+    pub async fn submit(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64), WriteError> {
         match self {
             Writer::Local(keyspace) => {
                 let batch = OpBatch {
                     now_ms: now_ms(),
+                    hlc: now_ms() << 16,
+                    origin: keyspace.region_id(),
                     ops,
                 };
-                Ok(keyspace.apply_batch(&batch)?)
+                Ok((keyspace.apply_batch(&batch)?, 0))
             }
-            Writer::Raft(raft) => raft.write(ops).await,
+            Writer::Raft(raft, geo) => {
+                // Multi-key commands follow their first key's placement.
+                if let Some(home) = ops
+                    .first()
+                    .and_then(Op::first_key)
+                    .and_then(|k| geo.remote_home(k))
+                {
+                    return geo.forward_to_region(raft, &home, &ops).await;
+                }
+                raft.write(ops).await
+            }
         }
     }
 }

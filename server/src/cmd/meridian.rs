@@ -33,6 +33,11 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         "NODES" => nodes(&raft),
         "NODE" => return node_admin(raft, args),
         "WAN" => wan(ctx, args)?,
+        "REGIONS" => regions(ctx),
+        "DIGEST" => {
+            let (hash, keys) = ctx.shared.keyspace.digest(ctx.now_ms)?;
+            Reply::Array(vec![bulk(format!("{hash:016x}")), Reply::Integer(keys as i64)])
+        }
         "HELP" => Reply::Array(
             [
                 "MERIDIAN <subcommand>",
@@ -40,6 +45,8 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 "NODES -- the region's nodes and their link state",
                 "NODE ADD <id> <name> <peer-addr> <resp-addr> -- add a node (learner, then voter)",
                 "NODE REMOVE <id> -- remove a node from the region",
+                "REGIONS -- other regions: link, RTT, replication lag, watermarks",
+                "DIGEST -- hash of every visible key and value (compare regions for convergence)",
                 "WAN [LIST] -- emulated link shapes (test/demo only)",
                 "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
                 "WAN CLEAR [<node|region>] -- remove shapes",
@@ -287,4 +294,77 @@ fn wan(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> {
 fn ms_arg(args: &mut Args) -> Result<std::time::Duration, RespError> {
     let ms = u64::try_from(args.next_i64()?).map_err(|_| RespError::NotInteger)?;
     Ok(std::time::Duration::from_millis(ms))
+}
+
+/// MERIDIAN REGIONS: this region and every other one with link state, RTT and lag.
+fn regions(ctx: &Ctx<'_>) -> Reply {
+    use std::sync::atomic::Ordering;
+    let geo = &ctx.shared.geo;
+    let topo = &ctx.shared.topology;
+    let leader = ctx.shared.raft.is_leader();
+    let mut rows = vec![Reply::Map(vec![
+        pair("region", bulk(geo.region.clone())),
+        pair("self", Reply::Bool(true)),
+        pair(
+            "id",
+            Reply::Integer(i64::from(geo.ids.get(&geo.region).copied().unwrap_or(0))),
+        ),
+        pair("leader_here", Reply::Bool(leader)),
+    ])];
+    for t in &geo.targets {
+        let rtt = ctx.shared.raft.endpoint.as_ref().and_then(|ep| {
+            topo.nodes_in_region(&t.region)
+                .iter()
+                .filter_map(|n| ep.rtt(&n.name))
+                .min()
+        });
+        rows.push(Reply::Map(vec![
+            pair("region", bulk(t.region.clone())),
+            pair("self", Reply::Bool(false)),
+            pair(
+                "id",
+                Reply::Integer(i64::from(geo.ids.get(&t.region).copied().unwrap_or(0))),
+            ),
+            pair(
+                "link",
+                bulk(if !leader {
+                    "not-leader"
+                } else if t.link_up.load(Ordering::Relaxed) {
+                    "up"
+                } else {
+                    "down"
+                }),
+            ),
+            pair(
+                "rtt_us",
+                rtt.map_or(Reply::Null, |d| Reply::Integer(d.as_micros() as i64)),
+            ),
+            pair(
+                "acked_index",
+                Reply::Integer(t.acked.load(Ordering::Relaxed) as i64),
+            ),
+            pair(
+                "lag_entries",
+                Reply::Integer(t.lag_entries.load(Ordering::Relaxed) as i64),
+            ),
+            pair(
+                "lag_ms",
+                Reply::Integer(t.lag_ms.load(Ordering::Relaxed) as i64),
+            ),
+            pair(
+                "resyncs",
+                Reply::Integer(t.resyncs.load(Ordering::Relaxed) as i64),
+            ),
+            pair(
+                "applied_from_index",
+                Reply::Integer(
+                    geo.ids
+                        .get(&t.region)
+                        .and_then(|id| ctx.shared.keyspace.watermark(*id).ok())
+                        .unwrap_or(0) as i64,
+                ),
+            ),
+        ]));
+    }
+    Reply::Array(rows)
 }

@@ -234,13 +234,37 @@ pub fn save(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
     .into())
 }
 
+/// Longest WAIT, whatever the client asks (0 = "forever" in Redis).
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// WAIT numreplicas timeout: in-region replication is complete when a write returns, so this
-/// counts other regions that applied the connection's last write (none on a single region).
+/// counts the other regions that applied this connection's last write, waiting up to
+/// `timeout` ms for `numreplicas` of them.
 pub fn wait(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    let _replicas = args.next_i64()?;
+    let wanted = args.next_i64()?;
     let timeout = args.next_i64()?;
     if timeout < 0 {
         return Err(RespError::Other("timeout is negative"));
     }
-    Ok(Reply::Integer(ctx.shared.regions_acked(ctx.client.last_write_index) as i64).into())
+    let index = ctx.client.last_write_index;
+    let geo = ctx.shared.geo.clone();
+    let limit = if timeout == 0 {
+        MAX_WAIT
+    } else {
+        std::time::Duration::from_millis(timeout as u64).min(MAX_WAIT)
+    };
+    Ok(Outcome::Async(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let acked = if index == 0 {
+                0
+            } else {
+                geo.regions_acked(index)
+            };
+            if acked as i64 >= wanted || tokio::time::Instant::now() >= deadline || index == 0 {
+                return Reply::Integer(acked as i64);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })))
 }

@@ -1,44 +1,82 @@
 //! Applying ops: the deterministic state transition behind every write. Reads inside a batch
 //! see the batch's own earlier writes (an overlay), and every change lands in one RocksDB
-//! write batch together with the expiry index and the key counts.
+//! write batch together with the expiry index, the key counts, the replication watermarks
+//! and (for batches that originated in this region) the outbox entry other regions receive.
+//!
+//! Every write produces a new [`KeyState`] stamped with the batch's (HLC, region); remote
+//! states are merged, never re-executed, so all regions converge.
 
-use std::collections::HashMap;
-
-type Overlay = HashMap<Bytes, Option<StoredValue>, ahash::RandomState>;
+use std::collections::{HashMap, HashSet};
 
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
 
 use super::number::{format_float, parse_f64_strict, parse_i64_strict};
-use super::{rocks, Keyspace, StorageError, StoredValue, ValueType, DATABASES, MAX_STRING_LEN};
-use crate::op::{ExpireCond, ExpireSet, Op, OpError, OpResult, SetCond, SetReply};
+use super::value::{KeyState, Stamp};
+use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES, MAX_STRING_LEN};
+use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
+
+type Overlay = HashMap<Bytes, Option<StoredValue>, ahash::RandomState>;
+
+/// One shipped key state: database, key, encoded state.
+pub type ShippedState = (u8, Bytes, Bytes);
+
+/// What the outbox keeps for one locally originated log entry.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
+pub struct OutboxEntry {
+    /// HLC of the entry (for lag in milliseconds).
+    pub hlc: u64,
+    /// The final state of every key the entry's local writes touched.
+    pub states: Vec<ShippedState>,
+}
 
 /// The state of one batch being applied.
 pub(super) struct BatchCtx<'a> {
     ks: &'a Keyspace,
     now_ms: u64,
+    stamp: Stamp,
+    /// True when the batch was proposed in this region (its effects go to the outbox).
+    local: bool,
     batch: WriteBatch,
-    /// Data key → new value (`None` = deleted) for every key this batch changed.
     overlay: Overlay,
-    /// Key count change per database.
     count_delta: [i64; DATABASES],
-    /// Databases emptied by FLUSHDB/FLUSHALL in this batch (reads skip storage for them).
     flushed: [bool; DATABASES],
+    /// Keys changed by local (not merged) ops.
+    touched: HashSet<Bytes, ahash::RandomState>,
+    /// Watermarks advanced in this batch: origin region → index.
+    watermarks: HashMap<u8, u64>,
+    /// Outbox trimmed up to (inclusive).
+    trim_outbox: Option<u64>,
+    /// An outbox entry was written (shippers get woken).
+    wrote_outbox: bool,
+    /// Applying an `Op::Merge` right now.
+    merging: bool,
 }
 
 impl<'a> BatchCtx<'a> {
-    pub(super) fn new(ks: &'a Keyspace, now_ms: u64) -> BatchCtx<'a> {
+    pub(super) fn new(ks: &'a Keyspace, batch: &OpBatch) -> BatchCtx<'a> {
+        let my_region = ks.region_id();
         BatchCtx {
             ks,
-            now_ms,
+            now_ms: batch.now_ms,
+            stamp: Stamp {
+                hlc: batch.hlc,
+                region: batch.origin,
+            },
+            local: batch.origin == my_region,
             batch: WriteBatch::default(),
             overlay: Overlay::default(),
             count_delta: [0; DATABASES],
             flushed: [false; DATABASES],
+            touched: HashSet::default(),
+            watermarks: HashMap::new(),
+            trim_outbox: None,
+            wrote_outbox: false,
+            merging: false,
         }
     }
 
-    /// The value physically stored (maybe expired), as this batch sees it.
+    /// The value physically stored (maybe expired or a tombstone), as this batch sees it.
     fn read_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
         let data_key = rocks::data_key(db, key);
         if let Some(v) = self.overlay.get(data_key.as_slice()) {
@@ -53,28 +91,36 @@ impl<'a> BatchCtx<'a> {
         self.ks.read_storage(&data_key)
     }
 
-    /// Returns (raw, live): the stored value and the same filtered by expiry.
+    /// Returns (raw, state, live value): the stored bytes, the decoded state (a fresh
+    /// tombstone when absent) and the visible value if the key exists and has not expired.
     fn read(
         &self,
         db: u8,
         key: &[u8],
-    ) -> Result<(Option<StoredValue>, Option<StoredValue>), StorageError> {
+    ) -> Result<(Option<StoredValue>, KeyState, Option<Bytes>), StorageError> {
         let raw = self.read_raw(db, key)?;
-        let live = raw.clone().filter(|v| !v.is_expired(self.now_ms));
-        Ok((raw, live))
+        let state = match &raw {
+            Some(v) => v.state(),
+            None => KeyState {
+                deleted: true,
+                ..KeyState::default()
+            },
+        };
+        let expired = state.expire_at.is_some_and(|at| at <= self.now_ms);
+        let live = if expired { None } else { state.visible() };
+        Ok((raw, state, live))
     }
 
-    /// Writes `new` at `key`, given what was physically there (`old_raw`).
-    fn write(
-        &mut self,
-        db: u8,
-        key: &[u8],
-        old_raw: Option<&StoredValue>,
-        new: Option<StoredValue>,
-    ) {
+    /// Writes `new` at `key`, given what was physically there.
+    fn write(&mut self, db: u8, key: &[u8], old_raw: Option<&StoredValue>, new: KeyState) {
         let data_key = Bytes::from(rocks::data_key(db, key));
         let old_at = old_raw.and_then(StoredValue::expire_at);
-        let new_at = new.as_ref().and_then(StoredValue::expire_at);
+        let old_visible = old_raw.is_some_and(StoredValue::is_visible);
+        let encoded = new.encode();
+        let new_visible = encoded.is_visible();
+        // A single region never needs tombstones: nobody can send an older state.
+        let keep = new_visible || self.ks.keeps_tombstones();
+        let new_at = if keep { encoded.expire_at() } else { None };
         if old_at != new_at {
             if let Some(at) = old_at {
                 self.batch
@@ -88,21 +134,22 @@ impl<'a> BatchCtx<'a> {
                 );
             }
         }
-        match (&new, old_raw.is_some()) {
-            (Some(v), existed) => {
-                self.batch
-                    .put_cf(self.cf(rocks::CF_DATA), &data_key, v.as_bytes());
-                if !existed {
-                    self.count_delta[db as usize] += 1;
-                }
-            }
-            (None, true) => {
+        let stored = if keep {
+            self.batch
+                .put_cf(self.cf(rocks::CF_DATA), &data_key, encoded.as_bytes());
+            Some(encoded)
+        } else {
+            if old_raw.is_some() {
                 self.batch.delete_cf(self.cf(rocks::CF_DATA), &data_key);
-                self.count_delta[db as usize] -= 1;
             }
-            (None, false) => {}
+            None
+        };
+        self.count_delta[db as usize] += i64::from(new_visible) - i64::from(old_visible);
+        // Merged remote states are not shipped again (each region ships only its own writes).
+        if self.local && !self.merging {
+            self.touched.insert(data_key.clone());
         }
-        self.overlay.insert(data_key, new);
+        self.overlay.insert(data_key, stored);
     }
 
     fn cf(&self, name: &str) -> &'a rocksdb::ColumnFamily {
@@ -115,9 +162,37 @@ impl<'a> BatchCtx<'a> {
         self.batch
             .delete_range_cf(self.cf(rocks::CF_EXPIRY), vec![db], vec![db + 1]);
         self.overlay.retain(|k, _| k.first() != Some(&db));
+        self.touched.retain(|k| k.first() != Some(&db));
         let current = self.ks.counts[db as usize].load(std::sync::atomic::Ordering::Relaxed);
         self.count_delta[db as usize] = -current;
         self.flushed[db as usize] = true;
+    }
+
+    /// Sets the value of a key (SET-like), applying the expiry rule.
+    fn put_string(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        raw: Option<&StoredValue>,
+        mut state: KeyState,
+        live: bool,
+        value: &[u8],
+        expire: ExpireSet,
+    ) {
+        let stamp = self.stamp;
+        state.set_register(value, stamp);
+        match expire {
+            ExpireSet::Clear => state.set_expire(None, stamp),
+            ExpireSet::At(at) => state.set_expire(Some(at), stamp),
+            ExpireSet::Keep if live => {}
+            ExpireSet::Keep => state.set_expire(None, stamp),
+        }
+        self.write(db, key, raw, state);
+    }
+
+    fn delete_key(&mut self, db: u8, key: &[u8], raw: Option<&StoredValue>, mut state: KeyState) {
+        state.delete(self.stamp);
+        self.write(db, key, raw, state);
     }
 
     /// Applies one op.
@@ -131,44 +206,48 @@ impl<'a> BatchCtx<'a> {
                 cond,
                 reply,
             } => {
-                let (raw, live) = self.read(*db, key)?;
-                if live.as_ref().is_some_and(|v| v.kind() != ValueType::String)
-                    && *reply == SetReply::Old
-                {
-                    return Ok(OpResult::Err(OpError::WrongType));
-                }
+                let (raw, state, live) = self.read(*db, key)?;
                 let allowed = match cond {
                     SetCond::Always => true,
                     SetCond::Nx => live.is_none(),
                     SetCond::Xx => live.is_some(),
                 };
                 if allowed {
-                    let at = self.resolve_expire(*expire, live.as_ref());
-                    let new = StoredValue::new(ValueType::String, at, value);
-                    self.write(*db, key, raw.as_ref(), Some(new));
+                    self.put_string(
+                        *db,
+                        key,
+                        raw.as_ref(),
+                        state,
+                        live.is_some(),
+                        value,
+                        *expire,
+                    );
                 }
                 match reply {
                     SetReply::OkOrNil if allowed => OpResult::Ok,
                     SetReply::OkOrNil => OpResult::Nil,
                     SetReply::Flag => OpResult::Int(allowed as i64),
-                    SetReply::Old => live.map_or(OpResult::Nil, |v| OpResult::Bulk(v.payload())),
+                    SetReply::Old => live.map_or(OpResult::Nil, OpResult::Bulk),
                 }
             }
             Op::MSet { db, pairs, nx } => {
                 if *nx {
                     for (k, _) in pairs {
-                        if self.read(*db, k)?.1.is_some() {
+                        if self.read(*db, k)?.2.is_some() {
                             return Ok(OpResult::Int(0));
                         }
                     }
                 }
                 for (k, v) in pairs {
-                    let raw = self.read_raw(*db, k)?;
-                    self.write(
+                    let (raw, state, live) = self.read(*db, k)?;
+                    self.put_string(
                         *db,
                         k,
                         raw.as_ref(),
-                        Some(StoredValue::new(ValueType::String, None, v)),
+                        state,
+                        live.is_some(),
+                        v,
+                        ExpireSet::Clear,
                     );
                 }
                 if *nx {
@@ -180,49 +259,54 @@ impl<'a> BatchCtx<'a> {
             Op::Del { db, keys } => {
                 let mut removed = 0;
                 for k in keys {
-                    let (raw, live) = self.read(*db, k)?;
-                    if raw.is_some() {
-                        self.write(*db, k, raw.as_ref(), None);
+                    let (raw, state, live) = self.read(*db, k)?;
+                    if raw.is_some() && !state.deleted || live.is_some() {
+                        self.delete_key(*db, k, raw.as_ref(), state);
                     }
                     removed += live.is_some() as i64;
                 }
                 OpResult::Int(removed)
             }
             Op::GetDel { db, key } => {
-                let (raw, live) = self.read(*db, key)?;
+                let (raw, state, live) = self.read(*db, key)?;
                 match live {
                     None => OpResult::Nil,
-                    Some(v) if v.kind() != ValueType::String => OpResult::Err(OpError::WrongType),
                     Some(v) => {
-                        self.write(*db, key, raw.as_ref(), None);
-                        OpResult::Bulk(v.payload())
+                        self.delete_key(*db, key, raw.as_ref(), state);
+                        OpResult::Bulk(v)
                     }
                 }
             }
             Op::GetEx { db, key, expire } => {
-                let (raw, live) = self.read(*db, key)?;
+                let (raw, mut state, live) = self.read(*db, key)?;
                 match live {
                     None => OpResult::Nil,
-                    Some(v) if v.kind() != ValueType::String => OpResult::Err(OpError::WrongType),
                     Some(v) => {
-                        let at = self.resolve_expire(*expire, Some(&v));
-                        if at.is_some_and(|at| at <= self.now_ms) {
-                            self.write(*db, key, raw.as_ref(), None);
-                        } else if at != v.expire_at() {
-                            self.write(*db, key, raw.as_ref(), Some(v.with_expire(at)));
+                        let stamp = self.stamp;
+                        match expire {
+                            ExpireSet::Keep => {}
+                            ExpireSet::At(at) if *at <= self.now_ms => {
+                                self.delete_key(*db, key, raw.as_ref(), state)
+                            }
+                            ExpireSet::At(at) => {
+                                state.set_expire(Some(*at), stamp);
+                                self.write(*db, key, raw.as_ref(), state);
+                            }
+                            ExpireSet::Clear if state.expire_at.is_some() => {
+                                state.set_expire(None, stamp);
+                                self.write(*db, key, raw.as_ref(), state);
+                            }
+                            ExpireSet::Clear => {}
                         }
-                        OpResult::Bulk(v.payload())
+                        OpResult::Bulk(v)
                     }
                 }
             }
             Op::IncrBy { db, key, delta } => {
-                let (raw, live) = self.read(*db, key)?;
+                let (raw, mut state, live) = self.read(*db, key)?;
                 let current = match &live {
                     None => 0,
-                    Some(v) if v.kind() != ValueType::String => {
-                        return Ok(OpResult::Err(OpError::WrongType))
-                    }
-                    Some(v) => match parse_i64_strict(v.payload_ref()) {
+                    Some(v) => match parse_i64_strict(v) {
                         Some(n) => n,
                         None => return Ok(OpResult::Err(OpError::NotInteger)),
                     },
@@ -230,20 +314,20 @@ impl<'a> BatchCtx<'a> {
                 let Some(next) = current.checked_add(*delta) else {
                     return Ok(OpResult::Err(OpError::Overflow));
                 };
-                let at = live.as_ref().and_then(StoredValue::expire_at);
-                let mut buf = itoa::Buffer::new();
-                let new = StoredValue::new(ValueType::String, at, buf.format(next).as_bytes());
-                self.write(*db, key, raw.as_ref(), Some(new));
+                if live.is_none() {
+                    // Absent or expired: start from "0", observing any old counter.
+                    state.set_register(b"0", self.stamp);
+                    state.set_expire(None, self.stamp);
+                }
+                state.add(self.stamp.region, *delta);
+                self.write(*db, key, raw.as_ref(), state);
                 OpResult::Int(next)
             }
             Op::IncrByFloat { db, key, delta } => {
-                let (raw, live) = self.read(*db, key)?;
+                let (raw, state, live) = self.read(*db, key)?;
                 let current = match &live {
                     None => 0.0,
-                    Some(v) if v.kind() != ValueType::String => {
-                        return Ok(OpResult::Err(OpError::WrongType))
-                    }
-                    Some(v) => match parse_f64_strict(v.payload_ref()) {
+                    Some(v) => match parse_f64_strict(v) {
                         Some(n) => n,
                         None => return Ok(OpResult::Err(OpError::NotFloat)),
                     },
@@ -253,34 +337,34 @@ impl<'a> BatchCtx<'a> {
                     return Ok(OpResult::Err(OpError::NanOrInfinity));
                 }
                 let text = format_float(next);
-                let at = live.as_ref().and_then(StoredValue::expire_at);
-                self.write(
+                let is_live = live.is_some();
+                self.put_string(
                     *db,
                     key,
                     raw.as_ref(),
-                    Some(StoredValue::new(ValueType::String, at, text.as_bytes())),
+                    state,
+                    is_live,
+                    text.as_bytes(),
+                    ExpireSet::Keep,
                 );
                 OpResult::Bulk(Bytes::from(text))
             }
             Op::Append { db, key, value } => {
-                let (raw, live) = self.read(*db, key)?;
-                let (at, mut buf) = match &live {
-                    None => (None, BytesMut::new()),
-                    Some(v) if v.kind() != ValueType::String => {
-                        return Ok(OpResult::Err(OpError::WrongType))
-                    }
-                    Some(v) => (v.expire_at(), BytesMut::from(v.payload_ref())),
-                };
+                let (raw, state, live) = self.read(*db, key)?;
+                let mut buf = BytesMut::from(&live.clone().unwrap_or_default()[..]);
                 if buf.len() + value.len() > MAX_STRING_LEN {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 }
                 buf.extend_from_slice(value);
                 let len = buf.len() as i64;
-                self.write(
+                self.put_string(
                     *db,
                     key,
                     raw.as_ref(),
-                    Some(StoredValue::new(ValueType::String, at, &buf)),
+                    state,
+                    live.is_some(),
+                    &buf,
+                    ExpireSet::Keep,
                 );
                 OpResult::Int(len)
             }
@@ -290,14 +374,8 @@ impl<'a> BatchCtx<'a> {
                 offset,
                 value,
             } => {
-                let (raw, live) = self.read(*db, key)?;
-                let (at, mut buf) = match &live {
-                    None => (None, Vec::new()),
-                    Some(v) if v.kind() != ValueType::String => {
-                        return Ok(OpResult::Err(OpError::WrongType))
-                    }
-                    Some(v) => (v.expire_at(), v.payload_ref().to_vec()),
-                };
+                let (raw, state, live) = self.read(*db, key)?;
+                let mut buf = live.clone().unwrap_or_default().to_vec();
                 if value.is_empty() {
                     return Ok(OpResult::Int(buf.len() as i64));
                 }
@@ -314,11 +392,14 @@ impl<'a> BatchCtx<'a> {
                     buf.resize(end, 0);
                 }
                 buf[end - value.len()..end].copy_from_slice(value);
-                self.write(
+                self.put_string(
                     *db,
                     key,
                     raw.as_ref(),
-                    Some(StoredValue::new(ValueType::String, at, &buf)),
+                    state,
+                    live.is_some(),
+                    &buf,
+                    ExpireSet::Keep,
                 );
                 OpResult::Int(buf.len() as i64)
             }
@@ -328,11 +409,11 @@ impl<'a> BatchCtx<'a> {
                 at_ms,
                 cond,
             } => {
-                let (raw, live) = self.read(*db, key)?;
-                let Some(v) = live else {
+                let (raw, mut state, live) = self.read(*db, key)?;
+                if live.is_none() {
                     return Ok(OpResult::Int(0));
-                };
-                let current = v.expire_at();
+                }
+                let current = state.expire_at;
                 let allowed = match (cond, at_ms) {
                     (ExpireCond::Always, _) => true,
                     (ExpireCond::Nx, _) => current.is_none(),
@@ -348,34 +429,40 @@ impl<'a> BatchCtx<'a> {
                 }
                 match at_ms {
                     None if current.is_none() => OpResult::Int(0),
-                    None => {
-                        self.write(*db, key, raw.as_ref(), Some(v.with_expire(None)));
-                        OpResult::Int(1)
-                    }
                     Some(at) if *at <= self.now_ms => {
-                        self.write(*db, key, raw.as_ref(), None);
+                        self.delete_key(*db, key, raw.as_ref(), state);
                         OpResult::Int(1)
                     }
-                    Some(at) => {
-                        self.write(*db, key, raw.as_ref(), Some(v.with_expire(Some(*at))));
+                    at => {
+                        state.set_expire(*at, self.stamp);
+                        self.write(*db, key, raw.as_ref(), state);
                         OpResult::Int(1)
                     }
                 }
             }
             Op::Rename { db, src, dst, nx } => {
-                let (src_raw, src_live) = self.read(*db, src)?;
-                let Some(v) = src_live else {
+                let (src_raw, src_state, src_live) = self.read(*db, src)?;
+                let Some(value) = src_live else {
                     return Ok(OpResult::Err(OpError::NoSuchKey));
                 };
                 if src == dst {
                     return Ok(if *nx { OpResult::Int(0) } else { OpResult::Ok });
                 }
-                let (dst_raw, dst_live) = self.read(*db, dst)?;
+                let (dst_raw, dst_state, dst_live) = self.read(*db, dst)?;
                 if *nx && dst_live.is_some() {
                     return Ok(OpResult::Int(0));
                 }
-                self.write(*db, src, src_raw.as_ref(), None);
-                self.write(*db, dst, dst_raw.as_ref(), Some(v));
+                let expire = src_state.expire_at.map_or(ExpireSet::Clear, ExpireSet::At);
+                self.delete_key(*db, src, src_raw.as_ref(), src_state);
+                self.put_string(
+                    *db,
+                    dst,
+                    dst_raw.as_ref(),
+                    dst_state,
+                    dst_live.is_some(),
+                    &value,
+                    expire,
+                );
                 if *nx {
                     OpResult::Int(1)
                 } else {
@@ -389,30 +476,39 @@ impl<'a> BatchCtx<'a> {
                 dst,
                 replace,
             } => {
-                let (_, src_live) = self.read(*db, src)?;
-                let Some(v) = src_live else {
+                let (_, src_state, src_live) = self.read(*db, src)?;
+                let Some(value) = src_live else {
                     return Ok(OpResult::Int(0));
                 };
                 if db == dst_db && src == dst {
                     return Ok(OpResult::Int(0));
                 }
-                let (dst_raw, dst_live) = self.read(*dst_db, dst)?;
+                let (dst_raw, dst_state, dst_live) = self.read(*dst_db, dst)?;
                 if dst_live.is_some() && !replace {
                     return Ok(OpResult::Int(0));
                 }
-                self.write(*dst_db, dst, dst_raw.as_ref(), Some(v));
+                let expire = src_state.expire_at.map_or(ExpireSet::Clear, ExpireSet::At);
+                self.put_string(
+                    *dst_db,
+                    dst,
+                    dst_raw.as_ref(),
+                    dst_state,
+                    dst_live.is_some(),
+                    &value,
+                    expire,
+                );
                 OpResult::Int(1)
             }
             Op::ExpireIfDue { db, key, at_ms } => {
-                let raw = self.read_raw(*db, key)?;
+                let (raw, state, _) = self.read(*db, key)?;
                 match raw {
-                    Some(v) if v.expire_at() == Some(*at_ms) && *at_ms <= self.now_ms => {
-                        self.write(*db, key, Some(&v), None);
+                    Some(_) if state.expire_at == Some(*at_ms) && *at_ms <= self.now_ms => {
+                        self.delete_key(*db, key, raw.as_ref(), state);
                         OpResult::Int(1)
                     }
                     Some(_) => OpResult::Int(0),
                     None => {
-                        // A stale index entry (should not happen): drop it.
+                        // A stale index entry: drop it.
                         self.batch.delete_cf(
                             self.cf(rocks::CF_EXPIRY),
                             rocks::expiry_key(*db, *at_ms, key),
@@ -433,29 +529,106 @@ impl<'a> BatchCtx<'a> {
                 }
                 OpResult::Ok
             }
+            Op::Merge {
+                origin,
+                index,
+                states,
+                ..
+            } => {
+                let resync = *index == crate::replication::RESYNC_INDEX;
+                let applied = match self.watermarks.get(origin) {
+                    Some(wm) => *wm,
+                    None => self.ks.watermark(*origin)?,
+                };
+                if !resync && *index <= applied {
+                    return Ok(OpResult::Int(0));
+                }
+                self.merging = true;
+                for (db, key, encoded) in states {
+                    let Some(remote) = StoredValue::from_stored(encoded.clone()) else {
+                        self.merging = false;
+                        return Err(StorageError::Corrupt { key_len: key.len() });
+                    };
+                    let (raw, mut state, _) = self.read(*db, key)?;
+                    if raw.is_none() {
+                        state = KeyState {
+                            deleted: true,
+                            ..KeyState::default()
+                        };
+                    }
+                    state.merge(&remote.state());
+                    self.write(*db, key, raw.as_ref(), state);
+                }
+                self.merging = false;
+                if !resync {
+                    self.watermarks.insert(*origin, *index);
+                }
+                OpResult::Int(states.len() as i64)
+            }
+            Op::TrimOutbox { upto } => {
+                self.trim_outbox = Some(*upto);
+                OpResult::Ok
+            }
         })
     }
 
-    fn resolve_expire(&self, expire: ExpireSet, live: Option<&StoredValue>) -> Option<u64> {
-        match expire {
-            ExpireSet::Clear => None,
-            ExpireSet::Keep => live.and_then(StoredValue::expire_at),
-            ExpireSet::At(at) => Some(at),
-        }
-    }
-
-    /// Writes the batch and publishes it to the hot cache.
-    pub(super) fn commit(mut self, extra_meta: &[(&[u8], Vec<u8>)]) -> Result<(), StorageError> {
+    /// Writes the batch (with `extra_meta` and, for a local batch, its outbox entry at
+    /// `log_index`) and publishes it to the hot cache.
+    pub(super) fn commit(
+        mut self,
+        extra_meta: &[(&[u8], Vec<u8>)],
+        log_index: Option<u64>,
+    ) -> Result<(), StorageError> {
         if self.overlay.is_empty()
             && !self.flushed.iter().any(|f| *f)
             && self.batch.is_empty()
             && extra_meta.is_empty()
+            && self.trim_outbox.is_none()
         {
             return Ok(());
         }
         let meta = self.cf(rocks::CF_META);
         for (k, v) in extra_meta {
             self.batch.put_cf(meta, k, v);
+        }
+        for (origin, index) in &self.watermarks {
+            self.batch
+                .put_cf(meta, rocks::watermark_key(*origin), index.to_be_bytes());
+        }
+        if let Some(upto) = self.trim_outbox {
+            self.batch.delete_range_cf(
+                self.cf(rocks::CF_OUTBOX),
+                0u64.to_be_bytes(),
+                upto.saturating_add(1).to_be_bytes(),
+            );
+            self.batch
+                .put_cf(meta, rocks::OUTBOX_TRIMMED_KEY, upto.to_be_bytes());
+        }
+        if let (Some(index), true, true) = (log_index, self.local, self.ks.keeps_tombstones()) {
+            if !self.touched.is_empty() {
+                let states = self
+                    .touched
+                    .iter()
+                    .map(|k| {
+                        let state = self.overlay.get(k).cloned().flatten();
+                        (
+                            k[0],
+                            k.slice(1..),
+                            state.map(|s| s.as_bytes().clone()).unwrap_or_default(),
+                        )
+                    })
+                    .filter(|(_, _, s)| !s.is_empty())
+                    .collect();
+                let entry = OutboxEntry {
+                    hlc: self.stamp.hlc,
+                    states,
+                };
+                let bytes =
+                    bincode::serialize(&entry).map_err(|_| StorageError::Corrupt { key_len: 0 })?;
+                self.batch
+                    .put_cf(self.cf(rocks::CF_OUTBOX), index.to_be_bytes(), bytes);
+                self.wrote_outbox = true;
+            }
         }
         let mut new_counts = [0i64; DATABASES];
         for (db, delta) in self.count_delta.iter().enumerate() {
@@ -475,6 +648,9 @@ impl<'a> BatchCtx<'a> {
         }
         let flushed = self.flushed.iter().any(|f| *f);
         self.ks.hot.publish(flushed, self.overlay.iter());
+        if self.wrote_outbox {
+            self.ks.outbox_notify.notify_waiters();
+        }
         Ok(())
     }
 }

@@ -13,15 +13,16 @@ pub mod rocks;
 mod value;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteOptions, DB};
 
+pub use apply::{OutboxEntry, ShippedState};
 pub use glob::glob_match;
 pub use hot::HotCache;
-pub use value::{StoredValue, ValueType};
+pub use value::{KeyState, Stamp, StoredValue, ValueType};
 
 use crate::op::{OpBatch, OpResult};
 
@@ -134,9 +135,167 @@ pub struct Keyspace {
     /// Reads answered from the hot cache.
     hits: AtomicU64,
     options: KeyspaceOptions,
+    /// This region's id (stamps local writes).
+    region_id: AtomicU8,
+    /// More than one region: keep tombstones and fill the outbox.
+    multi_region: AtomicBool,
+    /// Woken when an outbox entry is written.
+    outbox_notify: tokio::sync::Notify,
 }
 
 impl Keyspace {
+    /// Sets this node's region id and whether other regions exist (at start-up).
+    pub fn set_geo(&self, region_id: u8, multi_region: bool) {
+        self.region_id.store(region_id, Ordering::Relaxed);
+        self.multi_region.store(multi_region, Ordering::Relaxed);
+    }
+
+    /// This region's id.
+    pub fn region_id(&self) -> u8 {
+        self.region_id.load(Ordering::Relaxed)
+    }
+
+    /// True when deletes must leave tombstones (other regions exist).
+    pub fn keeps_tombstones(&self) -> bool {
+        self.multi_region.load(Ordering::Relaxed)
+    }
+
+    /// The highest outbox index of `origin` applied here.
+    pub fn watermark(&self, origin: u8) -> Result<u64, StorageError> {
+        Ok(self
+            .read_meta(&rocks::watermark_key(origin))?
+            .and_then(|r| <[u8; 8]>::try_from(r.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Outbox entries after `after`, at most `max`, in index order.
+    pub fn outbox_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, StorageError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let iter = self.db.iterator_cf(
+            rocks::cf(&self.db, rocks::CF_OUTBOX),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter.take(max) {
+            let (k, v) = item?;
+            let index = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt { key_len: k.len() })?;
+            let entry: OutboxEntry =
+                bincode::deserialize(&v).map_err(|_| StorageError::Corrupt { key_len: k.len() })?;
+            out.push((index, entry));
+        }
+        Ok(out)
+    }
+
+    /// The highest outbox index dropped so far (a region below it must resync).
+    pub fn outbox_trimmed(&self) -> Result<u64, StorageError> {
+        Ok(self
+            .read_meta(rocks::OUTBOX_TRIMMED_KEY)?
+            .and_then(|r| <[u8; 8]>::try_from(r.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Woken whenever an outbox entry is written.
+    pub fn outbox_notify(&self) -> &tokio::sync::Notify {
+        &self.outbox_notify
+    }
+
+    /// Raw key states (tombstones included) after `after` in (db, key) order, at most `max`;
+    /// also returns where to continue (None when done). For a cross-region resync.
+    #[allow(clippy::type_complexity)]
+    pub fn raw_states_after(
+        &self,
+        after: Option<&(u8, Bytes)>,
+        max: usize,
+    ) -> Result<(Vec<ShippedState>, Option<(u8, Bytes)>), StorageError> {
+        let start = match after {
+            Some((db, key)) => {
+                let mut s = rocks::data_key(*db, key);
+                s.push(0);
+                s
+            }
+            None => Vec::new(),
+        };
+        let iter = self.db.iterator_cf(
+            rocks::cf(&self.db, rocks::CF_DATA),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if k.is_empty() {
+                continue;
+            }
+            out.push((
+                k[0],
+                Bytes::copy_from_slice(&k[1..]),
+                Bytes::from(v.into_vec()),
+            ));
+            if out.len() >= max {
+                let next = out.last().map(|(db, key, _)| (*db, key.clone()));
+                return Ok((out, next));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// The first and last outbox indexes held (None when empty).
+    pub fn outbox_bounds(&self) -> Result<Option<(u64, u64)>, StorageError> {
+        let cf = rocks::cf(&self.db, rocks::CF_OUTBOX);
+        let first = self
+            .db
+            .iterator_cf(cf, IteratorMode::Start)
+            .next()
+            .transpose()?;
+        let last = self
+            .db
+            .iterator_cf(cf, IteratorMode::End)
+            .next()
+            .transpose()?;
+        let index = |k: &[u8]| <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0);
+        Ok(match (first, last) {
+            (Some((f, _)), Some((l, _))) => Some((index(&f), index(&l))),
+            _ => None,
+        })
+    }
+
+    /// A hash of every visible key of every database (value and expiry), for checking that
+    /// regions converged. Expired keys are left out, so compare once expiries settled.
+    pub fn digest(&self, now_ms: u64) -> Result<(u64, u64), StorageError> {
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0100_0000_01b3;
+        let mut hash = FNV_OFFSET;
+        let mut keys = 0u64;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                hash ^= u64::from(*b);
+                hash = hash.wrapping_mul(FNV_PRIME);
+            }
+        };
+        let snap = self.db.snapshot();
+        for item in snap.iterator_cf(rocks::cf(&self.db, rocks::CF_DATA), IteratorMode::Start) {
+            let (k, v) = item?;
+            let Some(value) = StoredValue::from_stored(Bytes::from(v.into_vec())) else {
+                return Err(StorageError::Corrupt { key_len: k.len() });
+            };
+            if !value.is_visible() || value.is_expired(now_ms) {
+                continue;
+            }
+            keys += 1;
+            feed(&(k.len() as u32).to_be_bytes());
+            feed(&k);
+            let payload = value.payload();
+            feed(&(payload.len() as u32).to_be_bytes());
+            feed(&payload);
+            feed(&value.expire_at().unwrap_or(0).to_be_bytes());
+        }
+        Ok((hash, keys))
+    }
     /// Opens the keyspace at `options.path` (no data is loaded into memory).
     pub fn open(options: KeyspaceOptions) -> Result<Keyspace, StorageError> {
         std::fs::create_dir_all(&options.path).map_err(|source| StorageError::CreateDir {
@@ -161,6 +320,9 @@ impl Keyspace {
             misses: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             options,
+            region_id: AtomicU8::new(0),
+            multi_region: AtomicBool::new(false),
+            outbox_notify: tokio::sync::Notify::new(),
         })
     }
 
@@ -192,7 +354,9 @@ impl Keyspace {
         key: &[u8],
         now_ms: u64,
     ) -> Result<Option<StoredValue>, StorageError> {
-        Ok(self.get_raw(db, key)?.filter(|v| !v.is_expired(now_ms)))
+        Ok(self
+            .get_raw(db, key)?
+            .filter(|v| !v.is_expired(now_ms) && v.is_visible()))
     }
 
     /// The stored value of `key` even if expired (not yet removed).
@@ -265,7 +429,7 @@ impl Keyspace {
                 .ok_or(StorageError::Corrupt { key_len: key.len() })?;
             examined += 1;
             let is_last = examined >= count;
-            if !value.is_expired(now_ms) {
+            if !value.is_expired(now_ms) && value.is_visible() {
                 out.push((key.clone(), value));
             }
             if is_last {
@@ -323,7 +487,7 @@ impl Keyspace {
 
     /// Applies a batch of ops atomically (one RocksDB write batch) and returns one result per op.
     pub fn apply_batch(&self, batch: &OpBatch) -> Result<Vec<OpResult>, StorageError> {
-        self.apply_batch_with_meta(batch, &[])
+        self.apply_batch_with_meta(batch, &[], None)
     }
 
     /// Like [`Keyspace::apply_batch`], also writing `meta` records (e.g. the Raft applied
@@ -332,15 +496,16 @@ impl Keyspace {
         &self,
         batch: &OpBatch,
         meta: &[(&[u8], Vec<u8>)],
+        log_index: Option<u64>,
     ) -> Result<Vec<OpResult>, StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ctx = apply::BatchCtx::new(self, batch.now_ms);
+        let mut ctx = apply::BatchCtx::new(self, batch);
         let results = batch
             .ops
             .iter()
             .map(|op| ctx.apply(op))
             .collect::<Result<Vec<_>, _>>()?;
-        ctx.commit(meta)?;
+        ctx.commit(meta, log_index)?;
         Ok(results)
     }
 
@@ -387,7 +552,12 @@ impl Keyspace {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
         let corrupt = || StorageError::Corrupt { key_len: 0 };
         let mut batch = rocksdb::WriteBatch::default();
-        for name in [rocks::CF_DATA, rocks::CF_EXPIRY, rocks::CF_META] {
+        for name in [
+            rocks::CF_DATA,
+            rocks::CF_EXPIRY,
+            rocks::CF_META,
+            rocks::CF_OUTBOX,
+        ] {
             batch.delete_range_cf(rocks::cf(&self.db, name), vec![], vec![0xffu8; 64]);
         }
         let mut rest = image;
@@ -411,6 +581,7 @@ impl Keyspace {
                 0 => rocks::CF_DATA,
                 1 => rocks::CF_EXPIRY,
                 2 => rocks::CF_META,
+                3 => rocks::CF_OUTBOX,
                 _ => return Err(corrupt()),
             };
             batch.put_cf(rocks::cf(&self.db, cf), key, value);

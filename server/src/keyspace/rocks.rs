@@ -16,8 +16,10 @@ pub const CF_DATA: &str = "data";
 pub const CF_EXPIRY: &str = "expiry";
 /// Column family of metadata records.
 pub const CF_META: &str = "meta";
+/// Column family of the replication outbox: local log index → key states to ship.
+pub const CF_OUTBOX: &str = "outbox";
 /// Every column family the node opens (Raft adds its own beside these).
-pub const COLUMN_FAMILIES: &[&str] = &[CF_DATA, CF_EXPIRY, CF_META];
+pub const COLUMN_FAMILIES: &[&str] = &[CF_DATA, CF_EXPIRY, CF_META, CF_OUTBOX];
 
 /// Opens (creating if needed) the database with our column families and the configured
 /// memory budget (block cache, memtables).
@@ -85,6 +87,14 @@ pub fn parse_expiry_key(raw: &[u8]) -> Option<(u8, u64, &[u8])> {
     at.copy_from_slice(&raw[1..9]);
     Some((raw[0], u64::from_be_bytes(at), &raw[9..]))
 }
+
+/// Meta key of the watermark of origin region `origin` (highest outbox index applied).
+pub fn watermark_key(origin: u8) -> [u8; 3] {
+    [b'w', b'm', origin]
+}
+
+/// Meta key of the highest outbox index trimmed.
+pub const OUTBOX_TRIMMED_KEY: &[u8] = b"outbox_trimmed";
 
 /// Meta key of the key count of database `db`.
 pub fn count_key(db: u8) -> [u8; 6] {

@@ -65,8 +65,8 @@ impl Default for RaftSettings {
 /// What a forwarded write gets back from the node it was sent to.
 #[derive(Serialize, Deserialize)]
 pub enum ForwardReply {
-    /// Applied: one result per op.
-    Applied(Vec<OpResult>),
+    /// Applied: one result per op, and the log index of the entry that carried them.
+    Applied(Vec<OpResult>, u64),
     /// The receiver is not the leader (nothing was proposed); the hint names the leader.
     NotLeader(Option<NodeId>),
     /// Proposed but failed, or the leader could not take it.
@@ -87,6 +87,8 @@ pub struct RegionRaft {
     pub log_store: LogStore,
     /// Timing.
     pub settings: RaftSettings,
+    /// The keyspace this group applies to.
+    pub keyspace: Arc<Keyspace>,
     /// Shares read-index rounds between concurrent reads.
     read_batcher: read::ReadIndexBatcher,
     /// Group-commit queue in front of `client_write`.
@@ -106,6 +108,7 @@ impl RegionRaft {
         endpoint: Option<Endpoint>,
         members: BTreeMap<NodeId, MeridianNode>,
         settings: RaftSettings,
+        region_id: u8,
     ) -> anyhow::Result<Arc<RegionRaft>> {
         let config = openraft::Config {
             cluster_name,
@@ -121,7 +124,7 @@ impl RegionRaft {
         let config = Arc::new(config.validate()?);
         let log_store = LogStore::new(keyspace.clone());
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
-        let state_machine = StateMachine::new(keyspace, snapshot_path);
+        let state_machine = StateMachine::new(keyspace.clone(), snapshot_path);
         let span = tracing::info_span!("raft", region = %region, node = node_id);
         let raft = {
             let _enter = span.enter();
@@ -136,7 +139,8 @@ impl RegionRaft {
         };
         let me = Arc::new(RegionRaft {
             metrics: raft.metrics(),
-            proposer: proposer::Proposer::start(raft.clone()),
+            proposer: proposer::Proposer::start(raft.clone(), Arc::new(geo::Hlc::new()), region_id),
+            keyspace,
             read_batcher: read::ReadIndexBatcher::default(),
             raft,
             node_id,
@@ -167,6 +171,11 @@ impl RegionRaft {
         self.metrics.borrow().clone()
     }
 
+    /// The last log index applied on this node.
+    pub fn applied_index(&self) -> u64 {
+        self.metrics.borrow().last_applied.map_or(0, |l| l.index)
+    }
+
     /// The current leader, if known.
     pub fn leader(&self) -> Option<NodeId> {
         self.metrics.borrow().current_leader
@@ -191,7 +200,7 @@ impl RegionRaft {
     /// Applies `ops` through the region's log: proposes on the leader, forwards from a follower.
     /// Waits for a leader up to the write timeout; never retries a write that may have been
     /// proposed.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, WriteError> {
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64), WriteError> {
         let started = Instant::now();
         let deadline = started + self.settings.write_timeout;
         loop {
@@ -211,7 +220,7 @@ impl RegionRaft {
                 None => ForwardReply::NotLeader(None),
             };
             match attempt {
-                ForwardReply::Applied(results) => return Ok(results),
+                ForwardReply::Applied(results, index) => return Ok((results, index)),
                 ForwardReply::Failed(why) => return Err(WriteError::Remote(why)),
                 ForwardReply::NotLeader(_) => {
                     if Instant::now() >= deadline {

@@ -28,6 +28,10 @@ pub const RPC_SNAPSHOT: u16 = 3;
 pub const RPC_FORWARD_WRITE: u16 = 10;
 /// RPC kind: a follower asks the leader for a read index.
 pub const RPC_READ_INDEX: u16 = 11;
+/// RPC kind: another region ships outbox entries to this region.
+pub const RPC_REPL_APPLY: u16 = 20;
+/// RPC kind: another region asks which of its entries this region applied.
+pub const RPC_REPL_WATERMARK: u16 = 21;
 
 /// Upper bound of one Raft RPC when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);

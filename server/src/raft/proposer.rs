@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use geo::Hlc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
@@ -33,9 +34,9 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer task for `raft`.
-    pub fn start(raft: Raft) -> Proposer {
+    pub fn start(raft: Raft, hlc: Arc<Hlc>, region: u8) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_BOUND);
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, hlc, region));
         Proposer { tx }
     }
 
@@ -50,7 +51,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region: u8) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -73,8 +74,15 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             shares.push((p.ops.len(), p.reply));
             ops.extend(p.ops);
         }
+        for op in &ops {
+            if let Op::Merge { hlc: remote, .. } = op {
+                hlc.observe(geo::Timestamp(*remote));
+            }
+        }
         let batch = OpBatch {
             now_ms: now_ms(),
+            hlc: hlc.now().as_u64(),
+            origin: region,
             ops,
         };
         match raft.client_write_ff(batch).await {
@@ -84,10 +92,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                     drop(permit);
                     match outcome {
                         Ok(Ok(resp)) => {
+                            let index = resp.log_id.index;
                             let mut results = resp.data.0.into_iter();
                             for (n, reply) in shares {
                                 let _ = reply.send(ForwardReply::Applied(
                                     results.by_ref().take(n).collect(),
+                                    index,
                                 ));
                             }
                         }

@@ -9,11 +9,13 @@ use geo::RpcHandler;
 use tracing::debug;
 
 use super::network::{
-    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_READ_INDEX, RPC_SNAPSHOT, RPC_VOTE,
+    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_READ_INDEX, RPC_REPL_APPLY,
+    RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
 };
 use super::types::typ;
 use super::{ForwardReply, RegionRaft};
 use crate::op::Op;
+use crate::write::WriteError;
 
 /// Dispatches inbound RPCs; the Raft member is attached once it has started (the endpoint
 /// must exist before Raft, which needs it for its network).
@@ -60,12 +62,23 @@ impl RpcHandler for RaftService {
                 }
                 RPC_FORWARD_WRITE => {
                     let ops: Vec<Op> = decode(&body)?;
-                    let reply = if member.is_leader() {
-                        member.propose(ops).await
-                    } else {
-                        ForwardReply::NotLeader(member.leader())
+                    // From a follower of this region, or from another region (placement):
+                    // either way this region's leader applies it.
+                    let reply = match member.write(ops).await {
+                        Ok((results, index)) => ForwardReply::Applied(results, index),
+                        Err(WriteError::NoLeader { .. }) => {
+                            ForwardReply::NotLeader(member.leader())
+                        }
+                        Err(e) => ForwardReply::Failed(e.to_string()),
                     };
                     encode(&reply)
+                }
+                RPC_REPL_APPLY => encode(&crate::replication::receive(&member, &body).await),
+                RPC_REPL_WATERMARK => {
+                    let origin = *body
+                        .first()
+                        .ok_or_else(|| "empty watermark request".to_string())?;
+                    encode(&member.keyspace.watermark(origin).map_err(|e| e.to_string()))
                 }
                 RPC_READ_INDEX => encode(&member.read_index().await),
                 other => Err(format!("unknown rpc kind {other}")),

@@ -164,6 +164,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 bincode::serialize(&Some(entry.log_id)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
             let empty = OpBatch {
                 now_ms: 0,
+                hlc: 0,
+                origin: u8::MAX,
                 ops: Vec::new(),
             };
             let (batch, results_expected) = match &entry.payload {
@@ -182,7 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let results = self
                 .keyspace
-                .apply_batch_with_meta(batch, &meta)
+                .apply_batch_with_meta(batch, &meta, Some(entry.log_id.index))
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             out.push(BatchResults(if results_expected {
                 results

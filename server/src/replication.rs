@@ -1,0 +1,494 @@
+//! Cross-region replication and geo routing.
+//!
+//! Every applied entry that originated in this region leaves, in the same RocksDB write batch,
+//! an **outbox** entry: the final state of each key it touched (see `keyspace::value`). On the
+//! region's leader, one **shipper** per other region streams outbox entries, in index order and
+//! batched, to any node of that region over QUIC; the receiving node proposes them into its own
+//! Raft group as `Op::Merge`. The receiving region records, in the same write batch as the
+//! merged data, the highest origin index it applied (its **watermark** for our region); merges
+//! at or below it are skipped, so a resend after a leader change on either side neither loses
+//! nor doubles anything. On (re)connect the shipper asks for that watermark and resumes after it.
+//! A region whose watermark fell behind the outbox we keep gets a **resync**: every key state we
+//! hold, merged (idempotent), then the watermark.
+//!
+//! Placement rules route writes: keys homed in another region are forwarded to it.
+//!
+//! (DESIGN.md puts the shipper/receiver in `geo`; they live here because they read the outbox
+//! and propose through Raft, both server concerns; `geo` provides the links, HLC and ring.)
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use geo::{HomeRing, Placement, PlacementRules, Topology};
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::keyspace::{Keyspace, ShippedState};
+use crate::op::{Op, OpResult};
+use crate::raft::network::{decode, encode, RPC_FORWARD_WRITE, RPC_REPL_APPLY, RPC_REPL_WATERMARK};
+use crate::raft::{ForwardReply, RegionRaft};
+use crate::shutdown::Shutdown;
+use crate::write::{now_ms, WriteError};
+
+/// Outbox entries sent per replication call at most.
+const SHIP_BATCH: usize = 256;
+/// Key states per resync call.
+const RESYNC_BATCH: usize = 1000;
+/// How long one replication call may take.
+const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before retrying a target after a failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// The `Op::Merge` index of a resync page: merged without checking or moving the watermark.
+pub const RESYNC_INDEX: u64 = u64::MAX;
+/// Outbox entries kept beyond the slowest region before it must resync instead.
+pub const MAX_OUTBOX_BACKLOG: u64 = 1_000_000;
+
+/// Region ids: the index of each region in the topology's regions sorted by name, so every
+/// node derives the same ids from the same file.
+pub fn region_ids(topology: &Topology) -> BTreeMap<String, u8> {
+    let mut names: Vec<&str> = topology.region_names().collect();
+    names.sort_unstable();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), i as u8))
+        .collect()
+}
+
+/// One shipped outbox entry.
+#[derive(Serialize, Deserialize)]
+pub struct ShippedEntry {
+    /// Index in the origin's log (0 = part of a resync).
+    pub index: u64,
+    /// HLC of the entry.
+    pub hlc: u64,
+    /// Key states.
+    pub states: Vec<ShippedState>,
+}
+
+/// A replication call: entries from `origin`, in index order.
+#[derive(Serialize, Deserialize)]
+pub struct ShipRequest {
+    /// Origin region id.
+    pub origin: u8,
+    /// Entries.
+    pub entries: Vec<ShippedEntry>,
+    /// After a resync: the watermark to record once the states are merged.
+    pub resync_watermark: Option<u64>,
+}
+
+/// What the shipper knows about one other region (for MERIDIAN REGIONS, INFO, WAIT).
+#[derive(Default)]
+pub struct TargetStatus {
+    /// Region name.
+    pub region: String,
+    /// Highest outbox index the region confirmed.
+    pub acked: AtomicU64,
+    /// Highest local log index known to be replicated there (covers entries with nothing
+    /// to ship).
+    pub acked_log: AtomicU64,
+    /// Local outbox entries not yet confirmed.
+    pub lag_entries: AtomicU64,
+    /// Age of the oldest unconfirmed entry, ms.
+    pub lag_ms: AtomicU64,
+    /// Last call succeeded.
+    pub link_up: AtomicBool,
+    /// Resyncs done.
+    pub resyncs: AtomicU64,
+}
+
+/// Routing of writes by placement rules, and the shippers' shared state.
+pub struct Geo {
+    /// Region id of every region.
+    pub ids: BTreeMap<String, u8>,
+    /// This node's region.
+    pub region: String,
+    /// Placement rules from the topology.
+    rules: PlacementRules,
+    /// The `hash` home ring.
+    ring: HomeRing,
+    /// The topology.
+    topology: Topology,
+    /// One status per other region.
+    pub targets: Vec<Arc<TargetStatus>>,
+    /// Highest outbox index trimmed.
+    trimmed: Mutex<u64>,
+}
+
+impl Geo {
+    /// Routing and status for `region` in `topology`.
+    pub fn new(topology: &Topology, region: &str) -> Geo {
+        let targets = topology
+            .region_names()
+            .filter(|r| *r != region)
+            .map(|r| {
+                Arc::new(TargetStatus {
+                    region: r.to_string(),
+                    ..TargetStatus::default()
+                })
+            })
+            .collect();
+        Geo {
+            ids: region_ids(topology),
+            region: region.to_string(),
+            rules: PlacementRules::from_topology(topology),
+            ring: HomeRing::from_topology(topology),
+            topology: topology.clone(),
+            targets,
+            trimmed: Mutex::new(0),
+        }
+    }
+
+    /// The region a key's writes must go to, when not this one.
+    pub fn remote_home(&self, key: &[u8]) -> Option<String> {
+        let home = match self.rules.placement_of(key) {
+            Placement::MultiMaster => return None,
+            Placement::Home(r) => r.clone(),
+            Placement::Hash => self.ring.home_of(key)?.to_string(),
+        };
+        (home != self.region).then_some(home)
+    }
+
+    /// Number of other regions that applied everything up to local log index `index`.
+    pub fn regions_acked(&self, index: u64) -> usize {
+        self.targets
+            .iter()
+            .filter(|t| t.acked_log.load(Ordering::Relaxed) >= index)
+            .count()
+    }
+
+    /// Forwards `ops` to a node of `region` (which hands them to its leader).
+    pub async fn forward_to_region(
+        &self,
+        raft: &RegionRaft,
+        region: &str,
+        ops: &[Op],
+    ) -> Result<(Vec<OpResult>, u64), WriteError> {
+        let endpoint = raft
+            .endpoint
+            .as_ref()
+            .ok_or(WriteError::Remote("no links to other regions".into()))?;
+        let body = encode(&ops).map_err(WriteError::Remote)?;
+        let mut last_error = String::from("no nodes");
+        for node in self.topology.nodes_in_region(region) {
+            match endpoint
+                .call(
+                    &node.peer_addr(),
+                    RPC_FORWARD_WRITE,
+                    body.clone(),
+                    raft.settings.write_timeout,
+                )
+                .await
+            {
+                Ok(reply) => {
+                    return match decode::<ForwardReply>(&reply).map_err(WriteError::Remote)? {
+                        // The index belongs to the other region's log: WAIT does not apply.
+                        ForwardReply::Applied(results, _) => Ok((results, 0)),
+                        ForwardReply::NotLeader(_) => Err(WriteError::NoLeader {
+                            region: region.to_string(),
+                            waited_ms: 0,
+                        }),
+                        ForwardReply::Failed(why) => Err(WriteError::Remote(why)),
+                    };
+                }
+                // Never sent: try another node of the region.
+                Err(e @ geo::RpcError::Unreachable { .. }) => last_error = e.to_string(),
+                Err(e) => {
+                    return Err(WriteError::Remote(format!(
+                        "forwarding to region {region}: {e}"
+                    )))
+                }
+            }
+        }
+        Err(WriteError::Remote(format!(
+            "region {region} unreachable: {last_error}"
+        )))
+    }
+}
+
+/// Starts one shipper per other region and the outbox trimmer.
+pub fn start(raft: Arc<RegionRaft>, keyspace: Arc<Keyspace>, geo: Arc<Geo>, shutdown: &Shutdown) {
+    for target in &geo.targets {
+        let span = info_span!("ship", to_region = %target.region);
+        shutdown.tasks.spawn(
+            ship_loop(
+                raft.clone(),
+                keyspace.clone(),
+                geo.clone(),
+                target.clone(),
+                shutdown.clone(),
+            )
+            .instrument(span),
+        );
+    }
+    if !geo.targets.is_empty() {
+        shutdown
+            .tasks
+            .spawn(trim_loop(raft, keyspace, geo, shutdown.clone()));
+    }
+}
+
+/// Streams this region's outbox to one other region while this node leads.
+async fn ship_loop(
+    raft: Arc<RegionRaft>,
+    keyspace: Arc<Keyspace>,
+    geo: Arc<Geo>,
+    target: Arc<TargetStatus>,
+    shutdown: Shutdown,
+) {
+    let Some(endpoint) = raft.endpoint.clone() else {
+        return;
+    };
+    let my_id = keyspace.region_id();
+    let nodes: Vec<_> = geo
+        .topology
+        .nodes_in_region(&target.region)
+        .iter()
+        .map(|n| n.peer_addr())
+        .collect();
+    let mut node_idx = 0usize;
+    loop {
+        if shutdown.token.is_cancelled() {
+            return;
+        }
+        if !raft.is_leader() || nodes.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.token.cancelled() => return,
+            }
+            continue;
+        }
+        let peer = nodes[node_idx % nodes.len()].clone();
+        // Where the target region stands.
+        let wm = match endpoint
+            .call(
+                &peer,
+                RPC_REPL_WATERMARK,
+                Bytes::from(vec![my_id]),
+                SHIP_TIMEOUT,
+            )
+            .await
+        {
+            Ok(reply) => match decode::<Result<u64, String>>(&reply) {
+                Ok(Ok(wm)) => wm,
+                other => {
+                    warn!(peer = %peer.name, reply = ?other.err(), "watermark request failed");
+                    node_idx += 1;
+                    target.link_up.store(false, Ordering::Relaxed);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                if target.link_up.swap(false, Ordering::Relaxed) {
+                    warn!(peer = %peer.name, error = %e, "replication link down");
+                }
+                node_idx += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        if !target.link_up.swap(true, Ordering::Relaxed) {
+            info!(peer = %peer.name, watermark = wm, "replication link up");
+        }
+        target.acked.fetch_max(wm, Ordering::Relaxed);
+        let result = ship_from(
+            &raft, &keyspace, &target, &endpoint, &peer, my_id, wm, &shutdown,
+        )
+        .await;
+        if let Err(e) = result {
+            warn!(peer = %peer.name, error = %e, "replication stream interrupted");
+            target.link_up.store(false, Ordering::Relaxed);
+            node_idx += 1;
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ship_from(
+    raft: &RegionRaft,
+    keyspace: &Keyspace,
+    target: &TargetStatus,
+    endpoint: &geo::Endpoint,
+    peer: &geo::PeerAddr,
+    my_id: u8,
+    mut wm: u64,
+    shutdown: &Shutdown,
+) -> Result<(), String> {
+    // Behind what the outbox still holds: resync from the keyspace first.
+    if wm < keyspace.outbox_trimmed().map_err(|e| e.to_string())? {
+        wm = resync(keyspace, target, endpoint, peer, my_id).await?;
+    }
+    loop {
+        if !raft.is_leader() || shutdown.token.is_cancelled() {
+            return Ok(());
+        }
+        // Read the applied index before the outbox: if nothing is pending after `wm`, the
+        // region has everything up to that index.
+        let applied = raft.applied_index();
+        let notified = keyspace.outbox_notify().notified();
+        let entries = keyspace
+            .outbox_after(wm, SHIP_BATCH)
+            .map_err(|e| e.to_string())?;
+        let Some((last_index, oldest)) = entries
+            .last()
+            .map(|(i, _)| *i)
+            .zip(entries.first().map(|(_, e)| e.hlc))
+        else {
+            target.acked_log.fetch_max(applied, Ordering::Relaxed);
+            target.lag_entries.store(0, Ordering::Relaxed);
+            target.lag_ms.store(0, Ordering::Relaxed);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = shutdown.token.cancelled() => return Ok(()),
+            }
+            continue;
+        };
+        let pending_ms = now_ms().saturating_sub(geo::Timestamp(oldest).physical_ms());
+        target.lag_ms.store(pending_ms, Ordering::Relaxed);
+        if let Ok(Some((_, newest))) = keyspace.outbox_bounds() {
+            target
+                .lag_entries
+                .store(newest.saturating_sub(wm), Ordering::Relaxed);
+        }
+        let request = ShipRequest {
+            origin: my_id,
+            entries: entries
+                .into_iter()
+                .map(|(index, e)| ShippedEntry {
+                    index,
+                    hlc: e.hlc,
+                    states: e.states,
+                })
+                .collect(),
+            resync_watermark: None,
+        };
+        let reply = endpoint
+            .call(peer, RPC_REPL_APPLY, encode(&request)?, SHIP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let new_wm = decode::<Result<u64, String>>(&reply)??;
+        wm = new_wm.max(last_index);
+        target.acked.fetch_max(wm, Ordering::Relaxed);
+        target.acked_log.fetch_max(wm, Ordering::Relaxed);
+    }
+}
+
+/// Sends every key state this region holds, then the watermark to resume from.
+async fn resync(
+    keyspace: &Keyspace,
+    target: &TargetStatus,
+    endpoint: &geo::Endpoint,
+    peer: &geo::PeerAddr,
+    my_id: u8,
+) -> Result<u64, String> {
+    let upto = keyspace
+        .outbox_bounds()
+        .map_err(|e| e.to_string())?
+        .map_or(0, |(_, last)| last);
+    warn!(
+        watermark_to = upto,
+        "region is behind the retained outbox: resyncing from the keyspace"
+    );
+    let mut after: Option<(u8, Bytes)> = None;
+    loop {
+        let (states, next) = keyspace
+            .raw_states_after(after.as_ref(), RESYNC_BATCH)
+            .map_err(|e| e.to_string())?;
+        let done = next.is_none();
+        let request = ShipRequest {
+            origin: my_id,
+            entries: vec![ShippedEntry {
+                index: 0,
+                hlc: 0,
+                states,
+            }],
+            resync_watermark: done.then_some(upto),
+        };
+        let reply = endpoint
+            .call(peer, RPC_REPL_APPLY, encode(&request)?, SHIP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        decode::<Result<u64, String>>(&reply)??;
+        if done {
+            target.resyncs.fetch_add(1, Ordering::Relaxed);
+            return Ok(upto);
+        }
+        after = next;
+    }
+}
+
+/// The receiving side: proposes shipped entries as merges through this region's Raft group.
+pub async fn receive(raft: &RegionRaft, body: &[u8]) -> Result<u64, String> {
+    let request: ShipRequest = decode(body)?;
+    let last = request.entries.last().map_or(0, |e| e.index);
+    let mut ops: Vec<Op> = request
+        .entries
+        .into_iter()
+        .map(|e| Op::Merge {
+            origin: request.origin,
+            // A resync page carries no index: merged unconditionally (idempotent).
+            index: if e.index == 0 { RESYNC_INDEX } else { e.index },
+            hlc: e.hlc,
+            states: e.states,
+        })
+        .collect();
+    if let Some(wm) = request.resync_watermark {
+        ops.push(Op::Merge {
+            origin: request.origin,
+            index: wm,
+            hlc: 0,
+            states: Vec::new(),
+        });
+    }
+    raft.write(ops).await.map_err(|e| e.to_string())?;
+    Ok(request.resync_watermark.unwrap_or(last))
+}
+
+/// Drops outbox entries every other region has confirmed (through Raft, so every replica
+/// trims the same), or that the slowest region is too far behind to need (it will resync).
+async fn trim_loop(
+    raft: Arc<RegionRaft>,
+    keyspace: Arc<Keyspace>,
+    geo: Arc<Geo>,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        if !raft.is_leader() {
+            continue;
+        }
+        let Ok(Some((_, last))) = keyspace.outbox_bounds() else {
+            continue;
+        };
+        let slowest = geo
+            .targets
+            .iter()
+            .map(|t| t.acked.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        let upto = slowest.max(last.saturating_sub(MAX_OUTBOX_BACKLOG));
+        let advanced = {
+            let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
+            let advanced = upto > *trimmed;
+            if advanced {
+                *trimmed = upto;
+            }
+            advanced
+        };
+        if !advanced {
+            continue;
+        }
+        if let Err(e) = raft.write(vec![Op::TrimOutbox { upto }]).await {
+            warn!(error = %e, "outbox trim failed");
+        }
+    }
+}
