@@ -303,16 +303,21 @@ fn add_and_remove_nodes() {
     ));
     let st = cluster.status(leader).unwrap();
     assert_eq!(st.voters, vec![1, 2, 3, 4], "{st:?}");
-    for i in 0..4 {
-        let rows = cluster.meridian_nodes(i).unwrap();
-        let ids: Vec<(u64, &str)> = rows.iter().map(|r| (r.id, r.role.as_str())).collect();
-        assert_eq!(
-            ids,
-            vec![(1, "voter"), (2, "voter"), (3, "voter"), (4, "voter")],
-            "MERIDIAN NODES on n{}",
-            i + 1
-        );
-    }
+    // Followers apply the membership change a heartbeat later than the leader.
+    eventually(
+        Duration::from_secs(10),
+        "every node to list n1…n4 as voters",
+        || {
+            for i in 0..4 {
+                let rows = cluster.meridian_nodes(i)?;
+                let ids: Vec<(u64, &str)> = rows.iter().map(|r| (r.id, r.role.as_str())).collect();
+                if ids != [(1, "voter"), (2, "voter"), (3, "voter"), (4, "voter")] {
+                    bail!("MERIDIAN NODES on n{}: {ids:?}", i + 1);
+                }
+            }
+            Ok(())
+        },
+    );
     let n4_row = cluster.meridian_nodes(leader).unwrap();
     let n4_row = n4_row.iter().find(|r| r.id == 4).unwrap();
     assert_eq!(n4_row.name, "n4");

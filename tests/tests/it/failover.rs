@@ -470,6 +470,37 @@ fn follower_restart_catches_up_from_snapshot() {
         q::<i64>(&mut lro, &["DBSIZE"]),
         "DBSIZE on the follower vs the leader"
     );
+    drop((c, ro, lro, lc));
+
+    // A node added now also starts from the snapshot: the log it would need is gone.
+    let t = Instant::now();
+    let n4 = cluster.add_node("r1");
+    let (port, peer) = (cluster.nodes()[n4].port(), cluster.peer_port(n4));
+    let added = cluster.nodes()[leader].raw().cmd(&[
+        "MERIDIAN",
+        "NODE",
+        "ADD",
+        "4",
+        "n4",
+        &format!("127.0.0.1:{peer}"),
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert_eq!(added, Reply::ok(), "MERIDIAN NODE ADD");
+    cluster.wait_caught_up(n4, CATCH_UP);
+    let node = &cluster.nodes()[n4];
+    let installed = node.log_lines_with("installing snapshot");
+    report(&format!(
+        "new node after purge: n4 a voter and caught up {:?} after its start; log: {installed:?}",
+        t.elapsed()
+    ));
+    assert!(
+        !installed.is_empty(),
+        "n4 caught up without a snapshot: {:?}",
+        cluster.status(n4).unwrap()
+    );
+    let mut c4 = node.client();
+    assert_values(&mut c4, &keys, &values, "linearizable, new node");
+    assert_eq!(q::<String>(&mut c4, &["GET", "early"]), "1");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,10 +549,17 @@ fn partitioned_follower_refuses_linearizable_reads() {
     });
     assert_eq!(q::<String>(&mut oc, &["GET", "part:k"]), "v2");
 
+    let term_cut = cluster.status(leader).unwrap().term;
+    let term_p = cluster.status(p).unwrap().term;
     cluster.heal();
     let caught_up = cluster.wait_caught_up(p, CATCH_UP);
+    let lead_now = cluster.leader(LEADER_WAIT);
     report(&format!(
-        "partitioned follower: caught up {caught_up:?} after the heal"
+        "partitioned follower: caught up {caught_up:?} after the heal; terms: region {term_cut:?} \
+         and cut-off node {term_p:?} at the heal, {:?} after it (leader n{} then n{})",
+        cluster.status(lead_now).unwrap().term,
+        leader + 1,
+        lead_now + 1
     ));
     let mut c = nodes[p].client();
     assert_eq!(q::<String>(&mut c, &["GET", "part:k"]), "v2");
