@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Read consistency for connections that did not send READONLY.
     pub read_consistency: ReadConsistency,
+    /// When a linearizable read cannot be confirmed (no quorum), serve it from the local
+    /// replica anyway instead of answering `-CLUSTERDOWN`.
+    pub stale_reads_on_quorum_loss: bool,
     /// Largest bulk string accepted (Redis's proto-max-bulk-len).
     pub proto_max_bulk_len: usize,
     /// Active expiry passes per second.
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             write_buffer_mb: 16,
             metrics_addr: None,
             read_consistency: ReadConsistency::Linearizable,
+            stale_reads_on_quorum_loss: false,
             proto_max_bulk_len: 512 * 1024 * 1024,
             active_expiry_hz: 10,
             active_expiry_batch: 1000,

@@ -162,8 +162,10 @@ impl Session {
             && self.shared.config.read_consistency == ReadConsistency::Linearizable
         {
             if let Err(e) = self.shared.raft.read_barrier().await {
-                self.push_error(&RespError::from(e));
-                return false;
+                if !self.shared.config.stale_reads_on_quorum_loss {
+                    self.push_error(&RespError::from(e));
+                    return false;
+                }
             }
         }
         self.tally.call(cmd::index_of(spec));

@@ -160,6 +160,30 @@ impl Geo {
             .count()
     }
 
+    /// The other region with the lowest measured RTT whose replication link is up.
+    pub fn nearest_region(&self, raft: &RegionRaft) -> Option<String> {
+        let endpoint = raft.endpoint.as_ref()?;
+        let health: Vec<geo::RegionHealth<'_>> = self
+            .targets
+            .iter()
+            .map(|t| geo::RegionHealth {
+                name: t.region.as_str(),
+                rtt: self
+                    .topology
+                    .nodes_in_region(&t.region)
+                    .iter()
+                    .filter_map(|n| endpoint.rtt(&n.name))
+                    .min(),
+                healthy: self
+                    .topology
+                    .nodes_in_region(&t.region)
+                    .iter()
+                    .any(|n| endpoint.is_connected(&n.name)),
+            })
+            .collect();
+        geo::nearest_healthy(&health).map(str::to_string)
+    }
+
     /// Forwards `ops` to a node of `region` (which hands them to its leader).
     pub async fn forward_to_region(
         &self,

@@ -83,7 +83,24 @@ impl Writer {
                 {
                     return geo.forward_to_region(raft, &home, &ops).await;
                 }
-                raft.write(ops).await
+                if geo.targets.is_empty() {
+                    return raft.write(ops).await;
+                }
+                match raft.write(ops.clone()).await {
+                    // No leader here (so nothing was proposed): a multi-master write may go
+                    // to the nearest healthy region instead.
+                    Err(WriteError::NoLeader { .. }) => match geo.nearest_region(raft) {
+                        Some(region) => {
+                            tracing::warn!(%region, "no quorum in this region; forwarding the write");
+                            geo.forward_to_region(raft, &region, &ops).await
+                        }
+                        None => Err(WriteError::NoLeader {
+                            region: raft.region.clone(),
+                            waited_ms: raft.settings.write_timeout.as_millis() as u64,
+                        }),
+                    },
+                    other => other,
+                }
             }
         }
     }
