@@ -9,6 +9,7 @@ mod admin;
 mod cluster;
 mod expiry;
 mod failover;
+mod geo;
 mod keys;
 mod protocol;
 mod restart;

@@ -1,0 +1,821 @@
+//! Several regions (issue 4): asynchronous cross-region replication that converges, `WAIT`
+//! across regions, partitions healed without lost increments or resurrected keys, a region
+//! leader killed while it ships, and writes of home-region keys forwarded to their home.
+//!
+//! Regions are `a`, `b` and `c` (region ids 0, 1, 2); nodes are `n1`, `n2`, … in region order.
+//! Regions are cut apart with `MERIDIAN WAN SET <region> PARTITION` on every node of every
+//! side (a shape only applies to what a node sends). Convergence is checked with
+//! `MERIDIAN DIGEST` (a hash of every visible key, value and expiry) on every running node.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use meridian_tests::{
+    encode_command, err_text, eventually, q, report, Cluster, ClusterSpec, Node, RawConn, Reply,
+};
+
+/// Time allowed for a leader that every member of a region names.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+/// Time allowed for replication between regions to settle once links are up.
+const CONVERGE: Duration = Duration::from_secs(20);
+/// Emulated one-way delay on the links that have one.
+const DELAY_MS: u64 = 40;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Starts regions `regions` (names and node counts) with `toml` appended to the topology
+/// (`[[wan]]`, `[[placement]]`).
+fn geo_cluster(regions: &[(&str, usize)], toml: &str) -> Cluster {
+    let mut spec = ClusterSpec::regions(regions);
+    if !toml.is_empty() {
+        spec = spec.with_toml(toml);
+    }
+    Cluster::start(spec)
+}
+
+/// `[[wan]]` tables: a `DELAY_MS` one-way delay between each pair.
+fn wan_delays(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(a, b)| format!("[[wan]]\na = \"{a}\"\nb = \"{b}\"\ndelay_ms = {DELAY_MS}\n"))
+        .collect()
+}
+
+/// Sends one command to `node` on a fresh connection; an error reply becomes `Err`.
+fn call(node: &Node, args: &[&str]) -> anyhow::Result<Reply> {
+    let mut c = RawConn::connect(node.port())?;
+    c.try_send(&encode_command(args))?;
+    let reply = c
+        .try_read_reply(Duration::from_secs(10))?
+        .with_context(|| format!("{} closed the connection before {args:?}", node.name()))?;
+    if let Some(e) = reply.as_err() {
+        bail!("{args:?} on {}: {e}", node.name());
+    }
+    Ok(reply)
+}
+
+/// `GET key` on `node`: the value, or `None` for a missing key.
+fn get(node: &Node, key: &str) -> anyhow::Result<Option<String>> {
+    match call(node, &["GET", key])? {
+        r if r.is_null() => Ok(None),
+        r => r
+            .as_text()
+            .map(Some)
+            .with_context(|| format!("GET {key} on {}: {r:?}", node.name())),
+    }
+}
+
+/// `MERIDIAN DIGEST` on `node`: (hash, visible key count).
+fn digest(node: &Node) -> anyhow::Result<(String, i64)> {
+    match call(node, &["MERIDIAN", "DIGEST"])? {
+        Reply::Array(items) => match items.as_slice() {
+            [hash, Reply::Int(n)] => Ok((hash.as_text().context("digest hash")?, *n)),
+            other => bail!("MERIDIAN DIGEST: unexpected {other:?}"),
+        },
+        other => bail!("MERIDIAN DIGEST: unexpected {other:?}"),
+    }
+}
+
+/// `MERIDIAN REGIONS` on `node`, one map of fields (as text) per region.
+fn regions(node: &Node) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let Reply::Array(rows) = call(node, &["MERIDIAN", "REGIONS"])? else {
+        bail!("MERIDIAN REGIONS: not an array");
+    };
+    rows.iter()
+        .map(|row| {
+            let pairs = row
+                .pairs()
+                .with_context(|| format!("MERIDIAN REGIONS row is not a map: {row:?}"))?;
+            Ok(pairs
+                .into_iter()
+                .map(|(k, v)| {
+                    let text = match &v {
+                        Reply::Int(n) => n.to_string(),
+                        Reply::Bool(b) => u8::from(*b).to_string(),
+                        r if r.is_null() => String::new(),
+                        r => r.as_text().unwrap_or_else(|| format!("{r:?}")),
+                    };
+                    (k.to_lowercase(), text)
+                })
+                .collect())
+        })
+        .collect()
+}
+
+/// The index of `region`'s leader, once every running member names it.
+fn leader(c: &Cluster, region: &str) -> usize {
+    eventually(LEADER_WAIT, &format!("a leader of region {region}"), || {
+        c.leader_of(region)
+    })
+}
+
+/// Indexes of the running nodes.
+fn running(c: &Cluster) -> Vec<usize> {
+    (0..c.nodes().len())
+        .filter(|&i| c.nodes()[i].pid().is_some())
+        .collect()
+}
+
+/// Cuts every region off from every other: on every running node, `MERIDIAN WAN SET <r>
+/// PARTITION` for each other region `r`.
+fn partition_regions(c: &Cluster) {
+    for i in running(c) {
+        let node = &c.nodes()[i];
+        for r in c.region_names() {
+            if r != c.region_of(i) {
+                call(node, &["MERIDIAN", "WAN", "SET", &r, "PARTITION"])
+                    .unwrap_or_else(|e| panic!("partitioning {r} on {}: {e:#}", node.name()));
+            }
+        }
+    }
+}
+
+/// Cuts regions `x` and `y` apart (both directions).
+fn partition_pair(c: &Cluster, x: &str, y: &str) {
+    for (from, to) in [(x, y), (y, x)] {
+        for i in c.region_nodes(from) {
+            let node = &c.nodes()[i];
+            call(node, &["MERIDIAN", "WAN", "SET", to, "PARTITION"])
+                .unwrap_or_else(|e| panic!("partitioning {to} on {}: {e:#}", node.name()));
+        }
+    }
+}
+
+/// Waits until every running node reports the same `MERIDIAN DIGEST`; returns it. The
+/// timeout message lists every node's digest.
+fn wait_converged(c: &Cluster, what: &str) -> (String, i64) {
+    eventually(
+        CONVERGE,
+        &format!("the same DIGEST on every node ({what})"),
+        || {
+            let mut seen = Vec::new();
+            for i in running(c) {
+                let node = &c.nodes()[i];
+                seen.push((node.name().to_string(), digest(node)?));
+            }
+            let first = seen[0].1.clone();
+            if seen.iter().any(|(_, d)| *d != first) {
+                bail!("digests differ: {seen:?}");
+            }
+            Ok(first)
+        },
+    )
+}
+
+/// Waits until `GET key` answers `want` on every running node.
+fn wait_value_everywhere(c: &Cluster, key: &str, want: Option<&str>) {
+    eventually(
+        CONVERGE,
+        &format!("GET {key} == {want:?} on every node"),
+        || {
+            for i in running(c) {
+                let node = &c.nodes()[i];
+                let got = get(node, key)?;
+                if got.as_deref() != want {
+                    bail!("{} has {got:?}", node.name());
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// `MGET` of `keys` on `node`, in chunks.
+fn mget(node: &Node, keys: &[String]) -> Vec<Option<String>> {
+    let mut con = node.client();
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let vals: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("MGET on {}: {}", node.name(), err_text(&e)));
+        out.extend(vals);
+    }
+    out
+}
+
+/// Waits until every acknowledged (key, value) is visible on `node`.
+fn wait_all_visible(node: &Node, acked: &[(String, String)]) {
+    let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
+    eventually(
+        CONVERGE,
+        &format!(
+            "{} acknowledged writes visible on {}",
+            acked.len(),
+            node.name()
+        ),
+        || {
+            let got = mget(node, &keys);
+            let wrong: Vec<_> = acked
+                .iter()
+                .zip(&got)
+                .filter(|((_, want), got)| got.as_deref() != Some(want.as_str()))
+                .map(|((k, want), got)| format!("{k}: want {want:?}, got {got:?}"))
+                .collect();
+            if !wrong.is_empty() {
+                bail!(
+                    "{} of {} wrong, first: {:?}",
+                    wrong.len(),
+                    acked.len(),
+                    &wrong[..wrong.len().min(5)]
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// a. Write in A, read in B and C; WAIT counts regions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn write_in_one_region_is_read_in_the_others_and_wait_counts_them() {
+    let c = geo_cluster(
+        &[("a", 1), ("b", 3), ("c", 1)],
+        &wan_delays(&[("a", "b"), ("a", "c")]),
+    );
+    let la = leader(&c, "a");
+    leader(&c, "b");
+    let a = &c.nodes()[la];
+    let mut con = a.client();
+
+    // WAIT on the writing connection blocks until both other regions applied the write.
+    let t = Instant::now();
+    let _: () = q(&mut con, &["SET", "geo:a:1", "one"]);
+    let acked: i64 = q(&mut con, &["WAIT", "2", "5000"]);
+    let took = t.elapsed();
+    assert_eq!(acked, 2, "WAIT 2 5000 after SET on a's leader");
+    assert!(
+        took >= Duration::from_millis(2 * DELAY_MS),
+        "SET + WAIT 2 returned 2 after {took:?}, less than one round trip over the \
+         {DELAY_MS} ms links: it cannot have heard from the other regions"
+    );
+    report(&format!(
+        "geo: SET + WAIT 2 over {DELAY_MS} ms links took {took:?}"
+    ));
+    // WAIT promised the write is applied there: every node of b and c reads it at once.
+    for region in ["b", "c"] {
+        for i in c.region_nodes(region) {
+            let node = &c.nodes()[i];
+            assert_eq!(
+                get(node, "geo:a:1")
+                    .unwrap_or_else(|e| panic!("{e:#}"))
+                    .as_deref(),
+                Some("one"),
+                "GET geo:a:1 on {} ({region}) right after WAIT returned 2",
+                node.name()
+            );
+        }
+    }
+
+    // Without WAIT: visible everywhere eventually.
+    let _: () = q(&mut con, &["SET", "geo:a:2", "two"]);
+    wait_value_everywhere(&c, "geo:a:2", Some("two"));
+
+    // With c cut off, WAIT gives up after its timeout and counts only b.
+    partition_pair(&c, "a", "c");
+    let _: () = q(&mut con, &["SET", "geo:a:3", "three"]);
+    let t = Instant::now();
+    let acked: i64 = q(&mut con, &["WAIT", "2", "500"]);
+    let waited = t.elapsed();
+    assert_eq!(acked, 1, "WAIT 2 500 with region c partitioned from a");
+    assert!(
+        waited >= Duration::from_millis(450),
+        "WAIT 2 500 returned {acked} after only {waited:?}"
+    );
+    c.heal();
+    let acked: i64 = q(&mut con, &["WAIT", "2", "10000"]);
+    assert_eq!(acked, 2, "WAIT 2 10000 after healing the partition");
+    assert_eq!(
+        get(&c.nodes()[c.region_nodes("c")[0]], "geo:a:3")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .as_deref(),
+        Some("three"),
+        "GET geo:a:3 on c after WAIT returned 2"
+    );
+
+    // MERIDIAN REGIONS on a's leader: itself first, then b and c, links up, nothing pending.
+    eventually(CONVERGE, "REGIONS on a's leader: links up, no lag", || {
+        let rows = regions(a)?;
+        let names: Vec<&str> = rows.iter().map(|r| r["region"].as_str()).collect();
+        if names != ["a", "b", "c"] || rows[0].get("self").map(String::as_str) != Some("1") {
+            bail!("unexpected rows {rows:?}");
+        }
+        for row in &rows[1..] {
+            let field = |k: &str| row.get(k).map(String::as_str).unwrap_or("");
+            if field("link") != "up" || field("lag_entries") != "0" || field("acked_index") == "0" {
+                bail!("region {}: {row:?}", field("region"));
+            }
+        }
+        Ok(())
+    });
+    wait_converged(&c, "after write/WAIT checks");
+}
+
+// ---------------------------------------------------------------------------------------------
+// b. Concurrent INCRs in every region during a partition
+// ---------------------------------------------------------------------------------------------
+
+/// Counter operations each writer thread sends during the partition.
+const INCR_OPS: i64 = 150;
+
+/// One writer: `INCR_OPS` of INCR / DECR / INCRBY on `geo:ctr` through `node`; returns the sum
+/// of the acknowledged deltas. Panics on any error (the region is healthy, only cut off).
+fn counter_writer(node: &Node, seed: i64) -> i64 {
+    let mut con = node.client();
+    let mut sum = 0;
+    for i in 0..INCR_OPS {
+        let (args, delta): (Vec<String>, i64) = match (i + seed) % 3 {
+            0 => (vec!["INCR".into(), "geo:ctr".into()], 1),
+            1 => (vec!["DECR".into(), "geo:ctr".into()], -1),
+            _ => {
+                let by = (i + seed) % 7 + 2;
+                (vec!["INCRBY".into(), "geo:ctr".into(), by.to_string()], by)
+            }
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let _: i64 = q(&mut con, &args);
+        sum += delta;
+    }
+    sum
+}
+
+#[test]
+fn concurrent_incrs_during_a_partition_converge_to_the_exact_sum() {
+    let c = geo_cluster(&[("a", 3), ("b", 1), ("c", 1)], "");
+    let leaders: Vec<usize> = ["a", "b", "c"].iter().map(|r| leader(&c, r)).collect();
+    let node = |i: usize| &c.nodes()[i];
+    {
+        let mut con = node(leaders[0]).client();
+        let _: i64 = q(&mut con, &["INCRBY", "geo:ctr", "100"]);
+        let _: () = q(&mut con, &["SET", "geo:mixed", "0"]);
+    }
+    wait_value_everywhere(&c, "geo:ctr", Some("100"));
+    wait_value_everywhere(&c, "geo:mixed", Some("0"));
+
+    partition_regions(&c);
+    // Two writers per region; in a, one of them writes through a follower (forwarded in-region).
+    let follower_a = c
+        .region_nodes("a")
+        .into_iter()
+        .find(|&i| i != leaders[0])
+        .expect("a has followers");
+    let writers = [
+        (0, leaders[0]),
+        (0, follower_a),
+        (1, leaders[1]),
+        (1, leaders[1]),
+        (2, leaders[2]),
+        (2, leaders[2]),
+    ];
+    let mut per_region = [0i64; 3];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = writers
+            .iter()
+            .enumerate()
+            .map(|(t, &(region, i))| (region, s.spawn(move || counter_writer(node(i), t as i64))))
+            .collect();
+        // Meanwhile: a SETs geo:mixed, b increments it. The SET cannot observe b's
+        // increments, so they stay on top of it once merged.
+        s.spawn(|| {
+            let _: () = q(
+                &mut node(leaders[0]).client(),
+                &["SET", "geo:mixed", "1000"],
+            );
+        });
+        s.spawn(|| {
+            let mut con = node(leaders[1]).client();
+            for _ in 0..50 {
+                let _: i64 = q(&mut con, &["INCR", "geo:mixed"]);
+            }
+        });
+        for (region, h) in handles {
+            per_region[region] += h.join().expect("counter writer panicked");
+        }
+    });
+    let total = 100 + per_region.iter().sum::<i64>();
+    report(&format!(
+        "geo: deltas per region during the partition {per_region:?}, expected total {total}"
+    ));
+
+    // Still cut off: each region sees only its own increments.
+    for (r, region) in ["a", "b", "c"].iter().enumerate() {
+        for i in c.region_nodes(region) {
+            let got = get(node(i), "geo:ctr").unwrap_or_else(|e| panic!("{e:#}"));
+            assert_eq!(
+                got,
+                Some((100 + per_region[r]).to_string()),
+                "GET geo:ctr on {} ({region}) while partitioned: only its own region's \
+                 increments expected",
+                node(i).name()
+            );
+        }
+    }
+
+    c.heal();
+    wait_value_everywhere(&c, "geo:ctr", Some(&total.to_string()));
+    wait_value_everywhere(&c, "geo:mixed", Some("1050"));
+    let (hash, keys) = wait_converged(&c, "after the healed partition");
+    assert_eq!(keys, 2, "visible keys after convergence (digest {hash})");
+}
+
+// ---------------------------------------------------------------------------------------------
+// c. SET in A and DEL in B of the same key; a DEL made during a partition sticks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn set_and_del_race_converges_and_a_del_during_a_partition_sticks() {
+    let c = geo_cluster(
+        &[("a", 1), ("b", 1), ("c", 1)],
+        &wan_delays(&[("a", "b"), ("a", "c"), ("b", "c")]),
+    );
+    let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
+    leader(&c, "c");
+    let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
+
+    // Half the keys exist before the race (the DEL deletes something), half do not.
+    const RACES: usize = 20;
+    let keys: Vec<String> = (0..RACES).map(|i| format!("geo:race:{i}")).collect();
+    {
+        let mut con = na.client();
+        for k in keys.iter().step_by(2) {
+            let _: () = q(&mut con, &["SET", k, "old"]);
+        }
+    }
+    wait_value_everywhere(&c, "geo:race:0", Some("old"));
+    wait_converged(&c, "before the races");
+
+    // Each key: SET in a and DEL in b released at the same moment.
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut con = na.client();
+            for k in &keys {
+                barrier.wait();
+                let _: () = q(&mut con, &["SET", k, "from-a"]);
+            }
+        });
+        s.spawn(|| {
+            let mut con = nb.client();
+            for k in &keys {
+                barrier.wait();
+                let _: i64 = q(&mut con, &["DEL", k]);
+            }
+        });
+    });
+    wait_converged(&c, "after concurrent SET/DEL");
+    let mut outcomes = BTreeMap::new();
+    for k in &keys {
+        let seen: Vec<(String, Option<String>)> = running(&c)
+            .into_iter()
+            .map(|i| {
+                let n = &c.nodes()[i];
+                (
+                    n.name().to_string(),
+                    get(n, k).unwrap_or_else(|e| panic!("{e:#}")),
+                )
+            })
+            .collect();
+        assert!(
+            seen.iter().all(|(_, v)| *v == seen[0].1),
+            "regions disagree on {k}: {seen:?}"
+        );
+        assert!(
+            matches!(seen[0].1.as_deref(), None | Some("from-a")),
+            "{k}: neither the SET nor the DEL won: {seen:?}"
+        );
+        *outcomes
+            .entry(if seen[0].1.is_some() {
+                "set won"
+            } else {
+                "del won"
+            })
+            .or_insert(0) += 1;
+    }
+    report(&format!(
+        "geo: concurrent SET (a) / DEL (b) outcomes {outcomes:?}"
+    ));
+
+    // A DEL during a partition is not undone by the other regions' older copies.
+    let _: () = q(&mut na.client(), &["SET", "geo:tomb", "alive"]);
+    let _: () = q(&mut na.client(), &["SET", "geo:tomb2", "alive"]);
+    wait_value_everywhere(&c, "geo:tomb", Some("alive"));
+    wait_value_everywhere(&c, "geo:tomb2", Some("alive"));
+    partition_regions(&c);
+    assert_eq!(
+        q::<i64>(&mut nb.client(), &["DEL", "geo:tomb"]),
+        1,
+        "DEL in b"
+    );
+    // And the same after b's other writes pile up behind it.
+    {
+        let mut con = nb.client();
+        for i in 0..100 {
+            let _: () = q(&mut con, &["SET", &format!("geo:filler:{i}"), "x"]);
+        }
+        assert_eq!(q::<i64>(&mut con, &["DEL", "geo:tomb2"]), 1, "DEL in b");
+    }
+    for region in ["a", "c"] {
+        let n = &c.nodes()[c.region_nodes(region)[0]];
+        assert_eq!(
+            get(n, "geo:tomb")
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .as_deref(),
+            Some("alive"),
+            "GET geo:tomb on {} while b is cut off",
+            n.name()
+        );
+    }
+    c.heal();
+    wait_value_everywhere(&c, "geo:filler:99", Some("x"));
+    wait_value_everywhere(&c, "geo:tomb", None);
+    wait_value_everywhere(&c, "geo:tomb2", None);
+    // Let every shipper drain (links up, nothing pending), then check again: no copy of the
+    // old value came back later.
+    for r in ["a", "b", "c"] {
+        let n = &c.nodes()[leader(&c, r)];
+        eventually(CONVERGE, &format!("{r}'s shippers to drain"), || {
+            for row in regions(n)?.iter().skip(1) {
+                if row.get("link").map(String::as_str) != Some("up")
+                    || row.get("lag_entries").map(String::as_str) != Some("0")
+                {
+                    bail!("{row:?}");
+                }
+            }
+            Ok(())
+        });
+    }
+    wait_converged(&c, "after the healed partition");
+    for i in running(&c) {
+        for k in ["geo:tomb", "geo:tomb2"] {
+            assert_eq!(
+                get(&c.nodes()[i], k).unwrap_or_else(|e| panic!("{e:#}")),
+                None,
+                "{k} came back on {} after the partition healed",
+                c.nodes()[i].name()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// d. A's leader killed while it ships
+// ---------------------------------------------------------------------------------------------
+
+/// What the writers of A's leader got back.
+#[derive(Default)]
+struct Acks {
+    /// INCRs answered with a number.
+    incr: AtomicI64,
+    /// INCRs answered with an error or not at all: applied or not.
+    incr_unknown: AtomicI64,
+    /// Acknowledged SETs.
+    sets: Mutex<Vec<(String, String)>>,
+    /// Operations answered.
+    ops: AtomicU64,
+    /// First error texts.
+    errors: Mutex<Vec<String>>,
+}
+
+/// INCR `geo:ctr` and SET a unique key, in turn, on one connection to `port`, until the first
+/// error or `stop`.
+fn shipping_writer(t: usize, port: u16, stop: &AtomicBool, acks: &Acks) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("url");
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connecting to a's leader");
+    con.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let note = |e: redis::RedisError| {
+        let mut errors = acks.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() < 5 {
+            errors.push(err_text(&e));
+        }
+    };
+    let mut i = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        match redis::cmd("INCR").arg("geo:ctr").query::<i64>(&mut con) {
+            Ok(_) => {
+                acks.incr.fetch_add(1, Ordering::SeqCst);
+                acks.ops.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                acks.incr_unknown.fetch_add(1, Ordering::SeqCst);
+                return note(e);
+            }
+        }
+        let (key, value) = (format!("geo:w:{t}:{i}"), format!("{t}:{i}"));
+        i += 1;
+        match redis::cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .query::<()>(&mut con)
+        {
+            Ok(()) => {
+                acks.sets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((key, value));
+                acks.ops.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => return note(e),
+        }
+    }
+}
+
+#[test]
+fn region_leader_killed_while_shipping_loses_and_doubles_nothing() {
+    let mut c = geo_cluster(
+        &[("a", 3), ("b", 1), ("c", 1)],
+        &wan_delays(&[("a", "b"), ("a", "c")]),
+    );
+    let old = leader(&c, "a");
+    let (nb, nc) = (c.region_nodes("b")[0], c.region_nodes("c")[0]);
+    leader(&c, "b");
+    leader(&c, "c");
+    let acks = Acks::default();
+    let stop = AtomicBool::new(false);
+    let port = c.nodes()[old].port();
+    let mut lag_at_kill = Vec::new();
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let (stop, acks) = (&stop, &acks);
+            s.spawn(move || shipping_writer(t, port, stop, acks));
+        }
+        eventually(
+            Duration::from_secs(20),
+            "1500 acknowledged writes",
+            || match acks.ops.load(Ordering::SeqCst) {
+                n if n >= 1500 => Ok(()),
+                n => bail!("{n} so far"),
+            },
+        );
+        if let Ok(rows) = regions(&c.nodes()[old]) {
+            lag_at_kill = rows
+                .iter()
+                .skip(1)
+                .map(|r| {
+                    format!(
+                        "{}: lag_entries {} lag_ms {} acked_index {}",
+                        r["region"],
+                        r.get("lag_entries").map_or("?", String::as_str),
+                        r.get("lag_ms").map_or("?", String::as_str),
+                        r.get("acked_index").map_or("?", String::as_str)
+                    )
+                })
+                .collect();
+        }
+        c.node_mut(old).kill();
+        stop.store(true, Ordering::SeqCst);
+    });
+    let acked_incr = acks.incr.load(Ordering::SeqCst);
+    let unknown = acks.incr_unknown.load(Ordering::SeqCst);
+    let mut acked_sets = std::mem::take(&mut *acks.sets.lock().unwrap_or_else(|e| e.into_inner()));
+    report(&format!(
+        "geo: killed a's leader {} after {acked_incr} acked INCRs ({unknown} unanswered) and {} \
+         acked SETs; shipping state at the kill: {lag_at_kill:?}; errors {:?}",
+        c.nodes()[old].name(),
+        acked_sets.len(),
+        acks.errors.lock().unwrap_or_else(|e| e.into_inner())
+    ));
+
+    // A new leader of a takes over: more writes, now through it.
+    let new = leader(&c, "a");
+    assert_ne!(new, old, "the killed node cannot lead");
+    let na = &c.nodes()[new];
+    eventually(LEADER_WAIT, "a write on a's new leader", || {
+        call(na, &["SET", "geo:after", "kill"]).map(|_| ())
+    });
+    let mut con = na.client();
+    for i in 0..200 {
+        let _: i64 = q(&mut con, &["INCR", "geo:ctr"]);
+        let (k, v) = (format!("geo:w:new:{i}"), i.to_string());
+        let _: () = q(&mut con, &["SET", &k, &v]);
+        acked_sets.push((k, v));
+    }
+    let acked_incr = acked_incr + 200;
+
+    // a's own count: every acknowledged INCR, plus at most the unanswered ones.
+    let in_a: i64 = q::<String>(&mut con, &["GET", "geo:ctr"])
+        .parse()
+        .expect("geo:ctr is a number");
+    assert!(
+        (acked_incr..=acked_incr + unknown).contains(&in_a),
+        "GET geo:ctr in a = {in_a}, expected {acked_incr} acknowledged INCRs plus at most \
+         {unknown} unanswered"
+    );
+    // b and c count each of them exactly once and hold every acknowledged SET.
+    let t = Instant::now();
+    for i in [nb, nc] {
+        let node = &c.nodes()[i];
+        eventually(
+            CONVERGE,
+            &format!("geo:ctr == {in_a} on {}", node.name()),
+            || match get(node, "geo:ctr")? {
+                Some(v) if v == in_a.to_string() => Ok(()),
+                other => bail!("got {other:?}"),
+            },
+        );
+        wait_all_visible(node, &acked_sets);
+    }
+    report(&format!(
+        "geo: b and c caught up {:?} after the last write ({} SETs, geo:ctr {in_a})",
+        t.elapsed(),
+        acked_sets.len()
+    ));
+
+    // The old leader comes back as a follower; everything converges, nothing counted twice.
+    c.node_mut(old).start_again();
+    leader(&c, "a");
+    c.wait_caught_up(old, CONVERGE);
+    wait_converged(&c, "after the old leader rejoined");
+    wait_value_everywhere(&c, "geo:ctr", Some(&in_a.to_string()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// e. Home-region keys are forwarded to their home
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn home_region_key_written_elsewhere_is_forwarded_and_read_everywhere() {
+    let toml = format!(
+        "[[placement]]\npattern = \"session:*\"\nhome = \"b\"\n\n{}",
+        wan_delays(&[("a", "b")])
+    );
+    let c = geo_cluster(&[("a", 3), ("b", 1), ("c", 1)], &toml);
+    let la = leader(&c, "a");
+    let lb = leader(&c, "b");
+    leader(&c, "c");
+    let fa = c
+        .region_nodes("a")
+        .into_iter()
+        .find(|&i| i != la)
+        .expect("a has followers");
+    let nb = &c.nodes()[lb];
+
+    for (via, what) in [(fa, "a follower of a"), (la, "a's leader")] {
+        let node = &c.nodes()[via];
+        let key = format!("session:{}", node.name());
+        let t = Instant::now();
+        let _: () = q(&mut node.client(), &["SET", &key, "hello"]);
+        let took = t.elapsed();
+        // Forwarded to b: at least one round trip over the 40 ms link before the reply.
+        assert!(
+            took >= Duration::from_millis(2 * DELAY_MS),
+            "SET {key} through {what} ({}) answered after {took:?}: too fast to have been \
+             committed in b, its home, across a {DELAY_MS} ms link",
+            node.name()
+        );
+        // Committed in b when acknowledged: b reads it at once.
+        assert_eq!(
+            get(nb, &key).unwrap_or_else(|e| panic!("{e:#}")).as_deref(),
+            Some("hello"),
+            "GET {key} on b right after SET through {what} returned OK"
+        );
+        report(&format!(
+            "geo: SET {key} through {what} forwarded to b in {took:?}"
+        ));
+        wait_value_everywhere(&c, &key, Some("hello"));
+    }
+
+    // Multi-key commands follow their first key: the whole MSET runs in b.
+    let _: () = q(
+        &mut c.nodes()[fa].client(),
+        &["MSET", "session:m", "x", "plain:m", "y"],
+    );
+    for (k, v) in [("session:m", "x"), ("plain:m", "y")] {
+        assert_eq!(
+            get(nb, k).unwrap_or_else(|e| panic!("{e:#}")).as_deref(),
+            Some(v),
+            "GET {k} on b right after MSET session:m x plain:m y through a returned OK"
+        );
+    }
+
+    // Counter of a homed key incremented from a and from c at once: one order, exact sum.
+    std::thread::scope(|s| {
+        for i in [fa, c.region_nodes("c")[0]] {
+            let node = &c.nodes()[i];
+            s.spawn(move || {
+                let mut con = node.client();
+                for _ in 0..50 {
+                    let _: i64 = q(&mut con, &["INCR", "session:ctr"]);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        get(nb, "session:ctr")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .as_deref(),
+        Some("100"),
+        "GET session:ctr on b after 2 x 50 acknowledged INCRs"
+    );
+    wait_value_everywhere(&c, "session:ctr", Some("100"));
+    wait_value_everywhere(&c, "plain:m", Some("y"));
+    wait_converged(&c, "after forwarded writes");
+}
