@@ -19,6 +19,38 @@ pub enum ReadConsistency {
     Local,
 }
 
+/// Raft timing and log retention (`[raft]` in the config file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct RaftConfig {
+    /// Leader heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, ms (upper bound: twice this). Leader leases last this
+    /// minus a heartbeat.
+    pub election_timeout_ms: u64,
+    /// Applied entries between snapshots.
+    pub snapshot_every: u64,
+    /// Log entries kept after a snapshot (followers this close catch up from the log).
+    pub keep_logs: u64,
+    /// How long a write waits for a leader / a commit before `-CLUSTERDOWN`, ms.
+    pub write_timeout_ms: u64,
+    /// How long a linearizable read waits before `-CLUSTERDOWN`, ms.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_ms: 50,
+            election_timeout_ms: 300,
+            snapshot_every: 50_000,
+            keep_logs: 10_000,
+            write_timeout_ms: 5_000,
+            read_timeout_ms: 2_000,
+        }
+    }
+}
+
 /// Settings of one node (`[server]` in the config file).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
@@ -54,6 +86,9 @@ pub struct ServerConfig {
     pub active_expiry_hz: u32,
     /// Keys removed per active expiry pass at most.
     pub active_expiry_batch: usize,
+    /// Raft settings (the `[raft]` table).
+    #[serde(skip)]
+    pub raft: RaftConfig,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +109,7 @@ impl Default for ServerConfig {
             proto_max_bulk_len: 512 * 1024 * 1024,
             active_expiry_hz: 10,
             active_expiry_batch: 1000,
+            raft: RaftConfig::default(),
         }
     }
 }

@@ -430,7 +430,7 @@ impl Node {
             keyspace.clone(),
             endpoint,
             members,
-            RaftSettings::default(),
+            RaftSettings::from(&config.raft),
             region_id,
         )
         .await?;

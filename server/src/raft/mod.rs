@@ -49,15 +49,15 @@ pub struct RaftSettings {
     pub snapshot_every: u64,
 }
 
-impl Default for RaftSettings {
-    fn default() -> Self {
+impl From<&crate::config::RaftConfig> for RaftSettings {
+    fn from(c: &crate::config::RaftConfig) -> Self {
         RaftSettings {
-            heartbeat_ms: 100,
-            election_timeout_ms: 500,
-            write_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(2),
-            keep_logs: 10_000,
-            snapshot_every: 50_000,
+            heartbeat_ms: c.heartbeat_ms,
+            election_timeout_ms: c.election_timeout_ms,
+            write_timeout: Duration::from_millis(c.write_timeout_ms),
+            read_timeout: Duration::from_millis(c.read_timeout_ms),
+            keep_logs: c.keep_logs,
+            snapshot_every: c.snapshot_every,
         }
     }
 }
