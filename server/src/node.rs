@@ -228,12 +228,12 @@ impl Shared {
             let memtables = self
                 .keyspace
                 .rocks_property("rocksdb.cur-size-all-mem-tables");
-            let block_cache = self.keyspace.rocks_property("rocksdb.block-cache-usage");
+            let block_cache = self.keyspace.block_cache_usage();
             let rss = rss_bytes();
             let used = hot_bytes + memtables + block_cache;
             let _ = write!(
                 out,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:allkeys-lfu\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:libc\r\n\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:allkeys-lfu\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
                 human(used),
                 human(rss),
                 self.config.hot_cache_mb * 1024 * 1024,

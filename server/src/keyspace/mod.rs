@@ -624,15 +624,30 @@ impl Keyspace {
             .count() as u64
     }
 
-    /// A RocksDB integer property (memory figures for INFO).
+    /// A RocksDB integer property summed over every column family (memtables, SST sizes).
     pub fn rocks_property(&self, name: &str) -> u64 {
-        let mut total = 0;
-        for cf in rocks::COLUMN_FAMILIES {
-            if let Ok(Some(v)) = self.db.property_int_value_cf(rocks::cf(&self.db, cf), name) {
-                total += v;
-            }
-        }
-        total
+        rocks::COLUMN_FAMILIES
+            .iter()
+            .chain(EXTRA_COLUMN_FAMILIES)
+            .filter_map(|cf| {
+                self.db
+                    .property_int_value_cf(rocks::cf(&self.db, cf), name)
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Bytes held by the block cache (one cache shared by every column family).
+    pub fn block_cache_usage(&self) -> u64 {
+        self.db
+            .property_int_value_cf(
+                rocks::cf(&self.db, rocks::CF_DATA),
+                "rocksdb.block-cache-usage",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     fn write_options(&self) -> WriteOptions {
