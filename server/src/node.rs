@@ -384,18 +384,9 @@ impl Node {
                 .await
                 .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint on {}: {e}", me.peer))?;
             // Emulated WAN links of the topology, from this node's side.
-            for link in &topology.wan {
-                let other = if link.a == region {
-                    &link.b
-                } else if link.b == region {
-                    &link.a
-                } else {
-                    continue;
-                };
-                for peer in topology.nodes_in_region(other) {
-                    if let Err(e) = endpoint.wan().set_link(peer.peer, link.shape()) {
-                        warn!(error = %e, "cannot apply the topology's WAN emulation");
-                    }
+            for (addr, shape) in topology.wan_shapes_from(&node_name) {
+                if let Err(e) = endpoint.wan().set_link(addr, shape) {
+                    warn!(error = %e, "cannot apply the topology's WAN emulation");
                 }
             }
             endpoint.register_peers(

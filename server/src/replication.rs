@@ -29,7 +29,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::keyspace::{Keyspace, ShippedState};
 use crate::op::{Op, OpResult};
 use crate::raft::network::{decode, encode, RPC_FORWARD_WRITE, RPC_REPL_APPLY, RPC_REPL_WATERMARK};
-use crate::raft::{ForwardReply, RegionRaft};
+use crate::raft::{ForwardReply, ForwardRequest, RegionRaft};
 use crate::shutdown::Shutdown;
 use crate::write::{now_ms, WriteError};
 
@@ -195,7 +195,8 @@ impl Geo {
             .endpoint
             .as_ref()
             .ok_or(WriteError::Remote("no links to other regions".into()))?;
-        let body = encode(&ops).map_err(WriteError::Remote)?;
+        let body =
+            ForwardRequest::encode(ops, raft.settings.write_timeout).map_err(WriteError::Remote)?;
         let mut last_error = String::from("no nodes");
         for node in self.topology.nodes_in_region(region) {
             match endpoint

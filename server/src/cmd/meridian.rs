@@ -49,7 +49,7 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 "DIGEST -- hash of every visible key and value (compare regions for convergence)",
                 "WAN [LIST] -- emulated link shapes (test/demo only)",
                 "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
-                "WAN CLEAR [<node|region>] -- remove shapes",
+                "WAN CLEAR [<node|region>] -- remove runtime shapes (back to the topology's [[wan]])",
                 "VERSION",
             ]
             .iter()
@@ -282,8 +282,13 @@ fn wan(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> {
                 Some(t) => wan_targets(ctx, &String::from_utf8_lossy(&t))?,
                 None => wan.shapes().into_iter().map(|(a, _)| a).collect(),
             };
+            // Back to the topology's [[wan]] shapes, not to no shaping at all.
+            let configured = ctx.shared.topology.wan_shapes_from(&ctx.shared.node_name);
             for addr in addrs {
                 wan.clear(addr).map_err(refused)?;
+                if let Some((_, shape)) = configured.iter().find(|(a, _)| *a == addr) {
+                    wan.set_link(addr, *shape).map_err(refused)?;
+                }
             }
             Ok(Reply::ok())
         }

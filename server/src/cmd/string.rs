@@ -39,6 +39,18 @@ pub(super) fn expire_at(
     u64::try_from(at).map_err(|_| invalid())
 }
 
+/// Reads the amount after an EX / PX / EXAT / PXAT option and returns the absolute expiry.
+fn timed_option(ctx: &Ctx<'_>, unit: &str, args: &mut Args) -> Result<u64, RespError> {
+    let amount = args.next_i64()?;
+    let (unit_ms, absolute) = match unit {
+        "EX" => (1000, false),
+        "PX" => (1, false),
+        "EXAT" => (1000, true),
+        _ => (1, true),
+    };
+    expire_at(ctx, amount, unit_ms, absolute)
+}
+
 /// GET key
 pub fn get(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
@@ -67,14 +79,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
                 expire_given = true;
             }
             unit @ ("EX" | "PX" | "EXAT" | "PXAT") if !expire_given => {
-                let amount = args.next_i64()?;
-                let (unit_ms, absolute) = match unit {
-                    "EX" => (1000, false),
-                    "PX" => (1, false),
-                    "EXAT" => (1000, true),
-                    _ => (1, true),
-                };
-                expire = ExpireSet::At(expire_at(ctx, amount, unit_ms, absolute)?);
+                expire = ExpireSet::At(timed_option(ctx, unit, args)?);
                 expire_given = true;
             }
             _ => return Err(RespError::Syntax),
@@ -178,14 +183,7 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         match word.as_str() {
             "PERSIST" => expire = Some(ExpireSet::Clear),
             unit @ ("EX" | "PX" | "EXAT" | "PXAT") => {
-                let amount = args.next_i64()?;
-                let (unit_ms, absolute) = match unit {
-                    "EX" => (1000, false),
-                    "PX" => (1, false),
-                    "EXAT" => (1000, true),
-                    _ => (1, true),
-                };
-                expire = Some(ExpireSet::At(expire_at(ctx, amount, unit_ms, absolute)?));
+                expire = Some(ExpireSet::At(timed_option(ctx, unit, args)?));
             }
             _ => return Err(RespError::Syntax),
         }

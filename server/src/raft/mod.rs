@@ -62,6 +62,27 @@ impl From<&crate::config::RaftConfig> for RaftSettings {
     }
 }
 
+/// A write forwarded to another node (a follower to its leader, or to a key's home region).
+/// It carries a deadline: a request that arrives after it (QUIC delivers a stream's data
+/// even after the caller gave up, e.g. once a partition heals) is dropped, not applied.
+#[derive(Serialize, Deserialize)]
+pub struct ForwardRequest {
+    /// The ops.
+    pub ops: Vec<Op>,
+    /// Unix ms after which the sender no longer waits for the answer.
+    pub deadline_ms: u64,
+}
+
+impl ForwardRequest {
+    /// Encodes `ops` with a deadline `timeout` from now.
+    pub fn encode(ops: &[Op], timeout: Duration) -> Result<bytes::Bytes, String> {
+        encode(&ForwardRequest {
+            ops: ops.to_vec(),
+            deadline_ms: crate::write::now_ms() + timeout.as_millis() as u64,
+        })
+    }
+}
+
 /// What a forwarded write gets back from the node it was sent to.
 #[derive(Serialize, Deserialize)]
 pub enum ForwardReply {
@@ -253,13 +274,19 @@ impl RegionRaft {
         let (Some(endpoint), Some(peer)) = (&self.endpoint, self.peer_of(leader)) else {
             return ForwardReply::NotLeader(None);
         };
-        let body = match encode(&ops) {
+        // Bounded by a few election timeouts: a dead leader is noticed (and the write reported
+        // as failed, since it may have been proposed) long before the write timeout.
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .min(
+                Duration::from_millis(self.settings.election_timeout_ms * 4)
+                    .max(Duration::from_secs(1)),
+            )
+            .max(Duration::from_millis(10));
+        let body = match ForwardRequest::encode(ops, timeout) {
             Ok(b) => b,
             Err(e) => return ForwardReply::Failed(e),
         };
-        let timeout = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(10));
         match endpoint.call(&peer, RPC_FORWARD_WRITE, body, timeout).await {
             Ok(reply) => decode(&reply).unwrap_or_else(ForwardReply::Failed),
             // Not sent at all: safe to retry once a leader is known again.

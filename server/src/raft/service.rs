@@ -13,8 +13,7 @@ use super::network::{
     RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
 };
 use super::types::typ;
-use super::{ForwardReply, RegionRaft};
-use crate::op::Op;
+use super::{ForwardReply, ForwardRequest, RegionRaft};
 use crate::write::WriteError;
 
 /// Dispatches inbound RPCs; the Raft member is attached once it has started (the endpoint
@@ -61,10 +60,15 @@ impl RpcHandler for RaftService {
                     encode(&member.raft.install_snapshot(req).await)
                 }
                 RPC_FORWARD_WRITE => {
-                    let ops: Vec<Op> = decode(&body)?;
+                    let request: ForwardRequest = decode(&body)?;
+                    if crate::write::now_ms() > request.deadline_ms {
+                        return encode(&ForwardReply::Failed(
+                            "forwarded write arrived after its deadline; not applied".into(),
+                        ));
+                    }
                     // From a follower of this region, or from another region (placement):
                     // either way this region's leader applies it.
-                    let reply = match member.write(ops).await {
+                    let reply = match member.write(request.ops).await {
                         Ok((results, index)) => ForwardReply::Applied(results, index),
                         Err(WriteError::NoLeader { .. }) => {
                             ForwardReply::NotLeader(member.leader())

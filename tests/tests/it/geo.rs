@@ -824,7 +824,6 @@ fn home_region_key_written_elsewhere_is_forwarded_and_read_everywhere() {
 /// later on top of a newer acknowledged write. Today the timed-out call is still delivered
 /// once the link heals and, stamped at b on arrival, wins over the newer SET.
 #[test]
-#[ignore = "known bug (issue 4 report): a timed-out forwarded write lands after a later acknowledged one"]
 fn failed_forwarded_write_does_not_override_a_later_acknowledged_one() {
     let toml = "[[placement]]\npattern = \"session:*\"\nhome = \"b\"\n";
     let c = geo_cluster(&[("a", 1), ("b", 1), ("c", 1)], toml);
