@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
 use geo::{HomeRing, Placement, PlacementRules, Topology};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
@@ -35,6 +37,8 @@ use crate::write::{now_ms, WriteError};
 
 /// Outbox entries sent per replication call at most.
 const SHIP_BATCH: usize = 256;
+/// Replication calls in flight per target region.
+const SHIP_PIPELINE: usize = 4;
 /// Key states per resync call.
 const RESYNC_BATCH: usize = 1000;
 /// How long one replication call may take.
@@ -74,6 +78,9 @@ pub struct ShippedEntry {
 pub struct ShipRequest {
     /// Origin region id.
     pub origin: u8,
+    /// The origin index these entries follow: the receiver applies the call only once it has
+    /// everything up to `prev` (0 for a resync page).
+    pub prev: u64,
     /// Entries.
     pub entries: Vec<ShippedEntry>,
     /// After a resync: the watermark to record once the states are merged.
@@ -348,59 +355,76 @@ async fn ship_from(
     if wm < keyspace.outbox_trimmed().map_err(|e| e.to_string())? {
         wm = resync(keyspace, target, endpoint, peer, my_id).await?;
     }
+    // Up to SHIP_PIPELINE calls in flight; each names the index it follows (`prev`) and the
+    // receiver applies them in that order, so a WAN round trip does not idle the stream.
+    let mut sent_upto = wm;
+    let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<u64, String>>> =
+        FuturesOrdered::new();
     loop {
         if !raft.is_leader() || shutdown.token.is_cancelled() {
             return Ok(());
         }
-        // Read the applied index before the outbox: if nothing is pending after `wm`, the
-        // region has everything up to that index.
+        // Read the applied index before the outbox: if nothing is pending after what was
+        // sent, the region has everything up to that index once the calls are answered.
         let applied = raft.applied_index();
         let notified = keyspace.outbox_notify().notified();
-        let entries = keyspace
-            .outbox_after(wm, SHIP_BATCH)
-            .map_err(|e| e.to_string())?;
-        let Some((last_index, oldest)) = entries
-            .last()
-            .map(|(i, _)| *i)
-            .zip(entries.first().map(|(_, e)| e.hlc))
-        else {
-            target.acked_log.fetch_max(applied, Ordering::Relaxed);
-            target.lag_entries.store(0, Ordering::Relaxed);
-            target.lag_ms.store(0, Ordering::Relaxed);
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = shutdown.token.cancelled() => return Ok(()),
+        if in_flight.len() < SHIP_PIPELINE {
+            let entries = keyspace
+                .outbox_after(sent_upto, SHIP_BATCH)
+                .map_err(|e| e.to_string())?;
+            if let (Some((last_index, _)), Some((_, first))) = (entries.last(), entries.first()) {
+                let last_index = *last_index;
+                target.lag_ms.store(
+                    now_ms().saturating_sub(geo::Timestamp(first.hlc).physical_ms()),
+                    Ordering::Relaxed,
+                );
+                if let Ok(Some((_, newest))) = keyspace.outbox_bounds() {
+                    target
+                        .lag_entries
+                        .store(newest.saturating_sub(wm), Ordering::Relaxed);
+                }
+                let request = ShipRequest {
+                    origin: my_id,
+                    prev: sent_upto,
+                    entries: entries
+                        .into_iter()
+                        .map(|(index, e)| ShippedEntry {
+                            index,
+                            hlc: e.hlc,
+                            states: e.states,
+                        })
+                        .collect(),
+                    resync_watermark: None,
+                };
+                let body = encode(&request)?;
+                let (endpoint, peer) = (endpoint.clone(), peer.clone());
+                in_flight.push_back(Box::pin(async move {
+                    let reply = endpoint
+                        .call(&peer, RPC_REPL_APPLY, body, SHIP_TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    decode::<Result<u64, String>>(&reply)??;
+                    Ok(last_index)
+                }));
+                sent_upto = last_index;
+                continue;
             }
-            continue;
-        };
-        let pending_ms = now_ms().saturating_sub(geo::Timestamp(oldest).physical_ms());
-        target.lag_ms.store(pending_ms, Ordering::Relaxed);
-        if let Ok(Some((_, newest))) = keyspace.outbox_bounds() {
-            target
-                .lag_entries
-                .store(newest.saturating_sub(wm), Ordering::Relaxed);
+            if in_flight.is_empty() {
+                target.acked_log.fetch_max(applied, Ordering::Relaxed);
+                target.lag_entries.store(0, Ordering::Relaxed);
+                target.lag_ms.store(0, Ordering::Relaxed);
+            }
         }
-        let request = ShipRequest {
-            origin: my_id,
-            entries: entries
-                .into_iter()
-                .map(|(index, e)| ShippedEntry {
-                    index,
-                    hlc: e.hlc,
-                    states: e.states,
-                })
-                .collect(),
-            resync_watermark: None,
-        };
-        let reply = endpoint
-            .call(peer, RPC_REPL_APPLY, encode(&request)?, SHIP_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        let new_wm = decode::<Result<u64, String>>(&reply)??;
-        wm = new_wm.max(last_index);
-        target.acked.fetch_max(wm, Ordering::Relaxed);
-        target.acked_log.fetch_max(wm, Ordering::Relaxed);
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                wm = done?;
+                target.acked.fetch_max(wm, Ordering::Relaxed);
+                target.acked_log.fetch_max(wm, Ordering::Relaxed);
+            }
+            _ = notified, if in_flight.len() < SHIP_PIPELINE => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = shutdown.token.cancelled() => return Ok(()),
+        }
     }
 }
 
@@ -428,6 +452,7 @@ async fn resync(
         let done = next.is_none();
         let request = ShipRequest {
             origin: my_id,
+            prev: 0,
             entries: vec![ShippedEntry {
                 index: 0,
                 hlc: 0,
@@ -448,15 +473,25 @@ async fn resync(
     }
 }
 
-/// The receiving side: proposes shipped entries as merges through this region's Raft group.
-pub async fn receive(raft: &RegionRaft, body: &[u8]) -> Result<u64, String> {
+/// Per-node state of inbound replication: applies calls of one origin one at a time, in
+/// `prev` order.
+#[derive(Default)]
+pub struct Inbound {
+    /// Origin region id → highest index applied through this node.
+    applied: tokio::sync::Mutex<BTreeMap<u8, u64>>,
+}
+
+/// The receiving side: proposes shipped entries as merges through this region's Raft group,
+/// once everything they follow has been applied.
+pub async fn receive(raft: &RegionRaft, inbound: &Inbound, body: &[u8]) -> Result<u64, String> {
     let request: ShipRequest = decode(body)?;
     let last = request.entries.last().map_or(0, |e| e.index);
+    let origin = request.origin;
     let mut ops: Vec<Op> = request
         .entries
         .into_iter()
         .map(|e| Op::Merge {
-            origin: request.origin,
+            origin,
             // A resync page carries no index: merged unconditionally (idempotent).
             index: if e.index == 0 { RESYNC_INDEX } else { e.index },
             hlc: e.hlc,
@@ -465,14 +500,33 @@ pub async fn receive(raft: &RegionRaft, body: &[u8]) -> Result<u64, String> {
         .collect();
     if let Some(wm) = request.resync_watermark {
         ops.push(Op::Merge {
-            origin: request.origin,
+            origin,
             index: wm,
             hlc: 0,
             states: Vec::new(),
         });
     }
-    raft.write(ops).await.map_err(|e| e.to_string())?;
-    Ok(request.resync_watermark.unwrap_or(last))
+    let deadline = tokio::time::Instant::now() + SHIP_TIMEOUT;
+    loop {
+        let mut applied = tokio::time::timeout_at(deadline, inbound.applied.lock())
+            .await
+            .map_err(|_| "timed out waiting for earlier replication calls".to_string())?;
+        let durable = raft.keyspace.watermark(origin).map_err(|e| e.to_string())?;
+        let end = applied.get(&origin).copied().unwrap_or(0).max(durable);
+        if request.prev <= end {
+            raft.write(ops).await.map_err(|e| e.to_string())?;
+            let upto = request.resync_watermark.unwrap_or(last).max(end);
+            applied.insert(origin, upto);
+            return Ok(request.resync_watermark.unwrap_or(last));
+        }
+        drop(applied);
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "gap: entries after {end} from region {origin} have not arrived"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Drops outbox entries every other region has confirmed (through Raft, so every replica

@@ -110,6 +110,8 @@ pub struct RegionRaft {
     pub settings: RaftSettings,
     /// The keyspace this group applies to.
     pub keyspace: Arc<Keyspace>,
+    /// Inbound cross-region replication (ordering of calls per origin).
+    pub inbound: crate::replication::Inbound,
     /// Shares read-index rounds between concurrent reads.
     read_batcher: read::ReadIndexBatcher,
     /// Group-commit queue in front of `client_write`.
@@ -162,6 +164,7 @@ impl RegionRaft {
             metrics: raft.metrics(),
             proposer: proposer::Proposer::start(raft.clone(), Arc::new(geo::Hlc::new()), region_id),
             keyspace,
+            inbound: crate::replication::Inbound::default(),
             read_batcher: read::ReadIndexBatcher::default(),
             raft,
             node_id,
