@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Issue 3's performance figures in one run, one target after the other:
 #   1. installs redis-server and redis-tools with apt if missing; builds `meridian` (release)
 #      unless SKIP_BUILD;
@@ -36,129 +37,26 @@ OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-cluster}
 TOPOLOGY=$ROOT/config/region-3.toml
 CLUSTER_SH=$ROOT/config/local-cluster.sh
 
-# shellcheck source=/dev/null # tests/target-dir.sh: sets CARGO_TARGET_DIR
-. "$ROOT/tests/target-dir.sh"
-MERIDIAN_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/meridian
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+use_target_dir
+MERIDIAN_BIN=$CARGO_TARGET_DIR/release/meridian
+cleanup_on_exit
 
-log() { echo "cluster-report: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# ---------------------------------------------------------------- processes we started
-PIDS=()
-WORK=""
+# ---------------------------------------------------------------- the region we started
 CLUSTER_DIR=""
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid did not stop on SIGTERM within 10 s, killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
+# stop_cluster: `local-cluster.sh down` on the region, if one is up.
 stop_cluster() {
   [ -n "$CLUSTER_DIR" ] || return 0
   "$CLUSTER_SH" down "$CLUSTER_DIR" || log "local-cluster.sh down failed"
   CLUSTER_DIR=""
 }
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  stop_cluster
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    # Keep the server logs with the results, drop the data.
-    mkdir -p "$OUT/logs"
-    local f
-    while IFS= read -r f; do
-      cp "$f" "$OUT/logs/$(basename "$(dirname "$f")")-$(basename "$f")" 2>/dev/null || true
-    done < <(find "$WORK" -maxdepth 3 -name '*.log' -not -path '*/data/*')
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+ON_CLEANUP+=(stop_cluster)
+# Keep the nodes' logs (<work>/cluster/<node>/node.log) as <node>-node.log.
+LOG_DEPTH=3
+LOG_PREFIX_DIR=1
 
 # ---------------------------------------------------------------- setup
-install_deps() {
-  local missing=()
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
-  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-  if [ ${#missing[@]} -gt 0 ]; then
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    log "installing with apt: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  [ -n "${SKIP_BUILD:-}" ] || "$ROOT/tests/deps.sh"
-}
-
-build() {
-  if [ -n "${SKIP_BUILD:-}" ]; then
-    log "SKIP_BUILD set: using $MERIDIAN_BIN"
-  else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with https://rustup.rs"
-    log "building meridian (release)"
-    (cd "$ROOT" && cargo build --release -p meridian-server >&2)
-  fi
-  [ -x "$MERIDIAN_BIN" ] || die "$MERIDIAN_BIN missing"
-}
-
-# A free loopback TCP port: random, nothing answers on it, not handed out before in this run.
-USED_PORTS=" "
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
-    case $USED_PORTS in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$p "
-      PORT=$p
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-# wait_ping PORT NAME PID LOG: until PING answers PONG (30 s), or the process died.
-wait_ping() {
-  local port=$1 name=$2 pid=$3 logf=$4
-  for _ in $(seq 300); do
-    [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$logf" >&2 || true
-      die "$name exited before answering PING"
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$logf" >&2 || true
-  die "$name did not answer PING on port $port within 30 s"
-}
-
-start_redis() {
-  local dir=$WORK/redis port=$1
-  mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
-    --appendonly yes --appendfsync everysec --daemonize no --logfile "$dir/redis.log" &
-  PIDS+=($!)
-  wait_ping "$port" redis-server "$!" "$dir/redis.log"
-}
-
-start_single() {
-  local dir=$WORK/single port=$1
-  mkdir -p "$dir"
-  # shellcheck disable=SC2086 # MERIDIAN_ARGS is a list of flags
-  "$MERIDIAN_BIN" --bind 127.0.0.1 --port "$port" --data-dir "$dir/data" $MERIDIAN_ARGS \
-    >"$dir/meridian.log" 2>&1 &
-  PIDS+=($!)
-  wait_ping "$port" meridian "$!" "$dir/meridian.log"
-}
-
 # raft PORT FIELD: a field of MERIDIAN RAFT (a flat map: key line, value line).
 raft() { redis-cli -p "$1" MERIDIAN RAFT | awk -v f="$2" 'p == f { print; exit } { p = $0 }'; }
 
@@ -210,16 +108,8 @@ probe_follower() {
 declare -A RPS P50 P99 ERRS
 NOTES=()
 
-# csv FILE TEST COLUMN: a column of redis-benchmark's CSV, found by its header name.
-csv() {
-  awk -F, -v t="\"$2\"" -v c="\"$3\"" '
-    NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) col = i; next }
-    $1 == t && col { v = $col; gsub(/"/, "", v); print v }' "$1"
-}
-
-errors() {
-  redis-cli -p "$1" INFO stats | tr -d '\r' | awk -F: '$1 == "total_error_replies" { print $2 }'
-}
+# errors PORT: the server's error replies so far.
+errors() { info_field "$1" total_error_replies stats; }
 
 # bench TARGET PORT: redis-benchmark at every pipeline depth; fills RPS/P50/P99/ERRS.
 bench() {
@@ -228,8 +118,7 @@ bench() {
     f="$OUT/$target-P$p.csv"
     log "redis-benchmark -> $target (port $port), -P $p, -n $N"
     e0=$(errors "$port")
-    redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -c "$CLIENTS" -n "$N" -r "$KEYS" \
-      -d "$DATA" -P "$p" --csv >"$f" 2>"$OUT/$target-P$p.err" \
+    redis_bench "$port" "$p" "$f" "$OUT/$target-P$p.err" \
       || die "redis-benchmark against $target failed: $(tail -n 3 "$OUT/$target-P$p.err")"
     e1=$(errors "$port")
     for t in SET GET; do
@@ -270,8 +159,8 @@ report() {
   local target t p
   echo "## Performance: redis-server, one Meridian node, a three-node region"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(awk -F: '/model name/ { sub(/^ /, "", $2); print $2; exit }' /proc/cpuinfo)),"
-  echo "$(redis-server --version | awk '{print $1, $2, $3}'), meridian $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?');"
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(cpu_model)),"
+  echo "$(versions);"
   echo "\`redis-benchmark -t set,get -c $CLIENTS -n $N -r $KEYS -d $DATA\`, one target after the other;"
   echo "redis-server: appendonly yes, appendfsync everysec; single: \`meridian $MERIDIAN_ARGS\`;"
   echo "region: config/region-3.toml (three voters, appendfsync everysec, hot-cache-mb 64) on free"
@@ -304,21 +193,21 @@ report() {
 }
 
 main() {
-  install_deps
-  build
+  install_deps redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools
+  build_meridian
   mkdir -p "$OUT"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/meridian-cluster.XXXXXX")
+  make_work cluster
   log "results in $OUT"
 
   free_port
-  start_redis "$PORT"
+  start_redis "$WORK/redis" "$PORT" "$WORK/redis/redis.log"
   bench redis "$PORT"
-  stop_pid "${PIDS[-1]}"
+  stop_pids "$SERVER_PID"
 
   free_port
-  start_single "$PORT"
+  start_meridian "$WORK/single" "$PORT" "$WORK/single/meridian.log"
   bench single "$PORT"
-  stop_pid "${PIDS[-1]}"
+  stop_pids "$SERVER_PID"
 
   start_region
   leader_check "before the runs"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Issue 2's memory and restart figures, end to end:
 #   1. installs redis-server, redis-tools and python3 with apt if any is missing;
 #   2. builds `meridian` in release mode (unless SKIP_BUILD);
@@ -36,118 +37,20 @@ SERVERS=${MEM_SERVERS:-"redis meridian"}
 MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-memory}
 
-# shellcheck source=/dev/null # tests/target-dir.sh: sets CARGO_TARGET_DIR
-. "$ROOT/tests/target-dir.sh"
-MERIDIAN_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/meridian
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+use_target_dir
+MERIDIAN_BIN=$CARGO_TARGET_DIR/release/meridian
+cleanup_on_exit
 
-log() { echo "memory-report: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# ---------------------------------------------------------------- processes we started
-PIDS=()
-WORK=""
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid did not stop on SIGTERM within 10 s, killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
-}
-# forget_pid PID: drop PID from PIDS once it is reaped (so cleanup never signals a reused id).
-forget_pid() {
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    mkdir -p "$OUT/logs"
-    find "$WORK" -maxdepth 2 -name '*.log' -exec cp {} "$OUT/logs/" \; 2>/dev/null || true
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- setup
-install_deps() {
-  local missing=()
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-  command -v python3 >/dev/null 2>&1 || missing+=(python3)
-  if [ ${#missing[@]} -gt 0 ]; then
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    log "installing with apt: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  [ -n "${SKIP_BUILD:-}" ] || "$ROOT/tests/deps.sh"
-}
-
-build() {
-  if [ -n "${SKIP_BUILD:-}" ]; then
-    log "SKIP_BUILD set: using $MERIDIAN_BIN"
-  else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with https://rustup.rs"
-    log "building meridian (release)"
-    (cd "$ROOT" && cargo build --release -p meridian-server >&2)
-  fi
-  [ -x "$MERIDIAN_BIN" ] || die "$MERIDIAN_BIN missing"
-}
-
-# A free loopback TCP port: random, and nothing answers on it.
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-# wait_ping PORT NAME PID LOG: until PING answers PONG (30 s), or the process died.
-wait_ping() {
-  local port=$1 name=$2 pid=$3 logf=$4
-  for _ in $(seq 300); do
-    [ "$(redis-cli -p "$port" PING 2>/dev/null)" = PONG ] && return 0
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$logf" >&2 || true
-      die "$name exited before answering PING"
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$logf" >&2 || true
-  die "$name did not answer PING on port $port within 30 s"
-}
-
+# ---------------------------------------------------------------- servers
 # launch KIND DIR PORT: starts the server in the background (no wait); sets SERVER_PID.
 launch() {
   local kind=$1 dir=$2 port=$3
-  mkdir -p "$dir"
   case $kind in
-    redis)
-      redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
-        --appendonly yes --appendfsync everysec --daemonize no \
-        --logfile "$dir/redis.log" &
-      ;;
-    meridian)
-      # shellcheck disable=SC2086 # MERIDIAN_ARGS is a list of flags
-      "$MERIDIAN_BIN" --bind 127.0.0.1 --port "$port" --data-dir "$dir/data" \
-        --hot-cache-mb "$HOT_CACHE_MB" $MERIDIAN_ARGS >>"$dir/meridian.log" 2>&1 &
-      ;;
+    redis) launch_redis "$dir" "$port" "$dir/redis.log" ;;
+    meridian) launch_meridian "$dir" "$port" "$dir/meridian.log" --hot-cache-mb "$HOT_CACHE_MB" ;;
   esac
-  SERVER_PID=$!
-  PIDS+=("$SERVER_PID")
 }
 
 logfile() { if [ "$1" = redis ]; then echo "$2/redis.log"; else echo "$2/meridian.log"; fi; }
@@ -182,8 +85,6 @@ secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
 mib() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 # proc_kb PID FIELD: a /proc/PID/status field in kB (VmRSS, VmHWM).
 proc_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-# info PORT FIELD: a field of INFO.
-info() { redis-cli -p "$1" INFO | tr -d '\r' | awk -F: -v f="$2" '$1 == f { print $2 }'; }
 du_kb() { du -sk "$1" | cut -f1; }
 
 # load NAME PORT FILE: pipes FILE through redis-cli --pipe; sets LOAD_MS; fails on any error.
@@ -230,7 +131,8 @@ BREAKDOWN=()
 # measure KIND: one server's whole run (start, load, settle, restart, stop).
 measure() {
   local kind=$1 dir="$WORK/$1" port rss_idle dbsize rss_load rss_settled hwm disk dbsize_restart rss_restart
-  port=$(free_port)
+  free_port
+  port=$PORT
   launch "$kind" "$dir" "$port"
   wait_ping "$port" "$kind" "$SERVER_PID" "$(logfile "$kind" "$dir")"
   rss_idle=$(proc_kb "$SERVER_PID" VmRSS)
@@ -252,19 +154,19 @@ measure() {
   rss_restart=$(proc_kb "$SERVER_PID" VmRSS)
   log "$kind: serving again after $(secs "$RESTART_MS") s, DBSIZE $dbsize_restart"
   ROWS+=("| $kind | $dbsize | $(secs "$LOAD_MS") | $(mib "$rss_idle") | $(mib "$rss_load") | $(mib "$rss_settled") | $(mib "$hwm") | $(mib "$disk") | $(secs "$RESTART_MS") | $dbsize_restart | $(mib "$rss_restart") |")
-  stop_pid "$SERVER_PID"
+  stop_pids "$SERVER_PID"
 }
 
 # meridian_breakdown PORT RSS_KB: INFO memory fields beside the settled RSS.
 meridian_breakdown() {
   local port=$1 rss_b=$(($2 * 1024)) hot mem blk cap
-  hot=$(info "$port" hot_cache_bytes)
-  mem=$(info "$port" rocksdb_memtable_bytes)
-  blk=$(info "$port" rocksdb_block_cache_bytes)
+  hot=$(info_field "$port" hot_cache_bytes)
+  mem=$(info_field "$port" rocksdb_memtable_bytes)
+  blk=$(info_field "$port" rocksdb_block_cache_bytes)
   cap=$((HOT_CACHE_MB * 1024 * 1024))
   BREAKDOWN=(
     "| RSS (settled) | $(bmib "$rss_b") |"
-    "| hot_cache_bytes (cap $HOT_CACHE_MB MiB; $(info "$port" hot_cache_entries) entries) | $(bmib "$hot") |"
+    "| hot_cache_bytes (cap $HOT_CACHE_MB MiB; $(info_field "$port" hot_cache_entries) entries) | $(bmib "$hot") |"
     "| rocksdb_memtable_bytes | $(bmib "$mem") |"
     "| rocksdb_block_cache_bytes | $(bmib "$blk") |"
     "| RSS − (hot cache + memtables + block cache) | $(bmib $((rss_b - hot - mem - blk))) |"
@@ -277,7 +179,7 @@ report() {
   echo "## Memory and restart: $KEYS keys × $VALUE-byte values"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB RAM,"
-  echo "$(redis-server --version | awk '{print $1, $2, $3}'), meridian $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?');"
+  echo "$(versions);"
   echo "redis-server: appendonly yes, appendfsync everysec, no RDB;"
   echo "meridian: one node, \`--hot-cache-mb $HOT_CACHE_MB ${MERIDIAN_ARGS}\`, block cache and memtables at their defaults."
   echo "Keys \`key:0…key:$((KEYS - 1))\` loaded with \`redis-cli --pipe\`; values are seeded random hex."
@@ -298,10 +200,10 @@ report() {
 }
 
 main() {
-  install_deps
-  build
+  install_deps redis-server:redis-server redis-cli:redis-tools python3:python3
+  build_meridian
   mkdir -p "$OUT"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/meridian-memory.XXXXXX")
+  make_work memory
   gen_load "$WORK/load.resp"
   EXPECTED=$(cat "$WORK/load.resp.last")
   local kind

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Reproduces the README's performance section end to end:
 #   1. installs redis-server, redis-tools (redis-benchmark, redis-cli), jq and libclang-dev
 #      with apt if any is missing;
@@ -22,7 +23,8 @@
 #                            to try the script without a meridian binary)
 #   MERIDIAN_ARGS="..."      extra flags for `meridian` (default: --appendfsync everysec)
 #   SKIP_BUILD=1             use the binaries already built
-#   CARGO_TARGET_DIR         default /work/target if that directory exists, else ./target
+#   CARGO_TARGET_DIR         as tests/target-dir.sh picks it (default /work/target if present,
+#                            else ./target)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,130 +38,27 @@ B_KIND=${BENCH_B:-meridian}
 MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
 
-if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  if [ -d /work/target ]; then CARGO_TARGET_DIR=/work/target; else CARGO_TARGET_DIR=$ROOT/target; fi
-fi
-export CARGO_TARGET_DIR
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+use_target_dir
 TARGET=$CARGO_TARGET_DIR
 BENCH_BIN=$TARGET/release/meridian-bench
 MERIDIAN_BIN=$TARGET/release/meridian
-
-log() { echo "perf-report: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# ---------------------------------------------------------------- processes we started
-PIDS=()
-WORK=""
-cleanup() {
-  local pid i
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "pid $pid did not stop on SIGTERM, killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  done
-  PIDS=()
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    # Keep the server logs with the results, drop the data.
-    mkdir -p "$OUT/logs"
-    find "$WORK" -maxdepth 2 -name '*.log' -exec cp {} "$OUT/logs/" \; 2>/dev/null || true
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit
 
 # ---------------------------------------------------------------- setup
-install_deps() {
-  local missing=()
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
-  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-  command -v jq >/dev/null 2>&1 || missing+=(jq)
-  if [ -z "${SKIP_BUILD:-}" ]; then
-    ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
-  fi
-  if [ ${#missing[@]} -gt 0 ]; then
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    log "installing with apt: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  # The Debian package starts a system redis-server on 6379; we never use that one.
-}
-
 build() {
   if [ -n "${SKIP_BUILD:-}" ]; then
     log "SKIP_BUILD set: using binaries in $TARGET/release"
+  elif [ "$B_KIND" = meridian ]; then
+    cargo_build "building (release, target dir $TARGET)" meridian-bench meridian-server
   else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with https://rustup.rs"
-    log "building (release, target dir $TARGET)"
-    local pkgs=(-p meridian-bench)
-    [ "$B_KIND" = meridian ] && pkgs+=(-p meridian-server)
-    (cd "$ROOT" && cargo build --release "${pkgs[@]}")
+    cargo_build "building (release, target dir $TARGET)" meridian-bench
   fi
   [ -x "$BENCH_BIN" ] || die "$BENCH_BIN missing"
   if [ "$B_KIND" = meridian ]; then
     [ -x "$MERIDIAN_BIN" ] || die "$MERIDIAN_BIN missing (or run with BENCH_B=redis)"
   fi
-}
-
-# A free loopback TCP port: random, and nothing answers on it.
-free_port() {
-  local p i
-  for i in $(seq 100); do
-    p=$(( (RANDOM << 15 | RANDOM) % 30000 + 20000 ))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-# wait_ping PORT NAME PID LOG: until PING answers PONG (30 s), or the process died.
-wait_ping() {
-  local port=$1 name=$2 pid=$3 logf=$4 i
-  for i in $(seq 300); do
-    if [ "$(redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null)" = PONG ]; then
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$logf" >&2 || true
-      die "$name exited before answering PING"
-    fi
-    sleep 0.1
-  done
-  tail -n 20 "$logf" >&2 || true
-  die "$name did not answer PING on port $port within 30 s"
-}
-
-# start_redis DIR PORT: redis-server with AOF (everysec), like the README's reference setup.
-start_redis() {
-  local dir=$1 port=$2
-  mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' \
-    --appendonly yes --appendfsync everysec --daemonize no \
-    --logfile "$dir/redis-$port.log" &
-  PIDS+=($!)
-  wait_ping "$port" "redis-server" "$!" "$dir/redis-$port.log"
-}
-
-# start_meridian DIR PORT: one Meridian node (region `local`).
-start_meridian() {
-  local dir=$1 port=$2
-  mkdir -p "$dir"
-  # shellcheck disable=SC2086 # MERIDIAN_ARGS is a list of flags
-  "$MERIDIAN_BIN" --bind 127.0.0.1 --port "$port" --data-dir "$dir/data" $MERIDIAN_ARGS \
-    >"$dir/meridian-$port.log" 2>&1 &
-  PIDS+=($!)
-  wait_ping "$port" "meridian" "$!" "$dir/meridian-$port.log"
 }
 
 # ---------------------------------------------------------------- measurements
@@ -175,15 +74,9 @@ ms() { awk -v x="$1" 'BEGIN { if (x == "-") print x; else printf "%.3f", x }'; }
 
 # redis_benchmark NAME PORT PIPELINE: CSV into $OUT/redis-benchmark-NAME-P<p>.csv
 redis_benchmark() {
-  local name=$1 port=$2 p=$3 f="$OUT/redis-benchmark-$1-P$3.csv"
+  local name=$1 port=$2 p=$3
   log "redis-benchmark -> $name, -P $p, -n $N"
-  redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -c "$CLIENTS" -n "$N" -r "$KEYS" \
-    -d "$DATA" -P "$p" --csv >"$f" 2>"$OUT/redis-benchmark-$name-P$p.err"
-}
-
-# csv FILE TEST COLUMN: a field of redis-benchmark's CSV (2 = rps, 7 = p99 ms).
-csv() {
-  awk -F, -v t="\"$2\"" -v c="$3" '$1 == t { gsub(/"/, "", $c); print $c }' "$1"
+  redis_bench "$port" "$p" "$OUT/redis-benchmark-$name-P$p.csv" "$OUT/redis-benchmark-$name-P$p.err"
 }
 
 # mbench NAME ARGS...: meridian-bench compare; JSON + plots as $OUT/NAME.json; exit status kept.
@@ -213,21 +106,22 @@ mrow() {
 }
 
 main() {
-  install_deps
+  install_deps redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools jq:jq
   build
   mkdir -p "$OUT"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/meridian-perf.XXXXXX")
+  make_work perf
 
-  A_PORT=$(free_port)
-  start_redis "$WORK/redis" "$A_PORT"
-  B_PORT=$(free_port)
-  while [ "$B_PORT" = "$A_PORT" ]; do B_PORT=$(free_port); done
+  free_port
+  A_PORT=$PORT
+  start_redis "$WORK/redis" "$A_PORT" "$WORK/redis/redis-$A_PORT.log"
+  free_port
+  B_PORT=$PORT
   if [ "$B_KIND" = redis ]; then
     B_LABEL="redis-server-2"
-    start_redis "$WORK/redis2" "$B_PORT"
+    start_redis "$WORK/redis2" "$B_PORT" "$WORK/redis2/redis-$B_PORT.log"
   else
     B_LABEL="meridian"
-    start_meridian "$WORK/meridian" "$B_PORT"
+    start_meridian "$WORK/meridian" "$B_PORT" "$WORK/meridian/meridian-$B_PORT.log"
   fi
   log "redis-server on $A_PORT, $B_LABEL on $B_PORT; results in $OUT"
 
@@ -237,8 +131,8 @@ main() {
     redis_benchmark "$B_LABEL" "$B_PORT" "$p"
     local fa="$OUT/redis-benchmark-redis-server-P$p.csv" fb="$OUT/redis-benchmark-$B_LABEL-P$p.csv"
     for t in SET GET; do
-      row redis-benchmark "$t" "$p" "$(csv "$fa" $t 2)" "$(csv "$fb" $t 2)" \
-        "$(csv "$fa" $t 7)" "$(csv "$fb" $t 7)" ""
+      row redis-benchmark "$t" "$p" "$(csv "$fa" $t rps)" "$(csv "$fb" $t rps)" \
+        "$(csv "$fa" $t p99_latency_ms)" "$(csv "$fb" $t p99_latency_ms)" ""
     done
   done
   for p in $PIPELINES; do
@@ -253,8 +147,8 @@ main() {
   {
     echo "## Performance: $B_LABEL vs redis-server"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(awk -F: '/model name/ { sub(/^ /, "", $2); print $2; exit }' /proc/cpuinfo)),"
-    echo "$(redis-server --version | awk '{print $1, $2, $3}'), meridian $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?');"
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(cpu_model)),"
+    echo "$(versions);"
     echo "-c $CLIENTS -n $N -r $KEYS -d $DATA; redis-server with appendonly yes, appendfsync everysec;"
     if [ "$B_KIND" = meridian ]; then
       echo "meridian: one node, \`${MERIDIAN_ARGS:-default flags}\`; clients and servers share this machine's cores."
