@@ -90,19 +90,27 @@ make_work() { WORK=$(mktemp -d "${TMPDIR:-/tmp}/meridian-$1.XXXXXX"); }
 # ---------------------------------------------------------------- ports and servers
 
 USED_PORTS=" "
-# free_port: sets PORT to a random loopback TCP port that nothing answers on and that this run
-# has not handed out before (so several can be picked before any is bound).
+# free_port: sets PORT to a random loopback port a server can bind: not handed out before in this
+# run (several can be picked before any is bound), no TCP or UDP socket on it (ss; without ss,
+# nothing answers a TCP connect), and below the kernel's ephemeral range when that starts above
+# 21000: a client's socket in TIME_WAIT on a port makes a listener's bind fail with "Address
+# already in use", and a busy machine has thousands of them in that range.
 free_port() {
-  local p
+  local p span=30000 eph
+  eph=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true)
+  if [ -n "$eph" ] && [ "$eph" -gt 21000 ]; then span=$((eph - 20000)); fi
   for _ in $(seq 100); do
-    p=$(((RANDOM << 15 | RANDOM) % 30000 + 20000))
+    p=$(((RANDOM << 15 | RANDOM) % span + 20000))
     case $USED_PORTS in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$p "
-      # shellcheck disable=SC2034 # PORT is the answer, read by the caller
-      PORT=$p
-      return 0
+    if command -v ss >/dev/null 2>&1; then
+      [ -z "$(ss -Htuan "sport = :$p" 2>/dev/null)" ] || continue
+    elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      continue
     fi
+    USED_PORTS="$USED_PORTS$p "
+    # shellcheck disable=SC2034 # PORT is the answer, read by the caller
+    PORT=$p
+    return 0
   done
   die "no free port found"
 }
