@@ -38,7 +38,7 @@ use crate::write::{now_ms, WriteError};
 /// Outbox entries sent per replication call at most.
 const SHIP_BATCH: usize = 256;
 /// Replication calls in flight per target region.
-const SHIP_PIPELINE: usize = 4;
+const SHIP_PIPELINE: usize = 32;
 /// Key states per resync call.
 const RESYNC_BATCH: usize = 1000;
 /// How long one replication call may take.
@@ -479,6 +479,8 @@ async fn resync(
 pub struct Inbound {
     /// Origin region id → highest index applied through this node.
     applied: tokio::sync::Mutex<BTreeMap<u8, u64>>,
+    /// Woken when a call was applied (calls waiting for their predecessor re-check).
+    changed: tokio::sync::Notify,
 }
 
 /// The receiving side: proposes shipped entries as merges through this region's Raft group,
@@ -517,15 +519,20 @@ pub async fn receive(raft: &RegionRaft, inbound: &Inbound, body: &[u8]) -> Resul
             raft.write(ops).await.map_err(|e| e.to_string())?;
             let upto = request.resync_watermark.unwrap_or(last).max(end);
             applied.insert(origin, upto);
+            drop(applied);
+            inbound.changed.notify_waiters();
             return Ok(request.resync_watermark.unwrap_or(last));
         }
+        let changed = inbound.changed.notified();
         drop(applied);
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
                 "gap: entries after {end} from region {origin} have not arrived"
             ));
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // The predecessor is applied through this node (notified) or through another node of
+        // the region (seen in the durable watermark: poll).
+        let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
     }
 }
 
