@@ -369,6 +369,7 @@ impl Node {
             .copied()
             .unwrap_or(0);
         keyspace.set_geo(region_id, topology.region_names().count() > 1);
+        keyspace.set_log_is_wal(true);
 
         // Links: needed as soon as the region has more than one node.
         let service = Arc::new(RaftService::new());

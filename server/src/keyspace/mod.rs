@@ -141,6 +141,8 @@ pub struct Keyspace {
     multi_region: AtomicBool,
     /// Woken when an outbox entry is written.
     outbox_notify: tokio::sync::Notify,
+    /// Applied batches skip RocksDB's WAL (the Raft log is the WAL).
+    log_is_wal: AtomicBool,
 }
 
 impl Keyspace {
@@ -323,6 +325,7 @@ impl Keyspace {
             region_id: AtomicU8::new(0),
             multi_region: AtomicBool::new(false),
             outbox_notify: tokio::sync::Notify::new(),
+            log_is_wal: AtomicBool::new(false),
         })
     }
 
@@ -652,7 +655,33 @@ impl Keyspace {
 
     fn write_options(&self) -> WriteOptions {
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.fsync_policy() == FsyncPolicy::Always);
+        if self.log_is_wal.load(Ordering::Relaxed) {
+            // The Raft log is the write-ahead log: applied batches skip RocksDB's WAL. After a
+            // crash the column families come back together (atomic flush) at some applied
+            // position, and openraft re-applies the log from there (apply is deterministic).
+            wo.disable_wal(true);
+        } else {
+            wo.set_sync(self.fsync_policy() == FsyncPolicy::Always);
+        }
         wo
+    }
+
+    /// Declares that a Raft log (with its own WAL) feeds every write batch, so applied
+    /// batches need no RocksDB WAL of their own.
+    pub fn set_log_is_wal(&self, on: bool) {
+        self.log_is_wal.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes everything applied so far durable (all column families, atomically): called
+    /// before the Raft log is purged, so the log never loses entries the data lacks.
+    pub fn flush_applied(&self) -> Result<(), StorageError> {
+        let cfs: Vec<&rocksdb::ColumnFamily> = rocks::COLUMN_FAMILIES
+            .iter()
+            .map(|name| rocks::cf(&self.db, name))
+            .collect();
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts)?;
+        Ok(())
     }
 }

@@ -52,6 +52,9 @@ pub fn open(path: &Path, opts: &KeyspaceOptions, extra_cfs: &[&str]) -> Result<D
     db_opts.set_db_write_buffer_size(opts.write_buffer_bytes * opts.max_write_buffers as usize);
     db_opts.set_max_open_files(512);
     db_opts.set_keep_log_file_num(4);
+    // Applied batches are written without RocksDB's WAL (the Raft log is the WAL): flushing
+    // every column family together keeps data, expiry index and applied position consistent.
+    db_opts.set_atomic_flush(true);
 
     let cfs = COLUMN_FAMILIES
         .iter()

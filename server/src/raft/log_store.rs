@@ -213,6 +213,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The state machine's writes skip the WAL: make them durable before the log entries
+        // that could replay them are gone.
+        let keyspace = self.keyspace.clone();
+        tokio::task::spawn_blocking(move || keyspace.flush_applied())
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
         let cf = rocks::cf(self.db(), CF_LOG);
         let end = log_id.index.saturating_add(1).to_be_bytes();
