@@ -19,7 +19,7 @@ const QUEUE_BOUND: usize = 4096;
 /// Ops merged into one Raft entry at most.
 const MAX_OPS_PER_ENTRY: usize = 4096;
 /// Entries proposed and not yet applied at most.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 16;
 
 struct Proposal {
     ops: Vec<Op>,
