@@ -168,7 +168,9 @@ impl<'a> BatchCtx<'a> {
         self.flushed[db as usize] = true;
     }
 
-    /// Sets the value of a key (SET-like), applying the expiry rule.
+    /// Sets the value of a key (SET-like), applying the expiry rule. Takes the pieces of
+    /// [`BatchCtx::read`] apart because callers keep using some of them.
+    #[allow(clippy::too_many_arguments)]
     fn put_string(
         &mut self,
         db: u8,

@@ -412,8 +412,10 @@ mod tests {
 
     #[test]
     fn counters_add_up_across_regions() {
-        let mut a = KeyState::default();
-        a.deleted = true;
+        let mut a = KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
         let mut b = a.clone();
         a.add(0, 5);
         b.add(1, 7);

@@ -123,6 +123,7 @@ pub struct RegionRaft {
 impl RegionRaft {
     /// Starts this node's Raft member. `members` is the region's initial membership, used to
     /// bootstrap when the group was never initialised and this node is the first member.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         node_id: NodeId,
         region: String,

@@ -95,6 +95,9 @@ mod tests {
             assert!(h.await.unwrap().is_ok());
         }
         let n = rounds.load(Ordering::SeqCst);
-        assert!(n >= 1 && n <= 3, "100 concurrent readers took {n} rounds");
+        assert!(
+            (1..=3).contains(&n),
+            "100 concurrent readers took {n} rounds"
+        );
     }
 }
