@@ -427,6 +427,15 @@ impl Node {
         )
         .await?;
         service.attach(raft.clone());
+        if region_nodes.len() == 1 {
+            // A region of one elects itself at once: serve only once it leads, so the first
+            // reads do not race the election.
+            let _ = raft
+                .raft
+                .wait(Some(Duration::from_secs(5)))
+                .metrics(|m| m.current_leader == Some(me.id), "self-election")
+                .await;
+        }
         let geo = Arc::new(Geo::new(&topology, &region));
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
 

@@ -307,6 +307,14 @@ impl RegionRaft {
     /// with a quorum, a follower asks the leader) and waits until it has applied that far.
     pub async fn read_barrier(self: &Arc<Self>) -> Result<(), WriteError> {
         let timeout = self.settings.read_timeout;
+        if self.leader().is_none() {
+            // Just started, or an election is running: wait for a leader like writes do.
+            let _ = self
+                .raft
+                .wait(Some(timeout))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
         let (state, since_ack, voters, applied) = {
             let m = self.metrics.borrow();
             (
