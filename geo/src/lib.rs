@@ -24,6 +24,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod certs;
+pub mod glob;
 pub mod hlc;
 pub mod link;
 pub mod routing;

@@ -141,33 +141,7 @@ impl Placement {
     }
 }
 
-/// Glob match on bytes: `*` matches any run (also empty), `?` exactly one byte, everything
-/// else itself. Iterative with one backtrack point: linear-ish time, no recursion.
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
+pub use crate::glob::glob_match;
 
 /// Placement rules in order; the first matching rule wins.
 #[derive(Debug, Clone, Default)]

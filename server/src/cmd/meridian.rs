@@ -301,6 +301,11 @@ fn ms_arg(args: &mut Args) -> Result<std::time::Duration, RespError> {
     Ok(std::time::Duration::from_millis(ms))
 }
 
+/// An atomic figure as an integer reply.
+fn gauge(v: &std::sync::atomic::AtomicU64) -> Reply {
+    Reply::Integer(v.load(std::sync::atomic::Ordering::Relaxed) as i64)
+}
+
 /// MERIDIAN REGIONS: this region and every other one with link state, RTT and lag.
 fn regions(ctx: &Ctx<'_>) -> Reply {
     use std::sync::atomic::Ordering;
@@ -344,22 +349,10 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
                 "rtt_us",
                 rtt.map_or(Reply::Null, |d| Reply::Integer(d.as_micros() as i64)),
             ),
-            pair(
-                "acked_index",
-                Reply::Integer(t.acked.load(Ordering::Relaxed) as i64),
-            ),
-            pair(
-                "lag_entries",
-                Reply::Integer(t.lag_entries.load(Ordering::Relaxed) as i64),
-            ),
-            pair(
-                "lag_ms",
-                Reply::Integer(t.lag_ms.load(Ordering::Relaxed) as i64),
-            ),
-            pair(
-                "resyncs",
-                Reply::Integer(t.resyncs.load(Ordering::Relaxed) as i64),
-            ),
+            pair("acked_index", gauge(&t.acked)),
+            pair("lag_entries", gauge(&t.lag_entries)),
+            pair("lag_ms", gauge(&t.lag_ms)),
+            pair("resyncs", gauge(&t.resyncs)),
             pair(
                 "applied_from_index",
                 Reply::Integer(

@@ -85,16 +85,10 @@ pub fn set(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
             _ => return Err(RespError::Syntax),
         }
     }
-    Ok(Outcome::Write(Op::Set {
-        db: ctx.client.db,
-        key,
-        value,
-        expire,
-        cond,
-        reply,
-    }))
+    Ok(simple_set(ctx, key, value, expire, cond, reply))
 }
 
+/// The SET op every SET-like command builds.
 fn simple_set(
     ctx: &Ctx<'_>,
     key: Bytes,

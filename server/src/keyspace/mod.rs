@@ -6,7 +6,6 @@
 //! counts, applied position), then the cache is updated.
 
 mod apply;
-mod glob;
 mod hot;
 pub mod number;
 pub mod rocks;
@@ -20,7 +19,7 @@ use bytes::Bytes;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteOptions, DB};
 
 pub use apply::{OutboxEntry, ShippedState};
-pub use glob::glob_match;
+pub use geo::glob::glob_match;
 pub use hot::HotCache;
 pub use value::{KeyState, Stamp, StoredValue, ValueType};
 

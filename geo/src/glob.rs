@@ -1,4 +1,5 @@
-//! Redis-compatible glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), as KEYS and SCAN MATCH use.
+//! Redis-compatible glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\x`): KEYS and SCAN MATCH in
+//! the server, placement rules here.
 
 /// True when `text` matches the Redis glob `pattern` (case sensitive).
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
