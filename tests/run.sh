@@ -3,7 +3,7 @@
 # (tests start the real `meridian` binary), runs every unit and integration test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./tests/deps.sh
+./tests/deps.sh --with-redis-server
 . ./tests/target-dir.sh
 cargo build --release --workspace --bins
 cargo test --release --workspace -- --test-threads="${TEST_THREADS:-4}"
