@@ -85,6 +85,7 @@ fn raft_state(raft: &RegionRaft) -> Reply {
         pair("term", Reply::Integer(m.current_term as i64)),
         pair("leader_id", opt(m.current_leader)),
         pair("last_log_index", opt(m.last_log_index)),
+        pair("commit_index", opt(raft.log_store.committed_index())),
         pair("applied_index", opt(m.last_applied.map(|l| l.index))),
         pair("snapshot_index", opt(m.snapshot.map(|l| l.index))),
         pair("purged_index", opt(m.purged.map(|l| l.index))),

@@ -99,6 +99,15 @@ impl LogStore {
     pub fn last_index(&self) -> u64 {
         self.last_entry_id().ok().flatten().map_or(0, |id| id.index)
     }
+
+    /// The commit index openraft last saved (for MERIDIAN RAFT).
+    pub fn committed_index(&self) -> Option<u64> {
+        self.get_meta::<Option<LogId>>(KEY_COMMITTED)
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|id| id.index)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
