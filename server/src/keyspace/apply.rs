@@ -30,6 +30,16 @@ pub struct OutboxEntry {
     pub states: Vec<ShippedState>,
 }
 
+/// What a key holds as a batch sees it.
+struct Current {
+    /// The stored bytes (maybe expired, maybe a tombstone).
+    raw: Option<StoredValue>,
+    /// The decoded state (a fresh tombstone when absent).
+    state: KeyState,
+    /// The visible value, if the key exists and has not expired.
+    live: Option<Bytes>,
+}
+
 /// The state of one batch being applied.
 pub(super) struct BatchCtx<'a> {
     ks: &'a Keyspace,
@@ -91,13 +101,8 @@ impl<'a> BatchCtx<'a> {
         self.ks.read_storage(&data_key)
     }
 
-    /// Returns (raw, state, live value): the stored bytes, the decoded state (a fresh
-    /// tombstone when absent) and the visible value if the key exists and has not expired.
-    fn read(
-        &self,
-        db: u8,
-        key: &[u8],
-    ) -> Result<(Option<StoredValue>, KeyState, Option<Bytes>), StorageError> {
+    /// What `key` holds as this batch sees it.
+    fn read(&self, db: u8, key: &[u8]) -> Result<Current, StorageError> {
         let raw = self.read_raw(db, key)?;
         let state = match &raw {
             Some(v) => v.state(),
@@ -108,7 +113,7 @@ impl<'a> BatchCtx<'a> {
         };
         let expired = state.expire_at.is_some_and(|at| at <= self.now_ms);
         let live = if expired { None } else { state.visible() };
-        Ok((raw, state, live))
+        Ok(Current { raw, state, live })
     }
 
     /// Writes `new` at `key`, given what was physically there.
@@ -168,33 +173,29 @@ impl<'a> BatchCtx<'a> {
         self.flushed[db as usize] = true;
     }
 
-    /// Sets the value of a key (SET-like), applying the expiry rule. Takes the pieces of
-    /// [`BatchCtx::read`] apart because callers keep using some of them.
-    #[allow(clippy::too_many_arguments)]
-    fn put_string(
-        &mut self,
-        db: u8,
-        key: &[u8],
-        raw: Option<&StoredValue>,
-        mut state: KeyState,
-        live: bool,
-        value: &[u8],
-        expire: ExpireSet,
-    ) {
+    /// Sets the value of a key (SET-like) over what it held, applying the expiry rule.
+    fn put_string(&mut self, db: u8, key: &[u8], cur: Current, value: &[u8], expire: ExpireSet) {
+        let Current {
+            raw,
+            mut state,
+            live,
+        } = cur;
         let stamp = self.stamp;
         state.set_register(value, stamp);
         match expire {
             ExpireSet::Clear => state.set_expire(None, stamp),
             ExpireSet::At(at) => state.set_expire(Some(at), stamp),
-            ExpireSet::Keep if live => {}
+            ExpireSet::Keep if live.is_some() => {}
             ExpireSet::Keep => state.set_expire(None, stamp),
         }
-        self.write(db, key, raw, state);
+        self.write(db, key, raw.as_ref(), state);
     }
 
-    fn delete_key(&mut self, db: u8, key: &[u8], raw: Option<&StoredValue>, mut state: KeyState) {
+    /// Deletes a key (leaves a tombstone where tombstones are kept).
+    fn delete_key(&mut self, db: u8, key: &[u8], cur: Current) {
+        let Current { raw, mut state, .. } = cur;
         state.delete(self.stamp);
-        self.write(db, key, raw, state);
+        self.write(db, key, raw.as_ref(), state);
     }
 
     /// Applies one op.
@@ -208,22 +209,15 @@ impl<'a> BatchCtx<'a> {
                 cond,
                 reply,
             } => {
-                let (raw, state, live) = self.read(*db, key)?;
+                let cur = self.read(*db, key)?;
+                let live = cur.live.clone();
                 let allowed = match cond {
                     SetCond::Always => true,
                     SetCond::Nx => live.is_none(),
                     SetCond::Xx => live.is_some(),
                 };
                 if allowed {
-                    self.put_string(
-                        *db,
-                        key,
-                        raw.as_ref(),
-                        state,
-                        live.is_some(),
-                        value,
-                        *expire,
-                    );
+                    self.put_string(*db, key, cur, value, *expire);
                 }
                 match reply {
                     SetReply::OkOrNil if allowed => OpResult::Ok,
@@ -235,22 +229,14 @@ impl<'a> BatchCtx<'a> {
             Op::MSet { db, pairs, nx } => {
                 if *nx {
                     for (k, _) in pairs {
-                        if self.read(*db, k)?.2.is_some() {
+                        if self.read(*db, k)?.live.is_some() {
                             return Ok(OpResult::Int(0));
                         }
                     }
                 }
                 for (k, v) in pairs {
-                    let (raw, state, live) = self.read(*db, k)?;
-                    self.put_string(
-                        *db,
-                        k,
-                        raw.as_ref(),
-                        state,
-                        live.is_some(),
-                        v,
-                        ExpireSet::Clear,
-                    );
+                    let cur = self.read(*db, k)?;
+                    self.put_string(*db, k, cur, v, ExpireSet::Clear);
                 }
                 if *nx {
                     OpResult::Int(1)
@@ -261,34 +247,39 @@ impl<'a> BatchCtx<'a> {
             Op::Del { db, keys } => {
                 let mut removed = 0;
                 for k in keys {
-                    let (raw, state, live) = self.read(*db, k)?;
-                    if raw.is_some() && !state.deleted || live.is_some() {
-                        self.delete_key(*db, k, raw.as_ref(), state);
+                    let cur = self.read(*db, k)?;
+                    let existed = cur.live.is_some();
+                    if cur.raw.is_some() && !cur.state.deleted || existed {
+                        self.delete_key(*db, k, cur);
                     }
-                    removed += live.is_some() as i64;
+                    removed += existed as i64;
                 }
                 OpResult::Int(removed)
             }
             Op::GetDel { db, key } => {
-                let (raw, state, live) = self.read(*db, key)?;
-                match live {
+                let cur = self.read(*db, key)?;
+                match cur.live.clone() {
                     None => OpResult::Nil,
                     Some(v) => {
-                        self.delete_key(*db, key, raw.as_ref(), state);
+                        self.delete_key(*db, key, cur);
                         OpResult::Bulk(v)
                     }
                 }
             }
             Op::GetEx { db, key, expire } => {
-                let (raw, mut state, live) = self.read(*db, key)?;
-                match live {
+                let Current {
+                    raw,
+                    mut state,
+                    live,
+                } = self.read(*db, key)?;
+                match live.clone() {
                     None => OpResult::Nil,
                     Some(v) => {
                         let stamp = self.stamp;
                         match expire {
                             ExpireSet::Keep => {}
                             ExpireSet::At(at) if *at <= self.now_ms => {
-                                self.delete_key(*db, key, raw.as_ref(), state)
+                                self.delete_key(*db, key, Current { raw, state, live })
                             }
                             ExpireSet::At(at) => {
                                 state.set_expire(Some(*at), stamp);
@@ -305,7 +296,11 @@ impl<'a> BatchCtx<'a> {
                 }
             }
             Op::IncrBy { db, key, delta } => {
-                let (raw, mut state, live) = self.read(*db, key)?;
+                let Current {
+                    raw,
+                    mut state,
+                    live,
+                } = self.read(*db, key)?;
                 let current = match &live {
                     None => 0,
                     Some(v) => match parse_i64_strict(v) {
@@ -326,8 +321,8 @@ impl<'a> BatchCtx<'a> {
                 OpResult::Int(next)
             }
             Op::IncrByFloat { db, key, delta } => {
-                let (raw, state, live) = self.read(*db, key)?;
-                let current = match &live {
+                let cur = self.read(*db, key)?;
+                let current = match &cur.live {
                     None => 0.0,
                     Some(v) => match parse_f64_strict(v) {
                         Some(n) => n,
@@ -339,35 +334,18 @@ impl<'a> BatchCtx<'a> {
                     return Ok(OpResult::Err(OpError::NanOrInfinity));
                 }
                 let text = format_float(next);
-                let is_live = live.is_some();
-                self.put_string(
-                    *db,
-                    key,
-                    raw.as_ref(),
-                    state,
-                    is_live,
-                    text.as_bytes(),
-                    ExpireSet::Keep,
-                );
+                self.put_string(*db, key, cur, text.as_bytes(), ExpireSet::Keep);
                 OpResult::Bulk(Bytes::from(text))
             }
             Op::Append { db, key, value } => {
-                let (raw, state, live) = self.read(*db, key)?;
-                let mut buf = BytesMut::from(&live.clone().unwrap_or_default()[..]);
+                let cur = self.read(*db, key)?;
+                let mut buf = BytesMut::from(&cur.live.clone().unwrap_or_default()[..]);
                 if buf.len() + value.len() > MAX_STRING_LEN {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 }
                 buf.extend_from_slice(value);
                 let len = buf.len() as i64;
-                self.put_string(
-                    *db,
-                    key,
-                    raw.as_ref(),
-                    state,
-                    live.is_some(),
-                    &buf,
-                    ExpireSet::Keep,
-                );
+                self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
                 OpResult::Int(len)
             }
             Op::SetRange {
@@ -376,8 +354,8 @@ impl<'a> BatchCtx<'a> {
                 offset,
                 value,
             } => {
-                let (raw, state, live) = self.read(*db, key)?;
-                let mut buf = live.clone().unwrap_or_default().to_vec();
+                let cur = self.read(*db, key)?;
+                let mut buf = cur.live.clone().unwrap_or_default().to_vec();
                 if value.is_empty() {
                     return Ok(OpResult::Int(buf.len() as i64));
                 }
@@ -394,15 +372,7 @@ impl<'a> BatchCtx<'a> {
                     buf.resize(end, 0);
                 }
                 buf[end - value.len()..end].copy_from_slice(value);
-                self.put_string(
-                    *db,
-                    key,
-                    raw.as_ref(),
-                    state,
-                    live.is_some(),
-                    &buf,
-                    ExpireSet::Keep,
-                );
+                self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
                 OpResult::Int(buf.len() as i64)
             }
             Op::Expire {
@@ -411,7 +381,11 @@ impl<'a> BatchCtx<'a> {
                 at_ms,
                 cond,
             } => {
-                let (raw, mut state, live) = self.read(*db, key)?;
+                let Current {
+                    raw,
+                    mut state,
+                    live,
+                } = self.read(*db, key)?;
                 if live.is_none() {
                     return Ok(OpResult::Int(0));
                 }
@@ -432,7 +406,7 @@ impl<'a> BatchCtx<'a> {
                 match at_ms {
                     None if current.is_none() => OpResult::Int(0),
                     Some(at) if *at <= self.now_ms => {
-                        self.delete_key(*db, key, raw.as_ref(), state);
+                        self.delete_key(*db, key, Current { raw, state, live });
                         OpResult::Int(1)
                     }
                     at => {
@@ -443,28 +417,23 @@ impl<'a> BatchCtx<'a> {
                 }
             }
             Op::Rename { db, src, dst, nx } => {
-                let (src_raw, src_state, src_live) = self.read(*db, src)?;
-                let Some(value) = src_live else {
+                let src_cur = self.read(*db, src)?;
+                let Some(value) = src_cur.live.clone() else {
                     return Ok(OpResult::Err(OpError::NoSuchKey));
                 };
                 if src == dst {
                     return Ok(if *nx { OpResult::Int(0) } else { OpResult::Ok });
                 }
-                let (dst_raw, dst_state, dst_live) = self.read(*db, dst)?;
-                if *nx && dst_live.is_some() {
+                let dst_cur = self.read(*db, dst)?;
+                if *nx && dst_cur.live.is_some() {
                     return Ok(OpResult::Int(0));
                 }
-                let expire = src_state.expire_at.map_or(ExpireSet::Clear, ExpireSet::At);
-                self.delete_key(*db, src, src_raw.as_ref(), src_state);
-                self.put_string(
-                    *db,
-                    dst,
-                    dst_raw.as_ref(),
-                    dst_state,
-                    dst_live.is_some(),
-                    &value,
-                    expire,
-                );
+                let expire = src_cur
+                    .state
+                    .expire_at
+                    .map_or(ExpireSet::Clear, ExpireSet::At);
+                self.delete_key(*db, src, src_cur);
+                self.put_string(*db, dst, dst_cur, &value, expire);
                 if *nx {
                     OpResult::Int(1)
                 } else {
@@ -478,34 +447,29 @@ impl<'a> BatchCtx<'a> {
                 dst,
                 replace,
             } => {
-                let (_, src_state, src_live) = self.read(*db, src)?;
-                let Some(value) = src_live else {
+                let src_cur = self.read(*db, src)?;
+                let Some(value) = src_cur.live else {
                     return Ok(OpResult::Int(0));
                 };
                 if db == dst_db && src == dst {
                     return Ok(OpResult::Int(0));
                 }
-                let (dst_raw, dst_state, dst_live) = self.read(*dst_db, dst)?;
-                if dst_live.is_some() && !replace {
+                let dst_cur = self.read(*dst_db, dst)?;
+                if dst_cur.live.is_some() && !replace {
                     return Ok(OpResult::Int(0));
                 }
-                let expire = src_state.expire_at.map_or(ExpireSet::Clear, ExpireSet::At);
-                self.put_string(
-                    *dst_db,
-                    dst,
-                    dst_raw.as_ref(),
-                    dst_state,
-                    dst_live.is_some(),
-                    &value,
-                    expire,
-                );
+                let expire = src_cur
+                    .state
+                    .expire_at
+                    .map_or(ExpireSet::Clear, ExpireSet::At);
+                self.put_string(*dst_db, dst, dst_cur, &value, expire);
                 OpResult::Int(1)
             }
             Op::ExpireIfDue { db, key, at_ms } => {
-                let (raw, state, _) = self.read(*db, key)?;
-                match raw {
-                    Some(_) if state.expire_at == Some(*at_ms) && *at_ms <= self.now_ms => {
-                        self.delete_key(*db, key, raw.as_ref(), state);
+                let cur = self.read(*db, key)?;
+                match cur.raw {
+                    Some(_) if cur.state.expire_at == Some(*at_ms) && *at_ms <= self.now_ms => {
+                        self.delete_key(*db, key, cur);
                         OpResult::Int(1)
                     }
                     Some(_) => OpResult::Int(0),
@@ -551,13 +515,7 @@ impl<'a> BatchCtx<'a> {
                         self.merging = false;
                         return Err(StorageError::Corrupt { key_len: key.len() });
                     };
-                    let (raw, mut state, _) = self.read(*db, key)?;
-                    if raw.is_none() {
-                        state = KeyState {
-                            deleted: true,
-                            ..KeyState::default()
-                        };
-                    }
+                    let Current { raw, mut state, .. } = self.read(*db, key)?;
                     state.merge(&remote.state());
                     self.write(*db, key, raw.as_ref(), state);
                 }
