@@ -37,8 +37,13 @@ use crate::write::{now_ms, WriteError};
 
 /// Outbox entries sent per replication call at most.
 const SHIP_BATCH: usize = 256;
-/// Replication calls in flight per target region.
-const SHIP_PIPELINE: usize = 32;
+/// Replication calls in flight per target region (covers a WAN round trip at one call per
+/// `SHIP_COALESCE`, with room to spare).
+const SHIP_PIPELINE: usize = 128;
+/// While calls are in flight, a new call waits until this long after the previous one, so
+/// entries arriving meanwhile travel together. (Sending each entry at once filled the window
+/// within a few ms and then held everything for a round trip: bursts once per RTT.)
+const SHIP_COALESCE: Duration = Duration::from_millis(2);
 /// Key states per resync call.
 const RESYNC_BATCH: usize = 1000;
 /// How long one replication call may take.
@@ -360,6 +365,7 @@ async fn ship_from(
     let mut sent_upto = wm;
     let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<u64, String>>> =
         FuturesOrdered::new();
+    let mut last_sent = tokio::time::Instant::now();
     loop {
         if !raft.is_leader() || shutdown.token.is_cancelled() {
             return Ok(());
@@ -368,7 +374,9 @@ async fn ship_from(
         // sent, the region has everything up to that index once the calls are answered.
         let applied = raft.applied_index();
         let notified = keyspace.outbox_notify().notified();
-        if in_flight.len() < SHIP_PIPELINE {
+        let next_send = last_sent + SHIP_COALESCE;
+        let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
+        if in_flight.len() < SHIP_PIPELINE && !coalescing {
             let entries = keyspace
                 .outbox_after(sent_upto, SHIP_BATCH)
                 .map_err(|e| e.to_string())?;
@@ -407,6 +415,7 @@ async fn ship_from(
                     Ok(last_index)
                 }));
                 sent_upto = last_index;
+                last_sent = tokio::time::Instant::now();
                 continue;
             }
             if in_flight.is_empty() {
@@ -421,7 +430,8 @@ async fn ship_from(
                 target.acked.fetch_max(wm, Ordering::Relaxed);
                 target.acked_log.fetch_max(wm, Ordering::Relaxed);
             }
-            _ = notified, if in_flight.len() < SHIP_PIPELINE => {}
+            _ = notified, if in_flight.len() < SHIP_PIPELINE && !coalescing => {}
+            _ = tokio::time::sleep_until(next_send), if coalescing => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = shutdown.token.cancelled() => return Ok(()),
         }
@@ -473,22 +483,151 @@ async fn resync(
     }
 }
 
-/// Per-node state of inbound replication: applies calls of one origin one at a time, in
-/// `prev` order.
+/// Calls of one origin waiting on a node at most (the shipper keeps `SHIP_PIPELINE` in flight;
+/// the rest is slack for resends).
+const MAX_WAITING_CALLS: usize = 4 * SHIP_PIPELINE;
+/// Key states merged in one Raft proposal at most when ready calls are combined.
+const MAX_COMBINED_STATES: usize = 8192;
+/// How often a call waiting for its predecessor re-checks the durable watermark (the
+/// predecessor may have been merged through another node of the region).
+const GAP_RECHECK: Duration = Duration::from_millis(20);
+
+/// Per-node state of inbound replication: the calls of each origin are merged in `prev`
+/// order, and whatever is ready when the previous proposal finishes goes into one proposal.
+/// (Proposing one call at a time made calls queue behind each other's Raft round trip: the
+/// visibility lag grew with the load.)
 #[derive(Default)]
 pub struct Inbound {
-    /// Origin region id → highest index applied through this node.
-    applied: tokio::sync::Mutex<BTreeMap<u8, u64>>,
-    /// Woken when a call was applied (calls waiting for their predecessor re-check).
-    changed: tokio::sync::Notify,
+    /// Origin region id → its queue.
+    origins: Mutex<BTreeMap<u8, OriginQueue>>,
+    /// Source of call ids (to withdraw a call that gave up waiting).
+    next_call: AtomicU64,
+}
+
+/// One origin's calls on this node.
+#[derive(Default)]
+struct OriginQueue {
+    /// Highest origin index merged, or being merged, through this node (or durable).
+    end: u64,
+    /// Calls waiting for their turn, by the index they follow.
+    waiting: BTreeMap<u64, Vec<InboundCall>>,
+    /// A merge task is running for this origin.
+    merging: bool,
+}
+
+/// A replication call waiting to be merged.
+struct InboundCall {
+    id: u64,
+    ops: Vec<Op>,
+    states: usize,
+    /// The origin index this call brings the region to once merged.
+    upto: u64,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl OriginQueue {
+    /// Takes the calls that can be merged now, in order, up to the size bound.
+    fn take_ready(&mut self) -> Vec<InboundCall> {
+        let mut batch: Vec<InboundCall> = Vec::new();
+        let mut states = 0;
+        while let Some(mut entry) = self.waiting.first_entry() {
+            if *entry.key() > self.end
+                || (!batch.is_empty() && states + entry.get()[0].states > MAX_COMBINED_STATES)
+            {
+                break;
+            }
+            let call = entry.get_mut().remove(0);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+            states += call.states;
+            self.end = self.end.max(call.upto);
+            batch.push(call);
+        }
+        batch
+    }
+
+    fn has_ready(&self) -> bool {
+        self.waiting
+            .first_key_value()
+            .is_some_and(|(prev, _)| *prev <= self.end)
+    }
+}
+
+impl Inbound {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u8, OriginQueue>> {
+        self.origins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Catches up with the durable watermark and starts a merge task if a call is ready.
+    fn kick(&self, raft: &Arc<RegionRaft>, origin: u8) {
+        let durable = raft.keyspace.watermark(origin).unwrap_or(0);
+        let mut origins = self.lock();
+        let queue = origins.entry(origin).or_default();
+        queue.end = queue.end.max(durable);
+        if !queue.merging && queue.has_ready() {
+            queue.merging = true;
+            tokio::spawn(merge_ready(raft.clone(), origin));
+        }
+    }
+
+    /// Withdraws a call that gave up waiting (if no merge task took it yet).
+    fn withdraw(&self, origin: u8, prev: u64, id: u64) {
+        let mut origins = self.lock();
+        let Some(queue) = origins.get_mut(&origin) else {
+            return;
+        };
+        if let Some(calls) = queue.waiting.get_mut(&prev) {
+            calls.retain(|c| c.id != id);
+            if calls.is_empty() {
+                queue.waiting.remove(&prev);
+            }
+        }
+    }
+}
+
+/// Merges the ready calls of `origin`, batch after batch, until none is ready.
+async fn merge_ready(raft: Arc<RegionRaft>, origin: u8) {
+    loop {
+        let mut batch = {
+            let mut origins = raft.inbound.lock();
+            let queue = origins.entry(origin).or_default();
+            let batch = queue.take_ready();
+            if batch.is_empty() {
+                queue.merging = false;
+                return;
+            }
+            batch
+        };
+        let ops: Vec<Op> = batch
+            .iter_mut()
+            .flat_map(|c| std::mem::take(&mut c.ops))
+            .collect();
+        let result = raft.write(ops).await.map(|_| ()).map_err(|e| e.to_string());
+        if result.is_err() {
+            // Calls after these must wait for a resend: back to what is durable.
+            let durable = raft.keyspace.watermark(origin).unwrap_or(0);
+            let mut origins = raft.inbound.lock();
+            let queue = origins.entry(origin).or_default();
+            queue.end = durable;
+        }
+        for call in batch {
+            let _ = call.reply.send(result.clone());
+        }
+    }
 }
 
 /// The receiving side: proposes shipped entries as merges through this region's Raft group,
-/// once everything they follow has been applied.
-pub async fn receive(raft: &RegionRaft, inbound: &Inbound, body: &[u8]) -> Result<u64, String> {
+/// once everything they follow has been merged.
+pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String> {
     let request: ShipRequest = decode(body)?;
     let last = request.entries.last().map_or(0, |e| e.index);
     let origin = request.origin;
+    let states = request
+        .entries
+        .iter()
+        .map(|e| e.states.len())
+        .sum::<usize>();
     let mut ops: Vec<Op> = request
         .entries
         .into_iter()
@@ -508,31 +647,49 @@ pub async fn receive(raft: &RegionRaft, inbound: &Inbound, body: &[u8]) -> Resul
             states: Vec::new(),
         });
     }
-    let deadline = tokio::time::Instant::now() + SHIP_TIMEOUT;
-    loop {
-        let mut applied = tokio::time::timeout_at(deadline, inbound.applied.lock())
-            .await
-            .map_err(|_| "timed out waiting for earlier replication calls".to_string())?;
-        let durable = raft.keyspace.watermark(origin).map_err(|e| e.to_string())?;
-        let end = applied.get(&origin).copied().unwrap_or(0).max(durable);
-        if request.prev <= end {
-            raft.write(ops).await.map_err(|e| e.to_string())?;
-            let upto = request.resync_watermark.unwrap_or(last).max(end);
-            applied.insert(origin, upto);
-            drop(applied);
-            inbound.changed.notify_waiters();
-            return Ok(request.resync_watermark.unwrap_or(last));
-        }
-        let changed = inbound.changed.notified();
-        drop(applied);
-        if tokio::time::Instant::now() >= deadline {
+    let acked = request.resync_watermark.unwrap_or(last);
+    let inbound = &raft.inbound;
+    let id = inbound.next_call.fetch_add(1, Ordering::Relaxed);
+    let (reply, mut replied) = tokio::sync::oneshot::channel();
+    {
+        let mut origins = inbound.lock();
+        let queue = origins.entry(origin).or_default();
+        if queue.waiting.values().map(Vec::len).sum::<usize>() >= MAX_WAITING_CALLS {
             return Err(format!(
-                "gap: entries after {end} from region {origin} have not arrived"
+                "too many replication calls from region {origin} waiting"
             ));
         }
-        // The predecessor is applied through this node (notified) or through another node of
-        // the region (seen in the durable watermark: poll).
-        let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
+        queue
+            .waiting
+            .entry(request.prev)
+            .or_default()
+            .push(InboundCall {
+                id,
+                ops,
+                states,
+                upto: acked,
+                reply,
+            });
+    }
+    inbound.kick(raft, origin);
+    let deadline = tokio::time::Instant::now() + SHIP_TIMEOUT;
+    loop {
+        match tokio::time::timeout(GAP_RECHECK, &mut replied).await {
+            Ok(Ok(result)) => return result.map(|()| acked),
+            Ok(Err(_)) => return Err("replication merge task ended".into()),
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                inbound.withdraw(origin, request.prev, id);
+                // Taken by a merge task just before: its outcome is still coming.
+                return match tokio::time::timeout(raft.settings.write_timeout, replied).await {
+                    Ok(Ok(result)) => result.map(|()| acked),
+                    _ => Err(format!(
+                        "gap: entries after {} from region {origin} have not arrived",
+                        request.prev
+                    )),
+                };
+            }
+            Err(_) => inbound.kick(raft, origin),
+        }
     }
 }
 

@@ -22,6 +22,9 @@ use crate::wan::{WanEmulator, WanSocket};
 /// How long a connection that lost the duplicate tie-break stays open for calls in flight.
 const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
+/// Initial congestion window of every link, bytes (Cubic's default is ~14 KB).
+const INITIAL_CONGESTION_WINDOW: u64 = 1 << 20;
+
 /// Bound on waiting for in-flight work at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -160,6 +163,12 @@ fn transport_config(config: &LinkConfig) -> Result<quinn::TransportConfig, LinkE
     t.stream_receive_window(VarInt::from_u32(8 << 20));
     t.receive_window(VarInt::from_u32(32 << 20));
     t.send_window(32 << 20);
+    // Inter-region links are long fat pipes carrying a steady stream: start with a window
+    // that covers a WAN round trip at replication rates, so the stream is not held to one
+    // burst per round trip while slow start catches up (that doubled the visibility lag).
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_CONGESTION_WINDOW);
+    t.congestion_controller_factory(std::sync::Arc::new(cubic));
     Ok(t)
 }
 

@@ -77,9 +77,7 @@ impl RpcHandler for RaftService {
                     };
                     encode(&reply)
                 }
-                RPC_REPL_APPLY => {
-                    encode(&crate::replication::receive(&member, &member.inbound, &body).await)
-                }
+                RPC_REPL_APPLY => encode(&crate::replication::receive(&member, &body).await),
                 RPC_REPL_WATERMARK => {
                     let origin = *body
                         .first()
