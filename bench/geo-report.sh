@@ -14,7 +14,8 @@
 #   4. in-region write throughput: `redis-benchmark -t set -c 50 -P 16 -n 300000 -r 100000
 #      -d 64` on eu's leader with replication to us running (geo) and on the same region alone
 #      (single), GEO_REPEAT times each, alternating; after each geo run, how long us took to
-#      catch up (MERIDIAN REGIONS lag_entries back to 0);
+#      catch up (MERIDIAN REGIONS lag_entries back to 0), and the CPU time eu's leader spent
+#      per SET (from /proc; in the geo runs until us caught up, so shipping is counted);
 #   5. prints a markdown table and writes it, the raw outputs, MERIDIAN REGIONS snapshots and
 #      node logs under bench/results/<timestamp>-geo/;
 #   6. stops every node it started (also on Ctrl-C or failure).
@@ -234,6 +235,21 @@ throughput() {
   awk -F, '$1 == "\"SET\"" { gsub(/"/, "", $2); print $2 }' "$f"
 }
 
+# cpu_ticks NAME HOST:PORT: CPU time (user + system, clock ticks) the node of topology run NAME
+# that serves HOST:PORT has used so far.
+cpu_ticks() {
+  local name=$1 addr=$2 node _r a
+  while read -r node _r a; do
+    if [ "$a" = "$addr" ]; then
+      awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$(cat "$WORK/$name/$node/pid")/stat"
+      return 0
+    fi
+  done <"$WORK/$name.nodes"
+  die "no node serves $addr in $name"
+}
+# cpu_us_per_op TICKS OPS: microseconds of CPU per operation.
+cpu_us_per_op() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
+
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 fmt() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "") print "-"; else printf "%.0f", x }'; }
 ms() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "" || x == "null") print "-"; else printf "%.1f", x }'; }
@@ -283,6 +299,8 @@ DRAINED_AFTER_LAG=$(wait_drained "${EU##*:}" us)
 log "us caught up ${DRAINED_AFTER_LAG}s after the lag run"
 GEO_RPS=()
 SINGLE_RPS=()
+GEO_CPU=()
+SINGLE_CPU=()
 DRAIN=()
 geo_name=geo
 for run in $(seq "$REPEAT"); do
@@ -296,8 +314,11 @@ for run in $(seq "$REPEAT"); do
       fi
       EU=$(leader "$geo_name" eu)
       log "throughput run $run/$REPEAT: eu ($EU) replicating to us"
+      ticks=$(cpu_ticks "$geo_name" "$EU")
       rps=$(throughput geo "$run" "$EU")
       drained=$(wait_drained "${EU##*:}" us)
+      ticks=$(($(cpu_ticks "$geo_name" "$EU") - ticks))
+      GEO_CPU+=("$(cpu_us_per_op "$ticks" "$N")")
       redis-cli -h "${EU%:*}" -p "${EU##*:}" MERIDIAN REGIONS >"$OUT/regions-after-throughput-$run.txt" 2>&1 || true
       log "  $rps SET/s; us caught up ${drained}s after the run"
       GEO_RPS+=("$rps")
@@ -308,7 +329,10 @@ for run in $(seq "$REPEAT"); do
       up "single-$run" "$OUT/topology-single.toml"
       SOLO=$(leader "single-$run" eu)
       log "throughput run $run/$REPEAT: eu ($SOLO) alone"
+      ticks=$(cpu_ticks "single-$run" "$SOLO")
       rps=$(throughput single "$run" "$SOLO")
+      ticks=$(($(cpu_ticks "single-$run" "$SOLO") - ticks))
+      SINGLE_CPU+=("$(cpu_us_per_op "$ticks" "$N")")
       log "  $rps SET/s"
       SINGLE_RPS+=("$rps")
       down "single-$run"
@@ -319,6 +343,9 @@ done
 GEO_MED=$(echo "${GEO_RPS[*]}" | median)
 SINGLE_MED=$(echo "${SINGLE_RPS[*]}" | median)
 COST=$(awk -v g="$GEO_MED" -v s="$SINGLE_MED" 'BEGIN { if (s > 0 && g != "-") printf "%.1f", (1 - g / s) * 100; else print "-" }')
+GEO_CPU_MED=$(echo "${GEO_CPU[*]}" | median)
+SINGLE_CPU_MED=$(echo "${SINGLE_CPU[*]}" | median)
+CPU_COST=$(awk -v g="$GEO_CPU_MED" -v s="$SINGLE_CPU_MED" 'BEGIN { if (g > 0 && s != "-") printf "%.1f", (1 - s / g) * 100; else print "-" }')
 TARGET_LAG=$((DELAY_MS + 20))
 verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-"; else if (x + 0 < lim + 0) print "met"; else print "**missed**" }'; }
 
@@ -340,12 +367,16 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "| lag run: keys seen on us / missing | $LAG_SEEN / $LAG_MISSING | |"
   echo "| SET throughput on eu's leader, replicating to us | $(fmt "$GEO_MED") req/s | |"
   echo "| SET throughput on eu's leader, eu alone | $(fmt "$SINGLE_MED") req/s | |"
-  echo "| throughput cost of replication | $COST % | < 20 %: $(verdict "$COST" 20) |"
+  echo "| throughput cost of replication, both regions on the same cores | $COST % | |"
+  echo "| eu leader CPU per SET, replicating (until us caught up) / alone | $GEO_CPU_MED / $SINGLE_CPU_MED µs | |"
+  echo "| throughput cost of replication on the writing region's CPU | $CPU_COST % | < 20 %: $(verdict "$CPU_COST" 20) |"
   echo "| us caught up after the lag run / after each throughput run | ${DRAINED_AFTER_LAG} s / ${DRAIN[*]} s | |"
   echo
   echo "Lag: \`meridian-bench geo --rate $RATE --duration $DURATION --poll-batch $POLL_BATCH\` (from the SET on"
   echo "eu's socket to the first GET on us that returns the key; polling round $(ms "$LAG_ROUND") ms on"
   echo "average, $LAG_CAPPED capped rounds). Throughput: \`redis-benchmark -t set -c $CLIENTS -P $PIPELINE"
   echo "-n $N -r $KEYS -d $DATA\`, median of $REPEAT run(s) each (geo: ${GEO_RPS[*]}; alone: ${SINGLE_RPS[*]});"
-  echo "the receiving region runs on the same cores. Raw outputs: \`${OUT#"$ROOT"/}\`."
+  echo "the receiving region runs on the same cores, so the first cost figure also pays for us's merging;"
+  echo "the CPU figure counts only eu's leader (CPU time from /proc over the run, shipping included,"
+  echo "divided by the requests; throughput on dedicated cores is inversely proportional to it). Raw outputs: \`${OUT#"$ROOT"/}\`."
 } | tee "$OUT/summary.md"
