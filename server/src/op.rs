@@ -3,6 +3,8 @@
 //! no clock (the proposer stamps `now_ms`), so every replica computes the same results.
 
 use bytes::Bytes;
+
+use crate::keyspace::Stamp;
 use serde::{Deserialize, Serialize};
 
 /// Encoding version written in front of every serialized batch.
@@ -217,6 +219,20 @@ pub enum Op {
         /// Last index to drop.
         upto: u64,
     },
+    /// Records what region `from` had merged from each region (HLCs), as of the entries of
+    /// `from` merged before it: the input of tombstone collection.
+    Seen {
+        /// Region that reported.
+        from: u8,
+        /// (origin region, HLC of its last entry merged in `from`).
+        hlcs: Vec<(u8, u64)>,
+    },
+    /// Removes tombstones every region is known to have merged (each only if the key still
+    /// holds exactly that tombstone).
+    Forget {
+        /// (database, key, register stamp of the tombstone).
+        tombstones: Vec<(DbIndex, Bytes, Stamp)>,
+    },
 }
 
 impl Op {
@@ -236,7 +252,8 @@ impl Op {
             Op::Del { keys, .. } => keys.first(),
             Op::Rename { src, .. } | Op::Copy { src, .. } => Some(src),
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
-            Op::FlushDb { .. } | Op::FlushAll | Op::TrimOutbox { .. } => None,
+            Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
+            Op::FlushDb { .. } | Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => None,
         }
     }
 }

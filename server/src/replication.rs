@@ -52,6 +52,15 @@ const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// The `Op::Merge` index of a resync page: merged without checking or moving the watermark.
 pub const RESYNC_INDEX: u64 = u64::MAX;
+/// How often the leader looks for tombstones every region has merged, and trims the outbox.
+const COLLECT_EVERY: Duration = Duration::from_secs(1);
+/// Tombstones dropped per proposal at most.
+const FORGET_BATCH: usize = 1000;
+/// Proposals of dropped tombstones per round at most.
+const FORGET_ROUNDS: usize = 16;
+/// While idle, a shipper reports what its region merged (for tombstone collection) at most
+/// this often.
+const SEEN_EVERY: Duration = Duration::from_millis(500);
 /// Outbox entries kept beyond the slowest region before it must resync instead.
 pub const MAX_OUTBOX_BACKLOG: u64 = 1_000_000;
 
@@ -90,6 +99,10 @@ pub struct ShipRequest {
     pub entries: Vec<ShippedEntry>,
     /// After a resync: the watermark to record once the states are merged.
     pub resync_watermark: Option<u64>,
+    /// The sender's `merged_hlc` per origin, read before the outbox: valid once this call's
+    /// entries are merged, since they include every entry applied before it was read. Sent
+    /// only when the call holds everything pending (not cut at `SHIP_BATCH`).
+    pub seen: Option<Vec<(u8, u64)>>,
 }
 
 /// What the shipper knows about one other region (for MERIDIAN REGIONS, INFO, WAIT).
@@ -366,6 +379,8 @@ async fn ship_from(
     let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<u64, String>>> =
         FuturesOrdered::new();
     let mut last_sent = tokio::time::Instant::now();
+    let mut seen_sent: Option<Vec<(u8, u64)>> = None;
+    let mut seen_sent_at = tokio::time::Instant::now();
     loop {
         if !raft.is_leader() || shutdown.token.is_cancelled() {
             return Ok(());
@@ -373,6 +388,7 @@ async fn ship_from(
         // Read the applied index before the outbox: if nothing is pending after what was
         // sent, the region has everything up to that index once the calls are answered.
         let applied = raft.applied_index();
+        let seen = keyspace.merged_hlcs().map_err(|e| e.to_string())?;
         let notified = keyspace.outbox_notify().notified();
         let next_send = last_sent + SHIP_COALESCE;
         let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
@@ -391,9 +407,11 @@ async fn ship_from(
                         .lag_entries
                         .store(newest.saturating_sub(wm), Ordering::Relaxed);
                 }
+                let complete = entries.len() < SHIP_BATCH;
                 let request = ShipRequest {
                     origin: my_id,
                     prev: sent_upto,
+                    seen: complete.then(|| seen.clone()),
                     entries: entries
                         .into_iter()
                         .map(|(index, e)| ShippedEntry {
@@ -404,18 +422,31 @@ async fn ship_from(
                         .collect(),
                     resync_watermark: None,
                 };
-                let body = encode(&request)?;
-                let (endpoint, peer) = (endpoint.clone(), peer.clone());
-                in_flight.push_back(Box::pin(async move {
-                    let reply = endpoint
-                        .call(&peer, RPC_REPL_APPLY, body, SHIP_TIMEOUT)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    decode::<Result<u64, String>>(&reply)??;
-                    Ok(last_index)
-                }));
+                in_flight.push_back(ship_call(endpoint, peer, &request, last_index)?);
                 sent_upto = last_index;
                 last_sent = tokio::time::Instant::now();
+                if complete {
+                    seen_sent = Some(seen);
+                    seen_sent_at = last_sent;
+                }
+                continue;
+            }
+            // Nothing to ship: still tell the region what we merged when that changed.
+            if in_flight.is_empty()
+                && seen_sent.as_ref() != Some(&seen)
+                && seen_sent_at.elapsed() >= SEEN_EVERY
+            {
+                let request = ShipRequest {
+                    origin: my_id,
+                    prev: sent_upto,
+                    entries: Vec::new(),
+                    resync_watermark: None,
+                    seen: Some(seen.clone()),
+                };
+                in_flight.push_back(ship_call(endpoint, peer, &request, sent_upto)?);
+                seen_sent = Some(seen);
+                seen_sent_at = tokio::time::Instant::now();
+                last_sent = seen_sent_at;
                 continue;
             }
             if in_flight.is_empty() {
@@ -436,6 +467,26 @@ async fn ship_from(
             _ = shutdown.token.cancelled() => return Ok(()),
         }
     }
+}
+
+/// One replication call in flight; resolves to `upto` (the outbox index it covers) once the
+/// region merged it.
+fn ship_call(
+    endpoint: &geo::Endpoint,
+    peer: &geo::PeerAddr,
+    request: &ShipRequest,
+    upto: u64,
+) -> Result<BoxFuture<'static, Result<u64, String>>, String> {
+    let body = encode(request)?;
+    let (endpoint, peer) = (endpoint.clone(), peer.clone());
+    Ok(Box::pin(async move {
+        let reply = endpoint
+            .call(&peer, RPC_REPL_APPLY, body, SHIP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        decode::<Result<u64, String>>(&reply)??;
+        Ok(upto)
+    }))
 }
 
 /// Sends every key state this region holds, then the watermark to resume from.
@@ -469,6 +520,7 @@ async fn resync(
                 states,
             }],
             resync_watermark: done.then_some(upto),
+            seen: None,
         };
         let reply = endpoint
             .call(peer, RPC_REPL_APPLY, encode(&request)?, SHIP_TIMEOUT)
@@ -647,6 +699,9 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
             states: Vec::new(),
         });
     }
+    if let Some(hlcs) = request.seen {
+        ops.push(Op::Seen { from: origin, hlcs });
+    }
     let acked = request.resync_watermark.unwrap_or(last);
     let inbound = &raft.inbound;
     let id = inbound.next_call.fetch_add(1, Ordering::Relaxed);
@@ -693,8 +748,9 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
     }
 }
 
-/// Drops outbox entries every other region has confirmed (through Raft, so every replica
-/// trims the same), or that the slowest region is too far behind to need (it will resync).
+/// The leader's housekeeping, every `COLLECT_EVERY`: drops outbox entries every other region
+/// has confirmed (or that the slowest region is too far behind to need: it will resync), and
+/// tombstones every region has merged. Both go through Raft, so every replica drops the same.
 async fn trim_loop(
     raft: Arc<RegionRaft>,
     keyspace: Arc<Keyspace>,
@@ -703,35 +759,95 @@ async fn trim_loop(
 ) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(COLLECT_EVERY) => {}
             _ = shutdown.token.cancelled() => return,
         }
         if !raft.is_leader() {
             continue;
         }
-        let Ok(Some((_, last))) = keyspace.outbox_bounds() else {
-            continue;
-        };
-        let slowest = geo
-            .targets
-            .iter()
-            .map(|t| t.acked.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(0);
-        let upto = slowest.max(last.saturating_sub(MAX_OUTBOX_BACKLOG));
-        let advanced = {
-            let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
-            let advanced = upto > *trimmed;
-            if advanced {
-                *trimmed = upto;
-            }
-            advanced
-        };
-        if !advanced {
-            continue;
+        trim_outbox(&raft, &keyspace, &geo).await;
+        if let Err(e) = collect_tombstones(&raft, &keyspace, &geo).await {
+            warn!(error = %e, "tombstone collection failed");
         }
+    }
+}
+
+async fn trim_outbox(raft: &RegionRaft, keyspace: &Keyspace, geo: &Geo) {
+    let Ok(Some((_, last))) = keyspace.outbox_bounds() else {
+        return;
+    };
+    let slowest = geo
+        .targets
+        .iter()
+        .map(|t| t.acked.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0);
+    let upto = slowest.max(last.saturating_sub(MAX_OUTBOX_BACKLOG));
+    let advanced = {
+        let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
+        let advanced = upto > *trimmed;
+        if advanced {
+            *trimmed = upto;
+        }
+        advanced
+    };
+    if advanced {
         if let Err(e) = raft.write(vec![Op::TrimOutbox { upto }]).await {
             warn!(error = %e, "outbox trim failed");
         }
     }
+}
+
+/// The HLC up to which tombstones made by region `origin` can be dropped here: every other
+/// region `r` (not `origin`, which made them, nor this one, which holds them) reported having
+/// merged `origin`'s entries up to it, in a report merged here after everything `r` had
+/// shipped before. So every region holds the tombstone (none can ship an older value of the
+/// key again), and no older state is still on its way here.
+pub fn collect_bound(keyspace: &Keyspace, regions: &[u8], me: u8, origin: u8) -> u64 {
+    regions
+        .iter()
+        .filter(|r| **r != origin && **r != me)
+        .map(|r| keyspace.seen(*r, origin).unwrap_or(0))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// Proposes the removal of every tombstone all regions have merged (a bounded amount per call).
+async fn collect_tombstones(
+    raft: &RegionRaft,
+    keyspace: &Keyspace,
+    geo: &Geo,
+) -> Result<(), String> {
+    let regions: Vec<u8> = geo.ids.values().copied().collect();
+    let me = keyspace.region_id();
+    let bounds: BTreeMap<u8, u64> = regions
+        .iter()
+        .map(|o| (*o, collect_bound(keyspace, &regions, me, *o)))
+        .collect();
+    let max_bound = bounds.values().copied().max().unwrap_or(0);
+    for _ in 0..FORGET_ROUNDS {
+        let tombstones = keyspace
+            .collectable_tombstones(
+                |origin| bounds.get(&origin).copied().unwrap_or(0),
+                max_bound,
+                FORGET_BATCH,
+            )
+            .map_err(|e| e.to_string())?;
+        let n = tombstones.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let (results, _) = raft
+            .write(vec![Op::Forget { tombstones }])
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(OpResult::Int(dropped)) = results.first() {
+            metrics::counter!("meridian_tombstones_collected_total").increment(*dropped as u64);
+            keyspace.count_collected(*dropped as u64);
+        }
+        if n < FORGET_BATCH {
+            return Ok(());
+        }
+    }
+    Ok(())
 }

@@ -45,7 +45,7 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 "NODES -- the region's nodes and their link state",
                 "NODE ADD <id> <name> <peer-addr> <resp-addr> -- add a node (learner, then voter)",
                 "NODE REMOVE <id> -- remove a node from the region",
-                "REGIONS -- other regions: link, RTT, replication lag, watermarks",
+                "REGIONS -- this region (tombstones waiting, collected) and the others: link, RTT, replication lag, watermarks",
                 "DIGEST -- hash of every visible key and value (compare regions for convergence)",
                 "WAN [LIST] -- emulated link shapes (test/demo only)",
                 "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
@@ -307,6 +307,9 @@ fn gauge(v: &std::sync::atomic::AtomicU64) -> Reply {
     Reply::Integer(v.load(std::sync::atomic::Ordering::Relaxed) as i64)
 }
 
+/// Tombstones MERIDIAN REGIONS counts at most (the count walks the tombstone index).
+const TOMBSTONES_COUNTED: usize = 1_000_000;
+
 /// MERIDIAN REGIONS: this region and every other one with link state, RTT and lag.
 fn regions(ctx: &Ctx<'_>) -> Reply {
     use std::sync::atomic::Ordering;
@@ -321,6 +324,20 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
             Reply::Integer(i64::from(geo.ids.get(&geo.region).copied().unwrap_or(0))),
         ),
         pair("leader_here", Reply::Bool(leader)),
+        // Tombstones waiting until every region merged them (counted up to a limit).
+        pair(
+            "tombstones",
+            Reply::Integer(
+                ctx.shared
+                    .keyspace
+                    .tombstones_indexed(TOMBSTONES_COUNTED)
+                    .unwrap_or(0) as i64,
+            ),
+        ),
+        pair(
+            "tombstones_collected",
+            Reply::Integer(ctx.shared.keyspace.collected() as i64),
+        ),
     ])];
     for t in &geo.targets {
         let rtt = ctx.shared.raft.endpoint.as_ref().and_then(|ep| {

@@ -55,6 +55,10 @@ pub(super) struct BatchCtx<'a> {
     touched: HashSet<Bytes, ahash::RandomState>,
     /// Watermarks advanced in this batch: origin region → index.
     watermarks: HashMap<u8, u64>,
+    /// HLC of the last merged entry per origin, advanced in this batch.
+    merged_hlc: HashMap<u8, u64>,
+    /// What other regions reported merging, advanced in this batch: (from, origin) → HLC.
+    seen: HashMap<(u8, u8), u64>,
     /// Outbox trimmed up to (inclusive).
     trim_outbox: Option<u64>,
     /// An outbox entry was written (shippers get woken).
@@ -80,6 +84,8 @@ impl<'a> BatchCtx<'a> {
             flushed: [false; DATABASES],
             touched: HashSet::default(),
             watermarks: HashMap::new(),
+            merged_hlc: HashMap::new(),
+            seen: HashMap::new(),
             trim_outbox: None,
             wrote_outbox: false,
             merging: false,
@@ -139,6 +145,7 @@ impl<'a> BatchCtx<'a> {
                 );
             }
         }
+        self.index_tombstone(&data_key, old_raw, old_visible, keep.then_some(&new));
         let stored = if keep {
             self.batch
                 .put_cf(self.cf(rocks::CF_DATA), &data_key, encoded.as_bytes());
@@ -155,6 +162,58 @@ impl<'a> BatchCtx<'a> {
             self.touched.insert(data_key.clone());
         }
         self.overlay.insert(data_key, stored);
+    }
+
+    /// Keeps the tombstone index in step with one key's change from `old_raw` to `new`
+    /// (`None`: nothing stored).
+    fn index_tombstone(
+        &mut self,
+        data_key: &[u8],
+        old_raw: Option<&StoredValue>,
+        old_visible: bool,
+        new: Option<&KeyState>,
+    ) {
+        let meta = self.cf(rocks::CF_META);
+        let new_stamp = new
+            .filter(|s| s.is_collectable_tombstone())
+            .map(|s| s.reg_stamp);
+        if let Some(old) = old_raw.filter(|_| !old_visible) {
+            let old = old.state();
+            if old.is_collectable_tombstone() && Some(old.reg_stamp) != new_stamp {
+                self.batch.delete_cf(
+                    meta,
+                    rocks::tombstone_key(old.reg_stamp.hlc, old.reg_stamp.region, data_key),
+                );
+            }
+        }
+        if let Some(stamp) = new_stamp {
+            self.batch.put_cf(
+                meta,
+                rocks::tombstone_key(stamp.hlc, stamp.region, data_key),
+                b"",
+            );
+        }
+    }
+
+    /// Drops `key`'s tombstone stamped `stamp` if the key still holds exactly it, and its
+    /// index record either way. Returns whether the key was dropped.
+    fn forget(&mut self, db: u8, key: &[u8], stamp: Stamp) -> Result<bool, StorageError> {
+        let data_key = Bytes::from(rocks::data_key(db, key));
+        let meta = self.cf(rocks::CF_META);
+        self.batch.delete_cf(
+            meta,
+            rocks::tombstone_key(stamp.hlc, stamp.region, &data_key),
+        );
+        let Some(raw) = self.read_raw(db, key)? else {
+            return Ok(false);
+        };
+        let state = raw.state();
+        if raw.is_visible() || !state.is_collectable_tombstone() || state.reg_stamp != stamp {
+            return Ok(false);
+        }
+        self.batch.delete_cf(self.cf(rocks::CF_DATA), &data_key);
+        self.overlay.insert(data_key, None);
+        Ok(true)
     }
 
     fn cf(&self, name: &str) -> &'a rocksdb::ColumnFamily {
@@ -498,8 +557,8 @@ impl<'a> BatchCtx<'a> {
             Op::Merge {
                 origin,
                 index,
+                hlc,
                 states,
-                ..
             } => {
                 let resync = *index == crate::replication::RESYNC_INDEX;
                 let applied = match self.watermarks.get(origin) {
@@ -522,12 +581,38 @@ impl<'a> BatchCtx<'a> {
                 self.merging = false;
                 if !resync {
                     self.watermarks.insert(*origin, *index);
+                    let merged = match self.merged_hlc.get(origin) {
+                        Some(h) => *h,
+                        None => self.ks.merged_hlc(*origin)?,
+                    };
+                    if *hlc > merged {
+                        self.merged_hlc.insert(*origin, *hlc);
+                    }
                 }
                 OpResult::Int(states.len() as i64)
             }
             Op::TrimOutbox { upto } => {
                 self.trim_outbox = Some(*upto);
                 OpResult::Ok
+            }
+            Op::Seen { from, hlcs } => {
+                for (origin, hlc) in hlcs {
+                    let known = match self.seen.get(&(*from, *origin)) {
+                        Some(h) => *h,
+                        None => self.ks.seen(*from, *origin)?,
+                    };
+                    if *hlc > known {
+                        self.seen.insert((*from, *origin), *hlc);
+                    }
+                }
+                OpResult::Ok
+            }
+            Op::Forget { tombstones } => {
+                let mut dropped = 0;
+                for (db, key, stamp) in tombstones {
+                    dropped += i64::from(self.forget(*db, key, *stamp)?);
+                }
+                OpResult::Int(dropped)
             }
         })
     }
@@ -544,6 +629,8 @@ impl<'a> BatchCtx<'a> {
             && self.batch.is_empty()
             && extra_meta.is_empty()
             && self.trim_outbox.is_none()
+            && self.merged_hlc.is_empty()
+            && self.seen.is_empty()
         {
             return Ok(());
         }
@@ -554,6 +641,14 @@ impl<'a> BatchCtx<'a> {
         for (origin, index) in &self.watermarks {
             self.batch
                 .put_cf(meta, rocks::watermark_key(*origin), index.to_be_bytes());
+        }
+        for (origin, hlc) in &self.merged_hlc {
+            self.batch
+                .put_cf(meta, rocks::merged_hlc_key(*origin), hlc.to_be_bytes());
+        }
+        for ((from, origin), hlc) in &self.seen {
+            self.batch
+                .put_cf(meta, rocks::seen_key(*from, *origin), hlc.to_be_bytes());
         }
         if let Some(upto) = self.trim_outbox {
             self.batch.delete_range_cf(
@@ -612,5 +707,134 @@ impl<'a> BatchCtx<'a> {
             self.ks.outbox_notify.notify_waiters();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::{FsyncPolicy, KeyspaceOptions};
+    use crate::op::{ExpireSet, OpBatch, SetCond, SetReply};
+
+    fn keyspace(dir: &std::path::Path) -> Keyspace {
+        let ks = Keyspace::open(KeyspaceOptions {
+            path: dir.to_path_buf(),
+            hot_cache_bytes: 1 << 20,
+            block_cache_bytes: 1 << 20,
+            write_buffer_bytes: 1 << 20,
+            max_write_buffers: 2,
+            fsync: FsyncPolicy::No,
+        })
+        .expect("open");
+        ks.set_geo(0, true);
+        ks
+    }
+
+    fn apply(ks: &Keyspace, hlc: u64, ops: Vec<Op>) -> Vec<OpResult> {
+        ks.apply_batch(&OpBatch {
+            now_ms: 1,
+            hlc,
+            origin: 0,
+            ops,
+        })
+        .expect("apply")
+    }
+
+    fn set(key: &str) -> Op {
+        Op::Set {
+            db: 0,
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from_static(b"v"),
+            expire: ExpireSet::Clear,
+            cond: SetCond::Always,
+            reply: SetReply::OkOrNil,
+        }
+    }
+
+    fn del(key: &str) -> Op {
+        Op::Del {
+            db: 0,
+            keys: vec![Bytes::from(key.to_string())],
+        }
+    }
+
+    fn all(_: u8) -> u64 {
+        u64::MAX
+    }
+
+    #[test]
+    fn tombstones_are_indexed_and_forget_drops_only_unchanged_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = keyspace(dir.path());
+        apply(&ks, 10, vec![set("a"), set("b"), set("c")]);
+        apply(&ks, 20, vec![del("a"), del("b"), del("c")]);
+        // A counter's tombstone is not collectable (its per-region counts must stay).
+        apply(
+            &ks,
+            25,
+            vec![Op::IncrBy {
+                db: 0,
+                key: Bytes::from_static(b"n"),
+                delta: 1,
+            }],
+        );
+        apply(&ks, 26, vec![del("n")]);
+        assert_eq!(ks.tombstones_indexed(100).unwrap(), 3);
+        // Only stamps at or below the bound are offered.
+        assert!(ks
+            .collectable_tombstones(|_| 19, 19, 100)
+            .unwrap()
+            .is_empty());
+        let found = ks.collectable_tombstones(all, u64::MAX, 100).unwrap();
+        assert_eq!(found.len(), 3);
+        // "b" is written again before the Forget applies: it stays (and leaves the index).
+        apply(&ks, 30, vec![set("b")]);
+        let dropped = apply(&ks, 40, vec![Op::Forget { tombstones: found }]);
+        assert_eq!(dropped, vec![OpResult::Int(2)]);
+        assert_eq!(ks.tombstones_indexed(100).unwrap(), 0);
+        assert!(ks.get(0, b"a", 1).unwrap().is_none());
+        assert!(ks.get(0, b"b", 1).unwrap().is_some());
+        // A tombstone over a tombstone moves the index record to the newer stamp.
+        apply(&ks, 50, vec![del("b")]);
+        apply(&ks, 60, vec![del("b")]);
+        let found = ks.collectable_tombstones(all, u64::MAX, 100).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].2.hlc, 50);
+    }
+
+    #[test]
+    fn merges_and_reports_advance_the_collection_inputs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = keyspace(dir.path());
+        apply(
+            &ks,
+            10,
+            vec![
+                Op::Merge {
+                    origin: 1,
+                    index: 5,
+                    hlc: 7,
+                    states: Vec::new(),
+                },
+                Op::Seen {
+                    from: 1,
+                    hlcs: vec![(0, 3), (2, 9)],
+                },
+            ],
+        );
+        // Older reports never move them back.
+        apply(
+            &ks,
+            11,
+            vec![Op::Seen {
+                from: 1,
+                hlcs: vec![(0, 2)],
+            }],
+        );
+        assert_eq!(ks.merged_hlc(1).unwrap(), 7);
+        assert_eq!(ks.merged_hlcs().unwrap(), vec![(1, 7)]);
+        assert_eq!(ks.seen(1, 0).unwrap(), 3);
+        assert_eq!(ks.seen(1, 2).unwrap(), 9);
+        assert_eq!(ks.seen(2, 0).unwrap(), 0);
     }
 }

@@ -13,7 +13,7 @@ mod value;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteOptions, DB};
@@ -142,6 +142,12 @@ pub struct Keyspace {
     outbox_notify: tokio::sync::Notify,
     /// Applied batches skip RocksDB's WAL (the Raft log is the WAL).
     log_is_wal: AtomicBool,
+    /// This node's hybrid logical clock: observes every applied batch's stamp, so a node
+    /// that becomes leader stamps after everything its region already wrote (entries of one
+    /// region carry increasing HLCs, which tombstone collection relies on).
+    hlc: Arc<geo::Hlc>,
+    /// Tombstones dropped by tombstone collection since start.
+    collected: AtomicU64,
 }
 
 impl Keyspace {
@@ -149,6 +155,11 @@ impl Keyspace {
     pub fn set_geo(&self, region_id: u8, multi_region: bool) {
         self.region_id.store(region_id, Ordering::Relaxed);
         self.multi_region.store(multi_region, Ordering::Relaxed);
+    }
+
+    /// The node's hybrid logical clock (the Raft proposer stamps batches with it).
+    pub fn hlc(&self) -> Arc<geo::Hlc> {
+        self.hlc.clone()
     }
 
     /// This region's id.
@@ -167,6 +178,105 @@ impl Keyspace {
             .read_meta(&rocks::watermark_key(origin))?
             .and_then(|r| <[u8; 8]>::try_from(r.as_slice()).ok())
             .map_or(0, u64::from_be_bytes))
+    }
+
+    /// HLC of the last entry of `origin` merged here (0: none yet).
+    pub fn merged_hlc(&self, origin: u8) -> Result<u64, StorageError> {
+        self.read_meta_u64(&rocks::merged_hlc_key(origin))
+    }
+
+    /// `merged_hlc` of every origin merged so far: what this region reports to the others.
+    pub fn merged_hlcs(&self) -> Result<Vec<(u8, u64)>, StorageError> {
+        let cf = rocks::cf(&self.db, rocks::CF_META);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(rocks::MERGED_HLC_PREFIX, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            let Some(origin) = k.strip_prefix(rocks::MERGED_HLC_PREFIX) else {
+                break;
+            };
+            if let (&[origin], Ok(v)) = (origin, <[u8; 8]>::try_from(&*v)) {
+                out.push((origin, u64::from_be_bytes(v)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What region `from` reported it had merged from `origin` (an HLC; 0: nothing known).
+    pub fn seen(&self, from: u8, origin: u8) -> Result<u64, StorageError> {
+        self.read_meta_u64(&rocks::seen_key(from, origin))
+    }
+
+    fn read_meta_u64(&self, key: &[u8]) -> Result<u64, StorageError> {
+        Ok(self
+            .read_meta(key)?
+            .and_then(|r| <[u8; 8]>::try_from(r.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Tombstones whose register HLC is at most `bound(region)`, oldest first, at most `max`;
+    /// the scan stops at the first HLC above `max_bound` (the largest bound). Each comes as
+    /// (database, key, stamp).
+    pub fn collectable_tombstones(
+        &self,
+        bound: impl Fn(u8) -> u64,
+        max_bound: u64,
+        max: usize,
+    ) -> Result<Vec<(u8, Bytes, Stamp)>, StorageError> {
+        let cf = rocks::cf(&self.db, rocks::CF_META);
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, _) = item?;
+            let Some((hlc, region, data_key)) = rocks::parse_tombstone_key(&k) else {
+                break;
+            };
+            if hlc > max_bound || out.len() >= max {
+                break;
+            }
+            if hlc <= bound(region) && !data_key.is_empty() {
+                out.push((
+                    data_key[0],
+                    Bytes::copy_from_slice(&data_key[1..]),
+                    Stamp { hlc, region },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records in the tombstone index (tombstones waiting for every region to merge them),
+    /// counted up to `limit`.
+    pub fn tombstones_indexed(&self, limit: usize) -> Result<usize, StorageError> {
+        let cf = rocks::cf(&self.db, rocks::CF_META);
+        let mut n = 0;
+        for item in self.db.iterator_cf(
+            cf,
+            IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            if !k.starts_with(rocks::TOMBSTONE_PREFIX) || n >= limit {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Counts tombstones dropped by collection (on the node that proposed it).
+    pub fn count_collected(&self, n: u64) {
+        self.collected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Tombstones this node's collection dropped since start.
+    pub fn collected(&self) -> u64 {
+        self.collected.load(Ordering::Relaxed)
     }
 
     /// Outbox entries after `after`, at most `max`, in index order.
@@ -325,6 +435,8 @@ impl Keyspace {
             multi_region: AtomicBool::new(false),
             outbox_notify: tokio::sync::Notify::new(),
             log_is_wal: AtomicBool::new(false),
+            hlc: Arc::new(geo::Hlc::new()),
+            collected: AtomicU64::new(0),
         })
     }
 
@@ -501,6 +613,9 @@ impl Keyspace {
         log_index: Option<u64>,
     ) -> Result<Vec<OpResult>, StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.hlc != 0 {
+            self.hlc.observe(geo::Timestamp(batch.hlc));
+        }
         let mut ctx = apply::BatchCtx::new(self, batch);
         let results = batch
             .ops

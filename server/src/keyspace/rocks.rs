@@ -104,6 +104,46 @@ pub fn watermark_key(origin: u8) -> [u8; 3] {
     [b'w', b'm', origin]
 }
 
+/// Meta key of the HLC of the last entry from `origin` merged here (entries of one origin
+/// carry increasing HLCs, so "merged up to HLC t" means every entry of `origin` up to t).
+pub fn merged_hlc_key(origin: u8) -> [u8; 3] {
+    [b'm', b'h', origin]
+}
+
+/// Prefix of the `merged_hlc_key`s.
+pub const MERGED_HLC_PREFIX: &[u8] = b"mh";
+
+/// Meta key of what region `from` reported it had merged from `origin` (an HLC), as of the
+/// last entry of `from` merged here.
+pub fn seen_key(from: u8, origin: u8) -> [u8; 4] {
+    [b's', b'n', from, origin]
+}
+
+/// Prefix of the tombstone index: `gc` + register HLC + region + data key, one record per
+/// collectable tombstone, in HLC order.
+pub const TOMBSTONE_PREFIX: &[u8] = b"gc";
+
+/// Meta key of the tombstone index record of `data_key` whose register is stamped
+/// `(hlc, region)`.
+pub fn tombstone_key(hlc: u64, region: u8, data_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(TOMBSTONE_PREFIX.len() + 9 + data_key.len());
+    k.extend_from_slice(TOMBSTONE_PREFIX);
+    k.extend_from_slice(&hlc.to_be_bytes());
+    k.push(region);
+    k.extend_from_slice(data_key);
+    k
+}
+
+/// Splits a tombstone index record's key into (hlc, region, data key).
+pub fn parse_tombstone_key(raw: &[u8]) -> Option<(u64, u8, &[u8])> {
+    let rest = raw.strip_prefix(TOMBSTONE_PREFIX)?;
+    if rest.len() < 10 {
+        return None;
+    }
+    let hlc = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    Some((hlc, rest[8], &rest[9..]))
+}
+
 /// Meta key of the highest outbox index trimmed.
 pub const OUTBOX_TRIMMED_KEY: &[u8] = b"outbox_trimmed";
 
@@ -115,6 +155,16 @@ pub fn count_key(db: u8) -> [u8; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tombstone_keys_sort_by_hlc_and_parse_back() {
+        let a = tombstone_key(5, 1, b"\x00zzz");
+        let b = tombstone_key(6, 0, b"\x00aaa");
+        assert!(a < b);
+        assert_eq!(parse_tombstone_key(&a), Some((5, 1, &b"\x00zzz"[..])));
+        assert!(parse_tombstone_key(b"gcshort").is_none());
+        assert!(parse_tombstone_key(b"count\x00").is_none());
+    }
 
     #[test]
     fn expiry_keys_sort_by_time_within_a_db() {

@@ -156,6 +156,13 @@ impl KeyState {
         }
     }
 
+    /// A tombstone that nothing else depends on: no counter history (PN entries must never
+    /// go backwards, so a counter's tombstone is kept) and no expiry. Once every region has
+    /// merged it, it can be dropped: an absent key then reads and merges the same.
+    pub fn is_collectable_tombstone(&self) -> bool {
+        self.deleted && self.pn.is_empty() && self.expire_at.is_none()
+    }
+
     /// Sets the register (SET, APPEND …): observes the current counter.
     pub fn set_register(&mut self, value: &[u8], stamp: Stamp) {
         self.value = Bytes::copy_from_slice(value);

@@ -192,7 +192,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = rocks::cf(self.db(), CF_LOG);
         let mut batch = WriteBatch::default();
+        let hlc = self.keyspace.hlc();
         for entry in entries {
+            // A follower that becomes leader must stamp after every entry in its log, applied
+            // or not: entries of one region carry increasing HLCs.
+            if let openraft::EntryPayload::Normal(batch) = &entry.payload {
+                hlc.observe(geo::Timestamp(batch.hlc));
+            }
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
             batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
         }

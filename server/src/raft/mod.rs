@@ -163,7 +163,7 @@ impl RegionRaft {
         };
         let me = Arc::new(RegionRaft {
             metrics: raft.metrics(),
-            proposer: proposer::Proposer::start(raft.clone(), Arc::new(geo::Hlc::new()), region_id),
+            proposer: proposer::Proposer::start(raft.clone(), keyspace.hlc(), region_id),
             keyspace,
             inbound: crate::replication::Inbound::default(),
             read_batcher: read::ReadIndexBatcher::default(),

@@ -564,6 +564,108 @@ fn set_and_del_race_converges_and_a_del_during_a_partition_sticks() {
     }
 }
 
+/// `tombstones` and `tombstones_collected` of `node`'s own row of `MERIDIAN REGIONS`.
+fn tombstones(node: &Node) -> anyhow::Result<(i64, i64)> {
+    let rows = regions(node)?;
+    let me = rows.first().context("MERIDIAN REGIONS: no rows")?;
+    let field = |f: &str| -> anyhow::Result<i64> {
+        me.get(f)
+            .with_context(|| format!("no {f} in {me:?}"))?
+            .parse()
+            .with_context(|| format!("{f} in {me:?}"))
+    };
+    Ok((field("tombstones")?, field("tombstones_collected")?))
+}
+
+#[test]
+fn tombstones_are_collected_once_every_region_merged_them() {
+    let c = geo_cluster(
+        &[("a", 1), ("b", 1), ("c", 1)],
+        &wan_delays(&[("a", "b"), ("a", "c"), ("b", "c")]),
+    );
+    let (la, lb, lc) = (leader(&c, "a"), leader(&c, "b"), leader(&c, "c"));
+    let (na, nb, nc) = (&c.nodes()[la], &c.nodes()[lb], &c.nodes()[lc]);
+    const KEYS: usize = 50;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("geo:gc:{i}")).collect();
+    {
+        let mut con = na.client();
+        for k in &keys {
+            let _: () = q(&mut con, &["SET", k, "alive"]);
+        }
+        for _ in 0..5 {
+            let _: i64 = q(&mut con, &["INCR", "geo:gc:ctr"]);
+        }
+    }
+    wait_value_everywhere(&c, &keys[KEYS - 1], Some("alive"));
+    wait_value_everywhere(&c, "geo:gc:ctr", Some("5"));
+
+    // c cut off: a's DELs reach b but not c, so neither a nor b may drop the tombstones.
+    partition_pair(&c, "a", "c");
+    partition_pair(&c, "b", "c");
+    {
+        let mut con = na.client();
+        for k in &keys {
+            assert_eq!(q::<i64>(&mut con, &["DEL", k]), 1, "DEL {k} in a");
+        }
+        assert_eq!(q::<i64>(&mut con, &["DEL", "geo:gc:ctr"]), 1);
+    }
+    eventually(CONVERGE, "b to see a's DELs", || {
+        match get(nb, &keys[KEYS - 1])? {
+            None => Ok(()),
+            Some(v) => bail!("still {v}"),
+        }
+    });
+    // Several collection rounds (one a second) with c unreachable.
+    std::thread::sleep(Duration::from_secs(4));
+    for n in [na, nb] {
+        let (held, _) = tombstones(n).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            held >= KEYS as i64,
+            "{} holds {held} tombstones while c has not merged the DELs",
+            n.name()
+        );
+    }
+    assert_eq!(
+        get(nc, &keys[0])
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .as_deref(),
+        Some("alive"),
+        "c is cut off"
+    );
+
+    // Healed: c merges the DELs, every region reports it, and every copy is dropped.
+    c.heal();
+    wait_value_everywhere(&c, &keys[KEYS - 1], None);
+    wait_value_everywhere(&c, "geo:gc:ctr", None);
+    let collected: Vec<(String, i64)> = eventually(CONVERGE, "every tombstone collected", || {
+        let mut out = Vec::new();
+        for n in [na, nb, nc] {
+            let (held, collected) = tombstones(n)?;
+            if held != 0 {
+                bail!("{} still holds {held} tombstones", n.name());
+            }
+            out.push((n.name().to_string(), collected));
+        }
+        Ok(out)
+    });
+    assert!(
+        collected.iter().all(|(_, n)| *n >= KEYS as i64),
+        "each region's leader dropped its copies: {collected:?}"
+    );
+    // Nothing came back, and the deleted counter (its tombstone keeps the per-region counts)
+    // starts again from zero everywhere.
+    let _: i64 = q(&mut nb.client(), &["INCR", "geo:gc:ctr"]);
+    wait_value_everywhere(&c, "geo:gc:ctr", Some("1"));
+    for k in [&keys[0], &keys[KEYS - 1]] {
+        wait_value_everywhere(&c, k, None);
+    }
+    let (_, visible) = wait_converged(&c, "after collection");
+    assert_eq!(visible, 1, "only geo:gc:ctr is left");
+    report(&format!(
+        "geo: tombstones held while c was cut off, then collected: {collected:?}"
+    ));
+}
+
 // ---------------------------------------------------------------------------------------------
 // d. A's leader killed while it ships
 // ---------------------------------------------------------------------------------------------
