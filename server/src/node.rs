@@ -437,6 +437,7 @@ impl Node {
                 .await;
         }
         let geo = Arc::new(Geo::new(&topology, &region));
+        service.attach_geo(geo.clone());
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
 
         let shared = Arc::new(Shared {

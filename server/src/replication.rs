@@ -30,7 +30,9 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::keyspace::{Keyspace, ShippedState};
 use crate::op::{Op, OpResult};
-use crate::raft::network::{decode, encode, RPC_FORWARD_WRITE, RPC_REPL_APPLY, RPC_REPL_WATERMARK};
+use crate::raft::network::{
+    decode, encode, RPC_FORWARD_WRITE, RPC_REPL_APPLY, RPC_REPL_WAIT, RPC_REPL_WATERMARK,
+};
 use crate::raft::{ForwardReply, ForwardRequest, RegionRaft};
 use crate::shutdown::Shutdown;
 use crate::write::{now_ms, WriteError};
@@ -105,6 +107,17 @@ pub struct ShipRequest {
     pub seen: Option<Vec<(u8, u64)>>,
 }
 
+/// WAIT asked of the region's leader by a follower.
+#[derive(Serialize, Deserialize)]
+pub struct WaitRequest {
+    /// Local log index of the client's last write.
+    pub index: u64,
+    /// Regions wanted.
+    pub wanted: i64,
+    /// How long to wait, ms.
+    pub limit_ms: u64,
+}
+
 /// What the shipper knows about one other region (for MERIDIAN REGIONS, INFO, WAIT).
 #[derive(Default)]
 pub struct TargetStatus {
@@ -175,6 +188,62 @@ impl Geo {
             Placement::Hash => self.ring.home_of(key)?.to_string(),
         };
         (home != self.region).then_some(home)
+    }
+
+    /// Waits (up to `limit`) until `wanted` other regions applied everything up to local log
+    /// index `index`; returns how many have. Meaningful on the region's leader, whose
+    /// shippers track what the other regions confirmed.
+    pub async fn wait_acked(&self, index: u64, wanted: i64, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let acked = if index == 0 {
+                0
+            } else {
+                self.regions_acked(index)
+            };
+            if acked as i64 >= wanted || index == 0 || tokio::time::Instant::now() >= deadline {
+                return acked;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// WAIT on any node of the region: the leader's count, asked over the link when this
+    /// node follows (its own shippers are idle).
+    pub async fn wait_acked_anywhere(
+        &self,
+        raft: &RegionRaft,
+        index: u64,
+        wanted: i64,
+        limit: Duration,
+    ) -> usize {
+        let remote = raft
+            .leader()
+            .filter(|l| *l != raft.node_id)
+            .and_then(|l| Some((raft.endpoint.as_ref()?, raft.peer_of(l)?)));
+        let Some((endpoint, leader)) = remote else {
+            return self.wait_acked(index, wanted, limit).await;
+        };
+        let request = WaitRequest {
+            index,
+            wanted,
+            limit_ms: limit.as_millis() as u64,
+        };
+        let Ok(body) = encode(&request) else {
+            return 0;
+        };
+        match endpoint
+            .call(&leader, RPC_REPL_WAIT, body, limit + SHIP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|reply| decode::<u64>(&reply))
+        {
+            Ok(n) => n as usize,
+            Err(e) => {
+                warn!(leader = %leader.name, error = %e, "WAIT: asking the leader failed");
+                0
+            }
+        }
     }
 
     /// Number of other regions that applied everything up to local log index `index`.

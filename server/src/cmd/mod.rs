@@ -12,7 +12,7 @@ mod connection;
 mod expire;
 mod keys;
 mod meridian;
-mod server;
+pub(crate) mod server;
 mod string;
 
 use std::collections::HashMap;

@@ -235,7 +235,7 @@ pub fn save(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
 }
 
 /// Longest WAIT, whatever the client asks (0 = "forever" in Redis).
-const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// WAIT numreplicas timeout: in-region replication is complete when a write returns, so this
 /// counts the other regions that applied this connection's last write, waiting up to
@@ -248,23 +248,14 @@ pub fn wait(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     }
     let index = ctx.client.last_write_index;
     let geo = ctx.shared.geo.clone();
+    let raft = ctx.shared.raft.clone();
     let limit = if timeout == 0 {
         MAX_WAIT
     } else {
         std::time::Duration::from_millis(timeout as u64).min(MAX_WAIT)
     };
     Ok(Outcome::Async(Box::pin(async move {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let acked = if index == 0 {
-                0
-            } else {
-                geo.regions_acked(index)
-            };
-            if acked as i64 >= wanted || tokio::time::Instant::now() >= deadline || index == 0 {
-                return Reply::Integer(acked as i64);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let acked = geo.wait_acked_anywhere(&raft, index, wanted, limit).await;
+        Reply::Integer(acked as i64)
     })))
 }

@@ -32,6 +32,8 @@ pub const RPC_READ_INDEX: u16 = 11;
 pub const RPC_REPL_APPLY: u16 = 20;
 /// RPC kind: another region asks which of its entries this region applied.
 pub const RPC_REPL_WATERMARK: u16 = 21;
+/// RPC kind: a follower's client runs WAIT; the leader (whose shippers know) answers.
+pub const RPC_REPL_WAIT: u16 = 22;
 
 /// Upper bound of one Raft RPC when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);

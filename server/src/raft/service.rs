@@ -9,7 +9,7 @@ use geo::RpcHandler;
 use tracing::debug;
 
 use super::network::{
-    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_READ_INDEX, RPC_REPL_APPLY,
+    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_READ_INDEX, RPC_REPL_APPLY, RPC_REPL_WAIT,
     RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
 };
 use super::types::typ;
@@ -21,6 +21,7 @@ use crate::write::WriteError;
 #[derive(Default)]
 pub struct RaftService {
     member: OnceLock<Arc<RegionRaft>>,
+    geo: OnceLock<Arc<crate::replication::Geo>>,
 }
 
 impl RaftService {
@@ -33,6 +34,11 @@ impl RaftService {
     pub fn attach(&self, member: Arc<RegionRaft>) {
         let _ = self.member.set(member);
     }
+
+    /// Attaches cross-region replication state (answers WAIT for followers).
+    pub fn attach_geo(&self, geo: Arc<crate::replication::Geo>) {
+        let _ = self.geo.set(geo);
+    }
 }
 
 impl RpcHandler for RaftService {
@@ -43,6 +49,7 @@ impl RpcHandler for RaftService {
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, String>> {
         let member = self.member.get().cloned();
+        let geo = self.geo.get().cloned();
         Box::pin(async move {
             let member = member.ok_or_else(|| "raft not started yet".to_string())?;
             debug!(from = %from, kind, len = body.len(), "rpc");
@@ -85,6 +92,14 @@ impl RpcHandler for RaftService {
                     encode(&member.keyspace.watermark(origin).map_err(|e| e.to_string()))
                 }
                 RPC_READ_INDEX => encode(&member.read_index().await),
+                RPC_REPL_WAIT => {
+                    let request: crate::replication::WaitRequest = decode(&body)?;
+                    let geo = geo.ok_or_else(|| "replication not started yet".to_string())?;
+                    let limit = std::time::Duration::from_millis(request.limit_ms)
+                        .min(crate::cmd::server::MAX_WAIT);
+                    let acked = geo.wait_acked(request.index, request.wanted, limit).await;
+                    encode(&(acked as u64))
+                }
                 other => Err(format!("unknown rpc kind {other}")),
             }
         })

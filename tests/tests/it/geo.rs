@@ -241,7 +241,7 @@ fn write_in_one_region_is_read_in_the_others_and_wait_counts_them() {
         &wan_delays(&[("a", "b"), ("a", "c")]),
     );
     let la = leader(&c, "a");
-    leader(&c, "b");
+    let lb = leader(&c, "b");
     let a = &c.nodes()[la];
     let mut con = a.client();
 
@@ -277,6 +277,28 @@ fn write_in_one_region_is_read_in_the_others_and_wait_counts_them() {
     // Without WAIT: visible everywhere eventually.
     let _: () = q(&mut con, &["SET", "geo:a:2", "two"]);
     wait_value_everywhere(&c, "geo:a:2", Some("two"));
+
+    // WAIT through a follower (of b): its leader, whose shippers know, answers.
+    let follower = c
+        .region_nodes("b")
+        .into_iter()
+        .find(|i| *i != lb)
+        .expect("b has followers");
+    let mut fcon = c.nodes()[follower].client();
+    let _: () = q(&mut fcon, &["SET", "geo:b:1", "from-a-follower-of-b"]);
+    let acked: i64 = q(&mut fcon, &["WAIT", "2", "5000"]);
+    assert_eq!(acked, 2, "WAIT 2 5000 after SET on a follower of b");
+    for region in ["a", "c"] {
+        let node = &c.nodes()[c.region_nodes(region)[0]];
+        assert_eq!(
+            get(node, "geo:b:1")
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .as_deref(),
+            Some("from-a-follower-of-b"),
+            "GET geo:b:1 on {} ({region}) right after WAIT on b's follower returned 2",
+            node.name()
+        );
+    }
 
     // With c cut off, WAIT gives up after its timeout and counts only b.
     partition_pair(&c, "a", "c");
