@@ -86,6 +86,9 @@ pub struct ServerConfig {
     pub active_expiry_hz: u32,
     /// Keys removed per active expiry pass at most.
     pub active_expiry_batch: usize,
+    /// Outbox entries kept for a region that is behind; a region further behind is resynced
+    /// from a full stream of key states instead (after a long partition, say).
+    pub replication_backlog: u64,
     /// Raft settings (the `[raft]` table).
     #[serde(skip)]
     pub raft: RaftConfig,
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             proto_max_bulk_len: 512 * 1024 * 1024,
             active_expiry_hz: 10,
             active_expiry_batch: 1000,
+            replication_backlog: 1_000_000,
             raft: RaftConfig::default(),
         }
     }

@@ -436,7 +436,7 @@ impl Node {
                 .metrics(|m| m.current_leader == Some(me.id), "self-election")
                 .await;
         }
-        let geo = Arc::new(Geo::new(&topology, &region));
+        let geo = Arc::new(Geo::new(&topology, &region, config.replication_backlog));
         service.attach_geo(geo.clone());
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
 

@@ -63,8 +63,6 @@ const FORGET_ROUNDS: usize = 16;
 /// While idle, a shipper reports what its region merged (for tombstone collection) at most
 /// this often.
 const SEEN_EVERY: Duration = Duration::from_millis(500);
-/// Outbox entries kept beyond the slowest region before it must resync instead.
-pub const MAX_OUTBOX_BACKLOG: u64 = 1_000_000;
 
 /// Region ids: the index of each region in the topology's regions sorted by name, so every
 /// node derives the same ids from the same file.
@@ -154,11 +152,14 @@ pub struct Geo {
     pub targets: Vec<Arc<TargetStatus>>,
     /// Highest outbox index trimmed.
     trimmed: Mutex<u64>,
+    /// Outbox entries kept beyond the slowest region before it must resync instead.
+    backlog: u64,
 }
 
 impl Geo {
-    /// Routing and status for `region` in `topology`.
-    pub fn new(topology: &Topology, region: &str) -> Geo {
+    /// Routing and status for `region` in `topology`, keeping `backlog` outbox entries for a
+    /// region that is behind.
+    pub fn new(topology: &Topology, region: &str, backlog: u64) -> Geo {
         let targets = topology
             .region_names()
             .filter(|r| *r != region)
@@ -177,6 +178,7 @@ impl Geo {
             topology: topology.clone(),
             targets,
             trimmed: Mutex::new(0),
+            backlog,
         }
     }
 
@@ -441,6 +443,8 @@ async fn ship_from(
     // Behind what the outbox still holds: resync from the keyspace first.
     if wm < keyspace.outbox_trimmed().map_err(|e| e.to_string())? {
         wm = resync(keyspace, target, endpoint, peer, my_id).await?;
+        target.acked.fetch_max(wm, Ordering::Relaxed);
+        target.acked_log.fetch_max(wm, Ordering::Relaxed);
     }
     // Up to SHIP_PIPELINE calls in flight; each names the index it follows (`prev`) and the
     // receiver applies them in that order, so a WAN round trip does not idle the stream.
@@ -566,10 +570,13 @@ async fn resync(
     peer: &geo::PeerAddr,
     my_id: u8,
 ) -> Result<u64, String> {
+    // Everything up to the newest outbox entry (or, with the outbox trimmed empty, up to what
+    // was trimmed) is in the key states read below.
     let upto = keyspace
         .outbox_bounds()
         .map_err(|e| e.to_string())?
-        .map_or(0, |(_, last)| last);
+        .map_or(0, |(_, last)| last)
+        .max(keyspace.outbox_trimmed().map_err(|e| e.to_string())?);
     warn!(
         watermark_to = upto,
         "region is behind the retained outbox: resyncing from the keyspace"
@@ -851,7 +858,7 @@ async fn trim_outbox(raft: &RegionRaft, keyspace: &Keyspace, geo: &Geo) {
         .map(|t| t.acked.load(Ordering::Relaxed))
         .min()
         .unwrap_or(0);
-    let upto = slowest.max(last.saturating_sub(MAX_OUTBOX_BACKLOG));
+    let upto = slowest.max(last.saturating_sub(geo.backlog));
     let advanced = {
         let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
         let advanced = upto > *trimmed;

@@ -688,6 +688,62 @@ fn tombstones_are_collected_once_every_region_merged_them() {
     ));
 }
 
+#[test]
+fn region_behind_the_retained_outbox_resyncs_then_resumes() {
+    // a keeps 50 outbox entries for a region that is behind; b is cut off for 300 writes.
+    let c = geo_cluster(
+        &[("a", 1), ("b", 1)],
+        &format!(
+            "{}\n[server]\nreplication-backlog = 50\n",
+            wan_delays(&[("a", "b")])
+        ),
+    );
+    let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
+    let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
+    let _: () = q(&mut na.client(), &["SET", "geo:rs:before", "1"]);
+    wait_value_everywhere(&c, "geo:rs:before", Some("1"));
+    partition_pair(&c, "a", "b");
+    {
+        let mut con = na.client();
+        for i in 0..300 {
+            let _: () = q(&mut con, &["SET", &format!("geo:rs:{i}"), &i.to_string()]);
+        }
+        let _: i64 = q(&mut con, &["DEL", "geo:rs:before"]);
+        for _ in 0..7 {
+            let _: i64 = q(&mut con, &["INCR", "geo:rs:ctr"]);
+        }
+    }
+    // b's own write during the partition must survive the resync too.
+    let _: () = q(&mut nb.client(), &["SET", "geo:rs:from-b", "b"]);
+    // Longer than a replication call may take (5 s): the calls sent into the partition fail,
+    // and meanwhile the trimmer (once a second) drops what b would need from the outbox.
+    std::thread::sleep(Duration::from_secs(7));
+    c.heal();
+    wait_value_everywhere(&c, "geo:rs:299", Some("299"));
+    wait_value_everywhere(&c, "geo:rs:before", None);
+    wait_value_everywhere(&c, "geo:rs:ctr", Some("7"));
+    wait_value_everywhere(&c, "geo:rs:from-b", Some("b"));
+    let (_, keys) = wait_converged(&c, "after the resync");
+    assert_eq!(keys, 302, "300 + ctr + from-b");
+    let b_row = eventually(CONVERGE, "a to report b resynced and caught up", || {
+        let rows = regions(na)?;
+        let row = rows
+            .into_iter()
+            .find(|r| r.get("region").map(String::as_str) == Some("b"))
+            .context("no row for b")?;
+        let field = |k: &str| row.get(k).map(String::as_str).unwrap_or("");
+        let acked: u64 = field("acked_index").parse().unwrap_or(0);
+        if field("resyncs") == "0" || field("lag_entries") != "0" || acked < 300 {
+            bail!("{row:?}");
+        }
+        Ok(row)
+    });
+    // Then it resumes from the outbox: a later write arrives the ordinary way.
+    let _: () = q(&mut na.client(), &["SET", "geo:rs:after", "x"]);
+    wait_value_everywhere(&c, "geo:rs:after", Some("x"));
+    report(&format!("geo: resync after a partition: {b_row:?}"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // d. A's leader killed while it ships
 // ---------------------------------------------------------------------------------------------
