@@ -837,4 +837,32 @@ mod tests {
         assert_eq!(ks.seen(1, 2).unwrap(), 9);
         assert_eq!(ks.seen(2, 0).unwrap(), 0);
     }
+
+    #[test]
+    fn export_stream_imports_into_another_keyspace() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (keyspace(d1.path()), keyspace(d2.path()));
+        apply(&a, 10, vec![set("x"), set("y")]);
+        apply(&b, 10, vec![set("only-in-b")]);
+        let mut image = Vec::new();
+        let n = a
+            .export_to(&mut image, &[b"count\x00".as_slice()], |values, _| {
+                Ok(values.len())
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        // A stream cut inside a record is refused before anything is written.
+        let mut cut = &image[..image.len() - 3];
+        assert!(matches!(
+            b.import_from(&mut cut, &[]),
+            Err(StorageError::SnapshotCorrupt(_))
+        ));
+        assert!(b.get(0, b"only-in-b", 1).unwrap().is_some());
+        assert!(!b.import_interrupted().unwrap());
+        b.import_from(&mut image.as_slice(), &[]).unwrap();
+        assert!(b.get(0, b"x", 1).unwrap().is_some());
+        assert!(b.get(0, b"only-in-b", 1).unwrap().is_none());
+        assert_eq!(b.dbsize(0), 2);
+        assert!(!b.import_interrupted().unwrap());
+    }
 }

@@ -11,6 +11,7 @@ pub mod number;
 pub mod rocks;
 mod value;
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,6 +120,12 @@ pub enum StorageError {
         /// Length of the key (values and keys are never logged).
         key_len: usize,
     },
+    /// A snapshot file could not be written or read.
+    #[error("snapshot file: {0}")]
+    SnapshotIo(#[from] std::io::Error),
+    /// A snapshot stream ends inside a record or holds an unknown record.
+    #[error("snapshot stream is corrupt ({0})")]
+    SnapshotCorrupt(&'static str),
 }
 
 /// The node's data: RocksDB, the hot cache, key counts.
@@ -636,13 +643,24 @@ impl Keyspace {
         &self.db
     }
 
-    /// Serialises the whole keyspace (values, expiry index, meta records) from one consistent
-    /// RocksDB snapshot. Returns the bytes and the values of the meta records `keys` as of
-    /// that snapshot.
-    #[allow(clippy::type_complexity)]
-    pub fn export(&self, keys: &[&[u8]]) -> Result<(Vec<u8>, Vec<Option<Vec<u8>>>), StorageError> {
+    /// Streams the whole keyspace (values, expiry index, meta records) from one consistent
+    /// RocksDB snapshot into `out`, record by record (nothing is held in memory). `header`
+    /// first gets the values of the meta records `keys` as of that snapshot (and may write a
+    /// header); its result is returned.
+    ///
+    /// Record: `[cf tag u8][key len u32][key][value len u32][value]`, big-endian lengths.
+    pub fn export_to<W: Write, T>(
+        &self,
+        out: &mut W,
+        keys: &[&[u8]],
+        header: impl FnOnce(Vec<Option<Vec<u8>>>, &mut W) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let snap = self.db.snapshot();
-        let mut out = Vec::new();
+        let values = keys
+            .iter()
+            .map(|k| snap.get_cf(rocks::cf(&self.db, rocks::CF_META), k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = header(values, out)?;
         for (tag, name) in [
             (0u8, rocks::CF_DATA),
             (1, rocks::CF_EXPIRY),
@@ -650,24 +668,22 @@ impl Keyspace {
         ] {
             for item in snap.iterator_cf(rocks::cf(&self.db, name), IteratorMode::Start) {
                 let (k, v) = item?;
-                out.push(tag);
-                out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                out.extend_from_slice(&k);
-                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                out.extend_from_slice(&v);
+                out.write_all(&[tag])?;
+                out.write_all(&(k.len() as u32).to_be_bytes())?;
+                out.write_all(&k)?;
+                out.write_all(&(v.len() as u32).to_be_bytes())?;
+                out.write_all(&v)?;
             }
         }
-        let values = keys
-            .iter()
-            .map(|k| snap.get_cf(rocks::cf(&self.db, rocks::CF_META), k))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((out, values))
+        Ok(result)
     }
 
-    /// Replaces the whole keyspace with an [`Keyspace::export`] image.
-    pub fn import(&self, image: &[u8]) -> Result<(), StorageError> {
+    /// Replaces the whole keyspace with an [`Keyspace::export_to`] stream, in write batches
+    /// of bounded size. The meta records `last` (the applied position) are written in the
+    /// final batch, and an import marker covers the batches before it: a node that stops
+    /// half-way finds the marker at start and must import again ([`Keyspace::import_interrupted`]).
+    pub fn import_from(&self, input: &mut impl Read, last: &[&[u8]]) -> Result<(), StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let corrupt = || StorageError::Corrupt { key_len: 0 };
         let mut batch = rocksdb::WriteBatch::default();
         for name in [
             rocks::CF_DATA,
@@ -677,32 +693,35 @@ impl Keyspace {
         ] {
             batch.delete_range_cf(rocks::cf(&self.db, name), vec![], vec![0xffu8; 64]);
         }
-        let mut rest = image;
-        let take = |n: usize, rest: &mut &[u8]| -> Result<Vec<u8>, StorageError> {
-            if rest.len() < n {
-                return Err(corrupt());
-            }
-            let (head, tail) = rest.split_at(n);
-            *rest = tail;
-            Ok(head.to_vec())
-        };
-        while !rest.is_empty() {
-            let tag = take(1, &mut rest)?[0];
-            let klen =
-                u32::from_be_bytes(take(4, &mut rest)?.try_into().map_err(|_| corrupt())?) as usize;
-            let key = take(klen, &mut rest)?;
-            let vlen =
-                u32::from_be_bytes(take(4, &mut rest)?.try_into().map_err(|_| corrupt())?) as usize;
-            let value = take(vlen, &mut rest)?;
+        batch.put_cf(
+            rocks::cf(&self.db, rocks::CF_META),
+            rocks::IMPORT_MARKER_KEY,
+            b"",
+        );
+        let mut held_back = Vec::new();
+        while let Some((tag, key, value)) = read_record(input)? {
             let cf = match tag {
                 0 => rocks::CF_DATA,
                 1 => rocks::CF_EXPIRY,
                 2 => rocks::CF_META,
                 3 => rocks::CF_OUTBOX,
-                _ => return Err(corrupt()),
+                _ => return Err(StorageError::SnapshotCorrupt("unknown column family tag")),
             };
+            if cf == rocks::CF_META && last.contains(&key.as_slice()) {
+                held_back.push((key, value));
+                continue;
+            }
             batch.put_cf(rocks::cf(&self.db, cf), key, value);
+            if batch.size_in_bytes() >= IMPORT_BATCH_BYTES {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &WriteOptions::default())?;
+            }
         }
+        let meta = rocks::cf(&self.db, rocks::CF_META);
+        for (key, value) in held_back {
+            batch.put_cf(meta, key, value);
+        }
+        batch.delete_cf(meta, rocks::IMPORT_MARKER_KEY);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo)?;
@@ -715,6 +734,11 @@ impl Keyspace {
         }
         self.hot.publish(true, std::iter::empty());
         Ok(())
+    }
+
+    /// True when an import stopped half-way (the keyspace is partial until imported again).
+    pub fn import_interrupted(&self) -> Result<bool, StorageError> {
+        Ok(self.read_meta(rocks::IMPORT_MARKER_KEY)?.is_some())
     }
 
     /// Cache statistics: (hits, misses, bytes held, entries).
@@ -797,5 +821,46 @@ impl Keyspace {
         opts.set_wait(true);
         self.db.flush_cfs_opt(&cfs, &opts)?;
         Ok(())
+    }
+}
+
+/// Import write batches are cut at about this size.
+const IMPORT_BATCH_BYTES: usize = 8 << 20;
+
+/// Largest key or value a snapshot record may hold (bounds what a corrupt length allocates).
+const MAX_SNAPSHOT_FIELD: usize = 1 << 30;
+
+/// One record of an export stream: column family tag, key, value.
+type Record = (u8, Vec<u8>, Vec<u8>);
+
+/// One record of an export stream, or `None` at a clean end.
+fn read_record(input: &mut impl Read) -> Result<Option<Record>, StorageError> {
+    let mut tag = [0u8; 1];
+    match input.read_exact(&mut tag) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let mut field = || -> Result<Vec<u8>, StorageError> {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len).map_err(truncated)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_SNAPSHOT_FIELD {
+            return Err(StorageError::SnapshotCorrupt("record field too long"));
+        }
+        let mut buf = vec![0u8; len];
+        input.read_exact(&mut buf).map_err(truncated)?;
+        Ok(buf)
+    };
+    let key = field()?;
+    let value = field()?;
+    Ok(Some((tag[0], key, value)))
+}
+
+fn truncated(e: std::io::Error) -> StorageError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        StorageError::SnapshotCorrupt("ends inside a record")
+    } else {
+        e.into()
     }
 }

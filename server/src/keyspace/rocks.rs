@@ -144,6 +144,9 @@ pub fn parse_tombstone_key(raw: &[u8]) -> Option<(u64, u8, &[u8])> {
     Some((hlc, rest[8], &rest[9..]))
 }
 
+/// Meta key present while a snapshot import is under way.
+pub const IMPORT_MARKER_KEY: &[u8] = b"import_in_progress";
+
 /// Meta key of the highest outbox index trimmed.
 pub const OUTBOX_TRIMMED_KEY: &[u8] = b"outbox_trimmed";
 

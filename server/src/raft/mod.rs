@@ -148,7 +148,7 @@ impl RegionRaft {
         let config = Arc::new(config.validate()?);
         let log_store = LogStore::new(keyspace.clone());
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
-        let state_machine = StateMachine::new(keyspace.clone(), snapshot_path);
+        let state_machine = StateMachine::new(keyspace.clone(), snapshot_path)?;
         let span = tracing::info_span!("raft", region = %region, node = node_id);
         let raft = {
             let _enter = span.enter();

@@ -1,21 +1,26 @@
 //! The Raft state machine: applies committed entries to the keyspace. Each entry's ops, its
 //! log id and (for membership entries) the membership land in one RocksDB write batch, so
-//! after a crash the keyspace and its applied position agree. Snapshots are images of the
-//! keyspace taken from one RocksDB snapshot.
+//! after a crash the keyspace and its applied position agree.
+//!
+//! Snapshots are files: a header (magic, length, the snapshot's meta) followed by the
+//! keyspace's export stream, written from one RocksDB snapshot and read back in bounded
+//! batches, so neither building, sending nor installing one holds the keyspace in memory.
+//! The latest snapshot is `raft-snapshot.bin` beside the database; one being received is
+//! `raft-snapshot.recv` until it is installed.
 
-use std::io::Cursor;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
-use tracing::info;
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
 
 use super::types::{
     BatchResults, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::keyspace::Keyspace;
+use crate::keyspace::{Keyspace, StorageError as KeyspaceError};
 use crate::op::OpBatch;
 
 const KEY_APPLIED: &[u8] = b"sm_applied";
@@ -39,32 +44,67 @@ fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageErro
     .into()
 }
 
-/// The latest snapshot, as kept on disk.
-#[derive(Serialize, Deserialize, Clone)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
+/// First bytes of a snapshot file (format 1).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"MRDNSNP1";
+/// Largest snapshot header accepted.
+const MAX_HEADER: u32 = 1 << 20;
 
 /// The state machine; cheap to clone.
 #[derive(Clone)]
 pub struct StateMachine {
     keyspace: Arc<Keyspace>,
+    /// The latest snapshot file.
     snapshot_path: PathBuf,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+/// Reads a snapshot file's header: its meta, leaving `file` at the first record.
+fn read_header(file: &mut impl Read) -> std::io::Result<SnapshotMeta> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic)?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(bad("not a Meridian snapshot file (format 1)"));
+    }
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_HEADER {
+        return Err(bad("snapshot header too long"));
+    }
+    let mut meta = vec![0u8; len as usize];
+    file.read_exact(&mut meta)?;
+    bincode::deserialize(&meta).map_err(|e| bad(&e.to_string()))
+}
+
+fn write_header(file: &mut impl Write, meta: &SnapshotMeta) -> std::io::Result<()> {
+    let meta = bincode::serialize(meta)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    file.write_all(SNAPSHOT_MAGIC)?;
+    file.write_all(&(meta.len() as u32).to_be_bytes())?;
+    file.write_all(&meta)
+}
+
+/// Imports the snapshot file at `path` into `keyspace`.
+fn import_file(keyspace: &Keyspace, path: &Path) -> Result<SnapshotMeta, KeyspaceError> {
+    let mut input = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let meta = read_header(&mut input)?;
+    keyspace.import_from(&mut input, &[KEY_APPLIED, KEY_MEMBERSHIP])?;
+    Ok(meta)
 }
 
 impl StateMachine {
-    /// A state machine over `keyspace`, keeping its latest snapshot at `snapshot_path`.
-    pub fn new(keyspace: Arc<Keyspace>, snapshot_path: PathBuf) -> StateMachine {
-        let current = std::fs::read(&snapshot_path)
-            .ok()
-            .and_then(|raw| bincode::deserialize::<StoredSnapshot>(&raw).ok());
-        StateMachine {
+    /// A state machine over `keyspace`, keeping its latest snapshot at `snapshot_path`. An
+    /// install that a crash interrupted is finished here (the snapshot file is complete
+    /// before any of it is imported).
+    pub fn new(keyspace: Arc<Keyspace>, snapshot_path: PathBuf) -> anyhow::Result<StateMachine> {
+        if keyspace.import_interrupted()? {
+            warn!(path = %snapshot_path.display(), "a snapshot install was interrupted: importing it again");
+            import_file(&keyspace, &snapshot_path)?;
+        }
+        Ok(StateMachine {
             keyspace,
             snapshot_path,
-            current: Arc::new(Mutex::new(current)),
-        }
+        })
     }
 
     fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -87,60 +127,82 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    fn save_snapshot(&self, snap: StoredSnapshot) -> Result<(), StorageError> {
-        let bytes = bincode::serialize(&snap).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let tmp = self.snapshot_path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&tmp, &self.snapshot_path).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap);
-        Ok(())
+    /// Writes a snapshot of the keyspace to the snapshot file (through a temporary file,
+    /// renamed once synced); returns its meta.
+    fn write_snapshot(&self) -> Result<SnapshotMeta, KeyspaceError> {
+        let tmp = self.snapshot_path.with_extension("building");
+        let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        let meta =
+            self.keyspace
+                .export_to(&mut out, &[KEY_APPLIED, KEY_MEMBERSHIP], |values, out| {
+                    let corrupt = |what| KeyspaceError::SnapshotCorrupt(what);
+                    let last_log_id: Option<LogId> = match &values[0] {
+                        Some(raw) => {
+                            bincode::deserialize(raw).map_err(|_| corrupt("applied position"))?
+                        }
+                        None => None,
+                    };
+                    let last_membership: StoredMembership = match &values[1] {
+                        Some(raw) => {
+                            bincode::deserialize(raw).map_err(|_| corrupt("membership"))?
+                        }
+                        None => StoredMembership::default(),
+                    };
+                    let meta = SnapshotMeta {
+                        last_log_id,
+                        last_membership,
+                        snapshot_id: format!(
+                            "{}-{}-{}",
+                            last_log_id.map_or(0, |l| l.leader_id.term),
+                            last_log_id.map_or(0, |l| l.index),
+                            crate::write::now_ms()
+                        ),
+                    };
+                    write_header(out, &meta)?;
+                    Ok(meta)
+                })?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.snapshot_path)?;
+        Ok(meta)
+    }
+
+    /// Opens the latest snapshot file, if there is a readable one.
+    fn open_snapshot(&self) -> Option<(SnapshotMeta, std::fs::File)> {
+        let mut file = std::fs::File::open(&self.snapshot_path).ok()?;
+        match read_header(&mut file).and_then(|meta| {
+            file.seek(SeekFrom::Start(0))?;
+            Ok(meta)
+        }) {
+            Ok(meta) => Some((meta, file)),
+            Err(e) => {
+                warn!(path = %self.snapshot_path.display(), error = %e, "ignoring an unreadable snapshot file");
+                None
+            }
+        }
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let keyspace = self.keyspace.clone();
-        let (data, values) =
-            tokio::task::spawn_blocking(move || keyspace.export(&[KEY_APPLIED, KEY_MEMBERSHIP]))
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let decode_err = |e| snap_err(ErrorVerb::Read, e);
-        let last_log_id: Option<LogId> = match &values[0] {
-            Some(raw) => bincode::deserialize(raw).map_err(decode_err)?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match &values[1] {
-            Some(raw) => bincode::deserialize(raw).map_err(decode_err)?,
-            None => StoredMembership::default(),
-        };
-        let snapshot_id = format!(
-            "{}-{}-{}",
-            last_log_id.map_or(0, |l| l.leader_id.term),
-            last_log_id.map_or(0, |l| l.index),
-            crate::write::now_ms()
-        );
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
+        let this = self.clone();
+        let meta = tokio::task::spawn_blocking(move || this.write_snapshot())
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file = tokio::fs::File::open(&self.snapshot_path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let bytes = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         info!(
-            bytes = data.len(),
-            index = last_log_id.map_or(0, |l| l.index),
+            bytes,
+            index = meta.last_log_id.map_or(0, |l| l.index),
             "snapshot built"
         );
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.save_snapshot(stored))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))??;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -199,48 +261,62 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = tokio::fs::File::create(self.snapshot_path.with_extension("recv"))
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        info!(
-            bytes = data.len(),
-            index = meta.last_log_id.map_or(0, |l| l.index),
-            "installing snapshot"
-        );
-        let keyspace = self.keyspace.clone();
-        let image = data.clone();
-        tokio::task::spawn_blocking(move || keyspace.import(&image))
+        snapshot
+            .flush()
             .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        // The image carries the applied position and membership of the sender's state machine.
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.save_snapshot(stored))
+        snapshot
+            .sync_all()
             .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        drop(snapshot);
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let received = self.snapshot_path.with_extension("recv");
+        let path = self.snapshot_path.clone();
+        let keyspace = self.keyspace.clone();
+        let expected = meta.snapshot_id.clone();
+        // The complete file becomes the latest snapshot first: an install cut short by a
+        // crash is finished from it at the next start.
+        let installed = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(&received)?;
+            let header = read_header(&mut file)?;
+            if header.snapshot_id != expected {
+                return Err(KeyspaceError::SnapshotCorrupt(
+                    "received file is not the snapshot announced",
+                ));
+            }
+            drop(file);
+            std::fs::rename(&received, &path)?;
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            info!(bytes, index, "installing snapshot");
+            import_file(&keyspace, &path)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        installed.map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        Ok(current.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let this = self.clone();
+        let opened = tokio::task::spawn_blocking(move || this.open_snapshot())
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(opened.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }

@@ -1,7 +1,5 @@
 //! The Raft type configuration and aliases: no other file spells out openraft's generics.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 use crate::op::{OpBatch, OpResult};
@@ -38,7 +36,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = MeridianNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
