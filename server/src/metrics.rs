@@ -54,5 +54,20 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
         gauge!("meridian_connected_clients").set(shared.clients.count() as f64);
         gauge!("meridian_keys").set(shared.keyspace.dbsize(0) as f64);
         gauge!("meridian_rss_bytes").set(rss_bytes() as f64);
+        for r in shared.geo.status(&shared.raft, &shared.keyspace) {
+            let region = r.region;
+            gauge!("meridian_region_link_up", "region" => region.clone())
+                .set(f64::from(u8::from(r.link == "up")));
+            gauge!("meridian_region_rtt_seconds", "region" => region.clone())
+                .set(r.rtt.map_or(f64::NAN, |d| d.as_secs_f64()));
+            gauge!("meridian_region_lag_ms", "region" => region.clone()).set(r.lag_ms as f64);
+            gauge!("meridian_region_lag_entries", "region" => region.clone())
+                .set(r.lag_entries as f64);
+            gauge!("meridian_region_acked_index", "region" => region.clone())
+                .set(r.acked_index as f64);
+            gauge!("meridian_region_applied_from_index", "region" => region.clone())
+                .set(r.applied_from_index as f64);
+            counter!("meridian_region_resyncs_total", "region" => region).absolute(r.resyncs);
+        }
     }
 }

@@ -273,6 +273,34 @@ impl Shared {
             }
             out.push_str("\r\n");
         }
+        if want("replication") {
+            // Every node accepts writes (followers forward them): to a Redis client each is a
+            // master. The Raft role and the other regions follow, in Meridian's own fields.
+            let _ = write!(
+                out,
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nregion:{}\r\nraft_role:{}\r\ntombstones:{}\r\ntombstones_collected:{}\r\n",
+                self.geo.region,
+                if self.raft.is_leader() { "leader" } else { "follower" },
+                self.keyspace.tombstones_indexed(100_000).unwrap_or(0),
+                self.keyspace.collected(),
+            );
+            for r in self.geo.status(&self.raft, &self.keyspace) {
+                let _ = write!(
+                    out,
+                    "region_{}:id={},link={},rtt_us={},acked_index={},lag_entries={},lag_ms={},resyncs={},applied_from_index={}\r\n",
+                    r.region,
+                    r.id,
+                    r.link,
+                    r.rtt.map_or(-1, |d| d.as_micros() as i64),
+                    r.acked_index,
+                    r.lag_entries,
+                    r.lag_ms,
+                    r.resyncs,
+                    r.applied_from_index,
+                );
+            }
+            out.push_str("\r\n");
+        }
         if want("keyspace") {
             out.push_str("# Keyspace\r\n");
             for db in 0..DATABASES as u8 {

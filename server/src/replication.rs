@@ -126,14 +126,35 @@ pub struct TargetStatus {
     /// Highest local log index known to be replicated there (covers entries with nothing
     /// to ship).
     pub acked_log: AtomicU64,
-    /// Local outbox entries not yet confirmed.
-    pub lag_entries: AtomicU64,
-    /// Age of the oldest unconfirmed entry, ms.
-    pub lag_ms: AtomicU64,
+    /// HLC of the oldest entry sent but not confirmed, or not yet sent (0: none).
+    pub oldest_unacked_hlc: AtomicU64,
     /// Last call succeeded.
     pub link_up: AtomicBool,
     /// Resyncs done.
     pub resyncs: AtomicU64,
+}
+
+/// One other region as this node sees it: what MERIDIAN REGIONS, INFO and the Prometheus
+/// gauges show.
+pub struct RegionStatus {
+    /// Region name.
+    pub region: String,
+    /// Region id.
+    pub id: u8,
+    /// `up`, `down`, or `not-leader` (only the leader ships).
+    pub link: &'static str,
+    /// Lowest RTT to one of its nodes.
+    pub rtt: Option<Duration>,
+    /// Highest local outbox index it confirmed.
+    pub acked_index: u64,
+    /// Local outbox entries it has not confirmed.
+    pub lag_entries: u64,
+    /// Age of the oldest entry it has not confirmed, ms.
+    pub lag_ms: u64,
+    /// Resyncs sent to it.
+    pub resyncs: u64,
+    /// Highest index of its log merged here (our watermark for it).
+    pub applied_from_index: u64,
 }
 
 /// Routing of writes by placement rules, and the shippers' shared state.
@@ -246,6 +267,55 @@ impl Geo {
                 0
             }
         }
+    }
+
+    /// The other regions as this node sees them (see [`RegionStatus`]).
+    pub fn status(&self, raft: &RegionRaft, keyspace: &Keyspace) -> Vec<RegionStatus> {
+        let leader = raft.is_leader();
+        let newest = keyspace
+            .outbox_bounds()
+            .ok()
+            .flatten()
+            .map_or(0, |(_, last)| last);
+        self.targets
+            .iter()
+            .map(|t| {
+                let id = self.ids.get(&t.region).copied().unwrap_or(0);
+                let acked_index = t.acked.load(Ordering::Relaxed);
+                let oldest = t.oldest_unacked_hlc.load(Ordering::Relaxed);
+                RegionStatus {
+                    region: t.region.clone(),
+                    id,
+                    link: if !leader {
+                        "not-leader"
+                    } else if t.link_up.load(Ordering::Relaxed) {
+                        "up"
+                    } else {
+                        "down"
+                    },
+                    rtt: raft.endpoint.as_ref().and_then(|ep| {
+                        self.topology
+                            .nodes_in_region(&t.region)
+                            .iter()
+                            .filter_map(|n| ep.rtt(&n.name))
+                            .min()
+                    }),
+                    acked_index,
+                    lag_entries: if leader {
+                        newest.saturating_sub(acked_index)
+                    } else {
+                        0
+                    },
+                    lag_ms: if leader && oldest != 0 {
+                        now_ms().saturating_sub(geo::Timestamp(oldest).physical_ms())
+                    } else {
+                        0
+                    },
+                    resyncs: t.resyncs.load(Ordering::Relaxed),
+                    applied_from_index: keyspace.watermark(id).unwrap_or(0),
+                }
+            })
+            .collect()
     }
 
     /// Number of other regions that applied everything up to local log index `index`.
@@ -454,6 +524,8 @@ async fn ship_from(
     let mut last_sent = tokio::time::Instant::now();
     let mut seen_sent: Option<Vec<(u8, u64)>> = None;
     let mut seen_sent_at = tokio::time::Instant::now();
+    // HLC of the first entry of each call in flight (0 for calls without entries), in order.
+    let mut first_hlcs: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     loop {
         if !raft.is_leader() || shutdown.token.is_cancelled() {
             return Ok(());
@@ -471,14 +543,11 @@ async fn ship_from(
                 .map_err(|e| e.to_string())?;
             if let (Some((last_index, _)), Some((_, first))) = (entries.last(), entries.first()) {
                 let last_index = *last_index;
-                target.lag_ms.store(
-                    now_ms().saturating_sub(geo::Timestamp(first.hlc).physical_ms()),
-                    Ordering::Relaxed,
-                );
-                if let Ok(Some((_, newest))) = keyspace.outbox_bounds() {
+                let first_hlc = first.hlc;
+                if first_hlcs.iter().all(|h| *h == 0) {
                     target
-                        .lag_entries
-                        .store(newest.saturating_sub(wm), Ordering::Relaxed);
+                        .oldest_unacked_hlc
+                        .store(first_hlc, Ordering::Relaxed);
                 }
                 let complete = entries.len() < SHIP_BATCH;
                 let request = ShipRequest {
@@ -496,6 +565,7 @@ async fn ship_from(
                     resync_watermark: None,
                 };
                 in_flight.push_back(ship_call(endpoint, peer, &request, last_index)?);
+                first_hlcs.push_back(first_hlc);
                 sent_upto = last_index;
                 last_sent = tokio::time::Instant::now();
                 if complete {
@@ -517,6 +587,7 @@ async fn ship_from(
                     seen: Some(seen.clone()),
                 };
                 in_flight.push_back(ship_call(endpoint, peer, &request, sent_upto)?);
+                first_hlcs.push_back(0);
                 seen_sent = Some(seen);
                 seen_sent_at = tokio::time::Instant::now();
                 last_sent = seen_sent_at;
@@ -524,15 +595,17 @@ async fn ship_from(
             }
             if in_flight.is_empty() {
                 target.acked_log.fetch_max(applied, Ordering::Relaxed);
-                target.lag_entries.store(0, Ordering::Relaxed);
-                target.lag_ms.store(0, Ordering::Relaxed);
+                target.oldest_unacked_hlc.store(0, Ordering::Relaxed);
             }
         }
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 wm = done?;
+                first_hlcs.pop_front();
                 target.acked.fetch_max(wm, Ordering::Relaxed);
                 target.acked_log.fetch_max(wm, Ordering::Relaxed);
+                let next = first_hlcs.iter().copied().find(|h| *h != 0).unwrap_or(0);
+                target.oldest_unacked_hlc.store(next, Ordering::Relaxed);
             }
             _ = notified, if in_flight.len() < SHIP_PIPELINE && !coalescing => {}
             _ = tokio::time::sleep_until(next_send), if coalescing => {}

@@ -303,18 +303,12 @@ fn ms_arg(args: &mut Args) -> Result<std::time::Duration, RespError> {
 }
 
 /// An atomic figure as an integer reply.
-fn gauge(v: &std::sync::atomic::AtomicU64) -> Reply {
-    Reply::Integer(v.load(std::sync::atomic::Ordering::Relaxed) as i64)
-}
-
 /// Tombstones MERIDIAN REGIONS counts at most (the count walks the tombstone index).
 const TOMBSTONES_COUNTED: usize = 1_000_000;
 
 /// MERIDIAN REGIONS: this region and every other one with link state, RTT and lag.
 fn regions(ctx: &Ctx<'_>) -> Reply {
-    use std::sync::atomic::Ordering;
     let geo = &ctx.shared.geo;
-    let topo = &ctx.shared.topology;
     let leader = ctx.shared.raft.is_leader();
     let mut rows = vec![Reply::Map(vec![
         pair("region", bulk(geo.region.clone())),
@@ -339,47 +333,23 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
             Reply::Integer(ctx.shared.keyspace.collected() as i64),
         ),
     ])];
-    for t in &geo.targets {
-        let rtt = ctx.shared.raft.endpoint.as_ref().and_then(|ep| {
-            topo.nodes_in_region(&t.region)
-                .iter()
-                .filter_map(|n| ep.rtt(&n.name))
-                .min()
-        });
+    for r in geo.status(&ctx.shared.raft, &ctx.shared.keyspace) {
+        let int = |v: u64| Reply::Integer(v as i64);
         rows.push(Reply::Map(vec![
-            pair("region", bulk(t.region.clone())),
+            pair("region", bulk(r.region)),
             pair("self", Reply::Bool(false)),
-            pair(
-                "id",
-                Reply::Integer(i64::from(geo.ids.get(&t.region).copied().unwrap_or(0))),
-            ),
-            pair(
-                "link",
-                bulk(if !leader {
-                    "not-leader"
-                } else if t.link_up.load(Ordering::Relaxed) {
-                    "up"
-                } else {
-                    "down"
-                }),
-            ),
+            pair("id", Reply::Integer(i64::from(r.id))),
+            pair("link", bulk(r.link)),
             pair(
                 "rtt_us",
-                rtt.map_or(Reply::Null, |d| Reply::Integer(d.as_micros() as i64)),
+                r.rtt
+                    .map_or(Reply::Null, |d| Reply::Integer(d.as_micros() as i64)),
             ),
-            pair("acked_index", gauge(&t.acked)),
-            pair("lag_entries", gauge(&t.lag_entries)),
-            pair("lag_ms", gauge(&t.lag_ms)),
-            pair("resyncs", gauge(&t.resyncs)),
-            pair(
-                "applied_from_index",
-                Reply::Integer(
-                    geo.ids
-                        .get(&t.region)
-                        .and_then(|id| ctx.shared.keyspace.watermark(*id).ok())
-                        .unwrap_or(0) as i64,
-                ),
-            ),
+            pair("acked_index", int(r.acked_index)),
+            pair("lag_entries", int(r.lag_entries)),
+            pair("lag_ms", int(r.lag_ms)),
+            pair("resyncs", int(r.resyncs)),
+            pair("applied_from_index", int(r.applied_from_index)),
         ]));
     }
     Reply::Array(rows)

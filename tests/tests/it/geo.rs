@@ -654,6 +654,28 @@ fn tombstones_are_collected_once_every_region_merged_them() {
         Some("alive"),
         "c is cut off"
     );
+    // a's view of c while cut off: the DELs are pending and their age keeps growing, in
+    // MERIDIAN REGIONS and in INFO replication alike.
+    let rows = regions(na).unwrap_or_else(|e| panic!("{e:#}"));
+    let c_row = rows
+        .iter()
+        .find(|r| r.get("region").map(String::as_str) == Some("c"))
+        .expect("a row for c");
+    let num = |k: &str| -> u64 { c_row.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    assert!(
+        num("lag_entries") >= KEYS as u64 && num("lag_ms") >= 3000,
+        "a's view of c after 4 s cut off: {c_row:?}"
+    );
+    let info = call(na, &["INFO", "replication"])
+        .ok()
+        .and_then(|r| r.as_text())
+        .unwrap_or_default();
+    assert!(
+        info.contains("role:master")
+            && info.contains("region:a")
+            && info.contains("region_c:id=2,link="),
+        "INFO replication on a: {info}"
+    );
 
     // Healed: c merges the DELs, every region reports it, and every copy is dropped.
     c.heal();
