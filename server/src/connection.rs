@@ -34,6 +34,12 @@ struct Session {
     out: BytesMut,
     pending: Vec<Op>,
     tally: LocalTally,
+    /// A linearizable read barrier passed after the requests now buffered were received (and
+    /// after this connection's last write): later reads of the same turn need no other. Every
+    /// request of a turn was sent before the barrier, so it is linearizable for all of them.
+    barrier_passed: bool,
+    /// The clock for this turn's commands, read once per turn (unix ms).
+    turn_now_ms: Option<u64>,
 }
 
 /// Serves one client until it quits, the protocol breaks, or the node shuts down.
@@ -54,6 +60,8 @@ pub async fn serve(
         out: BytesMut::with_capacity(READ_CHUNK),
         pending: Vec::new(),
         tally: LocalTally::default(),
+        barrier_passed: false,
+        turn_now_ms: None,
     };
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     loop {
@@ -115,6 +123,9 @@ pub async fn serve(
                     .stats
                     .net_input_bytes
                     .fetch_add(n as u64, Ordering::Relaxed);
+                // New requests: they may follow writes that completed after the last barrier.
+                session.barrier_passed = false;
+                session.turn_now_ms = None;
             }
         }
     }
@@ -158,21 +169,26 @@ impl Session {
             self.flush_writes().await;
         }
         if spec.is_read()
+            && !self.barrier_passed
             && !self.client.readonly
             && self.shared.config.read_consistency == ReadConsistency::Linearizable
         {
-            if let Err(e) = self.shared.raft.read_barrier().await {
-                if !self.shared.config.stale_reads_on_quorum_loss {
-                    self.push_error(&RespError::from(e));
-                    return false;
+            match self.shared.raft.read_barrier().await {
+                Ok(()) => self.barrier_passed = true,
+                Err(e) => {
+                    if !self.shared.config.stale_reads_on_quorum_loss {
+                        self.push_error(&RespError::from(e));
+                        return false;
+                    }
                 }
             }
         }
         self.tally.call(cmd::index_of(spec));
+        let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
         let mut ctx = Ctx {
             shared: &self.shared,
             client: &mut self.client,
-            now_ms: now_ms(),
+            now_ms,
             spec,
         };
         match (spec.handler)(&mut ctx, &mut args) {
@@ -191,6 +207,9 @@ impl Session {
             Ok(Outcome::Async(future)) => {
                 self.flush_writes().await;
                 let reply = future.await;
+                // It may have written or waited: later commands re-check.
+                self.barrier_passed = false;
+                self.turn_now_ms = None;
                 self.push_reply(&reply);
                 false
             }
@@ -214,6 +233,10 @@ impl Session {
         }
         let ops = std::mem::take(&mut self.pending);
         let count = ops.len();
+        // Later reads must see these writes (on a follower, through a new read barrier), and
+        // their expiry decisions use a clock read after them.
+        self.barrier_passed = false;
+        self.turn_now_ms = None;
         match self.shared.writer.submit(ops).await {
             Ok((results, index)) => {
                 if index > 0 {

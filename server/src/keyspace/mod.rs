@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
+use smallvec::SmallVec;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteOptions, DB};
 
 pub use apply::{OutboxEntry, ShippedState};
@@ -137,9 +139,9 @@ pub struct Keyspace {
     /// Serialises write batches: apply is read-modify-write.
     apply_lock: Mutex<()>,
     /// Storage keys read on a cache miss (INFO keyspace_misses).
-    misses: AtomicU64,
+    misses: StripedCounter,
     /// Reads answered from the hot cache.
-    hits: AtomicU64,
+    hits: StripedCounter,
     options: KeyspaceOptions,
     /// This region's id (stamps local writes).
     region_id: AtomicU8,
@@ -435,8 +437,8 @@ impl Keyspace {
             counts,
             fsync: Mutex::new(options.fsync),
             apply_lock: Mutex::new(()),
-            misses: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            misses: StripedCounter::default(),
+            hits: StripedCounter::default(),
             options,
             region_id: AtomicU8::new(0),
             multi_region: AtomicBool::new(false),
@@ -482,12 +484,15 @@ impl Keyspace {
 
     /// The stored value of `key` even if expired (not yet removed).
     fn get_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
-        let data_key = rocks::data_key(db, key);
+        // On the stack for usual key sizes: this runs for every GET.
+        let mut data_key: SmallVec<[u8; 96]> = SmallVec::with_capacity(1 + key.len());
+        data_key.push(db);
+        data_key.extend_from_slice(key);
         if let Some(cached) = self.hot.get(&data_key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add(1);
             return Ok(cached);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses.add(1);
         let generation = self.hot.generation();
         let found = self.read_storage(&data_key)?;
         self.hot.fill(generation, &data_key, found.clone());
@@ -744,8 +749,8 @@ impl Keyspace {
     /// Cache statistics: (hits, misses, bytes held, entries).
     pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
         (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
+            self.hits.sum(),
+            self.misses.sum(),
             self.hot.weighted_size(),
             self.hot.entry_count(),
         )
@@ -862,5 +867,34 @@ fn truncated(e: std::io::Error) -> StorageError {
         StorageError::SnapshotCorrupt("ends inside a record")
     } else {
         e.into()
+    }
+}
+
+/// Stripes of a [`StripedCounter`].
+const COUNTER_STRIPES: usize = 8;
+
+/// A counter bumped from every worker thread on every read: one cache line per stripe, so
+/// threads do not contend on one line.
+#[derive(Default)]
+struct StripedCounter {
+    stripes: [CachePadded<AtomicU64>; COUNTER_STRIPES],
+}
+
+thread_local! {
+    /// This thread's stripe.
+    static STRIPE: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) as usize % COUNTER_STRIPES
+    };
+}
+
+impl StripedCounter {
+    fn add(&self, n: u64) {
+        let i = STRIPE.with(|s| *s);
+        self.stripes[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.stripes.iter().map(|s| s.load(Ordering::Relaxed)).sum()
     }
 }
