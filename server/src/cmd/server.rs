@@ -6,6 +6,7 @@ use proto_resp::Reply;
 use super::args::Keyword;
 use super::{Args, CommandSpec, Ctx, Outcome, COMMANDS};
 use crate::error::RespError;
+use crate::keyspace::DATABASES;
 use crate::op::Op;
 
 fn bulk(text: impl Into<String>) -> Reply {
@@ -197,13 +198,55 @@ fn flush_mode(args: &mut Args) -> Result<(), RespError> {
 /// FLUSHDB [ASYNC|SYNC]
 pub fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     flush_mode(args)?;
+    if ctx.shared.keyspace.keeps_tombstones() {
+        return Ok(flush_everywhere(ctx, vec![ctx.client.db]));
+    }
     Ok(Outcome::Write(Op::FlushDb { db: ctx.client.db }))
 }
 
 /// FLUSHALL [ASYNC|SYNC]
-pub fn flushall(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+pub fn flushall(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     flush_mode(args)?;
+    if ctx.shared.keyspace.keeps_tombstones() {
+        return Ok(flush_everywhere(ctx, (0..DATABASES as u8).collect()));
+    }
     Ok(Outcome::Write(Op::FlushAll))
+}
+
+/// Keys deleted per proposal by a flush with other regions.
+const FLUSH_PAGE: usize = 1000;
+
+/// FLUSHDB / FLUSHALL when other regions exist: every key of `dbs` is deleted through the
+/// ordinary DEL path, a page at a time, so the deletes replicate as tombstones. Every region
+/// then drops the same keys, and what another region wrote concurrently (with a later stamp)
+/// survives, exactly as for DEL. (A region-local wipe would let the other regions' copies, and
+/// any resync, bring the keys back.)
+fn flush_everywhere(ctx: &Ctx<'_>, dbs: Vec<u8>) -> Outcome {
+    let raft = ctx.shared.raft.clone();
+    let keyspace = ctx.shared.keyspace.clone();
+    Outcome::Async(Box::pin(async move {
+        for db in dbs {
+            let mut after: Option<Bytes> = None;
+            loop {
+                let page = keyspace.scan(db, after.as_deref(), FLUSH_PAGE, crate::write::now_ms());
+                let (found, last) = match page {
+                    Ok(page) => page,
+                    Err(e) => return RespError::from(crate::write::WriteError::from(e)).to_reply(),
+                };
+                if !found.is_empty() {
+                    let keys = found.into_iter().map(|(k, _)| k).collect();
+                    if let Err(e) = raft.write(vec![Op::Del { db, keys }]).await {
+                        return RespError::from(e).to_reply();
+                    }
+                }
+                match last {
+                    Some(k) => after = Some(k),
+                    None => break,
+                }
+            }
+        }
+        Reply::ok()
+    }))
 }
 
 /// TIME

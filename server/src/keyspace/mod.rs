@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
-use smallvec::SmallVec;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteOptions, DB};
+use smallvec::SmallVec;
 
 pub use apply::{OutboxEntry, ShippedState};
 pub use geo::glob::glob_match;

@@ -766,6 +766,42 @@ fn region_behind_the_retained_outbox_resyncs_then_resumes() {
     report(&format!("geo: resync after a partition: {b_row:?}"));
 }
 
+#[test]
+fn flushall_in_one_region_empties_every_region() {
+    let c = geo_cluster(&[("a", 1), ("b", 1)], &wan_delays(&[("a", "b")]));
+    let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
+    let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
+    {
+        let mut con = na.client();
+        for i in 0..1500 {
+            let _: () = q(&mut con, &["SET", &format!("geo:fl:{i}"), "x"]);
+        }
+        let _: () = q(&mut con, &["SELECT", "3"]);
+        let _: () = q(&mut con, &["SET", "geo:fl:db3", "x"]);
+    }
+    let _: () = q(&mut nb.client(), &["SET", "geo:fl:from-b", "old"]);
+    wait_value_everywhere(&c, "geo:fl:1499", Some("x"));
+    wait_value_everywhere(&c, "geo:fl:from-b", Some("old"));
+    // b is cut off while a flushes; meanwhile b writes a key of its own again.
+    partition_pair(&c, "a", "b");
+    let _: () = q(&mut na.client(), &["FLUSHALL"]);
+    assert_eq!(
+        q::<i64>(&mut na.client(), &["DBSIZE"]),
+        0,
+        "DBSIZE on a after FLUSHALL"
+    );
+    let _: () = q(&mut nb.client(), &["SET", "geo:fl:from-b", "new"]);
+    c.heal();
+    // The flush reaches b (the old keys go), b's later write survives it and reaches a.
+    wait_value_everywhere(&c, "geo:fl:0", None);
+    wait_value_everywhere(&c, "geo:fl:from-b", Some("new"));
+    let (_, keys) = wait_converged(&c, "after FLUSHALL in a");
+    assert_eq!(keys, 1, "only b's write made after the flush is left");
+    let mut con = nb.client();
+    let _: () = q(&mut con, &["SELECT", "3"]);
+    assert_eq!(q::<i64>(&mut con, &["DBSIZE"]), 0, "db 3 on b");
+}
+
 // ---------------------------------------------------------------------------------------------
 // d. A's leader killed while it ships
 // ---------------------------------------------------------------------------------------------
