@@ -6,9 +6,10 @@
 //! may lose the last second on a minority, like Redis's everysec; a process crash loses nothing).
 //! The vote is always synced.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
@@ -23,10 +24,89 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
-/// The log store; cheap to clone (shares the database).
+/// Bytes (serialized size) of recent entries kept in memory for replication.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// The log store; cheap to clone (shares the database and the cache of recent entries).
 #[derive(Clone)]
 pub struct LogStore {
     keyspace: Arc<Keyspace>,
+    recent: Arc<Mutex<RecentEntries>>,
+}
+
+/// The newest log entries, contiguous, as appended: the leader replicates from here instead
+/// of reading and decoding each entry back from RocksDB once per follower.
+#[derive(Default)]
+struct RecentEntries {
+    /// (entry, serialized size), in index order without gaps.
+    entries: VecDeque<(Entry, usize)>,
+    /// Sum of the sizes.
+    bytes: usize,
+}
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        let contiguous = self
+            .entries
+            .back()
+            .is_none_or(|(last, _)| last.log_id.index + 1 == entry.log_id.index);
+        if !contiguous {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.bytes > CACHE_BYTES && self.entries.len() > 1 {
+            if let Some((_, s)) = self.entries.pop_front() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// Drops entries with index >= `from` (a truncated log).
+    fn truncate(&mut self, from: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= from)
+        {
+            if let Some((_, s)) = self.entries.pop_back() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// Drops entries with index <= `upto` (a purged log).
+    fn purge(&mut self, upto: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= upto)
+        {
+            if let Some((_, s)) = self.entries.pop_front() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// Entries `start..end` if all of them are here.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let last = first + self.entries.len() as u64; // exclusive
+        if start < first || end > last || start >= end {
+            return None;
+        }
+        Some(
+            self.entries
+                .range((start - first) as usize..(end - first) as usize)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 fn io_err(
@@ -48,7 +128,14 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 impl LogStore {
     /// A log store over the keyspace's database.
     pub fn new(keyspace: Arc<Keyspace>) -> LogStore {
-        LogStore { keyspace }
+        LogStore {
+            keyspace,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn db(&self) -> &rocksdb::DB {
@@ -120,9 +207,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
             std::ops::Bound::Excluded(i) => i + 1,
             std::ops::Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            std::ops::Bound::Included(i) => i.saturating_add(1),
+            std::ops::Bound::Excluded(i) => *i,
+            std::ops::Bound::Unbounded => u64::MAX,
+        };
+        if let Some(entries) = self.recent().get(start, end) {
+            return Ok(entries);
+        }
         let start_key = start.to_be_bytes();
-        let iter = self.db().iterator_cf(
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(end.to_be_bytes());
+        let iter = self.db().iterator_cf_opt(
             rocks::cf(self.db(), CF_LOG),
+            opts,
             IteratorMode::From(&start_key, Direction::Forward),
         );
         let mut out = Vec::new();
@@ -193,6 +291,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = rocks::cf(self.db(), CF_LOG);
         let mut batch = WriteBatch::default();
         let hlc = self.keyspace.hlc();
+        let mut appended = Vec::new();
         for entry in entries {
             // A follower that becomes leader must stamp after every entry in its log, applied
             // or not: entries of one region carry increasing HLCs.
@@ -200,13 +299,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 hlc.observe(geo::Timestamp(batch.hlc));
             }
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
-            batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
+            batch.put_cf(cf, entry.log_id.index.to_be_bytes(), &bytes);
+            appended.push((entry, bytes.len()));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.keyspace.fsync_policy() == FsyncPolicy::Always);
         let result = self.db().write_opt(batch, &wo);
         match result {
             Ok(()) => {
+                let mut recent = self.recent();
+                for (entry, size) in appended {
+                    recent.push(entry, size);
+                }
+                drop(recent);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -218,6 +323,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent().truncate(log_id.index);
         let cf = rocks::cf(self.db(), CF_LOG);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -236,10 +342,58 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_err)?
             .map_err(write_err)?;
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        self.recent().purge(log_id.index);
         let cf = rocks::cf(self.db(), CF_LOG);
         let end = log_id.index.saturating_add(1).to_be_bytes();
         self.db()
             .delete_range_cf(cf, 0u64.to_be_bytes(), end)
             .map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_serve_only_ranges_they_hold() {
+        let mut r = RecentEntries::default();
+        for i in 5..=10 {
+            r.push(entry(i), 100);
+        }
+        assert_eq!(indexes(r.get(6, 9)), Some(vec![6, 7, 8]));
+        assert_eq!(indexes(r.get(5, 11)), Some(vec![5, 6, 7, 8, 9, 10]));
+        assert!(r.get(4, 8).is_none(), "starts before the cache");
+        assert!(r.get(9, 12).is_none(), "ends after it");
+        r.truncate(8);
+        assert!(r.get(7, 9).is_none());
+        r.push(entry(8), 100);
+        r.purge(6);
+        assert_eq!(indexes(r.get(7, 9)), Some(vec![7, 8]));
+        // A gap (after a snapshot install) starts the cache again.
+        r.push(entry(20), 100);
+        assert!(r.get(7, 8).is_none());
+        assert_eq!(indexes(r.get(20, 21)), Some(vec![20]));
+    }
+
+    #[test]
+    fn recent_entries_stay_under_their_byte_bound() {
+        let mut r = RecentEntries::default();
+        for i in 1..=100 {
+            r.push(entry(i), CACHE_BYTES / 10);
+        }
+        assert!(r.bytes <= CACHE_BYTES);
+        assert_eq!(r.first_index(), Some(91));
     }
 }
