@@ -65,6 +65,8 @@ pub(super) struct BatchCtx<'a> {
     wrote_outbox: bool,
     /// Applying an `Op::Merge` right now.
     merging: bool,
+    /// Floors for states created from nothing in this batch (computed on first use).
+    fresh_floors: Option<Vec<(u8, u64)>>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -89,6 +91,7 @@ impl<'a> BatchCtx<'a> {
             trim_outbox: None,
             wrote_outbox: false,
             merging: false,
+            fresh_floors: None,
         }
     }
 
@@ -108,18 +111,52 @@ impl<'a> BatchCtx<'a> {
     }
 
     /// What `key` holds as this batch sees it.
-    fn read(&self, db: u8, key: &[u8]) -> Result<Current, StorageError> {
+    fn read(&mut self, db: u8, key: &[u8]) -> Result<Current, StorageError> {
         let raw = self.read_raw(db, key)?;
         let state = match &raw {
             Some(v) => v.state(),
+            // Nothing here. A merge takes the remote state as it is; a local write creates the
+            // key from nothing: stamped by this batch (two such states never tie) and carrying
+            // this region's floors.
+            None if self.merging => KeyState {
+                deleted: true,
+                ..KeyState::default()
+            },
             None => KeyState {
                 deleted: true,
+                reg_stamp: self.stamp,
+                floors: self.fresh_floors()?,
                 ..KeyState::default()
             },
         };
         let expired = state.expire_at.is_some_and(|at| at <= self.now_ms);
         let live = if expired { None } else { state.visible() };
         Ok(Current { raw, state, live })
+    }
+
+    /// The floors of a state created from nothing here (see `value`): per other region, one
+    /// past the HLC up to which this region merged its entries (an entry below it that this
+    /// region does not hold was dropped with a collected tombstone); for this region, the
+    /// batch's own clock. Empty with one region (nothing is ever collected there).
+    fn fresh_floors(&mut self) -> Result<Vec<(u8, u64)>, StorageError> {
+        if !self.ks.keeps_tombstones() {
+            return Ok(Vec::new());
+        }
+        if let Some(f) = &self.fresh_floors {
+            return Ok(f.clone());
+        }
+        let me = self.stamp.region;
+        let mut floors: Vec<(u8, u64)> = self
+            .ks
+            .merged_hlcs()?
+            .into_iter()
+            .filter(|(r, _)| *r != me)
+            .map(|(r, h)| (r, h.saturating_add(1)))
+            .collect();
+        floors.push((me, self.stamp.hlc));
+        floors.sort_unstable();
+        self.fresh_floors = Some(floors.clone());
+        Ok(floors)
     }
 
     /// Writes `new` at `key`, given what was physically there.
@@ -375,7 +412,7 @@ impl<'a> BatchCtx<'a> {
                     state.set_register(b"0", self.stamp);
                     state.set_expire(None, self.stamp);
                 }
-                state.add(self.stamp.region, *delta);
+                state.add(self.stamp.region, *delta, self.stamp.hlc);
                 self.write(*db, key, raw.as_ref(), state);
                 OpResult::Int(next)
             }
@@ -768,7 +805,7 @@ mod tests {
         let ks = keyspace(dir.path());
         apply(&ks, 10, vec![set("a"), set("b"), set("c")]);
         apply(&ks, 20, vec![del("a"), del("b"), del("c")]);
-        // A counter's tombstone is not collectable (its per-region counts must stay).
+        // A counter's tombstone is collectable too (new counts start a new incarnation).
         apply(
             &ks,
             25,
@@ -779,18 +816,18 @@ mod tests {
             }],
         );
         apply(&ks, 26, vec![del("n")]);
-        assert_eq!(ks.tombstones_indexed(100).unwrap(), 3);
+        assert_eq!(ks.tombstones_indexed(100).unwrap(), 4);
         // Only stamps at or below the bound are offered.
         assert!(ks
             .collectable_tombstones(|_| 19, 19, 100)
             .unwrap()
             .is_empty());
         let found = ks.collectable_tombstones(all, u64::MAX, 100).unwrap();
-        assert_eq!(found.len(), 3);
+        assert_eq!(found.len(), 4);
         // "b" is written again before the Forget applies: it stays (and leaves the index).
         apply(&ks, 30, vec![set("b")]);
         let dropped = apply(&ks, 40, vec![Op::Forget { tombstones: found }]);
-        assert_eq!(dropped, vec![OpResult::Int(2)]);
+        assert_eq!(dropped, vec![OpResult::Int(3)]);
         assert_eq!(ks.tombstones_indexed(100).unwrap(), 0);
         assert!(ks.get(0, b"a", 1).unwrap().is_none());
         assert!(ks.get(0, b"b", 1).unwrap().is_some());

@@ -4,7 +4,16 @@
 //! - the **register** (value bytes, or "deleted" for a tombstone) is last-writer-wins by its
 //!   stamp (HLC timestamp, region id);
 //! - the **counter** is a PN-counter: per region, the sum of increments and of decrements,
-//!   merged by taking the maximum of each (every region only ever grows its own entry);
+//!   merged by taking the maximum of each (every region only ever grows its own entry). Each
+//!   entry also has an **incarnation**, the HLC at which its region created it: a region
+//!   starts a new entry when it counts on a tombstone or on an absent key, so counts a
+//!   collected tombstone had observed are never grown again;
+//! - a state created from nothing (its key absent here: never written, or its tombstone
+//!   collected) records **floors**: per region, the HLC up to which this region had merged that
+//!   region's entries. An entry below its region's floor that the register did not observe
+//!   belonged to a collected incarnation (this region had it and dropped it with the
+//!   tombstone), so it does not count — a copy of the old tombstone still held elsewhere cannot
+//!   add its counts to the new value;
 //! - a SET or DEL records the counter as it **observed** it: increments it had not seen still
 //!   count on top of the new value (observed-remove), so concurrent INCRs are never lost;
 //! - the **expiry** is its own last-writer-wins field (EXPIRE, PERSIST and SET stamp it).
@@ -12,18 +21,28 @@
 //! The visible value is the register, plus (when the counter moved past what the register
 //! observed) the difference. The same bytes live in RocksDB and in the hot cache.
 //!
-//! Layout (format 2): `[2][type][expire u64][reg hlc u64][reg region][flags][expire hlc u64]
-//! [expire region][n_pn u16][n_obs u16]` then `n_pn + n_obs` entries of `[region][p u64][n u64]`,
-//! then the register bytes. All integers big-endian.
+//! Layout (format 3): `[3][type][expire u64][reg hlc u64][reg region][flags][expire hlc u64]
+//! [expire region][n_pn u16][n_obs u16][n_floor u16]`, then `n_pn + n_obs` counter entries of
+//! `[region][incarnation u64][p u64][n u64]`, then `n_floor` floors of `[region][hlc u64]`,
+//! then the register bytes. All integers big-endian. Format 2 (33-byte header, entries without
+//! incarnation, no floors) is still read: its entries have incarnation 0.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Version byte of the value encoding.
-const VALUE_FORMAT: u8 = 2;
+const VALUE_FORMAT: u8 = 3;
+/// The previous encoding, still read.
+const VALUE_FORMAT_2: u8 = 2;
 /// Fixed header length.
-const FIXED_LEN: usize = 33;
-/// One counter entry: region, increments, decrements.
-const PN_ENTRY_LEN: usize = 17;
+const FIXED_LEN: usize = 35;
+/// Fixed header length of format 2.
+const FIXED_LEN_2: usize = 33;
+/// One counter entry: region, incarnation, increments, decrements.
+const PN_ENTRY_LEN: usize = 25;
+/// One counter entry of format 2: region, increments, decrements.
+const PN_ENTRY_LEN_2: usize = 17;
+/// One floor: region, HLC.
+const FLOOR_LEN: usize = 9;
 /// Flag bit: the register is a tombstone.
 const FLAG_DELETED: u8 = 1;
 
@@ -69,6 +88,8 @@ pub struct Stamp {
 pub struct PnEntry {
     /// Region id.
     pub region: u8,
+    /// HLC at which the region created this entry (0: written in format 2).
+    pub inc: u64,
     /// Sum of increments.
     pub p: u64,
     /// Sum of decrements.
@@ -92,13 +113,21 @@ pub struct KeyState {
     pub pn: Vec<PnEntry>,
     /// The counter as the register's write observed it.
     pub observed: Vec<PnEntry>,
+    /// For a state created from nothing (and what was written over it): per region, entries
+    /// with an incarnation below this that the register did not observe do not count.
+    pub floors: Vec<(u8, u64)>,
 }
 
-fn pn_get(list: &[PnEntry], region: u8) -> PnEntry {
+/// The entry `(region, inc)` of `list`, if there.
+fn pn_find(list: &[PnEntry], region: u8, inc: u64) -> Option<PnEntry> {
     list.iter()
-        .find(|e| e.region == region)
+        .find(|e| e.region == region && e.inc == inc)
         .copied()
-        .unwrap_or(PnEntry { region, p: 0, n: 0 })
+}
+
+/// Counter entries in canonical order (equal states encode equally).
+fn sort_pn(list: &mut [PnEntry]) {
+    list.sort_by_key(|e| (e.region, e.inc));
 }
 
 impl KeyState {
@@ -112,6 +141,23 @@ impl KeyState {
             expire_stamp: stamp,
             pn: Vec::new(),
             observed: Vec::new(),
+            floors: Vec::new(),
+        }
+    }
+
+    /// What `e` adds to the value beyond what the register observed (`None`: nothing, as an
+    /// entry of a collected incarnation).
+    fn unobserved(&self, e: &PnEntry) -> Option<(u64, u64)> {
+        match pn_find(&self.observed, e.region, e.inc) {
+            Some(o) => Some((o.p, o.n)),
+            None => {
+                let floor = self
+                    .floors
+                    .iter()
+                    .find(|(r, _)| *r == e.region)
+                    .map_or(0, |(_, h)| *h);
+                (e.inc >= floor || floor == 0).then_some((0, 0))
+            }
         }
     }
 
@@ -119,9 +165,9 @@ impl KeyState {
     fn counter_delta(&self) -> i128 {
         self.pn
             .iter()
-            .map(|e| {
-                let o = pn_get(&self.observed, e.region);
-                (i128::from(e.p) - i128::from(o.p)) - (i128::from(e.n) - i128::from(o.n))
+            .filter_map(|e| {
+                let (op, on) = self.unobserved(e)?;
+                Some((i128::from(e.p) - i128::from(op)) - (i128::from(e.n) - i128::from(on)))
             })
             .sum()
     }
@@ -129,8 +175,8 @@ impl KeyState {
     /// True when increments happened that the register did not observe.
     fn counter_moved(&self) -> bool {
         self.pn.iter().any(|e| {
-            let o = pn_get(&self.observed, e.region);
-            e.p != o.p || e.n != o.n
+            self.unobserved(e)
+                .is_some_and(|(op, on)| e.p != op || e.n != on)
         })
     }
 
@@ -154,13 +200,6 @@ impl KeyState {
                 Some(Bytes::copy_from_slice(buf.format(total as i64).as_bytes()))
             }
         }
-    }
-
-    /// A tombstone that nothing else depends on: no counter history (PN entries must never
-    /// go backwards, so a counter's tombstone is kept) and no expiry. Once every region has
-    /// merged it, it can be dropped: an absent key then reads and merges the same.
-    pub fn is_collectable_tombstone(&self) -> bool {
-        self.deleted && self.pn.is_empty() && self.expire_at.is_none()
     }
 
     /// Sets the register (SET, APPEND …): observes the current counter.
@@ -187,14 +226,44 @@ impl KeyState {
         self.expire_stamp = stamp;
     }
 
-    /// Adds `delta` to `region`'s counter entry.
-    pub fn add(&mut self, region: u8, delta: i64) {
-        let idx = match self.pn.iter().position(|e| e.region == region) {
+    /// A tombstone with no expiry and no counts its register did not observe: once every
+    /// region has merged it, it can be dropped (an absent key reads the same, and counts start
+    /// a new incarnation).
+    pub fn is_collectable_tombstone(&self) -> bool {
+        self.deleted && self.expire_at.is_none() && !self.counter_moved()
+    }
+
+    /// Adds `delta` to `region`'s counter. Counting on a tombstone or an absent key starts a
+    /// new entry with incarnation `hlc` (the writing batch's clock); otherwise the region's
+    /// newest entry grows.
+    pub fn add(&mut self, region: u8, delta: i64, hlc: u64) {
+        let fresh = self.deleted && !self.counter_moved();
+        let existing = if fresh {
+            self.pn
+                .iter()
+                .position(|e| e.region == region && e.inc == hlc)
+        } else {
+            self.pn
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.region == region)
+                .max_by_key(|(_, e)| e.inc)
+                .map(|(i, _)| i)
+        };
+        let idx = match existing {
             Some(i) => i,
             None => {
-                self.pn.push(PnEntry { region, p: 0, n: 0 });
-                self.pn.sort_by_key(|e| e.region);
-                self.pn.iter().position(|e| e.region == region).unwrap_or(0)
+                self.pn.push(PnEntry {
+                    region,
+                    inc: hlc,
+                    p: 0,
+                    n: 0,
+                });
+                sort_pn(&mut self.pn);
+                self.pn
+                    .iter()
+                    .position(|e| e.region == region && e.inc == hlc)
+                    .unwrap_or(0)
             }
         };
         let e = &mut self.pn[idx];
@@ -212,23 +281,25 @@ impl KeyState {
             self.deleted = other.deleted;
             self.reg_stamp = other.reg_stamp;
             self.observed = other.observed.clone();
+            self.floors = other.floors.clone();
         }
         if other.expire_stamp > self.expire_stamp {
             self.expire_at = other.expire_at;
             self.expire_stamp = other.expire_stamp;
         }
         for e in &other.pn {
-            let mine = pn_get(&self.pn, e.region);
-            let merged = PnEntry {
-                region: e.region,
-                p: mine.p.max(e.p),
-                n: mine.n.max(e.n),
-            };
-            match self.pn.iter_mut().find(|x| x.region == e.region) {
-                Some(x) => *x = merged,
+            match self
+                .pn
+                .iter_mut()
+                .find(|x| x.region == e.region && x.inc == e.inc)
+            {
+                Some(x) => {
+                    x.p = x.p.max(e.p);
+                    x.n = x.n.max(e.n);
+                }
                 None => {
-                    self.pn.push(merged);
-                    self.pn.sort_by_key(|x| x.region);
+                    self.pn.push(*e);
+                    sort_pn(&mut self.pn);
                 }
             }
         }
@@ -237,7 +308,10 @@ impl KeyState {
     /// Encodes the state.
     pub fn encode(&self) -> StoredValue {
         let mut buf = BytesMut::with_capacity(
-            FIXED_LEN + PN_ENTRY_LEN * (self.pn.len() + self.observed.len()) + self.value.len(),
+            FIXED_LEN
+                + PN_ENTRY_LEN * (self.pn.len() + self.observed.len())
+                + FLOOR_LEN * self.floors.len()
+                + self.value.len(),
         );
         buf.put_u8(VALUE_FORMAT);
         buf.put_u8(0);
@@ -249,10 +323,16 @@ impl KeyState {
         buf.put_u8(self.expire_stamp.region);
         buf.put_u16(self.pn.len() as u16);
         buf.put_u16(self.observed.len() as u16);
+        buf.put_u16(self.floors.len() as u16);
         for e in self.pn.iter().chain(self.observed.iter()) {
             buf.put_u8(e.region);
+            buf.put_u64(e.inc);
             buf.put_u64(e.p);
             buf.put_u64(e.n);
+        }
+        for (region, hlc) in &self.floors {
+            buf.put_u8(*region);
+            buf.put_u64(*hlc);
         }
         buf.put_slice(&self.value);
         StoredValue(buf.freeze())
@@ -281,35 +361,71 @@ impl StoredValue {
 
     /// Wraps bytes read from storage or received from a peer, checking the layout.
     pub fn from_stored(bytes: Bytes) -> Option<StoredValue> {
-        if bytes.len() < FIXED_LEN || bytes[0] != VALUE_FORMAT || bytes[1] != 0 {
+        let fixed = match bytes.first() {
+            Some(&VALUE_FORMAT) => FIXED_LEN,
+            Some(&VALUE_FORMAT_2) => FIXED_LEN_2,
+            _ => return None,
+        };
+        if bytes.len() < fixed || bytes[1] != 0 {
             return None;
         }
-        let entries = u16_at(&bytes, 29) + u16_at(&bytes, 31);
-        if bytes.len() < FIXED_LEN + entries * PN_ENTRY_LEN {
+        let v = StoredValue(bytes);
+        if v.0.len() < fixed + v.counters_len() {
             return None;
         }
-        Some(StoredValue(bytes))
+        Some(v)
     }
 
+    /// (header length, counter entry length) of this encoding's format.
+    fn layout(&self) -> (usize, usize) {
+        if self.0[0] == VALUE_FORMAT_2 {
+            (FIXED_LEN_2, PN_ENTRY_LEN_2)
+        } else {
+            (FIXED_LEN, PN_ENTRY_LEN)
+        }
+    }
+
+    fn n_floors(&self) -> usize {
+        if self.0[0] == VALUE_FORMAT_2 {
+            0
+        } else {
+            u16_at(&self.0, 33)
+        }
+    }
+
+    /// Bytes between the header and the register: counter entries and floors.
     fn counters_len(&self) -> usize {
-        (u16_at(&self.0, 29) + u16_at(&self.0, 31)) * PN_ENTRY_LEN
+        let (_, entry) = self.layout();
+        (u16_at(&self.0, 29) + u16_at(&self.0, 31)) * entry + self.n_floors() * FLOOR_LEN
     }
 
     /// Decodes the full state.
     pub fn state(&self) -> KeyState {
         let b = &self.0;
+        let (fixed, len) = self.layout();
         let n_pn = u16_at(b, 29);
         let n_obs = u16_at(b, 31);
         let entry = |i: usize| {
-            let at = FIXED_LEN + i * PN_ENTRY_LEN;
-            PnEntry {
-                region: b[at],
-                p: u64_at(b, at + 1),
-                n: u64_at(b, at + 9),
+            let at = fixed + i * len;
+            if len == PN_ENTRY_LEN_2 {
+                PnEntry {
+                    region: b[at],
+                    inc: 0,
+                    p: u64_at(b, at + 1),
+                    n: u64_at(b, at + 9),
+                }
+            } else {
+                PnEntry {
+                    region: b[at],
+                    inc: u64_at(b, at + 1),
+                    p: u64_at(b, at + 9),
+                    n: u64_at(b, at + 17),
+                }
             }
         };
+        let floors_at = fixed + (n_pn + n_obs) * len;
         KeyState {
-            value: self.0.slice(FIXED_LEN + self.counters_len()..),
+            value: self.0.slice(fixed + self.counters_len()..),
             deleted: b[19] & FLAG_DELETED != 0,
             reg_stamp: Stamp {
                 hlc: u64_at(b, 10),
@@ -322,6 +438,12 @@ impl StoredValue {
             },
             pn: (0..n_pn).map(entry).collect(),
             observed: (n_pn..n_pn + n_obs).map(entry).collect(),
+            floors: (0..self.n_floors())
+                .map(|i| {
+                    let at = floors_at + i * FLOOR_LEN;
+                    (b[at], u64_at(b, at + 1))
+                })
+                .collect(),
         }
     }
 
@@ -354,7 +476,7 @@ impl StoredValue {
     /// The visible value (empty for a tombstone), sharing the buffer for plain strings.
     pub fn payload(&self) -> Bytes {
         if self.counters_len() == 0 {
-            return self.0.slice(FIXED_LEN..);
+            return self.0.slice(self.layout().0..);
         }
         self.state().visible().unwrap_or_default()
     }
@@ -398,8 +520,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut s = KeyState::string(b"hello", st(5, 1), Some(42));
-        s.add(2, 3);
-        s.add(0, -1);
+        s.add(2, 3, 7);
+        s.add(0, -1, 7);
+        s.floors = vec![(1, 9)];
         let v = s.encode();
         let back = StoredValue::from_stored(v.as_bytes().clone()).unwrap();
         assert_eq!(back.state(), s);
@@ -424,9 +547,9 @@ mod tests {
             ..KeyState::default()
         };
         let mut b = a.clone();
-        a.add(0, 5);
-        b.add(1, 7);
-        b.add(1, -2);
+        a.add(0, 5, 1);
+        b.add(1, 7, 2);
+        b.add(1, -2, 3);
         let mut ab = a.clone();
         ab.merge(&b);
         let mut ba = b.clone();
@@ -438,11 +561,11 @@ mod tests {
     #[test]
     fn set_observes_and_concurrent_increments_survive() {
         let mut base = KeyState::string(b"10", st(1, 0), None);
-        base.add(0, 1); // 11
+        base.add(0, 1, 2); // 11
         let mut a = base.clone();
         let mut b = base.clone();
         a.set_register(b"100", st(5, 0)); // A: SET 100 (observes +1)
-        b.add(1, 4); // B: INCRBY 4, concurrent
+        b.add(1, 4, 6); // B: INCRBY 4, concurrent
         a.merge(&b);
         b.merge(&a);
         assert_eq!(a, b);
@@ -460,5 +583,97 @@ mod tests {
         let mut other = d.clone();
         other.merge(&s); // older state arriving after the delete
         assert_eq!(other.visible(), None);
+    }
+
+    #[test]
+    fn format_2_values_are_still_read() {
+        // SET "7" then INCRBY 3 in region 1, as format 2 stored it.
+        let mut old = vec![2u8, 0];
+        old.extend_from_slice(&0u64.to_be_bytes()); // expire
+        old.extend_from_slice(&5u64.to_be_bytes()); // reg hlc
+        old.push(0); // reg region
+        old.push(0); // flags
+        old.extend_from_slice(&5u64.to_be_bytes()); // expire hlc
+        old.push(0);
+        old.extend_from_slice(&1u16.to_be_bytes()); // n_pn
+        old.extend_from_slice(&0u16.to_be_bytes()); // n_obs
+        old.push(1);
+        old.extend_from_slice(&3u64.to_be_bytes());
+        old.extend_from_slice(&0u64.to_be_bytes());
+        old.extend_from_slice(b"7");
+        let v = StoredValue::from_stored(Bytes::from(old)).expect("format 2 accepted");
+        assert_eq!(v.payload(), Bytes::from_static(b"10"));
+        let mut s = v.state();
+        s.add(1, 1, 99); // grows the existing (incarnation 0) entry
+        assert_eq!(s.pn.len(), 1);
+        assert_eq!(s.encode().payload(), Bytes::from_static(b"11"));
+        let plain = KeyState::string(b"x", st(1, 0), None).encode();
+        assert_eq!(plain.payload(), Bytes::from_static(b"x"));
+    }
+
+    /// Region 0 counted 5 on a key, then region 1 deleted it and every region merged that.
+    fn counted_then_deleted() -> KeyState {
+        let mut s = KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        s.add(0, 5, 10);
+        s.delete(st(20, 1));
+        s
+    }
+
+    /// Region 0 collected the tombstone, then writes the key from nothing at HLC 30, having
+    /// merged every region's entries up to HLC 25.
+    fn fresh(floor_hlc: u64) -> KeyState {
+        KeyState {
+            deleted: true,
+            floors: vec![(0, 30), (1, floor_hlc + 1), (2, floor_hlc + 1)],
+            ..KeyState::default()
+        }
+    }
+
+    #[test]
+    fn counter_recreated_after_collection_keeps_concurrent_revivals() {
+        let tomb = counted_then_deleted();
+        assert!(tomb.is_collectable_tombstone());
+        // Region 0 counts again from nothing (a new incarnation) …
+        let mut again = fresh(25);
+        again.add(0, 1, 30);
+        // … while region 2 still held the tombstone and revived it with INCR at HLC 31.
+        let mut revived = tomb.clone();
+        revived.add(2, 1, 31);
+        assert!(!revived.is_collectable_tombstone());
+        let mut x = again.clone();
+        x.merge(&revived);
+        let mut y = revived.clone();
+        y.merge(&again);
+        assert_eq!(x.visible(), Some(Bytes::from_static(b"2")));
+        assert_eq!(x.encode(), y.encode());
+        // A copy that still holds the old tombstone adds none of its old counts.
+        let mut z = tomb.clone();
+        z.merge(&again);
+        assert_eq!(z.visible(), Some(Bytes::from_static(b"1")));
+    }
+
+    #[test]
+    fn set_after_collection_ignores_old_counts_but_not_concurrent_ones() {
+        let tomb = counted_then_deleted();
+        // Region 0 collected it and SETs "10" from nothing at HLC 30.
+        let mut set = fresh(25);
+        set.set_register(b"10", st(30, 0));
+        // A region still holding the old tombstone: its counts (observed by the DEL) are dead.
+        let mut late = tomb.clone();
+        late.merge(&set);
+        assert_eq!(late.visible(), Some(Bytes::from_static(b"10")));
+        // Region 2 revived the old tombstone with INCR at HLC 28, after region 0 last heard from
+        // it (floor 26): concurrent with the SET, so it counts on top, everywhere.
+        let mut revived = tomb.clone();
+        revived.add(2, 1, 28);
+        let mut a = set.clone();
+        a.merge(&revived);
+        let mut b = revived.clone();
+        b.merge(&set);
+        assert_eq!(a.visible(), Some(Bytes::from_static(b"11")));
+        assert_eq!(a.encode(), b.encode());
     }
 }
