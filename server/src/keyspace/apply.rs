@@ -116,15 +116,13 @@ impl<'a> BatchCtx<'a> {
         let state = match &raw {
             Some(v) => v.state(),
             // Nothing here. A merge takes the remote state as it is; a local write creates the
-            // key from nothing: stamped by this batch (two such states never tie) and carrying
-            // this region's floors.
+            // key from nothing, with this region's floors (which a SET's register carries).
             None if self.merging => KeyState {
                 deleted: true,
                 ..KeyState::default()
             },
             None => KeyState {
                 deleted: true,
-                reg_stamp: self.stamp,
                 floors: self.fresh_floors()?,
                 ..KeyState::default()
             },

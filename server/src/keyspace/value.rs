@@ -156,7 +156,8 @@ impl KeyState {
                     .iter()
                     .find(|(r, _)| *r == e.region)
                     .map_or(0, |(_, h)| *h);
-                (e.inc >= floor || floor == 0).then_some((0, 0))
+                // Incarnation 0 (format 2) predates collection: never dead.
+                (e.inc == 0 || floor == 0 || e.inc >= floor).then_some((0, 0))
             }
         }
     }
@@ -282,6 +283,17 @@ impl KeyState {
             self.reg_stamp = other.reg_stamp;
             self.observed = other.observed.clone();
             self.floors = other.floors.clone();
+        } else if other.reg_stamp == self.reg_stamp && other.floors != self.floors {
+            // Only unstamped states (counted from nothing in two regions) tie with different
+            // floors; none of their entries is below a floor, so any deterministic choice
+            // converges: the larger floor per region.
+            for (region, hlc) in &other.floors {
+                match self.floors.iter_mut().find(|(r, _)| r == region) {
+                    Some((_, mine)) => *mine = (*mine).max(*hlc),
+                    None => self.floors.push((*region, *hlc)),
+                }
+            }
+            self.floors.sort_unstable();
         }
         if other.expire_stamp > self.expire_stamp {
             self.expire_at = other.expire_at;
@@ -623,7 +635,7 @@ mod tests {
     }
 
     /// Region 0 collected the tombstone, then writes the key from nothing at HLC 30, having
-    /// merged every region's entries up to HLC 25.
+    /// merged every region's entries up to `floor_hlc`.
     fn fresh(floor_hlc: u64) -> KeyState {
         KeyState {
             deleted: true,
@@ -675,5 +687,27 @@ mod tests {
         b.merge(&set);
         assert_eq!(a.visible(), Some(Bytes::from_static(b"11")));
         assert_eq!(a.encode(), b.encode());
+    }
+
+    #[test]
+    fn counting_from_nothing_in_two_regions_converges_and_adds_up() {
+        let mut a = fresh(25);
+        a.add(0, 2, 30);
+        let mut b = KeyState {
+            deleted: true,
+            floors: vec![(0, 27), (1, 31), (2, 27)],
+            ..KeyState::default()
+        };
+        b.add(1, 3, 31);
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab.encode(), ba.encode());
+        assert_eq!(ab.visible(), Some(Bytes::from_static(b"5")));
+        // A concurrent SET of a number elsewhere keeps the increments on top, as before.
+        let mut set = KeyState::string(b"10", st(29, 2), None);
+        set.merge(&ab);
+        assert_eq!(set.visible(), Some(Bytes::from_static(b"15")));
     }
 }
