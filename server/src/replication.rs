@@ -28,7 +28,7 @@ use geo::{HomeRing, Placement, PlacementRules, Topology};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::keyspace::{Keyspace, ShippedState};
+use crate::keyspace::{Keyspace, OutboxEntry};
 use crate::op::{Op, OpResult};
 use crate::raft::network::{
     decode, encode, RPC_FORWARD_WRITE, RPC_REPL_APPLY, RPC_REPL_WAIT, RPC_REPL_WATERMARK,
@@ -81,10 +81,9 @@ pub fn region_ids(topology: &Topology) -> BTreeMap<String, u8> {
 pub struct ShippedEntry {
     /// Index in the origin's log (0 = part of a resync).
     pub index: u64,
-    /// HLC of the entry.
-    pub hlc: u64,
-    /// Key states.
-    pub states: Vec<ShippedState>,
+    /// The [`OutboxEntry`] (HLC and key states) as the outbox stores it: the shipper sends
+    /// the stored bytes without decoding them.
+    pub entry: Bytes,
 }
 
 /// A replication call: entries from `origin`, in index order.
@@ -539,11 +538,11 @@ async fn ship_from(
         let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
         if in_flight.len() < SHIP_PIPELINE && !coalescing {
             let entries = keyspace
-                .outbox_after(sent_upto, SHIP_BATCH)
+                .outbox_raw_after(sent_upto, SHIP_BATCH)
                 .map_err(|e| e.to_string())?;
             if let (Some((last_index, _)), Some((_, first))) = (entries.last(), entries.first()) {
                 let last_index = *last_index;
-                let first_hlc = first.hlc;
+                let first_hlc = OutboxEntry::hlc_of(first).map_err(|e| e.to_string())?;
                 if first_hlcs.iter().all(|h| *h == 0) {
                     target
                         .oldest_unacked_hlc
@@ -556,11 +555,7 @@ async fn ship_from(
                     seen: complete.then(|| seen.clone()),
                     entries: entries
                         .into_iter()
-                        .map(|(index, e)| ShippedEntry {
-                            index,
-                            hlc: e.hlc,
-                            states: e.states,
-                        })
+                        .map(|(index, entry)| ShippedEntry { index, entry })
                         .collect(),
                     resync_watermark: None,
                 };
@@ -665,8 +660,7 @@ async fn resync(
             prev: 0,
             entries: vec![ShippedEntry {
                 index: 0,
-                hlc: 0,
-                states,
+                entry: encode(&OutboxEntry { hlc: 0, states })?,
             }],
             resync_watermark: done.then_some(upto),
             seen: None,
@@ -824,22 +818,19 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
     let request: ShipRequest = decode(body)?;
     let last = request.entries.last().map_or(0, |e| e.index);
     let origin = request.origin;
-    let states = request
-        .entries
-        .iter()
-        .map(|e| e.states.len())
-        .sum::<usize>();
-    let mut ops: Vec<Op> = request
-        .entries
-        .into_iter()
-        .map(|e| Op::Merge {
+    let mut states = 0;
+    let mut ops: Vec<Op> = Vec::with_capacity(request.entries.len() + 2);
+    for e in request.entries {
+        let entry: OutboxEntry = decode(&e.entry)?;
+        states += entry.states.len();
+        ops.push(Op::Merge {
             origin,
             // A resync page carries no index: merged unconditionally (idempotent).
             index: if e.index == 0 { RESYNC_INDEX } else { e.index },
-            hlc: e.hlc,
-            states: e.states,
-        })
-        .collect();
+            hlc: entry.hlc,
+            states: entry.states,
+        });
+    }
     if let Some(wm) = request.resync_watermark {
         ops.push(Op::Merge {
             origin,

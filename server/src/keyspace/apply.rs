@@ -30,6 +30,13 @@ pub struct OutboxEntry {
     pub states: Vec<ShippedState>,
 }
 
+impl OutboxEntry {
+    /// The HLC of an encoded entry, without decoding its states (it is the first field).
+    pub fn hlc_of(encoded: &[u8]) -> Result<u64, StorageError> {
+        bincode::deserialize(encoded).map_err(|_| StorageError::Corrupt { key_len: 0 })
+    }
+}
+
 /// What a key holds as a batch sees it.
 struct Current {
     /// The stored bytes (maybe expired, maybe a tombstone).

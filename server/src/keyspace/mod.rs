@@ -288,12 +288,13 @@ impl Keyspace {
         self.collected.load(Ordering::Relaxed)
     }
 
-    /// Outbox entries after `after`, at most `max`, in index order.
-    pub fn outbox_after(
+    /// Outbox entries after `after`, at most `max`, in index order, as stored (an encoded
+    /// [`OutboxEntry`] each).
+    pub fn outbox_raw_after(
         &self,
         after: u64,
         max: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StorageError> {
+    ) -> Result<Vec<(u64, Bytes)>, StorageError> {
         let start = after.saturating_add(1).to_be_bytes();
         let iter = self.db.iterator_cf(
             rocks::cf(&self.db, rocks::CF_OUTBOX),
@@ -305,9 +306,7 @@ impl Keyspace {
             let index = <[u8; 8]>::try_from(k.as_ref())
                 .map(u64::from_be_bytes)
                 .map_err(|_| StorageError::Corrupt { key_len: k.len() })?;
-            let entry: OutboxEntry =
-                bincode::deserialize(&v).map_err(|_| StorageError::Corrupt { key_len: k.len() })?;
-            out.push((index, entry));
+            out.push((index, Bytes::from(v.into_vec())));
         }
         Ok(out)
     }
