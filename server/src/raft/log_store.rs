@@ -24,8 +24,10 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
-/// Bytes (serialized size) of recent entries kept in memory for replication.
-const CACHE_BYTES: usize = 16 << 20;
+/// Bytes (serialized size) of recent entries kept in memory for replication, in a region of
+/// several nodes. (Decoded entries take more, and their values share the buffers requests were
+/// read into: this stays small.)
+pub const REPLICATION_CACHE_BYTES: usize = 4 << 20;
 
 /// The log store; cheap to clone (shares the database and the cache of recent entries).
 #[derive(Clone)]
@@ -42,6 +44,8 @@ struct RecentEntries {
     entries: VecDeque<(Entry, usize)>,
     /// Sum of the sizes.
     bytes: usize,
+    /// Bound of `bytes` (0: keep nothing, as in a region of one node).
+    cap: usize,
 }
 
 impl RecentEntries {
@@ -50,6 +54,9 @@ impl RecentEntries {
     }
 
     fn push(&mut self, entry: Entry, size: usize) {
+        if self.cap == 0 {
+            return;
+        }
         let contiguous = self
             .entries
             .back()
@@ -60,7 +67,7 @@ impl RecentEntries {
         }
         self.entries.push_back((entry, size));
         self.bytes += size;
-        while self.bytes > CACHE_BYTES && self.entries.len() > 1 {
+        while self.bytes > self.cap && self.entries.len() > 1 {
             if let Some((_, s)) = self.entries.pop_front() {
                 self.bytes -= s;
             }
@@ -126,11 +133,15 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    /// A log store over the keyspace's database.
-    pub fn new(keyspace: Arc<Keyspace>) -> LogStore {
+    /// A log store over the keyspace's database, keeping up to `cache_bytes` of the newest
+    /// entries in memory for replication (0 in a region of one node: nobody reads them).
+    pub fn new(keyspace: Arc<Keyspace>, cache_bytes: usize) -> LogStore {
         LogStore {
             keyspace,
-            recent: Arc::default(),
+            recent: Arc::new(Mutex::new(RecentEntries {
+                cap: cache_bytes,
+                ..RecentEntries::default()
+            })),
         }
     }
 
@@ -366,9 +377,16 @@ mod tests {
         entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
     }
 
+    fn cache(cap: usize) -> RecentEntries {
+        RecentEntries {
+            cap,
+            ..RecentEntries::default()
+        }
+    }
+
     #[test]
     fn recent_entries_serve_only_ranges_they_hold() {
-        let mut r = RecentEntries::default();
+        let mut r = cache(REPLICATION_CACHE_BYTES);
         for i in 5..=10 {
             r.push(entry(i), 100);
         }
@@ -389,11 +407,14 @@ mod tests {
 
     #[test]
     fn recent_entries_stay_under_their_byte_bound() {
-        let mut r = RecentEntries::default();
+        let mut r = cache(REPLICATION_CACHE_BYTES);
         for i in 1..=100 {
-            r.push(entry(i), CACHE_BYTES / 10);
+            r.push(entry(i), REPLICATION_CACHE_BYTES / 10);
         }
-        assert!(r.bytes <= CACHE_BYTES);
+        assert!(r.bytes <= REPLICATION_CACHE_BYTES);
         assert_eq!(r.first_index(), Some(91));
+        let mut none = cache(0);
+        none.push(entry(1), 10);
+        assert!(none.get(1, 2).is_none());
     }
 }

@@ -146,7 +146,14 @@ impl RegionRaft {
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);
-        let log_store = LogStore::new(keyspace.clone());
+        // Only followers read recent entries back (to replicate them): a region of one
+        // node keeps none in memory.
+        let cache = if members.len() > 1 {
+            log_store::REPLICATION_CACHE_BYTES
+        } else {
+            0
+        };
+        let log_store = LogStore::new(keyspace.clone(), cache);
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
         let state_machine = StateMachine::new(keyspace.clone(), snapshot_path)?;
         let span = tracing::info_span!("raft", region = %region, node = node_id);
