@@ -18,8 +18,6 @@ pub const CF_EXPIRY: &str = "expiry";
 pub const CF_META: &str = "meta";
 /// Column family of the replication outbox: local log index → key states to ship.
 pub const CF_OUTBOX: &str = "outbox";
-/// Column families whose records live briefly: stored without compression.
-const TRANSIENT_COLUMN_FAMILIES: &[&str] = &[CF_OUTBOX, "raft_log"];
 /// Every column family the node opens (Raft adds its own beside these).
 pub const COLUMN_FAMILIES: &[&str] = &[CF_DATA, CF_EXPIRY, CF_META, CF_OUTBOX];
 
@@ -58,15 +56,10 @@ pub fn open(path: &Path, opts: &KeyspaceOptions, extra_cfs: &[&str]) -> Result<D
     // every column family together keeps data, expiry index and applied position consistent.
     db_opts.set_atomic_flush(true);
 
-    let cfs = COLUMN_FAMILIES.iter().chain(extra_cfs.iter()).map(|name| {
-        let mut opts = cf_opts.clone();
-        if TRANSIENT_COLUMN_FAMILIES.contains(name) {
-            // Dropped soon after it is written (log purged after a snapshot, outbox trimmed
-            // once every region has it): compressing it on flush is wasted work.
-            opts.set_compression_type(rocksdb::DBCompressionType::None);
-        }
-        ColumnFamilyDescriptor::new(*name, opts)
-    });
+    let cfs = COLUMN_FAMILIES
+        .iter()
+        .chain(extra_cfs.iter())
+        .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StorageError::Open {
         path: path.display().to_string(),
         source,
