@@ -54,6 +54,7 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
         gauge!("meridian_connected_clients").set(shared.clients.count() as f64);
         gauge!("meridian_keys").set(shared.keyspace.dbsize(0) as f64);
         gauge!("meridian_rss_bytes").set(rss_bytes() as f64);
+        counter!("meridian_tombstones_collected_total").absolute(shared.keyspace.collected());
         for r in shared.geo.status(&shared.raft, &shared.keyspace) {
             let region = r.region;
             gauge!("meridian_region_link_up", "region" => region.clone())

@@ -532,11 +532,12 @@ async fn ship_from(
         // Read the applied index before the outbox: if nothing is pending after what was
         // sent, the region has everything up to that index once the calls are answered.
         let applied = raft.applied_index();
-        let seen = keyspace.merged_hlcs().map_err(|e| e.to_string())?;
         let notified = keyspace.outbox_notify().notified();
         let next_send = last_sent + SHIP_COALESCE;
         let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
         if in_flight.len() < SHIP_PIPELINE && !coalescing {
+            // What we merged, read before the outbox (see `ShipRequest::seen`).
+            let seen = keyspace.merged_hlcs().map_err(|e| e.to_string())?;
             let entries = keyspace
                 .outbox_raw_after(sent_upto, SHIP_BATCH)
                 .map_err(|e| e.to_string())?;
@@ -754,9 +755,15 @@ impl Inbound {
         self.origins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Catches up with the durable watermark and starts a merge task if a call is ready.
+    /// Starts a merge task if a call is ready, first catching up with the durable watermark
+    /// when none is (the predecessor may have been merged through another node).
     fn kick(&self, raft: &Arc<RegionRaft>, origin: u8) {
-        let durable = raft.keyspace.watermark(origin).unwrap_or(0);
+        let ready = self.lock().get(&origin).is_some_and(OriginQueue::has_ready);
+        let durable = if ready {
+            0
+        } else {
+            raft.keyspace.watermark(origin).unwrap_or(0)
+        };
         let mut origins = self.lock();
         let queue = origins.entry(origin).or_default();
         queue.end = queue.end.max(durable);
@@ -982,7 +989,6 @@ async fn collect_tombstones(
             .await
             .map_err(|e| e.to_string())?;
         if let Some(OpResult::Int(dropped)) = results.first() {
-            metrics::counter!("meridian_tombstones_collected_total").increment(*dropped as u64);
             keyspace.count_collected(*dropped as u64);
         }
         if n < FORGET_BATCH {

@@ -249,8 +249,9 @@ impl<'a> BatchCtx<'a> {
         let Some(raw) = self.read_raw(db, key)? else {
             return Ok(false);
         };
+        // A collectable tombstone is never visible: nothing else to check.
         let state = raw.state();
-        if raw.is_visible() || !state.is_collectable_tombstone() || state.reg_stamp != stamp {
+        if !state.is_collectable_tombstone() || state.reg_stamp != stamp {
             return Ok(false);
         }
         self.batch.delete_cf(self.cf(rocks::CF_DATA), &data_key);

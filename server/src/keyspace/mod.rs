@@ -151,9 +151,10 @@ pub struct Keyspace {
     outbox_notify: tokio::sync::Notify,
     /// Applied batches skip RocksDB's WAL (the Raft log is the WAL).
     log_is_wal: AtomicBool,
-    /// This node's hybrid logical clock: observes every applied batch's stamp, so a node
-    /// that becomes leader stamps after everything its region already wrote (entries of one
-    /// region carry increasing HLCs, which tombstone collection relies on).
+    /// This node's hybrid logical clock. The Raft log store makes it observe every entry's
+    /// stamp (the last one at start, then each appended one), so a node that becomes leader
+    /// stamps after everything in its log: entries of one region carry increasing HLCs, which
+    /// tombstone collection relies on.
     hlc: Arc<geo::Hlc>,
     /// Tombstones dropped by tombstone collection since start.
     collected: AtomicU64,
@@ -624,9 +625,6 @@ impl Keyspace {
         log_index: Option<u64>,
     ) -> Result<Vec<OpResult>, StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if batch.hlc != 0 {
-            self.hlc.observe(geo::Timestamp(batch.hlc));
-        }
         let mut ctx = apply::BatchCtx::new(self, batch);
         let results = batch
             .ops

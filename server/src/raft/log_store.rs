@@ -132,17 +132,30 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
 }
 
+/// Moves the node's clock past `entry`'s stamp.
+fn observe_stamp(keyspace: &Keyspace, entry: &Entry) {
+    if let openraft::EntryPayload::Normal(batch) = &entry.payload {
+        keyspace.hlc().observe(geo::Timestamp(batch.hlc));
+    }
+}
+
 impl LogStore {
     /// A log store over the keyspace's database, keeping up to `cache_bytes` of the newest
     /// entries in memory for replication (0 in a region of one node: nobody reads them).
     pub fn new(keyspace: Arc<Keyspace>, cache_bytes: usize) -> LogStore {
-        LogStore {
+        let store = LogStore {
             keyspace,
             recent: Arc::new(Mutex::new(RecentEntries {
                 cap: cache_bytes,
                 ..RecentEntries::default()
             })),
+        };
+        // The clock starts after the newest entry already in the log (appends observe the
+        // rest): a restarted node that becomes leader stamps after its region's writes.
+        if let Ok(Some(entry)) = store.last_entry() {
+            observe_stamp(&store.keyspace, &entry);
         }
+        store
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
@@ -179,7 +192,7 @@ impl LogStore {
             .map_err(write_err)
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+    fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
         let mut iter = self
             .db()
             .iterator_cf(rocks::cf(self.db(), CF_LOG), IteratorMode::End);
@@ -187,15 +200,24 @@ impl LogStore {
             None => Ok(None),
             Some(item) => {
                 let (_, v) = item.map_err(read_err)?;
-                let entry: Entry = bincode::deserialize(&v).map_err(read_err)?;
-                Ok(Some(entry.log_id))
+                Ok(Some(bincode::deserialize(&v).map_err(read_err)?))
             }
         }
     }
 
-    /// Index of the last entry in the log (for INFO / MERIDIAN RAFT).
+    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.last_entry()?.map(|e| e.log_id))
+    }
+
+    /// Index of the last entry in the log (for INFO / MERIDIAN RAFT), from its key alone.
     pub fn last_index(&self) -> u64 {
-        self.last_entry_id().ok().flatten().map_or(0, |id| id.index)
+        let mut iter = self
+            .db()
+            .iterator_cf(rocks::cf(self.db(), CF_LOG), IteratorMode::End);
+        iter.next()
+            .and_then(Result::ok)
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes)
     }
 
     /// The commit index openraft last saved (for MERIDIAN RAFT).
@@ -301,14 +323,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = rocks::cf(self.db(), CF_LOG);
         let mut batch = WriteBatch::default();
-        let hlc = self.keyspace.hlc();
         let mut appended = Vec::new();
         for entry in entries {
             // A follower that becomes leader must stamp after every entry in its log, applied
             // or not: entries of one region carry increasing HLCs.
-            if let openraft::EntryPayload::Normal(batch) = &entry.payload {
-                hlc.observe(geo::Timestamp(batch.hlc));
-            }
+            observe_stamp(&self.keyspace, &entry);
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
             batch.put_cf(cf, entry.log_id.index.to_be_bytes(), &bytes);
             appended.push((entry, bytes.len()));
