@@ -15,7 +15,8 @@
 #      -d 64` on eu's leader with replication to us running (geo) and on the same region alone
 #      (single), GEO_REPEAT times each, alternating; after each geo run, how long us took to
 #      catch up (MERIDIAN REGIONS lag_entries back to 0), and the CPU time eu's leader spent
-#      per SET (from /proc; in the geo runs until us caught up, so shipping is counted);
+#      per SET (from /proc, until the node is idle again: in the geo runs after us caught up, so
+#      shipping is counted; in both, the flushes and compactions the run caused);
 #   5. prints a markdown table and writes it, the raw outputs, MERIDIAN REGIONS snapshots and
 #      node logs under bench/results/<timestamp>-geo/;
 #   6. stops every node it started (also on Ctrl-C or failure).
@@ -39,6 +40,9 @@
 #                          reported as the "cold" figures
 #   GEO_REPEAT=3           redis-benchmark runs per configuration (the table shows the median)
 #   GEO_CATCH_UP_S=120     how long to wait for us to catch up after a throughput run
+#   GEO_SETTLE_TICKS=2     after a throughput run (and us's catch-up), eu's leader counts as
+#                          idle once it uses at most this many clock ticks in a second; its CPU
+#                          is read then (at most GEO_SETTLE_MAX_S=20 s later)
 #   BENCH_OUT=DIR          output directory (default bench/results/<timestamp>-geo)
 #   MERIDIAN_BIN=PATH      use this meridian binary (no build of the server)
 #   SKIP_BUILD=1           use the binaries already built
@@ -62,6 +66,8 @@ WARMUP=${GEO_WARMUP:-3}
 WARM_P99=-
 WARM_MAX=-
 CATCH_UP_S=${GEO_CATCH_UP_S:-120}
+SETTLE_TICKS=${GEO_SETTLE_TICKS:-2}
+SETTLE_MAX_S=${GEO_SETTLE_MAX_S:-20}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-geo}
 
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
@@ -247,6 +253,20 @@ cpu_ticks() {
   done <"$WORK/$name.nodes"
   die "no node serves $addr in $name"
 }
+# settled_ticks NAME HOST:PORT: waits until that node is idle again (its background work done:
+# memtable flushes and compactions the run caused, shipping) and prints its CPU ticks then. Both
+# configurations are measured this way, so neither leaves work it caused outside its window.
+settled_ticks() {
+  local name=$1 addr=$2 before after i
+  after=$(cpu_ticks "$name" "$addr")
+  for i in $(seq "$SETTLE_MAX_S"); do
+    before=$after
+    sleep 1
+    after=$(cpu_ticks "$name" "$addr")
+    [ $((after - before)) -le "$SETTLE_TICKS" ] && break
+  done
+  echo "$after"
+}
 # cpu_us_per_op TICKS OPS: microseconds of CPU per operation.
 cpu_us_per_op() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
 
@@ -317,7 +337,7 @@ for run in $(seq "$REPEAT"); do
       ticks=$(cpu_ticks "$geo_name" "$EU")
       rps=$(throughput geo "$run" "$EU")
       drained=$(wait_drained "${EU##*:}" us)
-      ticks=$(($(cpu_ticks "$geo_name" "$EU") - ticks))
+      ticks=$(($(settled_ticks "$geo_name" "$EU") - ticks))
       GEO_CPU+=("$(cpu_us_per_op "$ticks" "$N")")
       redis-cli -h "${EU%:*}" -p "${EU##*:}" MERIDIAN REGIONS >"$OUT/regions-after-throughput-$run.txt" 2>&1 || true
       log "  $rps SET/s; us caught up ${drained}s after the run"
@@ -331,7 +351,7 @@ for run in $(seq "$REPEAT"); do
       log "throughput run $run/$REPEAT: eu ($SOLO) alone"
       ticks=$(cpu_ticks "single-$run" "$SOLO")
       rps=$(throughput single "$run" "$SOLO")
-      ticks=$(($(cpu_ticks "single-$run" "$SOLO") - ticks))
+      ticks=$(($(settled_ticks "single-$run" "$SOLO") - ticks))
       SINGLE_CPU+=("$(cpu_us_per_op "$ticks" "$N")")
       log "  $rps SET/s"
       SINGLE_RPS+=("$rps")
@@ -368,7 +388,7 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "| SET throughput on eu's leader, replicating to us | $(fmt "$GEO_MED") req/s | |"
   echo "| SET throughput on eu's leader, eu alone | $(fmt "$SINGLE_MED") req/s | |"
   echo "| throughput cost of replication, both regions on the same cores | $COST % | |"
-  echo "| eu leader CPU per SET, replicating (until us caught up) / alone | $GEO_CPU_MED / $SINGLE_CPU_MED µs | |"
+  echo "| eu leader CPU per SET, replicating / alone (each until idle again) | $GEO_CPU_MED / $SINGLE_CPU_MED µs | |"
   echo "| throughput cost of replication on the writing region's CPU | $CPU_COST % | < 20 %: $(verdict "$CPU_COST" 20) |"
   echo "| us caught up after the lag run / after each throughput run | ${DRAINED_AFTER_LAG} s / ${DRAIN[*]} s | |"
   echo
@@ -377,6 +397,7 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "average, $LAG_CAPPED capped rounds). Throughput: \`redis-benchmark -t set -c $CLIENTS -P $PIPELINE"
   echo "-n $N -r $KEYS -d $DATA\`, median of $REPEAT run(s) each (geo: ${GEO_RPS[*]}; alone: ${SINGLE_RPS[*]});"
   echo "the receiving region runs on the same cores, so the first cost figure also pays for us's merging;"
-  echo "the CPU figure counts only eu's leader (CPU time from /proc over the run, shipping included,"
-  echo "divided by the requests; throughput on dedicated cores is inversely proportional to it). Raw outputs: \`${OUT#"$ROOT"/}\`."
+  echo "the CPU figure counts only eu's leader (CPU time from /proc from the start of the run until the"
+  echo "node is idle again — shipping, flushes and compactions included — divided by the requests;"
+  echo "each run: geo ${GEO_CPU[*]}, alone ${SINGLE_CPU[*]} µs; throughput on dedicated cores is inversely proportional to it). Raw outputs: \`${OUT#"$ROOT"/}\`."
 } | tee "$OUT/summary.md"

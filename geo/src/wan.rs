@@ -35,7 +35,7 @@ pub const MAX_QUEUED_DATAGRAMS: usize = 16 * 1024;
 /// The largest delay or jitter accepted by [`WanEmulator::set_link`].
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
-/// Due datagrams sent per wake-up of the delivery task before it re-checks the queue.
+/// Due queue entries sent per wake-up of the delivery task before it re-checks the queue.
 const SEND_BATCH: usize = 64;
 
 /// How datagrams to one destination are treated.
@@ -243,13 +243,17 @@ impl WanEmulator {
     }
 }
 
-/// One datagram waiting in the delay queue.
+/// One datagram, or a GSO batch of datagrams with the same fate, waiting in the delay queue.
 struct Queued {
     at: Instant,
     seq: u64,
     destination: SocketAddr,
     ecn: Option<EcnCodepoint>,
     src_ip: Option<IpAddr>,
+    /// Size of each datagram in `contents` but the last (a GSO batch), or `None`: one datagram.
+    segment_size: Option<usize>,
+    /// Datagrams in `contents`.
+    datagrams: u64,
     contents: Vec<u8>,
 }
 
@@ -274,6 +278,8 @@ impl Ord for Queued {
 struct Queue {
     heap: BinaryHeap<Reverse<Queued>>,
     seq: u64,
+    /// Datagrams held (a GSO batch counts each of its datagrams).
+    datagrams: u64,
 }
 
 struct DelayQueue {
@@ -330,34 +336,25 @@ impl WanSocket {
             .filter(|s| *s > 0)
             .unwrap_or(transmit.contents.len())
             .max(1);
-        let mut rng = rand::rng();
+        let datagrams = transmit.contents.len().div_ceil(segment) as u64;
+        if shape.partitioned {
+            counters.partitioned.fetch_add(datagrams, Ordering::Relaxed);
+            return;
+        }
         let now = Instant::now();
         let mut queue = self.queue.lock();
         let mut earliest_changed = false;
-        for datagram in transmit.contents.chunks(segment) {
-            if shape.partitioned {
-                counters.partitioned.fetch_add(1, Ordering::Relaxed);
-                continue;
+        let mut push = |queue: &mut Queue, at: Instant, contents: &[u8], segment_size| {
+            let n = contents.len().div_ceil(segment) as u64;
+            if queue.datagrams + n > MAX_QUEUED_DATAGRAMS as u64 {
+                counters.overflowed.fetch_add(n, Ordering::Relaxed);
+                return;
             }
-            if shape.loss > 0.0 && rng.random::<f64>() < shape.loss {
-                counters.lost.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if queue.heap.len() >= MAX_QUEUED_DATAGRAMS {
-                counters.overflowed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let mut delay = shape.delay;
-            if !shape.jitter.is_zero() {
-                let j = shape.jitter.as_secs_f64();
-                let offset = rng.random_range(-j..=j);
-                delay = Duration::from_secs_f64((delay.as_secs_f64() + offset).max(0.0));
-            }
-            let at = now + delay;
             if queue.heap.peek().is_none_or(|Reverse(first)| at < first.at) {
                 earliest_changed = true;
             }
             queue.seq += 1;
+            queue.datagrams += n;
             let seq = queue.seq;
             queue.heap.push(Reverse(Queued {
                 at,
@@ -365,9 +362,36 @@ impl WanSocket {
                 destination: transmit.destination,
                 ecn: transmit.ecn,
                 src_ip: transmit.src_ip,
-                contents: datagram.to_vec(),
+                segment_size,
+                datagrams: n,
+                contents: contents.to_vec(),
             }));
-            counters.delayed.fetch_add(1, Ordering::Relaxed);
+            counters.delayed.fetch_add(n, Ordering::Relaxed);
+        };
+        if shape.loss == 0.0 && shape.jitter.is_zero() {
+            // Every datagram of a GSO batch has the same fate: keep the batch whole, as the
+            // kernel would send it (one queue entry, one send), instead of one per datagram.
+            push(
+                &mut queue,
+                now + shape.delay,
+                transmit.contents,
+                transmit.segment_size,
+            );
+        } else {
+            let mut rng = rand::rng();
+            for datagram in transmit.contents.chunks(segment) {
+                if shape.loss > 0.0 && rng.random::<f64>() < shape.loss {
+                    counters.lost.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let mut delay = shape.delay;
+                if !shape.jitter.is_zero() {
+                    let j = shape.jitter.as_secs_f64();
+                    let offset = rng.random_range(-j..=j);
+                    delay = Duration::from_secs_f64((delay.as_secs_f64() + offset).max(0.0));
+                }
+                push(&mut queue, now + delay, datagram, None);
+            }
         }
         drop(queue);
         if earliest_changed {
@@ -431,6 +455,7 @@ async fn deliver(inner: Arc<dyn AsyncUdpSocket>, queue: Arc<DelayQueue>, stop: C
                 match q.heap.peek() {
                     Some(Reverse(first)) if first.at <= now => {
                         if let Some(Reverse(item)) = q.heap.pop() {
+                            q.datagrams -= item.datagrams;
                             due.push(item);
                         }
                     }
@@ -444,7 +469,7 @@ async fn deliver(inner: Arc<dyn AsyncUdpSocket>, queue: Arc<DelayQueue>, stop: C
                 destination: item.destination,
                 ecn: item.ecn,
                 contents: &item.contents,
-                segment_size: None,
+                segment_size: item.segment_size,
                 src_ip: item.src_ip,
             };
             loop {
@@ -618,9 +643,10 @@ mod tests {
         send(&sock, to, b"lost").await;
         assert_eq!(emu.stats().lost, 1);
 
-        // GSO batch split into datagrams, order kept without jitter
+        // A GSO batch is held whole (same delay for all) and arrives as its datagrams, in order.
         emu.set_link(to, LinkShape::delay(Duration::from_millis(5)))
             .unwrap();
+        let delayed_before = emu.stats().delayed;
         let t = Transmit {
             destination: to,
             ecn: None,
@@ -636,6 +662,29 @@ mod tests {
                 .unwrap();
             assert_eq!(&buf[..n], want);
         }
+        assert_eq!(emu.stats().delayed, delayed_before + 3);
+
+        // With jitter each datagram of a batch gets its own delay (any order).
+        emu.set_link(
+            to,
+            LinkShape {
+                delay: Duration::from_millis(5),
+                jitter: Duration::from_millis(3),
+                ..LinkShape::default()
+            },
+        )
+        .unwrap();
+        send_transmit(&sock, &t).await;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let n = tokio::time::timeout(Duration::from_secs(2), rx.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            got.push(buf[..n].to_vec());
+        }
+        got.sort();
+        assert_eq!(got, vec![b"aaa".to_vec(), b"bbb".to_vec(), b"cc".to_vec()]);
 
         // healed
         emu.clear(to).unwrap();

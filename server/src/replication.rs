@@ -54,8 +54,12 @@ const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// The `Op::Merge` index of a resync page: merged without checking or moving the watermark.
 pub const RESYNC_INDEX: u64 = u64::MAX;
-/// How often the leader looks for tombstones every region has merged, and trims the outbox.
+/// How often the leader looks for tombstones every region has merged.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader trims the outbox of what every region confirmed. Often, so that most
+/// entries are covered by the trim's range deletion before their memtable is flushed: the flush
+/// then drops them instead of writing them to a table file and compacting them later.
+const TRIM_EVERY: Duration = Duration::from_millis(100);
 /// Tombstones dropped per proposal at most.
 const FORGET_BATCH: usize = 1000;
 /// Proposals of dropped tombstones per round at most.
@@ -895,24 +899,30 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
     }
 }
 
-/// The leader's housekeeping, every `COLLECT_EVERY`: drops outbox entries every other region
-/// has confirmed (or that the slowest region is too far behind to need: it will resync), and
-/// tombstones every region has merged. Both go through Raft, so every replica drops the same.
+/// The leader's housekeeping: every `TRIM_EVERY` it drops outbox entries every other region
+/// has confirmed (or that the slowest region is too far behind to need: it will resync), every
+/// `COLLECT_EVERY` tombstones every region has merged. Both go through Raft, so every replica
+/// drops the same.
 async fn trim_loop(
     raft: Arc<RegionRaft>,
     keyspace: Arc<Keyspace>,
     geo: Arc<Geo>,
     shutdown: Shutdown,
 ) {
+    let mut last_collect = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(COLLECT_EVERY) => {}
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
             _ = shutdown.token.cancelled() => return,
         }
         if !raft.is_leader() {
             continue;
         }
         trim_outbox(&raft, &keyspace, &geo).await;
+        if last_collect.elapsed() < COLLECT_EVERY {
+            continue;
+        }
+        last_collect = tokio::time::Instant::now();
         if let Err(e) = collect_tombstones(&raft, &keyspace, &geo).await {
             warn!(error = %e, "tombstone collection failed");
         }
