@@ -6,7 +6,8 @@
 //! Every write produces a new [`KeyState`] stamped with the batch's (HLC, region); remote
 //! states are merged, never re-executed, so all regions converge.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
@@ -16,7 +17,31 @@ use super::value::{KeyState, Stamp};
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES, MAX_STRING_LEN};
 use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
 
-type Overlay = HashMap<Bytes, Option<StoredValue>, ahash::RandomState>;
+/// What a batch wrote at one key so far.
+struct Written {
+    /// The stored value (`None`: nothing stored).
+    value: Option<StoredValue>,
+    /// A local (not merged) op wrote the key: its final state goes to the outbox.
+    ship: bool,
+}
+
+type Overlay = HashMap<Bytes, Written, ahash::RandomState>;
+
+/// Bytes serialized as such (like `Bytes`), borrowed.
+struct RawBytes<'a>(&'a [u8]);
+
+impl serde::Serialize for RawBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// An [`OutboxEntry`] borrowing its states from the batch (the same encoding).
+#[derive(serde::Serialize)]
+struct OutboxEntryRef<'a> {
+    hlc: u64,
+    states: Vec<(u8, RawBytes<'a>, RawBytes<'a>)>,
+}
 
 /// One shipped key state: database, key, encoded state.
 pub type ShippedState = (u8, Bytes, Bytes);
@@ -58,8 +83,6 @@ pub(super) struct BatchCtx<'a> {
     overlay: Overlay,
     count_delta: [i64; DATABASES],
     flushed: [bool; DATABASES],
-    /// Keys changed by local (not merged) ops.
-    touched: HashSet<Bytes, ahash::RandomState>,
     /// Watermarks advanced in this batch: origin region → index.
     watermarks: HashMap<u8, u64>,
     /// HLC of the last merged entry per origin, advanced in this batch.
@@ -91,7 +114,6 @@ impl<'a> BatchCtx<'a> {
             overlay: Overlay::default(),
             count_delta: [0; DATABASES],
             flushed: [false; DATABASES],
-            touched: HashSet::default(),
             watermarks: HashMap::new(),
             merged_hlc: HashMap::new(),
             seen: HashMap::new(),
@@ -105,8 +127,8 @@ impl<'a> BatchCtx<'a> {
     /// The value physically stored (maybe expired or a tombstone), as this batch sees it.
     fn read_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
         let data_key = rocks::data_key(db, key);
-        if let Some(v) = self.overlay.get(data_key.as_slice()) {
-            return Ok(v.clone());
+        if let Some(w) = self.overlay.get(data_key.as_slice()) {
+            return Ok(w.value.clone());
         }
         if self.flushed[db as usize] {
             return Ok(None);
@@ -200,10 +222,20 @@ impl<'a> BatchCtx<'a> {
         };
         self.count_delta[db as usize] += i64::from(new_visible) - i64::from(old_visible);
         // Merged remote states are not shipped again (each region ships only its own writes).
-        if self.local && !self.merging {
-            self.touched.insert(data_key.clone());
+        let ship = self.local && !self.merging;
+        match self.overlay.entry(data_key) {
+            Entry::Occupied(mut e) => {
+                let w = e.get_mut();
+                w.value = stored;
+                w.ship |= ship;
+            }
+            Entry::Vacant(e) => {
+                e.insert(Written {
+                    value: stored,
+                    ship,
+                });
+            }
         }
-        self.overlay.insert(data_key, stored);
     }
 
     /// Keeps the tombstone index in step with one key's change from `old_raw` to `new`
@@ -255,7 +287,13 @@ impl<'a> BatchCtx<'a> {
             return Ok(false);
         }
         self.batch.delete_cf(self.cf(rocks::CF_DATA), &data_key);
-        self.overlay.insert(data_key, None);
+        self.overlay
+            .entry(data_key)
+            .and_modify(|w| w.value = None)
+            .or_insert(Written {
+                value: None,
+                ship: false,
+            });
         Ok(true)
     }
 
@@ -269,7 +307,6 @@ impl<'a> BatchCtx<'a> {
         self.batch
             .delete_range_cf(self.cf(rocks::CF_EXPIRY), vec![db], vec![db + 1]);
         self.overlay.retain(|k, _| k.first() != Some(&db));
-        self.touched.retain(|k| k.first() != Some(&db));
         let current = self.ks.counts[db as usize].load(std::sync::atomic::Ordering::Relaxed);
         self.count_delta[db as usize] = -current;
         self.flushed[db as usize] = true;
@@ -703,21 +740,17 @@ impl<'a> BatchCtx<'a> {
                 .put_cf(meta, rocks::OUTBOX_TRIMMED_KEY, upto.to_be_bytes());
         }
         if let (Some(index), true, true) = (log_index, self.local, self.ks.keeps_tombstones()) {
-            if !self.touched.is_empty() {
-                let states = self
-                    .touched
-                    .iter()
-                    .map(|k| {
-                        let state = self.overlay.get(k).cloned().flatten();
-                        (
-                            k[0],
-                            k.slice(1..),
-                            state.map(|s| s.as_bytes().clone()).unwrap_or_default(),
-                        )
-                    })
-                    .filter(|(_, _, s)| !s.is_empty())
-                    .collect();
-                let entry = OutboxEntry {
+            let states: Vec<_> = self
+                .overlay
+                .iter()
+                .filter(|(_, w)| w.ship)
+                .filter_map(|(k, w)| {
+                    let state = w.value.as_ref()?.as_bytes();
+                    (!state.is_empty()).then(|| (k[0], RawBytes(&k[1..]), RawBytes(state)))
+                })
+                .collect();
+            if !states.is_empty() {
+                let entry = OutboxEntryRef {
                     hlc: self.stamp.hlc,
                     states,
                 };
@@ -745,7 +778,9 @@ impl<'a> BatchCtx<'a> {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
         let flushed = self.flushed.iter().any(|f| *f);
-        self.ks.hot.publish(flushed, self.overlay.iter());
+        self.ks
+            .hot
+            .publish(flushed, self.overlay.iter().map(|(k, w)| (k, &w.value)));
         if self.wrote_outbox {
             self.ks.outbox_notify.notify_waiters();
         }
