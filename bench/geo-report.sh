@@ -11,7 +11,7 @@
 #   3. geo: after a short warm-up run, `meridian-bench geo --write <eu leader> --read <us leader> --rate GEO_RATE
 #      --duration GEO_DURATION`: the visibility lag from the SET on eu to the first GET on us
 #      that sees it (p50/p99/max);
-#   4. in-region write throughput: `redis-benchmark -t set -c 50 -P 16 -n 300000 -r 100000
+#   4. in-region write throughput: `redis-benchmark -t set -c 50 -P 16 -n 1000000 -r 100000
 #      -d 64` on eu's leader with replication to us running (geo) and on the same region alone
 #      (single), GEO_REPEAT times each, alternating; after each geo run, how long us took to
 #      catch up (MERIDIAN REGIONS lag_entries back to 0), and the CPU time eu's leader spent
@@ -31,7 +31,8 @@
 #   GEO_DURATION=10        seconds of the lag run
 #   GEO_POLL_BATCH=65536   meridian-bench geo --poll-batch (large: the poller must not be the
 #                          bottleneck at 10,000 writes/s)
-#   GEO_N=300000           requests per redis-benchmark run
+#   GEO_N=1000000          requests per redis-benchmark run (long enough that each run includes
+#                          the memtable flushes and compactions of steady writing)
 #   GEO_CLIENTS=50         redis-benchmark -c
 #   GEO_PIPELINE=16        redis-benchmark -P
 #   GEO_KEYS=100000        redis-benchmark -r
@@ -56,7 +57,7 @@ NODES=${GEO_NODES:-1}
 RATE=${GEO_RATE:-10000}
 DURATION=${GEO_DURATION:-10}
 POLL_BATCH=${GEO_POLL_BATCH:-65536}
-N=${GEO_N:-300000}
+N=${GEO_N:-1000000}
 CLIENTS=${GEO_CLIENTS:-50}
 PIPELINE=${GEO_PIPELINE:-16}
 KEYS=${GEO_KEYS:-100000}
