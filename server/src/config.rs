@@ -38,6 +38,28 @@ pub struct RaftConfig {
     pub read_timeout_ms: u64,
 }
 
+impl RaftConfig {
+    /// Refuses timings Raft cannot work with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 {
+            return Err("heartbeat-ms must be at least 1".into());
+        }
+        if self.election_timeout_ms < 2 * self.heartbeat_ms {
+            return Err(format!(
+                "election-timeout-ms ({}) must be at least twice heartbeat-ms ({})",
+                self.election_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        if self.snapshot_every == 0 {
+            return Err("snapshot-every must be at least 1".into());
+        }
+        if self.write_timeout_ms == 0 || self.read_timeout_ms == 0 {
+            return Err("write-timeout-ms and read-timeout-ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
@@ -89,7 +111,7 @@ pub struct ServerConfig {
     /// Outbox entries kept for a region that is behind; a region further behind is resynced
     /// from a full stream of key states instead (after a long partition, say).
     pub replication_backlog: u64,
-    /// Raft settings (the `[raft]` table).
+    /// Raft settings (the `[raft]` table, read by [`parse_config`]).
     #[serde(skip)]
     pub raft: RaftConfig,
 }
@@ -163,12 +185,19 @@ pub fn read_config(path: &Path) -> Result<ConfigFile, ConfigError> {
 /// Parses config text.
 pub fn parse_config(text: &str) -> Result<ConfigFile, String> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-    let server = match table.remove("server") {
+    let mut server = match table.remove("server") {
         Some(v) => v
             .try_into::<ServerConfig>()
             .map_err(|e| format!("[server]: {e}"))?,
         None => ServerConfig::default(),
     };
+    if let Some(v) = table.remove("raft") {
+        let raft = v
+            .try_into::<RaftConfig>()
+            .map_err(|e| format!("[raft]: {e}"))?;
+        raft.validate().map_err(|e| format!("[raft]: {e}"))?;
+        server.raft = raft;
+    }
     Ok(ConfigFile {
         server,
         topology: (!table.is_empty()).then_some(table),
@@ -186,6 +215,19 @@ mod tests {
         assert_eq!(cfg.server.appendfsync, FsyncPolicy::Always);
         assert!(cfg.topology.is_none());
         assert_eq!(parse_config("").unwrap().server.port, 6379);
+    }
+
+    #[test]
+    fn raft_table_is_read_and_checked() {
+        let cfg = parse_config("[raft]\nwrite-timeout-ms = 1500\nheartbeat-ms = 20\n").unwrap();
+        assert_eq!(cfg.server.raft.write_timeout_ms, 1500);
+        assert_eq!(cfg.server.raft.heartbeat_ms, 20);
+        assert_eq!(cfg.server.raft.election_timeout_ms, 300);
+        assert!(cfg.topology.is_none());
+        let err = parse_config("[raft]\nheartbeat-ms = 200\n").err().unwrap();
+        assert!(err.contains("election-timeout-ms"), "{err}");
+        let err = parse_config("[raft]\nwrite-timeout = 1\n").err().unwrap();
+        assert!(err.contains("write-timeout"), "{err}");
     }
 
     #[test]

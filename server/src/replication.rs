@@ -60,6 +60,8 @@ const COLLECT_EVERY: Duration = Duration::from_secs(1);
 /// entries are covered by the trim's range deletion before their memtable is flushed: the flush
 /// then drops them instead of writing them to a table file and compacting them later.
 const TRIM_EVERY: Duration = Duration::from_millis(100);
+/// How often every node checks (and re-dials) its links to the other regions' nodes.
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Tombstones dropped per proposal at most.
 const FORGET_BATCH: usize = 1000;
 /// Proposals of dropped tombstones per round at most.
@@ -419,9 +421,42 @@ pub fn start(raft: Arc<RegionRaft>, keyspace: Arc<Keyspace>, geo: Arc<Geo>, shut
         );
     }
     if !geo.targets.is_empty() {
+        shutdown.tasks.spawn(keep_region_links(
+            raft.clone(),
+            geo.clone(),
+            shutdown.clone(),
+        ));
         shutdown
             .tasks
             .spawn(trim_loop(raft, keyspace, geo, shutdown.clone()));
+    }
+}
+
+/// Keeps this node linked to every node of the other regions (dialing those that are down
+/// every `LINK_CHECK_EVERY`), whatever its role: a node whose region loses its quorum then
+/// already knows which regions are healthy and their RTTs, and forwards writes to the
+/// nearest one at once (a follower has no shipping traffic that would have linked it).
+async fn keep_region_links(raft: Arc<RegionRaft>, geo: Arc<Geo>, shutdown: Shutdown) {
+    let Some(endpoint) = raft.endpoint.clone() else {
+        return;
+    };
+    let peers: Vec<geo::PeerAddr> = geo
+        .targets
+        .iter()
+        .flat_map(|t| geo.topology.nodes_in_region(&t.region))
+        .map(|n| n.peer_addr())
+        .collect();
+    loop {
+        let dials = peers
+            .iter()
+            .filter(|p| !endpoint.is_connected(&p.name))
+            .map(|p| endpoint.connect(p, LINK_CHECK_EVERY));
+        // Failures are expected (a region down); the endpoint records them for MERIDIAN NODES.
+        let _ = futures::future::join_all(dials).await;
+        tokio::select! {
+            _ = tokio::time::sleep(LINK_CHECK_EVERY) => {}
+            _ = shutdown.token.cancelled() => return,
+        }
     }
 }
 

@@ -1091,3 +1091,92 @@ fn failed_forwarded_write_does_not_override_a_later_acknowledged_one() {
         );
     }
 }
+
+/// A region that lost its quorum (two of its three nodes killed) still takes writes: the
+/// survivor forwards them, after its write timeout, to the nearest healthy region by measured
+/// RTT (b, 5 ms away, not c, 60 ms away), which commits them and answers. With
+/// `stale-reads-on-quorum-loss` the survivor serves reads from its local replica instead of
+/// `-CLUSTERDOWN`. Once the region has its quorum back it receives the forwarded write from b
+/// and every region converges.
+#[test]
+fn region_without_quorum_forwards_writes_to_the_nearest_region_and_reads_stale_if_configured() {
+    let toml = "[[wan]]\na = \"a\"\nb = \"b\"\ndelay_ms = 5\n\n\
+                [[wan]]\na = \"a\"\nb = \"c\"\ndelay_ms = 60\n\n\
+                [[wan]]\na = \"b\"\nb = \"c\"\ndelay_ms = 60\n\n\
+                [server]\nstale-reads-on-quorum-loss = true\n\n\
+                [raft]\nwrite-timeout-ms = 1500\n";
+    let mut c = geo_cluster(&[("a", 3), ("b", 1), ("c", 1)], toml);
+    let la = leader(&c, "a");
+    let lb = leader(&c, "b");
+    leader(&c, "c");
+    let _: () = q(&mut c.nodes()[la].client(), &["SET", "q:before", "1"]);
+    wait_value_everywhere(&c, "q:before", Some("1"));
+
+    // Kill a's leader and one follower: the survivor has no quorum.
+    let a_nodes = c.region_nodes("a");
+    let survivor = *a_nodes.iter().find(|&&i| i != la).expect("a has followers");
+    let killed: Vec<usize> = a_nodes.into_iter().filter(|&i| i != survivor).collect();
+    for &i in &killed {
+        c.node_mut(i).kill();
+    }
+    let s = &c.nodes()[survivor];
+
+    // A write on the survivor. Until its election timeout it still takes the dead leader for
+    // the leader: a write forwarded there times out and is refused (`-CLUSTERDOWN`, it cannot
+    // know whether the leader applied it). Then no leader comes within the write timeout and
+    // the write goes to the nearest healthy region, b.
+    let t = Instant::now();
+    let mut refused = Vec::new();
+    eventually(
+        Duration::from_secs(30),
+        "SET q:during on the survivor answered OK",
+        || match call(s, &["SET", "q:during", "2"]) {
+            Ok(Reply::Simple(st)) if st == "OK" => Ok(()),
+            other => {
+                let text = match other {
+                    Ok(reply) => format!("{reply:?}"),
+                    Err(e) => e.to_string(),
+                };
+                refused.push(text.clone());
+                bail!("answered {text}")
+            }
+        },
+    );
+    let took = t.elapsed();
+    for r in &refused {
+        assert!(
+            r.contains("CLUSTERDOWN"),
+            "a refused write on the survivor answered {r}: expected -CLUSTERDOWN"
+        );
+    }
+    report(&format!(
+        "geo: SET on a region without quorum forwarded to the nearest region and answered \
+         after {took:?}; refused before: {refused:?}"
+    ));
+    // Committed in b (the nearest region) when acknowledged, not (yet) in c.
+    assert_eq!(
+        get(&c.nodes()[lb], "q:during")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .as_deref(),
+        Some("2"),
+        "GET q:during on b right after the survivor's SET returned OK"
+    );
+
+    // Reads on the survivor: its local replica (it cannot confirm a quorum).
+    assert_eq!(
+        get(s, "q:before")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .as_deref(),
+        Some("1"),
+        "GET q:before on {} without quorum, stale reads enabled",
+        s.name()
+    );
+
+    // Quorum back: a merges the forwarded write from b; every region converges.
+    for &i in &killed {
+        c.node_mut(i).start_again();
+    }
+    leader(&c, "a");
+    wait_value_everywhere(&c, "q:during", Some("2"));
+    wait_converged(&c, "after a regained its quorum");
+}
