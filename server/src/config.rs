@@ -41,6 +41,20 @@ pub struct RaftConfig {
 impl RaftConfig {
     /// Refuses timings Raft cannot work with.
     pub fn validate(&self) -> Result<(), String> {
+        const MAX_MS: u64 = 3_600_000;
+        for (name, v) in [
+            ("heartbeat-ms", self.heartbeat_ms),
+            ("election-timeout-ms", self.election_timeout_ms),
+            ("write-timeout-ms", self.write_timeout_ms),
+            ("read-timeout-ms", self.read_timeout_ms),
+        ] {
+            if v > MAX_MS {
+                return Err(format!("{name} ({v}) must be at most {MAX_MS} (one hour)"));
+            }
+        }
+        if self.snapshot_every > 1 << 40 || self.keep_logs > 1 << 40 {
+            return Err("snapshot-every and keep-logs must be at most 2^40".into());
+        }
         if self.heartbeat_ms == 0 {
             return Err("heartbeat-ms must be at least 1".into());
         }
@@ -226,6 +240,10 @@ mod tests {
         assert!(cfg.topology.is_none());
         let err = parse_config("[raft]\nheartbeat-ms = 200\n").err().unwrap();
         assert!(err.contains("election-timeout-ms"), "{err}");
+        let err = parse_config("[raft]\nwrite-timeout-ms = 99999999999\n")
+            .err()
+            .unwrap();
+        assert!(err.contains("at most"), "{err}");
         let err = parse_config("[raft]\nwrite-timeout = 1\n").err().unwrap();
         assert!(err.contains("write-timeout"), "{err}");
     }

@@ -62,6 +62,9 @@ const COLLECT_EVERY: Duration = Duration::from_secs(1);
 const TRIM_EVERY: Duration = Duration::from_millis(100);
 /// How often every node checks (and re-dials) its links to the other regions' nodes.
 const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Bound on one dial of the link keeper: beyond the endpoint's own handshake bound.
+const LINK_DIAL_TIMEOUT: Duration =
+    Duration::from_secs(geo::link::DEFAULT_HANDSHAKE_TIMEOUT.as_secs() + 5);
 /// Tombstones dropped per proposal at most.
 const FORGET_BATCH: usize = 1000;
 /// Proposals of dropped tombstones per round at most.
@@ -447,10 +450,12 @@ async fn keep_region_links(raft: Arc<RegionRaft>, geo: Arc<Geo>, shutdown: Shutd
         .map(|n| n.peer_addr())
         .collect();
     loop {
+        // Each dial gets longer than the handshake's own bound, so a slow handshake (a long
+        // WAN delay, a lost packet) completes and a failure is recorded with its backoff.
         let dials = peers
             .iter()
             .filter(|p| !endpoint.is_connected(&p.name))
-            .map(|p| endpoint.connect(p, LINK_CHECK_EVERY));
+            .map(|p| endpoint.connect(p, LINK_DIAL_TIMEOUT));
         // Failures are expected (a region down); the endpoint records them for MERIDIAN NODES.
         let _ = futures::future::join_all(dials).await;
         tokio::select! {
@@ -975,17 +980,15 @@ async fn trim_outbox(raft: &RegionRaft, keyspace: &Keyspace, geo: &Geo) {
         .min()
         .unwrap_or(0);
     let upto = slowest.max(last.saturating_sub(geo.backlog));
-    let advanced = {
-        let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
-        let advanced = upto > *trimmed;
-        if advanced {
-            *trimmed = upto;
-        }
-        advanced
-    };
+    let advanced = upto > *geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
     if advanced {
-        if let Err(e) = raft.write(vec![Op::TrimOutbox { upto }]).await {
-            warn!(error = %e, "outbox trim failed");
+        // Recorded only once applied: a failed trim is retried on the next round.
+        match raft.write(vec![Op::TrimOutbox { upto }]).await {
+            Ok(_) => {
+                let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
+                *trimmed = (*trimmed).max(upto);
+            }
+            Err(e) => warn!(error = %e, "outbox trim failed"),
         }
     }
 }

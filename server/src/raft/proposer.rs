@@ -58,6 +58,10 @@ impl Proposer {
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region: u8) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        // A slot first, then everything queued meanwhile joins this entry.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let mut group = vec![first];
         let mut n_ops = group[0].ops.len();
         while n_ops < MAX_OPS_PER_ENTRY {
@@ -69,9 +73,6 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
                 Err(_) => break,
             }
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
         let mut ops = Vec::with_capacity(n_ops);
         let mut shares = Vec::with_capacity(group.len());
         for p in group {
