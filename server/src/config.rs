@@ -125,9 +125,27 @@ pub struct ServerConfig {
     /// Outbox entries kept for a region that is behind; a region further behind is resynced
     /// from a full stream of key states instead (after a long partition, say).
     pub replication_backlog: u64,
+    /// Threads running connections, Raft and replication (tokio workers; 0 = one per core).
+    pub io_threads: usize,
     /// Raft settings (the `[raft]` table, read by [`parse_config`]).
     #[serde(skip)]
     pub raft: RaftConfig,
+}
+
+/// Most worker threads `io-threads` may ask for.
+pub const MAX_IO_THREADS: usize = 256;
+
+impl ServerConfig {
+    /// Checks the settings that have limits (after the file and the flags were read).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.io_threads > MAX_IO_THREADS {
+            return Err(format!(
+                "io-threads is {}, at most {MAX_IO_THREADS} (0 = one per core)",
+                self.io_threads
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -149,6 +167,7 @@ impl Default for ServerConfig {
             active_expiry_hz: 10,
             active_expiry_batch: 1000,
             replication_backlog: 1_000_000,
+            io_threads: 0,
             raft: RaftConfig::default(),
         }
     }
@@ -205,6 +224,7 @@ pub fn parse_config(text: &str) -> Result<ConfigFile, String> {
             .map_err(|e| format!("[server]: {e}"))?,
         None => ServerConfig::default(),
     };
+    server.validate().map_err(|e| format!("[server]: {e}"))?;
     if let Some(v) = table.remove("raft") {
         let raft = v
             .try_into::<RaftConfig>()
@@ -246,6 +266,17 @@ mod tests {
         assert!(err.contains("at most"), "{err}");
         let err = parse_config("[raft]\nwrite-timeout = 1\n").err().unwrap();
         assert!(err.contains("write-timeout"), "{err}");
+    }
+
+    #[test]
+    fn io_threads_is_read_and_bounded() {
+        assert_eq!(parse_config("").unwrap().server.io_threads, 0);
+        let cfg = parse_config("[server]\nio-threads = 1\n").unwrap();
+        assert_eq!(cfg.server.io_threads, 1);
+        let err = parse_config("[server]\nio-threads = 100000\n")
+            .err()
+            .unwrap();
+        assert!(err.contains("at most 256"), "{err}");
     }
 
     #[test]

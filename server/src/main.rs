@@ -50,6 +50,9 @@ struct Cli {
     /// Connection cap.
     #[arg(long)]
     maxclients: Option<usize>,
+    /// Worker threads (0 = one per core).
+    #[arg(long)]
+    io_threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,8 +186,16 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = cli.maxclients {
         server.maxclients = v;
     }
+    if let Some(v) = cli.io_threads {
+        server.io_threads = v;
+    }
+    server.validate().map_err(|e| anyhow::anyhow!(e))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if server.io_threads > 0 {
+        runtime.worker_threads(server.io_threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("meridian")
         .build()

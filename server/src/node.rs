@@ -141,6 +141,7 @@ impl Shared {
             ("hot-cache-mb", c.hot_cache_mb.to_string()),
             ("block-cache-mb", c.block_cache_mb.to_string()),
             ("write-buffer-mb", c.write_buffer_mb.to_string()),
+            ("io-threads", c.io_threads.to_string()),
         ]
     }
 
