@@ -12,6 +12,7 @@ pub mod proposer;
 pub mod read;
 pub mod service;
 pub mod state_machine;
+pub mod thread;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -118,6 +119,8 @@ pub struct RegionRaft {
     proposer: proposer::Proposer,
     /// openraft's metrics channel, kept so the hot path only borrows it.
     metrics: tokio::sync::watch::Receiver<types::RaftMetrics>,
+    /// The thread openraft's tasks and the proposer run on (stopped with this group).
+    _thread: thread::RaftThread,
 }
 
 impl RegionRaft {
@@ -157,20 +160,28 @@ impl RegionRaft {
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
         let state_machine = StateMachine::new(keyspace.clone(), snapshot_path)?;
         let span = tracing::info_span!("raft", region = %region, node = node_id);
-        let raft = {
-            let _enter = span.enter();
-            Raft::new(
-                node_id,
-                config,
-                Network::new(endpoint.clone()),
-                log_store.clone(),
-                state_machine,
-            )
-            .await?
-        };
+        let raft_thread = thread::RaftThread::start("meridian-raft")?;
+        let network = Network::new(endpoint.clone());
+        let started_log_store = log_store.clone();
+        let hlc = keyspace.hlc();
+        // openraft spawns its tasks where it is created: on the Raft thread.
+        let (raft, proposer) = raft_thread
+            .handle()
+            .spawn(tracing::Instrument::instrument(
+                async move {
+                    let raft =
+                        Raft::new(node_id, config, network, started_log_store, state_machine)
+                            .await?;
+                    let proposer = proposer::Proposer::start(raft.clone(), hlc, region_id);
+                    anyhow::Ok((raft, proposer))
+                },
+                span,
+            ))
+            .await??;
         let me = Arc::new(RegionRaft {
             metrics: raft.metrics(),
-            proposer: proposer::Proposer::start(raft.clone(), keyspace.hlc(), region_id),
+            proposer,
+            _thread: raft_thread,
             keyspace,
             inbound: crate::replication::Inbound::default(),
             read_batcher: read::ReadIndexBatcher::default(),
