@@ -125,7 +125,8 @@ pub struct ServerConfig {
     /// Outbox entries kept for a region that is behind; a region further behind is resynced
     /// from a full stream of key states instead (after a long partition, say).
     pub replication_backlog: u64,
-    /// Threads running connections, Raft and replication (tokio workers; 0 = one per core).
+    /// Worker threads for connections, links and replication (tokio workers; 0 = one per core;
+    /// Raft runs on its own thread besides).
     pub io_threads: usize,
     /// Raft settings (the `[raft]` table, read by [`parse_config`]).
     #[serde(skip)]
