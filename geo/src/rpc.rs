@@ -146,11 +146,17 @@ fn header(tag_len: usize, body_len: usize) -> [u8; 4] {
 }
 
 /// Encodes a request frame as chunks (no copy of the body).
-pub(crate) fn request_chunks(kind: u16, body: Bytes) -> [Bytes; 2] {
+#[cfg(test)]
+fn request_chunks(kind: u16, body: Bytes) -> [Bytes; 2] {
+    [request_head(kind, body.len()), body]
+}
+
+/// The head of a request frame whose body is `body_len` bytes.
+fn request_head(kind: u16, body_len: usize) -> Bytes {
     let mut head = BytesMut::with_capacity(6);
-    head.extend_from_slice(&header(2, body.len()));
+    head.extend_from_slice(&header(2, body_len));
     head.extend_from_slice(&kind.to_be_bytes());
-    [head.freeze(), body]
+    head.freeze()
 }
 
 fn response_chunks(status: u8, body: Bytes) -> [Bytes; 2] {
@@ -247,7 +253,8 @@ async fn call_on(
     conn: &quinn::Connection,
     peer: &str,
     kind: u16,
-    body: Bytes,
+    body: Vec<Bytes>,
+    body_len: usize,
 ) -> Result<Bytes, RpcError> {
     let (mut send, mut recv) = conn
         .open_bi()
@@ -256,7 +263,9 @@ async fn call_on(
             peer: peer.to_owned(),
             source,
         })?;
-    let mut chunks = request_chunks(kind, body);
+    let mut chunks = Vec::with_capacity(body.len() + 1);
+    chunks.push(request_head(kind, body_len));
+    chunks.extend(body);
     send.write_all_chunks(&mut chunks)
         .await
         .map_err(|e| map_write(e, peer))?;
@@ -344,6 +353,18 @@ impl Endpoint {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RpcError> {
+        self.call_chunks(peer, kind, vec![body], timeout).await
+    }
+
+    /// Like [`Endpoint::call`], with the request body given as consecutive chunks, written to
+    /// the stream as they are (a large body need not be copied into one buffer first).
+    pub async fn call_chunks(
+        &self,
+        peer: &PeerAddr,
+        kind: u16,
+        body: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<Bytes, RpcError> {
         let labels = [("peer", peer.name.clone()), ("kind", kind.to_string())];
         metrics::counter!("geo_rpc_calls_total", &labels).increment(1);
         let result = self.call_inner(peer, kind, body, timeout).await;
@@ -361,12 +382,13 @@ impl Endpoint {
         &self,
         peer: &PeerAddr,
         kind: u16,
-        body: Bytes,
+        body: Vec<Bytes>,
         timeout: Duration,
     ) -> Result<Bytes, RpcError> {
-        if body.len() > MAX_REQUEST_BODY {
+        let body_len: usize = body.iter().map(Bytes::len).sum();
+        if body_len > MAX_REQUEST_BODY {
             return Err(RpcError::TooLarge {
-                size: Some(body.len()),
+                size: Some(body_len),
                 max: MAX_FRAME_SIZE,
             });
         }
@@ -376,6 +398,10 @@ impl Endpoint {
         }
         let work = async {
             if peer.name == inner.node_name {
+                let body = match <[Bytes; 1]>::try_from(body) {
+                    Ok([one]) => one,
+                    Err(chunks) => chunks.concat().into(),
+                };
                 let fut = inner.handler.handle(peer.name.clone(), kind, body);
                 return match AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(Ok(reply)) => Ok(reply),
@@ -390,7 +416,7 @@ impl Endpoint {
                     source,
                 },
             })?;
-            call_on(&conn, &peer.name, kind, body).await
+            call_on(&conn, &peer.name, kind, body, body_len).await
         };
         tokio::select! {
             r = tokio::time::timeout(timeout, work) => r.unwrap_or_else(|_| Err(RpcError::Timeout {

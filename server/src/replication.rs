@@ -655,6 +655,29 @@ async fn ship_from(
     }
 }
 
+/// `request` as `encode` writes it (bincode), in chunks: the stored outbox entries go out as
+/// they are instead of being copied into one buffer of several MB per call, which cost a
+/// loaded leader more in page faults than the rest of shipping.
+fn ship_request_chunks(request: &ShipRequest) -> Result<Vec<Bytes>, String> {
+    use bytes::BufMut;
+    let mut heads = bytes::BytesMut::with_capacity(17 + 16 * request.entries.len());
+    heads.put_u8(request.origin);
+    heads.put_u64_le(request.prev);
+    heads.put_u64_le(request.entries.len() as u64);
+    let mut chunks = Vec::with_capacity(2 * request.entries.len() + 1);
+    for e in &request.entries {
+        heads.put_u64_le(e.index);
+        heads.put_u64_le(e.entry.len() as u64);
+        chunks.push(heads.split().freeze());
+        chunks.push(e.entry.clone());
+    }
+    let tail = bincode::serialize(&(&request.resync_watermark, &request.seen))
+        .map_err(|e| e.to_string())?;
+    heads.extend_from_slice(&tail);
+    chunks.push(heads.split().freeze());
+    Ok(chunks)
+}
+
 /// One replication call in flight; resolves to `upto` (the outbox index it covers) once the
 /// region merged it.
 fn ship_call(
@@ -663,11 +686,11 @@ fn ship_call(
     request: &ShipRequest,
     upto: u64,
 ) -> Result<BoxFuture<'static, Result<u64, String>>, String> {
-    let body = encode(request)?;
+    let body = ship_request_chunks(request)?;
     let (endpoint, peer) = (endpoint.clone(), peer.clone());
     Ok(Box::pin(async move {
         let reply = endpoint
-            .call(&peer, RPC_REPL_APPLY, body, SHIP_TIMEOUT)
+            .call_chunks(&peer, RPC_REPL_APPLY, body, SHIP_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         decode::<Result<u64, String>>(&reply)??;
@@ -1044,4 +1067,39 @@ async fn collect_tombstones(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ship_request_chunks_are_the_bincode_encoding() {
+        let entry = |index: u64, len: usize| ShippedEntry {
+            index,
+            entry: Bytes::from(vec![index as u8; len]),
+        };
+        let requests = [
+            ShipRequest {
+                origin: 2,
+                prev: 41,
+                entries: vec![entry(42, 3), entry(43, 0), entry(44, 70_000)],
+                resync_watermark: None,
+                seen: Some(vec![(0, 7), (1, u64::MAX)]),
+            },
+            ShipRequest {
+                origin: 0,
+                prev: 0,
+                entries: Vec::new(),
+                resync_watermark: Some(9),
+                seen: None,
+            },
+        ];
+        for request in &requests {
+            let chunks = ship_request_chunks(request).unwrap();
+            assert_eq!(chunks.concat(), encode(request).unwrap().to_vec());
+            let back: ShipRequest = decode(&chunks.concat()).unwrap();
+            assert_eq!(back.entries.len(), request.entries.len());
+        }
+    }
 }
