@@ -44,6 +44,10 @@
 #   GEO_SETTLE_TICKS=2     after a throughput run (and us's catch-up), eu's leader counts as
 #                          idle once it uses at most this many clock ticks in a second; its CPU
 #                          is read then (at most GEO_SETTLE_MAX_S=20 s later)
+#   GEO_PIN=1              pin eu's nodes to CPU 0 and us's nodes and every client (redis-benchmark,
+#                          meridian-bench) to CPU 1 with taskset, so us's merging does not share a
+#                          core with the writer it is measured against (closer to regions on their
+#                          own machines; needs 2 or more CPUs)
 #   BENCH_OUT=DIR          output directory (default bench/results/<timestamp>-geo)
 #   MERIDIAN_BIN=PATH      use this meridian binary (no build of the server)
 #   SKIP_BUILD=1           use the binaries already built
@@ -69,6 +73,10 @@ WARM_MAX=-
 CATCH_UP_S=${GEO_CATCH_UP_S:-120}
 SETTLE_TICKS=${GEO_SETTLE_TICKS:-2}
 SETTLE_MAX_S=${GEO_SETTLE_MAX_S:-20}
+PIN=${GEO_PIN:-}
+# Clients run on CPU 1 when pinning.
+CLIENT_CPU=()
+[ -n "$PIN" ] && CLIENT_CPU=(taskset -c 1)
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-geo}
 
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
@@ -174,6 +182,14 @@ up() {
   UP_DIRS+=("$dir")
   "$LOCAL_CLUSTER" up "$topo" "$dir" >"$WORK/$name.nodes" 2>"$WORK/$name.up.err" ||
     { cat "$WORK/$name.up.err" >&2; die "starting $name failed"; }
+  [ -z "$PIN" ] && return 0
+  # GEO_PIN: eu's nodes on CPU 0, everything else on CPU 1 (every thread of each process).
+  local node region _a cpu
+  while read -r node region _a; do
+    cpu=1
+    [ "$region" = eu ] && cpu=0
+    taskset -a -pc "$cpu" "$(cat "$dir/$node/pid")" >/dev/null || die "taskset failed for $node"
+  done <"$WORK/$name.nodes"
 }
 
 down() {
@@ -236,7 +252,7 @@ wait_drained() {
 # throughput NAME RUN HOST:PORT: redis-benchmark SET on the node; prints rps.
 throughput() {
   local name=$1 run=$2 addr=$3 f="$OUT/redis-benchmark-$1-$2.csv"
-  redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
+  "${CLIENT_CPU[@]}" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
     -n "$N" -r "$KEYS" -d "$DATA" --csv >"$f" 2>"$OUT/redis-benchmark-$name-$run.err" ||
     die "redis-benchmark against $name failed: $(tail -n 3 "$OUT/redis-benchmark-$name-$run.err")"
   awk -F, '$1 == "\"SET\"" { gsub(/"/, "", $2); print $2 }' "$f"
@@ -288,7 +304,7 @@ US=$(leader geo us)
 # reported separately, then the measured one.
 if [ "$WARMUP" -gt 0 ]; then
   log "warm-up: $RATE writes/s for $WARMUP s"
-  "$BENCH_BIN" geo --write "$EU" --read "$US" --rate "$RATE" --duration "$WARMUP" \
+  "${CLIENT_CPU[@]}" "$BENCH_BIN" geo --write "$EU" --read "$US" --rate "$RATE" --duration "$WARMUP" \
     --poll-batch "$POLL_BATCH" --label us --json "$OUT/geo-warmup.json" --allow-errors \
     >"$OUT/geo-warmup.txt" 2>"$OUT/geo-warmup.err" || die "meridian-bench geo (warm-up) failed: $(tail -n 5 "$OUT/geo-warmup.err")"
   WARM_P99=$(jq -r '.geo.readers[0].lag_ms.p99' "$OUT/geo-warmup.json")
@@ -296,7 +312,7 @@ if [ "$WARMUP" -gt 0 ]; then
   wait_drained "${EU##*:}" us >/dev/null
 fi
 log "lag: $RATE writes/s for $DURATION s on eu ($EU), read on us ($US)"
-"$BENCH_BIN" geo --write "$EU" --read "$US" --rate "$RATE" --duration "$DURATION" \
+"${CLIENT_CPU[@]}" "$BENCH_BIN" geo --write "$EU" --read "$US" --rate "$RATE" --duration "$DURATION" \
   --poll-batch "$POLL_BATCH" --label us --json "$OUT/geo-lag.json" --allow-errors \
   >"$OUT/geo-lag.txt" 2>"$OUT/geo-lag.err" || die "meridian-bench geo failed: $(tail -n 5 "$OUT/geo-lag.err")"
 cat "$OUT/geo-lag.txt" >&2
@@ -377,6 +393,9 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(awk -F: '/model name/ { sub(/^ /, "", $2); print $2; exit }' /proc/cpuinfo)),"
   echo "meridian $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); regions eu and us of $NODES node(s) each on one machine,"
   echo "${DELAY_MS} ms one-way emulated delay between them (\`[[wan]]\`, applied to the QUIC datagrams)."
+  if [ -n "$PIN" ]; then
+    echo "Pinned (GEO_PIN=1): eu's nodes on CPU 0; us's nodes, redis-benchmark and meridian-bench on CPU 1."
+  fi
   echo
   echo "| figure | value | target |"
   echo "|---|---:|---|"
