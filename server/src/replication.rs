@@ -95,7 +95,9 @@ pub struct ShippedEntry {
     pub entry: Bytes,
 }
 
-/// A replication call: entries from `origin`, in index order.
+/// A replication call: entries from `origin`, in index order. (`ship_request_chunks` writes
+/// its bincode encoding by hand, field by field: a change here must be made there too; its
+/// test compares the two.)
 #[derive(Serialize, Deserialize)]
 pub struct ShipRequest {
     /// Origin region id.

@@ -801,8 +801,9 @@ mod tests {
     use crate::keyspace::{FsyncPolicy, KeyspaceOptions};
     use crate::op::{ExpireSet, OpBatch, SetCond, SetReply};
 
-    fn keyspace(dir: &std::path::Path) -> Keyspace {
-        let ks = Keyspace::open(KeyspaceOptions {
+    /// A keyspace of one region (no tombstones kept).
+    fn single_region_keyspace(dir: &std::path::Path) -> Keyspace {
+        Keyspace::open(KeyspaceOptions {
             path: dir.to_path_buf(),
             hot_cache_bytes: 1 << 20,
             block_cache_bytes: 1 << 20,
@@ -810,7 +811,12 @@ mod tests {
             max_write_buffers: 2,
             fsync: FsyncPolicy::No,
         })
-        .expect("open");
+        .expect("open")
+    }
+
+    /// A keyspace of region 0 in a multi-region cluster.
+    fn keyspace(dir: &std::path::Path) -> Keyspace {
+        let ks = single_region_keyspace(dir);
         ks.set_geo(0, true);
         ks
     }
@@ -850,15 +856,7 @@ mod tests {
     #[test]
     fn each_key_lands_in_storage_once_with_its_final_value() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ks = Keyspace::open(KeyspaceOptions {
-            path: dir.path().to_path_buf(),
-            hot_cache_bytes: 1 << 20,
-            block_cache_bytes: 1 << 20,
-            write_buffer_bytes: 1 << 20,
-            max_write_buffers: 2,
-            fsync: FsyncPolicy::No,
-        })
-        .expect("open");
+        let ks = single_region_keyspace(dir.path());
         let value = |v: &'static [u8]| Op::Set {
             db: 0,
             key: Bytes::from_static(b"a"),

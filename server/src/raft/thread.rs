@@ -6,9 +6,7 @@
 //! → state-machine worker → reply) waited in the run queue behind the connections' tasks and
 //! often woke a parked worker thread. On its own thread the hops are plain task switches and
 //! the apply runs without waiting its turn: `redis-benchmark -t set -P 16 -c 50` on one node
-//! went from 111k–168k to 152k–200k requests/s (2 cores, A/B runs); -P1 and GET unchanged.
-
-use std::sync::mpsc as std_mpsc;
+//! went from 139k–150k to 167k–170k requests/s (2 cores, A/B runs); -P1 and GET unchanged.
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -29,17 +27,15 @@ impl RaftThread {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let (started_tx, started_rx) = std_mpsc::sync_channel::<()>(1);
+        // Tasks spawned through the handle before the thread runs wait in the runtime's queue.
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                let _ = started_tx.send(());
                 // Runs the spawned tasks until the owner is dropped (or drops the sender).
                 let _ = runtime.block_on(stopped);
                 // Tasks still pending are dropped here, off any async context.
                 drop(runtime);
             })?;
-        let _ = started_rx.recv();
         Ok(RaftThread {
             handle,
             stop: Some(stop),
