@@ -125,6 +125,9 @@ pub struct ServerConfig {
     /// Outbox entries kept for a region that is behind; a region further behind is resynced
     /// from a full stream of key states instead (after a long partition, say).
     pub replication_backlog: u64,
+    /// MiB of the newest outbox entries kept in memory, so the shipper sends them without
+    /// reading them back from RocksDB (older ones are read from RocksDB).
+    pub replication_memory_mb: u64,
     /// Worker threads for connections, links and replication (tokio workers; 0 = one per core;
     /// Raft runs on its own thread besides).
     pub io_threads: usize,
@@ -168,6 +171,7 @@ impl Default for ServerConfig {
             active_expiry_hz: 10,
             active_expiry_batch: 1000,
             replication_backlog: 1_000_000,
+            replication_memory_mb: 32,
             io_threads: 0,
             raft: RaftConfig::default(),
         }

@@ -142,6 +142,8 @@ impl Shared {
             ("block-cache-mb", c.block_cache_mb.to_string()),
             ("write-buffer-mb", c.write_buffer_mb.to_string()),
             ("io-threads", c.io_threads.to_string()),
+            ("replication-backlog", c.replication_backlog.to_string()),
+            ("replication-memory-mb", c.replication_memory_mb.to_string()),
         ]
     }
 
@@ -387,6 +389,7 @@ impl Node {
             write_buffer_bytes: usize::try_from(config.write_buffer_mb * 1024 * 1024)?,
             max_write_buffers: 2,
             fsync: config.appendfsync,
+            outbox_memory_bytes: usize::try_from(config.replication_memory_mb * 1024 * 1024)?,
         })?);
         info!(
             keys = keyspace.dbsize(0),

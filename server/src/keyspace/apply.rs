@@ -95,8 +95,8 @@ pub(super) struct BatchCtx<'a> {
     seen: HashMap<(u8, u8), u64>,
     /// Outbox trimmed up to (inclusive).
     trim_outbox: Option<u64>,
-    /// An outbox entry was written (shippers get woken).
-    wrote_outbox: bool,
+    /// The outbox entry written (index, bytes): shippers get woken, the tail gets it.
+    wrote_outbox: Option<(u64, Bytes)>,
     /// Applying an `Op::Merge` right now.
     merging: bool,
     /// Floors for states created from nothing in this batch (computed on first use).
@@ -122,7 +122,7 @@ impl<'a> BatchCtx<'a> {
             merged_hlc: HashMap::new(),
             seen: HashMap::new(),
             trim_outbox: None,
-            wrote_outbox: false,
+            wrote_outbox: None,
             merging: false,
             fresh_floors: None,
         }
@@ -761,11 +761,12 @@ impl<'a> BatchCtx<'a> {
                     hlc: self.stamp.hlc,
                     states,
                 };
-                let bytes =
-                    bincode::serialize(&entry).map_err(|_| StorageError::Corrupt { key_len: 0 })?;
+                let bytes = Bytes::from(
+                    bincode::serialize(&entry).map_err(|_| StorageError::Corrupt { key_len: 0 })?,
+                );
                 self.batch
-                    .put_cf(self.cf(rocks::CF_OUTBOX), index.to_be_bytes(), bytes);
-                self.wrote_outbox = true;
+                    .put_cf(self.cf(rocks::CF_OUTBOX), index.to_be_bytes(), &bytes);
+                self.wrote_outbox = Some((index, bytes));
             }
         }
         let mut new_counts = [0i64; DATABASES];
@@ -788,7 +789,11 @@ impl<'a> BatchCtx<'a> {
         self.ks
             .hot
             .publish(flushed, self.overlay.iter().map(|(k, w)| (k, &w.value)));
-        if self.wrote_outbox {
+        if let Some(upto) = self.trim_outbox {
+            self.ks.outbox_tail.trim(upto);
+        }
+        if let Some((index, bytes)) = self.wrote_outbox {
+            self.ks.outbox_tail.push(index, bytes);
             self.ks.outbox_notify.notify_waiters();
         }
         Ok(())
@@ -810,6 +815,7 @@ mod tests {
             write_buffer_bytes: 1 << 20,
             max_write_buffers: 2,
             fsync: FsyncPolicy::No,
+            outbox_memory_bytes: 1 << 20,
         })
         .expect("open")
     }
@@ -887,6 +893,55 @@ mod tests {
         assert!(stored(b"c").is_none());
         assert!(stored(b"d").is_some());
         assert_eq!(ks.dbsize(0), 2);
+    }
+
+    #[test]
+    fn the_shipper_reads_the_same_outbox_from_memory_as_from_storage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let indexes = |v: Vec<(u64, Bytes)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        {
+            let ks = keyspace(dir.path());
+            for index in [3u64, 4, 7, 9] {
+                let batch = OpBatch {
+                    now_ms: 1,
+                    hlc: index * 10,
+                    origin: 0,
+                    ops: vec![set(&format!("k{index}"))],
+                };
+                ks.apply_batch_with_meta(&batch, &[], Some(index))
+                    .expect("apply");
+            }
+            let from_memory = ks.outbox_raw_after(3, 10).expect("read");
+            assert_eq!(from_memory, ks.outbox_stored_after(3, 10).expect("read"));
+            assert_eq!(indexes(from_memory), vec![4, 7, 9]);
+            assert!(ks.outbox_memory() > 0);
+            let trim = OpBatch {
+                now_ms: 1,
+                hlc: 100,
+                origin: 0,
+                ops: vec![Op::TrimOutbox { upto: 7 }],
+            };
+            ks.apply_batch(&trim).expect("trim");
+            assert_eq!(indexes(ks.outbox_raw_after(0, 10).expect("read")), vec![9]);
+            assert_eq!(indexes(ks.outbox_raw_after(7, 10).expect("read")), vec![9]);
+        }
+        // Reopened: memory starts empty and the stored entries are read from RocksDB.
+        let ks = keyspace(dir.path());
+        assert_eq!(ks.outbox_memory(), 0);
+        assert_eq!(indexes(ks.outbox_raw_after(0, 10).expect("read")), vec![9]);
+        let batch = OpBatch {
+            now_ms: 1,
+            hlc: 200,
+            origin: 0,
+            ops: vec![set("k12")],
+        };
+        ks.apply_batch_with_meta(&batch, &[], Some(12))
+            .expect("apply");
+        assert_eq!(
+            indexes(ks.outbox_raw_after(0, 10).expect("read")),
+            vec![9, 12]
+        );
+        assert_eq!(indexes(ks.outbox_raw_after(9, 10).expect("read")), vec![12]);
     }
 
     #[test]

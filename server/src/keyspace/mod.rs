@@ -8,6 +8,7 @@
 mod apply;
 mod hot;
 pub mod number;
+mod outbox_tail;
 pub mod rocks;
 mod value;
 
@@ -24,6 +25,7 @@ use smallvec::SmallVec;
 pub use apply::{OutboxEntry, ShippedState};
 pub use geo::glob::glob_match;
 pub use hot::HotCache;
+pub use outbox_tail::OutboxTail;
 pub use value::{KeyState, Stamp, StoredValue, ValueType};
 
 use crate::op::{OpBatch, OpResult};
@@ -90,6 +92,8 @@ pub struct KeyspaceOptions {
     pub max_write_buffers: i32,
     /// WAL sync policy.
     pub fsync: FsyncPolicy,
+    /// Bytes of the newest outbox entries kept in memory for the replication shipper.
+    pub outbox_memory_bytes: usize,
 }
 
 /// A storage failure.
@@ -149,6 +153,8 @@ pub struct Keyspace {
     multi_region: AtomicBool,
     /// Woken when an outbox entry is written.
     outbox_notify: tokio::sync::Notify,
+    /// The newest outbox entries, so shippers need not read them back from RocksDB.
+    outbox_tail: OutboxTail,
     /// Applied batches skip RocksDB's WAL (the Raft log is the WAL).
     log_is_wal: AtomicBool,
     /// This node's hybrid logical clock. The Raft log store makes it observe every entry's
@@ -290,8 +296,20 @@ impl Keyspace {
     }
 
     /// Outbox entries after `after`, at most `max`, in index order, as stored (an encoded
-    /// [`OutboxEntry`] each).
+    /// [`OutboxEntry`] each): from the in-memory tail when it reaches back that far.
     pub fn outbox_raw_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StorageError> {
+        if let Some(entries) = self.outbox_tail.after(after, max) {
+            return Ok(entries);
+        }
+        self.outbox_stored_after(after, max)
+    }
+
+    /// Outbox entries after `after` read from RocksDB.
+    fn outbox_stored_after(
         &self,
         after: u64,
         max: usize,
@@ -364,6 +382,11 @@ impl Keyspace {
         Ok((out, None))
     }
 
+    /// Bytes of outbox entries held in memory for the shipper.
+    pub fn outbox_memory(&self) -> usize {
+        self.outbox_tail.bytes()
+    }
+
     /// The first and last outbox indexes held (None when empty).
     pub fn outbox_bounds(&self) -> Result<Option<(u64, u64)>, StorageError> {
         let cf = rocks::cf(&self.db, rocks::CF_OUTBOX);
@@ -431,7 +454,9 @@ impl Keyspace {
                 count.store(i64::from_be_bytes(bytes), Ordering::Relaxed);
             }
         }
+        let outbox_last = outbox_last_index(&db)?;
         Ok(Keyspace {
+            outbox_tail: OutboxTail::new(options.outbox_memory_bytes, outbox_last),
             hot: HotCache::new(options.hot_cache_bytes),
             db,
             counts,
@@ -735,6 +760,7 @@ impl Keyspace {
             count.store(n, Ordering::Relaxed);
         }
         self.hot.publish(true, std::iter::empty());
+        self.outbox_tail.reset(outbox_last_index(&self.db)?);
         Ok(())
     }
 
@@ -894,4 +920,15 @@ impl StripedCounter {
     fn sum(&self) -> u64 {
         self.stripes.iter().map(|s| s.load(Ordering::Relaxed)).sum()
     }
+}
+
+/// The highest outbox index stored (0 when the outbox is empty).
+fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
+    let last = db
+        .iterator_cf(rocks::cf(db, rocks::CF_OUTBOX), IteratorMode::End)
+        .next()
+        .transpose()?;
+    Ok(last
+        .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes))
 }
