@@ -282,11 +282,7 @@ impl Geo {
     /// The other regions as this node sees them (see [`RegionStatus`]).
     pub fn status(&self, raft: &RegionRaft, keyspace: &Keyspace) -> Vec<RegionStatus> {
         let leader = raft.is_leader();
-        let newest = keyspace
-            .outbox_bounds()
-            .ok()
-            .flatten()
-            .map_or(0, |(_, last)| last);
+        let newest = keyspace.outbox_last();
         self.targets
             .iter()
             .map(|t| {
@@ -711,9 +707,7 @@ async fn resync(
     // Everything up to the newest outbox entry (or, with the outbox trimmed empty, up to what
     // was trimmed) is in the key states read below.
     let upto = keyspace
-        .outbox_bounds()
-        .map_err(|e| e.to_string())?
-        .map_or(0, |(_, last)| last)
+        .outbox_last()
         .max(keyspace.outbox_trimmed().map_err(|e| e.to_string())?);
     warn!(
         watermark_to = upto,
@@ -995,9 +989,10 @@ async fn trim_loop(
 }
 
 async fn trim_outbox(raft: &RegionRaft, keyspace: &Keyspace, geo: &Geo) {
-    let Ok(Some((_, last))) = keyspace.outbox_bounds() else {
+    let last = keyspace.outbox_last();
+    if last == 0 {
         return;
-    };
+    }
     let slowest = geo
         .targets
         .iter()

@@ -792,7 +792,14 @@ impl<'a> BatchCtx<'a> {
         if let Some(upto) = self.trim_outbox {
             self.ks.outbox_tail.trim(upto);
         }
+        if !self.merged_hlc.is_empty() {
+            self.ks
+                .note_merged_hlcs(self.merged_hlc.iter().map(|(o, h)| (*o, *h)));
+        }
         if let Some((index, bytes)) = self.wrote_outbox {
+            self.ks
+                .outbox_last
+                .fetch_max(index, std::sync::atomic::Ordering::Relaxed);
             self.ks.outbox_tail.push(index, bytes);
             self.ks.outbox_notify.notify_waiters();
         }
@@ -915,6 +922,7 @@ mod tests {
             assert_eq!(from_memory, ks.outbox_stored_after(3, 10).expect("read"));
             assert_eq!(indexes(from_memory), vec![4, 7, 9]);
             assert!(ks.outbox_memory() > 0);
+            assert_eq!(ks.outbox_last(), 9);
             let trim = OpBatch {
                 now_ms: 1,
                 hlc: 100,
@@ -928,6 +936,7 @@ mod tests {
         // Reopened: memory starts empty and the stored entries are read from RocksDB.
         let ks = keyspace(dir.path());
         assert_eq!(ks.outbox_memory(), 0);
+        assert_eq!(ks.outbox_last(), 9);
         assert_eq!(indexes(ks.outbox_raw_after(0, 10).expect("read")), vec![9]);
         let batch = OpBatch {
             now_ms: 1,
@@ -1018,6 +1027,10 @@ mod tests {
         assert_eq!(ks.seen(1, 0).unwrap(), 3);
         assert_eq!(ks.seen(1, 2).unwrap(), 9);
         assert_eq!(ks.seen(2, 0).unwrap(), 0);
+        // The merged HLCs are held in memory too: a reopened keyspace reads them back.
+        drop(ks);
+        let ks = keyspace(dir.path());
+        assert_eq!(ks.merged_hlcs().unwrap(), vec![(1, 7)]);
     }
 
     #[test]
@@ -1025,6 +1038,16 @@ mod tests {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (keyspace(d1.path()), keyspace(d2.path()));
         apply(&a, 10, vec![set("x"), set("y")]);
+        apply(
+            &a,
+            11,
+            vec![Op::Merge {
+                origin: 1,
+                index: 5,
+                hlc: 7,
+                states: Vec::new(),
+            }],
+        );
         apply(&b, 10, vec![set("only-in-b")]);
         let mut image = Vec::new();
         let n = a
@@ -1045,6 +1068,11 @@ mod tests {
         assert!(b.get(0, b"x", 1).unwrap().is_some());
         assert!(b.get(0, b"only-in-b", 1).unwrap().is_none());
         assert_eq!(b.dbsize(0), 2);
+        assert_eq!(
+            b.merged_hlcs().unwrap(),
+            vec![(1, 7)],
+            "held in memory anew"
+        );
         assert!(!b.import_interrupted().unwrap());
     }
 }

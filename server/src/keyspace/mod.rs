@@ -155,6 +155,11 @@ pub struct Keyspace {
     outbox_notify: tokio::sync::Notify,
     /// The newest outbox entries, so shippers need not read them back from RocksDB.
     outbox_tail: OutboxTail,
+    /// The highest outbox index written (0: none).
+    outbox_last: AtomicU64,
+    /// `merged_hlc` of every origin merged so far, by origin (a copy of the meta records,
+    /// read for every shipped call and every batch that creates keys).
+    merged_hlcs: Mutex<Vec<(u8, u64)>>,
     /// Applied batches skip RocksDB's WAL (the Raft log is the WAL).
     log_is_wal: AtomicBool,
     /// This node's hybrid logical clock. The Raft log store makes it observe every entry's
@@ -198,27 +203,31 @@ impl Keyspace {
 
     /// HLC of the last entry of `origin` merged here (0: none yet).
     pub fn merged_hlc(&self, origin: u8) -> Result<u64, StorageError> {
-        self.read_meta_u64(&rocks::merged_hlc_key(origin))
+        Ok(self
+            .lock_merged_hlcs()
+            .iter()
+            .find(|(o, _)| *o == origin)
+            .map_or(0, |(_, h)| *h))
     }
 
     /// `merged_hlc` of every origin merged so far: what this region reports to the others.
     pub fn merged_hlcs(&self) -> Result<Vec<(u8, u64)>, StorageError> {
-        let cf = rocks::cf(&self.db, rocks::CF_META);
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            cf,
-            IteratorMode::From(rocks::MERGED_HLC_PREFIX, Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item?;
-            let Some(origin) = k.strip_prefix(rocks::MERGED_HLC_PREFIX) else {
-                break;
-            };
-            if let (&[origin], Ok(v)) = (origin, <[u8; 8]>::try_from(&*v)) {
-                out.push((origin, u64::from_be_bytes(v)));
+        Ok(self.lock_merged_hlcs().clone())
+    }
+
+    fn lock_merged_hlcs(&self) -> std::sync::MutexGuard<'_, Vec<(u8, u64)>> {
+        self.merged_hlcs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records merged HLCs just written to storage.
+    fn note_merged_hlcs(&self, merged: impl Iterator<Item = (u8, u64)>) {
+        let mut held = self.lock_merged_hlcs();
+        for (origin, hlc) in merged {
+            match held.binary_search_by_key(&origin, |(o, _)| *o) {
+                Ok(i) => held[i].1 = hlc,
+                Err(i) => held.insert(i, (origin, hlc)),
             }
         }
-        Ok(out)
     }
 
     /// What region `from` reported it had merged from `origin` (an HLC; 0: nothing known).
@@ -387,24 +396,10 @@ impl Keyspace {
         self.outbox_tail.bytes()
     }
 
-    /// The first and last outbox indexes held (None when empty).
-    pub fn outbox_bounds(&self) -> Result<Option<(u64, u64)>, StorageError> {
-        let cf = rocks::cf(&self.db, rocks::CF_OUTBOX);
-        let first = self
-            .db
-            .iterator_cf(cf, IteratorMode::Start)
-            .next()
-            .transpose()?;
-        let last = self
-            .db
-            .iterator_cf(cf, IteratorMode::End)
-            .next()
-            .transpose()?;
-        let index = |k: &[u8]| <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0);
-        Ok(match (first, last) {
-            (Some((f, _)), Some((l, _))) => Some((index(&f), index(&l))),
-            _ => None,
-        })
+    /// The highest outbox index written (0 when none was): trimmed entries count, so
+    /// this never goes back.
+    pub fn outbox_last(&self) -> u64 {
+        self.outbox_last.load(Ordering::Relaxed)
     }
 
     /// A hash of every visible key of every database (value and expiry), for checking that
@@ -455,8 +450,11 @@ impl Keyspace {
             }
         }
         let outbox_last = outbox_last_index(&db)?;
+        let merged_hlcs = stored_merged_hlcs(&db)?;
         Ok(Keyspace {
             outbox_tail: OutboxTail::new(options.outbox_memory_bytes, outbox_last),
+            outbox_last: AtomicU64::new(outbox_last),
+            merged_hlcs: Mutex::new(merged_hlcs),
             hot: HotCache::new(options.hot_cache_bytes),
             db,
             counts,
@@ -760,7 +758,10 @@ impl Keyspace {
             count.store(n, Ordering::Relaxed);
         }
         self.hot.publish(true, std::iter::empty());
-        self.outbox_tail.reset(outbox_last_index(&self.db)?);
+        let outbox_last = outbox_last_index(&self.db)?;
+        self.outbox_tail.reset(outbox_last);
+        self.outbox_last.store(outbox_last, Ordering::Relaxed);
+        *self.lock_merged_hlcs() = stored_merged_hlcs(&self.db)?;
         Ok(())
     }
 
@@ -931,4 +932,24 @@ fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
     Ok(last
         .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
         .map_or(0, u64::from_be_bytes))
+}
+
+/// The `merged_hlc` meta records, by origin.
+fn stored_merged_hlcs(db: &DB) -> Result<Vec<(u8, u64)>, StorageError> {
+    let cf = rocks::cf(db, rocks::CF_META);
+    let mut out = Vec::new();
+    let iter = db.iterator_cf(
+        cf,
+        IteratorMode::From(rocks::MERGED_HLC_PREFIX, Direction::Forward),
+    );
+    for item in iter {
+        let (k, v) = item?;
+        let Some(origin) = k.strip_prefix(rocks::MERGED_HLC_PREFIX) else {
+            break;
+        };
+        if let (&[origin], Ok(v)) = (origin, <[u8; 8]>::try_from(&*v)) {
+            out.push((origin, u64::from_be_bytes(v)));
+        }
+    }
+    Ok(out)
 }
