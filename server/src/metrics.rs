@@ -55,6 +55,9 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
         gauge!("meridian_keys").set(shared.keyspace.dbsize(0) as f64);
         gauge!("meridian_rss_bytes").set(rss_bytes() as f64);
         counter!("meridian_tombstones_collected_total").absolute(shared.keyspace.collected());
+        gauge!("meridian_outbox_memory_bytes").set(shared.keyspace.outbox_memory() as f64);
+        counter!("meridian_outbox_storage_reads_total")
+            .absolute(shared.keyspace.outbox_storage_reads());
         for r in shared.geo.status(&shared.raft, &shared.keyspace) {
             let region = r.region;
             gauge!("meridian_region_link_up", "region" => region.clone())

@@ -281,11 +281,13 @@ impl Shared {
             // master. The Raft role and the other regions follow, in Meridian's own fields.
             let _ = write!(
                 out,
-                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nregion:{}\r\nraft_role:{}\r\ntombstones:{}\r\ntombstones_collected:{}\r\n",
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nregion:{}\r\nraft_role:{}\r\ntombstones:{}\r\ntombstones_collected:{}\r\noutbox_memory_bytes:{}\r\noutbox_storage_reads:{}\r\n",
                 self.geo.region,
                 if self.raft.is_leader() { "leader" } else { "follower" },
                 self.keyspace.tombstones_indexed(100_000).unwrap_or(0),
                 self.keyspace.collected(),
+                self.keyspace.outbox_memory(),
+                self.keyspace.outbox_storage_reads(),
             );
             for r in self.geo.status(&self.raft, &self.keyspace) {
                 let _ = write!(

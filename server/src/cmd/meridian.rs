@@ -332,6 +332,14 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
             "tombstones_collected",
             Reply::Integer(ctx.shared.keyspace.collected() as i64),
         ),
+        pair(
+            "outbox_memory_bytes",
+            Reply::Integer(ctx.shared.keyspace.outbox_memory() as i64),
+        ),
+        pair(
+            "outbox_storage_reads",
+            Reply::Integer(ctx.shared.keyspace.outbox_storage_reads() as i64),
+        ),
     ])];
     for r in geo.status(&ctx.shared.raft, &ctx.shared.keyspace) {
         let int = |v: u64| Reply::Integer(v as i64);

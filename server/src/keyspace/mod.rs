@@ -157,6 +157,8 @@ pub struct Keyspace {
     outbox_tail: OutboxTail,
     /// The highest outbox index written (0: none).
     outbox_last: AtomicU64,
+    /// Outbox entries the shipper had to read back from RocksDB (older than the tail).
+    outbox_storage_reads: AtomicU64,
     /// `merged_hlc` of every origin merged so far, by origin (a copy of the meta records,
     /// read for every shipped call and every batch that creates keys).
     merged_hlcs: Mutex<Vec<(u8, u64)>>,
@@ -314,7 +316,16 @@ impl Keyspace {
         if let Some(entries) = self.outbox_tail.after(after, max) {
             return Ok(entries);
         }
-        self.outbox_stored_after(after, max)
+        let entries = self.outbox_stored_after(after, max)?;
+        self.outbox_storage_reads
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        Ok(entries)
+    }
+
+    /// Outbox entries shipped from RocksDB rather than from memory since start (a region
+    /// fell further behind than `replication-memory-mb` holds, or the node restarted).
+    pub fn outbox_storage_reads(&self) -> u64 {
+        self.outbox_storage_reads.load(Ordering::Relaxed)
     }
 
     /// Outbox entries after `after` read from RocksDB.
@@ -454,6 +465,7 @@ impl Keyspace {
         Ok(Keyspace {
             outbox_tail: OutboxTail::new(options.outbox_memory_bytes, outbox_last),
             outbox_last: AtomicU64::new(outbox_last),
+            outbox_storage_reads: AtomicU64::new(0),
             merged_hlcs: Mutex::new(merged_hlcs),
             hot: HotCache::new(options.hot_cache_bytes),
             db,
