@@ -40,6 +40,10 @@
 #   GEO_WARMUP=3           seconds of an unmeasured lag run first (0: none); its p99/max are
 #                          reported as the "cold" figures
 #   GEO_REPEAT=3           redis-benchmark runs per configuration (the table shows the median)
+#   GEO_WARM_N=200000      requests of an unmeasured redis-benchmark run on each fresh cluster before
+#                          its measured one (then us's catch-up and eu's idle are awaited), so the
+#                          figures are the steady state of running nodes, not their first seconds
+#                          (links, caches and memtables still filling; 0: no warm-up run)
 #   GEO_CATCH_UP_S=120     how long to wait for us to catch up after a throughput run
 #   GEO_SETTLE_TICKS=2     after a throughput run (and us's catch-up), eu's leader counts as
 #                          idle once it uses at most this many clock ticks in a second; its CPU
@@ -67,6 +71,7 @@ PIPELINE=${GEO_PIPELINE:-16}
 KEYS=${GEO_KEYS:-100000}
 DATA=${GEO_DATA:-64}
 REPEAT=${GEO_REPEAT:-3}
+WARM_N=${GEO_WARM_N:-200000}
 WARMUP=${GEO_WARMUP:-3}
 WARM_P99=-
 WARM_MAX=-
@@ -258,6 +263,18 @@ throughput() {
   awk -F, '$1 == "\"SET\"" { gsub(/"/, "", $2); print $2 }' "$f"
 }
 
+# warm NAME HOST:PORT [REGION]: an unmeasured SET run of WARM_N requests on the node, then waits
+# until REGION (if given) caught up and the node is idle again.
+warm() {
+  local name=$1 addr=$2 region=${3:-}
+  [ "$WARM_N" -gt 0 ] || return 0
+  "${CLIENT_CPU[@]}" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
+    -n "$WARM_N" -r "$KEYS" -d "$DATA" -q >/dev/null 2>"$OUT/redis-benchmark-$name-warm.err" ||
+    die "warm-up redis-benchmark against $name failed: $(tail -n 3 "$OUT/redis-benchmark-$name-warm.err")"
+  [ -n "$region" ] && wait_drained "${addr##*:}" "$region" >/dev/null
+  settled_ticks "$name" "$addr" >/dev/null
+}
+
 # cpu_ticks NAME HOST:PORT: CPU time (user + system, clock ticks) the node of topology run NAME
 # that serves HOST:PORT has used so far.
 cpu_ticks() {
@@ -350,6 +367,7 @@ for run in $(seq "$REPEAT"); do
         up "$geo_name" "$OUT/topology-geo.toml"
       fi
       EU=$(leader "$geo_name" eu)
+      warm "$geo_name" "$EU" us
       log "throughput run $run/$REPEAT: eu ($EU) replicating to us"
       ticks=$(cpu_ticks "$geo_name" "$EU")
       rps=$(throughput geo "$run" "$EU")
@@ -365,6 +383,7 @@ for run in $(seq "$REPEAT"); do
     else
       up "single-$run" "$OUT/topology-single.toml"
       SOLO=$(leader "single-$run" eu)
+      warm "single-$run" "$SOLO"
       log "throughput run $run/$REPEAT: eu ($SOLO) alone"
       ticks=$(cpu_ticks "single-$run" "$SOLO")
       rps=$(throughput single "$run" "$SOLO")
@@ -415,7 +434,8 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "Lag: \`meridian-bench geo --rate $RATE --duration $DURATION --poll-batch $POLL_BATCH\` (from the SET on"
   echo "eu's socket to the first GET on us that returns the key; polling round $(ms "$LAG_ROUND") ms on"
   echo "average, $LAG_CAPPED capped rounds). Throughput: \`redis-benchmark -t set -c $CLIENTS -P $PIPELINE"
-  echo "-n $N -r $KEYS -d $DATA\`, median of $REPEAT run(s) each (geo: ${GEO_RPS[*]}; alone: ${SINGLE_RPS[*]});"
+  echo "-n $N -r $KEYS -d $DATA\`, median of $REPEAT run(s) each (geo: ${GEO_RPS[*]}; alone: ${SINGLE_RPS[*]}),"
+  echo "each on a fresh cluster warmed by an unmeasured run of $WARM_N requests (GEO_WARM_N; us caught up, eu idle);"
   echo "the receiving region runs on the same cores, so the first cost figure also pays for us's merging;"
   echo "the CPU figure counts only eu's leader (CPU time from /proc from the start of the run until the"
   echo "node is idle again — shipping, flushes and compactions included — divided by the requests;"
