@@ -951,6 +951,18 @@ mod tests {
             vec![9, 12]
         );
         assert_eq!(indexes(ks.outbox_raw_after(9, 10).expect("read")), vec![12]);
+        // Trimmed empty, then reopened: the newest index written is still known.
+        let trim = OpBatch {
+            now_ms: 1,
+            hlc: 300,
+            origin: 0,
+            ops: vec![Op::TrimOutbox { upto: 12 }],
+        };
+        ks.apply_batch(&trim).expect("trim");
+        drop(ks);
+        let ks = keyspace(dir.path());
+        assert_eq!(ks.outbox_last(), 12);
+        assert!(ks.outbox_raw_after(0, 10).expect("read").is_empty());
     }
 
     #[test]

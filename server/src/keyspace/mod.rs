@@ -25,10 +25,10 @@ use smallvec::SmallVec;
 pub use apply::{OutboxEntry, ShippedState};
 pub use geo::glob::glob_match;
 pub use hot::HotCache;
-pub use outbox_tail::OutboxTail;
 pub use value::{KeyState, Stamp, StoredValue, ValueType};
 
 use crate::op::{OpBatch, OpResult};
+use outbox_tail::OutboxTail;
 
 /// Column families opened beside the keyspace's own, for the Raft log store.
 pub const EXTRA_COLUMN_FAMILIES: &[&str] = &["raft_log", "raft_meta"];
@@ -935,15 +935,18 @@ impl StripedCounter {
     }
 }
 
-/// The highest outbox index stored (0 when the outbox is empty).
+/// The highest outbox index written: the last one stored, or the trim point when the trim
+/// took them all (0 when none was ever written).
 fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
     let last = db
         .iterator_cf(rocks::cf(db, rocks::CF_OUTBOX), IteratorMode::End)
         .next()
         .transpose()?;
+    let trimmed = db.get_cf(rocks::cf(db, rocks::CF_META), rocks::OUTBOX_TRIMMED_KEY)?;
+    let as_index = |raw: &[u8]| <[u8; 8]>::try_from(raw).map_or(0, u64::from_be_bytes);
     Ok(last
-        .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes))
+        .map_or(0, |(k, _)| as_index(&k))
+        .max(trimmed.map_or(0, |t| as_index(&t))))
 }
 
 /// The `merged_hlc` meta records, by origin.
