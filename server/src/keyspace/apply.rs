@@ -902,67 +902,51 @@ mod tests {
         assert_eq!(ks.dbsize(0), 2);
     }
 
+    /// Applies `ops` as the local log entry at `index` (outbox entries are keyed by it).
+    fn apply_entry(ks: &Keyspace, index: u64, ops: Vec<Op>) {
+        let batch = OpBatch {
+            now_ms: 1,
+            hlc: index * 10,
+            origin: 0,
+            ops,
+        };
+        ks.apply_batch_with_meta(&batch, &[], Some(index))
+            .expect("apply");
+    }
+
     #[test]
     fn the_shipper_reads_the_same_outbox_from_memory_as_from_storage() {
         let dir = tempfile::tempdir().expect("tempdir");
         let indexes = |v: Vec<(u64, Bytes)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        let after = |ks: &Keyspace, index| indexes(ks.outbox_raw_after(index, 10).expect("read"));
         {
             let ks = keyspace(dir.path());
             for index in [3u64, 4, 7, 9] {
-                let batch = OpBatch {
-                    now_ms: 1,
-                    hlc: index * 10,
-                    origin: 0,
-                    ops: vec![set(&format!("k{index}"))],
-                };
-                ks.apply_batch_with_meta(&batch, &[], Some(index))
-                    .expect("apply");
+                apply_entry(&ks, index, vec![set(&format!("k{index}"))]);
             }
             let from_memory = ks.outbox_raw_after(3, 10).expect("read");
             assert_eq!(from_memory, ks.outbox_stored_after(3, 10).expect("read"));
             assert_eq!(indexes(from_memory), vec![4, 7, 9]);
             assert!(ks.outbox_memory() > 0);
             assert_eq!(ks.outbox_last(), 9);
-            let trim = OpBatch {
-                now_ms: 1,
-                hlc: 100,
-                origin: 0,
-                ops: vec![Op::TrimOutbox { upto: 7 }],
-            };
-            ks.apply_batch(&trim).expect("trim");
-            assert_eq!(indexes(ks.outbox_raw_after(0, 10).expect("read")), vec![9]);
-            assert_eq!(indexes(ks.outbox_raw_after(7, 10).expect("read")), vec![9]);
+            apply_entry(&ks, 10, vec![Op::TrimOutbox { upto: 7 }]);
+            assert_eq!(after(&ks, 0), vec![9]);
+            assert_eq!(after(&ks, 7), vec![9]);
         }
         // Reopened: memory starts empty and the stored entries are read from RocksDB.
         let ks = keyspace(dir.path());
         assert_eq!(ks.outbox_memory(), 0);
         assert_eq!(ks.outbox_last(), 9);
-        assert_eq!(indexes(ks.outbox_raw_after(0, 10).expect("read")), vec![9]);
-        let batch = OpBatch {
-            now_ms: 1,
-            hlc: 200,
-            origin: 0,
-            ops: vec![set("k12")],
-        };
-        ks.apply_batch_with_meta(&batch, &[], Some(12))
-            .expect("apply");
-        assert_eq!(
-            indexes(ks.outbox_raw_after(0, 10).expect("read")),
-            vec![9, 12]
-        );
-        assert_eq!(indexes(ks.outbox_raw_after(9, 10).expect("read")), vec![12]);
+        assert_eq!(after(&ks, 0), vec![9]);
+        apply_entry(&ks, 12, vec![set("k12")]);
+        assert_eq!(after(&ks, 0), vec![9, 12]);
+        assert_eq!(after(&ks, 9), vec![12]);
         // Trimmed empty, then reopened: the newest index written is still known.
-        let trim = OpBatch {
-            now_ms: 1,
-            hlc: 300,
-            origin: 0,
-            ops: vec![Op::TrimOutbox { upto: 12 }],
-        };
-        ks.apply_batch(&trim).expect("trim");
+        apply_entry(&ks, 13, vec![Op::TrimOutbox { upto: 12 }]);
         drop(ks);
         let ks = keyspace(dir.path());
         assert_eq!(ks.outbox_last(), 12);
-        assert!(ks.outbox_raw_after(0, 10).expect("read").is_empty());
+        assert!(after(&ks, 0).is_empty());
     }
 
     #[test]
