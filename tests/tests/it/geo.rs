@@ -778,6 +778,45 @@ fn region_behind_the_retained_outbox_resyncs_then_resumes() {
 }
 
 #[test]
+fn entries_past_the_in_memory_tail_are_shipped_from_rocksdb() {
+    // replication-memory-mb = 0: a's shipper finds nothing in memory and reads every entry
+    // back from RocksDB, as it does for a region further behind than the tail holds.
+    let c = geo_cluster(
+        &[("a", 1), ("b", 1)],
+        &format!(
+            "{}\n[server]\nreplication-memory-mb = 0\n",
+            wan_delays(&[("a", "b")])
+        ),
+    );
+    let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
+    let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
+    partition_pair(&c, "a", "b");
+    {
+        let mut con = na.client();
+        for i in 0..200 {
+            let _: () = q(&mut con, &["SET", &format!("geo:tail:{i}"), &i.to_string()]);
+            let _: i64 = q(&mut con, &["INCR", "geo:tail:ctr"]);
+        }
+    }
+    c.heal();
+    wait_value_everywhere(&c, "geo:tail:199", Some("199"));
+    wait_value_everywhere(&c, "geo:tail:ctr", Some("200"));
+    let (_, keys) = wait_converged(&c, "after shipping from RocksDB");
+    assert_eq!(keys, 201, "200 keys + ctr");
+    let reads = own_field(na, "outbox_storage_reads").unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(reads > 0, "a shipped {reads} entries from RocksDB");
+    assert_eq!(
+        own_field(na, "outbox_memory_bytes").unwrap_or_else(|e| panic!("{e:#}")),
+        0
+    );
+    assert_eq!(
+        own_field(nb, "outbox_storage_reads").unwrap_or_else(|e| panic!("{e:#}")),
+        0,
+        "b wrote nothing of its own"
+    );
+}
+
+#[test]
 fn flushall_in_one_region_empties_every_region() {
     let c = geo_cluster(&[("a", 1), ("b", 1)], &wan_delays(&[("a", "b")]));
     let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
