@@ -254,12 +254,19 @@ wait_drained() {
   done
 }
 
+# set_load HOST:PORT REQUESTS LABEL OPTION: the redis-benchmark SET load on the node (on the
+# clients' CPU when pinning), output per OPTION (--csv or -q), errors to $OUT/redis-benchmark-LABEL.err.
+set_load() {
+  local addr=$1 n=$2 label=$3 option=$4
+  "${CLIENT_CPU[@]}" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
+    -n "$n" -r "$KEYS" -d "$DATA" "$option" 2>"$OUT/redis-benchmark-$label.err" ||
+    die "redis-benchmark ($label) failed: $(tail -n 3 "$OUT/redis-benchmark-$label.err")"
+}
+
 # throughput NAME RUN HOST:PORT: redis-benchmark SET on the node; prints rps.
 throughput() {
   local name=$1 run=$2 addr=$3 f="$OUT/redis-benchmark-$1-$2.csv"
-  "${CLIENT_CPU[@]}" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
-    -n "$N" -r "$KEYS" -d "$DATA" --csv >"$f" 2>"$OUT/redis-benchmark-$name-$run.err" ||
-    die "redis-benchmark against $name failed: $(tail -n 3 "$OUT/redis-benchmark-$name-$run.err")"
+  set_load "$addr" "$N" "$name-$run" --csv >"$f"
   awk -F, '$1 == "\"SET\"" { gsub(/"/, "", $2); print $2 }' "$f"
 }
 
@@ -268,9 +275,7 @@ throughput() {
 warm() {
   local name=$1 addr=$2 region=${3:-}
   [ "$WARM_N" -gt 0 ] || return 0
-  "${CLIENT_CPU[@]}" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
-    -n "$WARM_N" -r "$KEYS" -d "$DATA" -q >/dev/null 2>"$OUT/redis-benchmark-$name-warm.err" ||
-    die "warm-up redis-benchmark against $name failed: $(tail -n 3 "$OUT/redis-benchmark-$name-warm.err")"
+  set_load "$addr" "$WARM_N" "$name-warm" -q >/dev/null
   [ -n "$region" ] && wait_drained "${addr##*:}" "$region" >/dev/null
   settled_ticks "$name" "$addr" >/dev/null
 }
