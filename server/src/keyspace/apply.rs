@@ -8,10 +8,12 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
 
+use super::hot::{Change, Slot};
 use super::number::{format_float, parse_f64_strict, parse_i64_strict};
 use super::value::{KeyState, Stamp};
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES, MAX_STRING_LEN};
@@ -27,6 +29,8 @@ struct Written {
     ship: bool,
     /// RocksDB may hold a value from before this batch (so `None` must delete it).
     in_storage: bool,
+    /// The hot-cache slot the key's old value was read from (the new one may go into it).
+    slot: Option<Arc<Slot>>,
 }
 
 type Overlay = HashMap<Bytes, Written, ahash::RandomState>;
@@ -101,6 +105,11 @@ pub(super) struct BatchCtx<'a> {
     merging: bool,
     /// Floors for states created from nothing in this batch (computed on first use).
     fresh_floors: Option<Vec<(u8, u64)>>,
+    /// The hot cache's replacement count before the batch read it (see `hot`).
+    cache_replacements: u64,
+    /// The data key and cache slot of the latest read served by the cache: the next write
+    /// of that key remembers the slot.
+    last_slot: Option<(Vec<u8>, Arc<Slot>)>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -125,11 +134,13 @@ impl<'a> BatchCtx<'a> {
             wrote_outbox: None,
             merging: false,
             fresh_floors: None,
+            cache_replacements: ks.hot.replacements(),
+            last_slot: None,
         }
     }
 
     /// The value physically stored (maybe expired or a tombstone), as this batch sees it.
-    fn read_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
+    fn read_raw(&mut self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
         let data_key = rocks::data_key(db, key);
         if let Some(w) = self.overlay.get(data_key.as_slice()) {
             return Ok(w.value.clone());
@@ -137,7 +148,9 @@ impl<'a> BatchCtx<'a> {
         if self.flushed[db as usize] {
             return Ok(None);
         }
-        if let Some(cached) = self.ks.hot.get(&data_key) {
+        if let Some(slot) = self.ks.hot.slot(&data_key) {
+            let cached = slot.value();
+            self.last_slot = Some((data_key, slot));
             return Ok(cached);
         }
         self.ks.read_storage(&data_key)
@@ -226,10 +239,15 @@ impl<'a> BatchCtx<'a> {
             }
             // The first write of the key in this batch: `old_raw` came from storage.
             Entry::Vacant(e) => {
+                let slot = match self.last_slot.take() {
+                    Some((read_key, slot)) if read_key == e.key()[..] => Some(slot),
+                    _ => None,
+                };
                 e.insert(Written {
                     value: stored,
                     ship,
                     in_storage: old_raw.is_some(),
+                    slot,
                 });
             }
         }
@@ -290,6 +308,7 @@ impl<'a> BatchCtx<'a> {
                 value: None,
                 ship: false,
                 in_storage: true,
+                slot: None,
             });
         Ok(true)
     }
@@ -786,9 +805,15 @@ impl<'a> BatchCtx<'a> {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
         let flushed = self.flushed.iter().any(|f| *f);
-        self.ks
-            .hot
-            .publish(flushed, self.overlay.iter().map(|(k, w)| (k, &w.value)));
+        self.ks.hot.publish(
+            flushed,
+            self.cache_replacements,
+            self.overlay.iter().map(|(key, w)| Change {
+                key,
+                value: &w.value,
+                slot: w.slot.as_ref(),
+            }),
+        );
         if let Some(upto) = self.trim_outbox {
             self.ks.outbox_tail.trim(upto);
         }

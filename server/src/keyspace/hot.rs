@@ -3,9 +3,20 @@
 //! A read that misses fills the cache only if no write batch landed while it read RocksDB
 //! (a generation counter checked under `fill_lock`), so a slow reader can never put an old
 //! value over a newer one.
+//!
+//! Each cached key is a [`Slot`] that the apply may overwrite in place: a write batch that
+//! read a key from the cache stores the key's new value into the slot it read instead of
+//! inserting a new entry into moka (an insert is a second hash-table probe, a write-order
+//! record and housekeeping work: about a quarter of the Raft thread's time under a SET load).
+//! That is only safe while the slot is still the one moka holds for the key; a slot is
+//! replaced in moka only by an insert (a read fill or a batch's publish) or an invalidation,
+//! so a batch reuses slots only if none happened since it began reading (`replacements`,
+//! checked under `fill_lock`). A slot moka evicted meanwhile takes the value harmlessly:
+//! nobody reads it any more, and a reader that missed it reads RocksDB, which already holds
+//! the batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use moka::sync::Cache;
@@ -13,19 +24,60 @@ use moka::sync::Cache;
 use super::StoredValue;
 
 /// Bytes charged per entry on top of key and value: moka's node, its access-order deque
-/// entry, the key's and the value's shared buffers and allocator rounding. Measured: about
-/// 430 bytes per entry beyond key + value (200k entries of 100-byte values: 574 B each in RSS).
-const ENTRY_OVERHEAD: usize = 430;
+/// entry, the key's and the value's shared buffers, the slot and allocator rounding.
+/// Measured: about 430 bytes per entry beyond key + value (200k entries of 100-byte values:
+/// 574 B each in RSS) before slots existed; a slot adds one 64-byte allocation.
+const ENTRY_OVERHEAD: usize = 494;
 
 /// What the cache knows about a key: its value, or that it does not exist (so a GET of a
 /// missing key does not go to RocksDB every time).
 pub type Cached = Option<StoredValue>;
 
-/// moka keyed by the encoded data key, holding stored values.
+/// One cached key: its value, overwritten in place by the apply while its size allows.
+pub struct Slot {
+    value: Mutex<Cached>,
+    /// The value length moka charged for this slot (its weight was computed at insert).
+    charged_len: usize,
+}
+
+impl Slot {
+    fn new(value: Cached) -> Arc<Slot> {
+        Arc::new(Slot {
+            charged_len: value.as_ref().map_or(0, StoredValue::len),
+            value: Mutex::new(value),
+        })
+    }
+
+    /// The value held.
+    pub fn value(&self) -> Cached {
+        self.value.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True when `value` may replace the held one without re-weighing: not larger than what
+    /// moka charged (the byte bound holds) and not under half of it (the charge stays close).
+    fn fits(&self, value: &Cached) -> bool {
+        let len = value.as_ref().map_or(0, StoredValue::len);
+        len <= self.charged_len && len * 2 >= self.charged_len
+    }
+}
+
+/// moka keyed by the encoded data key, holding a slot per key.
 pub struct HotCache {
-    cache: Cache<Bytes, Cached, ahash::RandomState>,
+    cache: Cache<Bytes, Arc<Slot>, ahash::RandomState>,
     generation: AtomicU64,
+    /// moka inserts and invalidations so far (changed only under `fill_lock`).
+    replacements: AtomicU64,
     fill_lock: Mutex<()>,
+}
+
+/// One key's change in an applied write batch, for [`HotCache::publish`].
+pub struct Change<'a> {
+    /// The encoded data key.
+    pub key: &'a Bytes,
+    /// The new value (`None`: the key no longer exists).
+    pub value: &'a Cached,
+    /// The slot the batch read the key's old value from, if it came from the cache.
+    pub slot: Option<&'a Arc<Slot>>,
 }
 
 impl HotCache {
@@ -33,20 +85,25 @@ impl HotCache {
     pub fn new(max_bytes: u64) -> HotCache {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &Bytes, v: &Cached| {
-                let value_len = v.as_ref().map_or(0, StoredValue::len);
-                u32::try_from(k.len() + value_len + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            .weigher(|k: &Bytes, slot: &Arc<Slot>| {
+                u32::try_from(k.len() + slot.charged_len + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .build_with_hasher(ahash::RandomState::new());
         HotCache {
             cache,
             generation: AtomicU64::new(0),
+            replacements: AtomicU64::new(0),
             fill_lock: Mutex::new(()),
         }
     }
 
     /// Looks a key up: `None` = not cached, `Some(None)` = known not to exist.
     pub fn get(&self, data_key: &[u8]) -> Option<Cached> {
+        self.cache.get(data_key).map(|slot| slot.value())
+    }
+
+    /// Looks a key's slot up (for the apply, which may overwrite it; see the module doc).
+    pub fn slot(&self, data_key: &[u8]) -> Option<Arc<Slot>> {
         self.cache.get(data_key)
     }
 
@@ -55,27 +112,53 @@ impl HotCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The count to pass to [`HotCache::publish`], taken before a batch reads the cache.
+    pub fn replacements(&self) -> u64 {
+        self.replacements.load(Ordering::Acquire)
+    }
+
     /// Inserts what storage said (a value or its absence), unless a write batch was applied
     /// since `generation`.
     pub fn fill(&self, generation: u64, data_key: &[u8], value: Cached) {
         let _guard = self.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
-            self.cache.insert(Bytes::copy_from_slice(data_key), value);
+            self.replacements.fetch_add(1, Ordering::AcqRel);
+            self.cache
+                .insert(Bytes::copy_from_slice(data_key), Slot::new(value));
         }
     }
 
-    /// Publishes the effects of an applied write batch: `None` records the key as absent.
+    /// Publishes the effects of an applied write batch that began reading the cache when
+    /// [`HotCache::replacements`] said `replacements_before` (`flushed`: a database was
+    /// emptied).
     pub fn publish<'a>(
         &self,
         flushed: bool,
-        changes: impl Iterator<Item = (&'a Bytes, &'a Option<StoredValue>)>,
+        replacements_before: u64,
+        changes: impl Iterator<Item = Change<'a>>,
     ) {
         let _guard = self.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Nothing replaced a slot the batch read: those slots are still moka's.
+        let slots_current =
+            !flushed && self.replacements.load(Ordering::Acquire) == replacements_before;
         if flushed {
             self.cache.invalidate_all();
         }
-        for (key, value) in changes {
-            self.cache.insert(key.clone(), value.clone());
+        let mut inserted = false;
+        for change in changes {
+            match change.slot {
+                Some(slot) if slots_current && slot.fits(change.value) => {
+                    *slot.value.lock().unwrap_or_else(|p| p.into_inner()) = change.value.clone();
+                }
+                _ => {
+                    inserted = true;
+                    self.cache
+                        .insert(change.key.clone(), Slot::new(change.value.clone()));
+                }
+            }
+        }
+        if flushed || inserted {
+            self.replacements.fetch_add(1, Ordering::AcqRel);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -88,5 +171,100 @@ impl HotCache {
     /// Entries held (for INFO).
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::value::ValueType;
+
+    fn value(payload: &str) -> Cached {
+        Some(StoredValue::new(
+            ValueType::String,
+            None,
+            payload.as_bytes(),
+        ))
+    }
+
+    fn payload(cached: Option<Cached>) -> Option<Vec<u8>> {
+        cached
+            .flatten()
+            .and_then(|v| v.state().visible())
+            .map(|b| b.to_vec())
+    }
+
+    /// Publishes one key's new value as a batch that read `slot` when the count was `before`.
+    fn publish(hot: &HotCache, before: u64, key: &Bytes, new: &Cached, slot: Option<&Arc<Slot>>) {
+        let change = Change {
+            key,
+            value: new,
+            slot,
+        };
+        hot.publish(false, before, std::iter::once(change));
+    }
+
+    #[test]
+    fn a_batch_overwrites_the_slot_it_read_in_place() {
+        let hot = HotCache::new(1 << 20);
+        let key = Bytes::from_static(b"\0k");
+        hot.fill(hot.generation(), &key, value("aaaa"));
+        let before = hot.replacements();
+        let slot = hot.slot(&key).unwrap();
+        publish(&hot, before, &key, &value("bbbb"), Some(&slot));
+        assert_eq!(payload(hot.get(&key)), Some(b"bbbb".to_vec()));
+        // The same slot took the value: nothing was inserted.
+        assert!(Arc::ptr_eq(&slot, &hot.slot(&key).unwrap()));
+        assert_eq!(hot.replacements(), before);
+    }
+
+    #[test]
+    fn a_fill_after_the_batch_read_makes_it_insert_instead() {
+        let hot = HotCache::new(1 << 20);
+        let key = Bytes::from_static(b"\0k");
+        hot.fill(hot.generation(), &key, value("aaaa"));
+        let before = hot.replacements();
+        let read_by_batch = hot.slot(&key).unwrap();
+        // The key is evicted and a reader fills it again (with what storage held then).
+        hot.cache.invalidate(&key);
+        hot.fill(hot.generation(), &key, value("aaaa"));
+        publish(&hot, before, &key, &value("bbbb"), Some(&read_by_batch));
+        assert_eq!(payload(hot.get(&key)), Some(b"bbbb".to_vec()));
+        assert!(!Arc::ptr_eq(&read_by_batch, &hot.slot(&key).unwrap()));
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_the_charged_size_is_inserted_anew() {
+        let hot = HotCache::new(1 << 20);
+        let key = Bytes::from_static(b"\0k");
+        hot.fill(hot.generation(), &key, value("aaaa"));
+        let slot = hot.slot(&key).unwrap();
+        let longer = value(&"b".repeat(100));
+        publish(&hot, hot.replacements(), &key, &longer, Some(&slot));
+        let now = hot.slot(&key).unwrap();
+        assert!(!Arc::ptr_eq(&slot, &now));
+        assert_eq!(now.charged_len, longer.as_ref().unwrap().len());
+        // Deleting (no value) is far under half the charge: inserted anew as well.
+        publish(&hot, hot.replacements(), &key, &None, Some(&now));
+        assert!(!Arc::ptr_eq(&now, &hot.slot(&key).unwrap()));
+        assert_eq!(hot.get(&key), Some(None));
+    }
+
+    #[test]
+    fn a_flush_never_writes_into_old_slots() {
+        let hot = HotCache::new(1 << 20);
+        let key = Bytes::from_static(b"\0k");
+        hot.fill(hot.generation(), &key, value("aaaa"));
+        let before = hot.replacements();
+        let slot = hot.slot(&key).unwrap();
+        let change = Change {
+            key: &key,
+            value: &value("bbbb"),
+            slot: Some(&slot),
+        };
+        hot.publish(true, before, std::iter::once(change));
+        assert_eq!(payload(hot.get(&key)), Some(b"bbbb".to_vec()));
+        assert!(!Arc::ptr_eq(&slot, &hot.slot(&key).unwrap()));
+        assert!(hot.replacements() > before);
     }
 }

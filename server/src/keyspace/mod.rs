@@ -769,7 +769,7 @@ impl Keyspace {
                 .map_or(0, i64::from_be_bytes);
             count.store(n, Ordering::Relaxed);
         }
-        self.hot.publish(true, std::iter::empty());
+        self.hot.publish(true, 0, std::iter::empty());
         let outbox_last = outbox_last_index(&self.db)?;
         self.outbox_tail.reset(outbox_last);
         self.outbox_last.store(outbox_last, Ordering::Relaxed);
