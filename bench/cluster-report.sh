@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# Issue 3's performance figures in one run, one target after the other:
+# Issue 3's performance figures in one run, one target after the other, in rounds:
 #   1. installs redis-server and redis-tools with apt if missing; builds `meridian` (release)
 #      unless SKIP_BUILD;
 #   2. redis-server (appendonly yes, appendfsync everysec), then one Meridian node, then a
@@ -8,9 +8,12 @@
 #      with config/local-cluster.sh); each is stopped before the next starts;
 #   3. against each target — redis, single, the region's leader, one of its followers — and
 #      each pipeline depth: `redis-benchmark --csv -t set,get -c 50 -n $N -r 100000 -d 64 -P p`;
-#   4. prints a markdown table (rps, p50, p99, error replies) and the ratios issue 3 asks for,
-#      and writes them (figures.md), the raw CSVs and the logs under bench/results/;
-#   5. stops everything it started (the region with `local-cluster.sh down`), also on failure.
+#   4. repeats 2-3 $BENCH_ROUNDS times with fresh servers (this machine's speed drifts by ±20 %
+#      within minutes, so one run proves little);
+#   5. prints a markdown table (median rps, p50, p99 of the rounds, error replies) and the
+#      ratios issue 3 asks for (of the medians, and each round's), and writes them
+#      (figures.md), the raw CSVs and the logs under bench/results/;
+#   6. stops everything it started (the region with `local-cluster.sh down`), also on failure.
 #
 # Environment (all optional):
 #   BENCH_N=300000          requests per redis-benchmark test
@@ -18,6 +21,7 @@
 #   BENCH_KEYS=100000       key space (-r)
 #   BENCH_DATA=64           value size (-d)
 #   BENCH_PIPELINES="1 16"  pipeline depths (-P)
+#   BENCH_ROUNDS=3          rounds (every target in each)
 #   MERIDIAN_ARGS="..."     flags for the single node (default: the region's [server] settings,
 #                           --appendfsync everysec --hot-cache-mb 64)
 #   BENCH_OUT=DIR           output directory (default bench/results/<timestamp>-cluster)
@@ -32,6 +36,7 @@ CLIENTS=${BENCH_CLIENTS:-50}
 KEYS=${BENCH_KEYS:-100000}
 DATA=${BENCH_DATA:-64}
 PIPELINES=${BENCH_PIPELINES:-"1 16"}
+ROUNDS=${BENCH_ROUNDS:-3}
 MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec --hot-cache-mb 64}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-cluster}
 TOPOLOGY=$ROOT/config/region-3.toml
@@ -60,7 +65,8 @@ LOG_PREFIX_DIR=1
 # raft PORT FIELD: a field of MERIDIAN RAFT (a flat map: key line, value line).
 raft() { redis-cli -p "$1" MERIDIAN RAFT | awk -v f="$2" 'p == f { print; exit } { p = $0 }'; }
 
-# start_region: the three-node region on six free ports; sets LEADER_PORT and FOLLOWER_PORT.
+# start_region ROUND: the three-node region on six free ports (its files in cluster-ROUND);
+# sets LEADER_PORT and FOLLOWER_PORT.
 start_region() {
   local topo=$WORK/region-3.toml old p name region addr port region_name=""
   cp "$TOPOLOGY" "$topo"
@@ -70,7 +76,7 @@ start_region() {
     sed -i "s/127\.0\.0\.1:$old\"/127.0.0.1:$p\"/" "$topo"
   done
   grep -qE '127\.0\.0\.1:7[01]0[123]"' "$topo" && die "a port of $TOPOLOGY was not replaced"
-  CLUSTER_DIR=$WORK/cluster
+  CLUSTER_DIR=$WORK/cluster-$1
   if ! MERIDIAN_BIN=$MERIDIAN_BIN "$CLUSTER_SH" up "$topo" "$CLUSTER_DIR" \
     >"$OUT/cluster-up.txt" 2>"$OUT/cluster-up.err"; then
     tail -n 20 "$OUT/cluster-up.err" >&2
@@ -105,29 +111,51 @@ probe_follower() {
 }
 
 # ---------------------------------------------------------------- measurements
+# Per round: RPS[target,test,P,round] (likewise P50, P99); ERRS[target,P] sums the rounds.
+# After the rounds, RPS[target,test,P] (and P50, P99) hold the medians.
 declare -A RPS P50 P99 ERRS
 NOTES=()
 
 # errors PORT: the server's error replies so far.
 errors() { info_field "$1" total_error_replies stats; }
 
-# bench TARGET PORT: redis-benchmark at every pipeline depth; fills RPS/P50/P99/ERRS.
+# bench TARGET PORT ROUND: redis-benchmark at every pipeline depth; fills RPS/P50/P99/ERRS.
 bench() {
-  local target=$1 port=$2 p f e0 e1 t
+  local target=$1 port=$2 r=$3 p f e0 e1 t
   for p in $PIPELINES; do
-    f="$OUT/$target-P$p.csv"
-    log "redis-benchmark -> $target (port $port), -P $p, -n $N"
+    f="$OUT/$target-P$p-r$r.csv"
+    log "round $r: redis-benchmark -> $target (port $port), -P $p, -n $N"
     e0=$(errors "$port")
-    redis_bench "$port" "$p" "$f" "$OUT/$target-P$p.err" \
-      || die "redis-benchmark against $target failed: $(tail -n 3 "$OUT/$target-P$p.err")"
+    redis_bench "$port" "$p" "$f" "$OUT/$target-P$p-r$r.err" \
+      || die "redis-benchmark against $target failed: $(tail -n 3 "$OUT/$target-P$p-r$r.err")"
     e1=$(errors "$port")
     for t in SET GET; do
-      RPS[$target,$t,$p]=$(csv "$f" "$t" rps)
-      P50[$target,$t,$p]=$(csv "$f" "$t" p50_latency_ms)
-      P99[$target,$t,$p]=$(csv "$f" "$t" p99_latency_ms)
-      [ -n "${RPS[$target,$t,$p]}" ] || die "no $t row in $f"
+      RPS[$target,$t,$p,$r]=$(csv "$f" "$t" rps)
+      P50[$target,$t,$p,$r]=$(csv "$f" "$t" p50_latency_ms)
+      P99[$target,$t,$p,$r]=$(csv "$f" "$t" p99_latency_ms)
+      [ -n "${RPS[$target,$t,$p,$r]}" ] || die "no $t row in $f"
     done
-    ERRS[$target,$p]=$((e1 - e0))
+    ERRS[$target,$p]=$((${ERRS[$target,$p]:-0} + e1 - e0))
+  done
+}
+
+# take_medians: RPS/P50/P99[target,test,P] = the median over the rounds.
+take_medians() {
+  local target t p r rps p50 p99
+  for target in redis single leader follower; do
+    for p in $PIPELINES; do
+      for t in SET GET; do
+        rps="" p50="" p99=""
+        for r in $(seq "$ROUNDS"); do
+          rps+=" ${RPS[$target,$t,$p,$r]}"
+          p50+=" ${P50[$target,$t,$p,$r]}"
+          p99+=" ${P99[$target,$t,$p,$r]}"
+        done
+        RPS[$target,$t,$p]=$(echo "$rps" | median)
+        P50[$target,$t,$p]=$(echo "$p50" | median)
+        P99[$target,$t,$p]=$(echo "$p99" | median)
+      done
+    done
   done
 }
 
@@ -148,36 +176,45 @@ leader_check() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 meets() { awk -v r="$1" -v t="$2" 'BEGIN { if (t == "") print "-"; else if (r >= t) print "yes"; else print "**no**" }'; }
 
-# ratio_row LABEL A_TARGET B_TARGET TEST P MIN: one row of the ratio table.
+# ratio_row LABEL A_TARGET B_TARGET TEST P MIN: one row of the ratio table (of the medians,
+# then each round's ratio).
 ratio_row() {
-  local r
+  local r rounds="" i
   r=$(ratio "${RPS[$2,$4,$5]}" "${RPS[$3,$4,$5]}")
-  echo "| $1 | $5 | $r | ${6:+≥ $6} | $(meets "$r" "$6") |"
+  for i in $(seq "$ROUNDS"); do
+    rounds+="${rounds:+ / }$(ratio "${RPS[$2,$4,$5,$i]}" "${RPS[$3,$4,$5,$i]}")"
+  done
+  echo "| $1 | $5 | $r | $rounds | ${6:+≥ $6} | $(meets "$r" "$6") |"
 }
 
 report() {
-  local target t p
+  local target t p r rounds
   echo "## Performance: redis-server, one Meridian node, a three-node region"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(cpu_model)),"
   echo "$(versions);"
-  echo "\`redis-benchmark -t set,get -c $CLIENTS -n $N -r $KEYS -d $DATA\`, one target after the other;"
+  echo "\`redis-benchmark -t set,get -c $CLIENTS -n $N -r $KEYS -d $DATA\`, one target after the other,"
+  echo "$ROUNDS rounds with fresh servers: medians of the rounds;"
   echo "redis-server: appendonly yes, appendfsync everysec; single: \`meridian $MERIDIAN_ARGS\`;"
   echo "region: config/region-3.toml (three voters, appendfsync everysec, hot-cache-mb 64) on free"
   echo "ports, leader $LEADER_NAME, follower $FOLLOWER_NAME. Clients and servers share this machine's cores."
   echo
-  echo "| target | test | -P | rps | p50 ms | p99 ms | error replies |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| target | test | -P | rps (median) | rps per round | p50 ms | p99 ms | error replies |"
+  echo "|---|---|---|---|---|---|---|---|"
   for target in redis single leader follower; do
     for p in $PIPELINES; do
       for t in SET GET; do
-        echo "| $target | $t | $p | $(printf '%.0f' "${RPS[$target,$t,$p]}") | ${P50[$target,$t,$p]} | ${P99[$target,$t,$p]} | ${ERRS[$target,$p]} |"
+        rounds=""
+        for r in $(seq "$ROUNDS"); do
+          rounds+="${rounds:+ / }$(printf '%.0f' "${RPS[$target,$t,$p,$r]}")"
+        done
+        echo "| $target | $t | $p | $(printf '%.0f' "${RPS[$target,$t,$p]}") | $rounds | ${P50[$target,$t,$p]} | ${P99[$target,$t,$p]} | ${ERRS[$target,$p]} |"
       done
     done
   done
   echo
-  echo "| ratio (rps) | -P | value | target | meets |"
-  echo "|---|---|---|---|---|"
+  echo "| ratio (rps) | -P | of the medians | per round | target | meets |"
+  echo "|---|---|---|---|---|---|"
   for p in $PIPELINES; do
     ratio_row "single / redis, SET" single redis SET "$p" 0.8
     ratio_row "single / redis, GET" single redis GET "$p" 1.0
@@ -199,23 +236,28 @@ main() {
   make_work cluster
   log "results in $OUT"
 
-  free_port
-  start_redis "$WORK/redis" "$PORT" "$WORK/redis/redis.log"
-  bench redis "$PORT"
-  stop_pids "$SERVER_PID"
+  local r
+  for r in $(seq "$ROUNDS"); do
+    free_port
+    start_redis "$WORK/redis-$r" "$PORT" "$WORK/redis-$r/redis.log"
+    bench redis "$PORT" "$r"
+    stop_pids "$SERVER_PID"
 
-  free_port
-  start_meridian "$WORK/single" "$PORT" "$WORK/single/meridian.log"
-  bench single "$PORT"
-  stop_pids "$SERVER_PID"
+    free_port
+    start_meridian "$WORK/single-$r" "$PORT" "$WORK/single-$r/meridian.log"
+    bench single "$PORT" "$r"
+    stop_pids "$SERVER_PID"
 
-  start_region
-  leader_check "before the runs"
-  bench leader "$LEADER_PORT"
-  leader_check "during the leader runs"
-  bench follower "$FOLLOWER_PORT"
-  leader_check "during the follower runs"
-  stop_cluster
+    start_region "$r"
+    FIRST_TERM=""
+    leader_check "before the runs (round $r)"
+    bench leader "$LEADER_PORT" "$r"
+    leader_check "during the leader runs (round $r)"
+    bench follower "$FOLLOWER_PORT" "$r"
+    leader_check "during the follower runs (round $r)"
+    stop_cluster
+  done
+  take_medians
 
   report >"$OUT/figures.md"
   echo

@@ -309,7 +309,6 @@ settled_ticks() {
 # cpu_us_per_op TICKS OPS: microseconds of CPU per operation.
 cpu_us_per_op() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 fmt() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "") print "-"; else printf "%.0f", x }'; }
 ms() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "" || x == "null") print "-"; else printf "%.1f", x }'; }
 
