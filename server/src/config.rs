@@ -107,7 +107,9 @@ pub struct ServerConfig {
     pub hot_cache_mb: u64,
     /// RocksDB block cache, in MiB.
     pub block_cache_mb: u64,
-    /// RocksDB memtable size, in MiB (per column family; two are kept).
+    /// RocksDB memtable size, in MiB (per column family; two are kept). Small by default: a
+    /// write's memtable insert walks a skip list, and a small one stays in the CPU's caches
+    /// (SET -P16 on one node: 4 MiB about 10 % faster than 16, 64 slower still).
     pub write_buffer_mb: u64,
     /// Prometheus exporter address (none = off).
     pub metrics_addr: Option<SocketAddr>,
@@ -163,7 +165,7 @@ impl Default for ServerConfig {
             maxclients: 10_000,
             hot_cache_mb: 64,
             block_cache_mb: 32,
-            write_buffer_mb: 16,
+            write_buffer_mb: 4,
             metrics_addr: None,
             read_consistency: ReadConsistency::Linearizable,
             stale_reads_on_quorum_loss: false,
