@@ -29,6 +29,13 @@ const KEY_COMMITTED: &[u8] = b"committed";
 /// read into: this stays small.)
 pub const REPLICATION_CACHE_BYTES: usize = 4 << 20;
 
+/// Serialized bytes of log entries one AppendEntries carries at most (always at least one
+/// entry). openraft 0.9 gives an AppendEntries the heartbeat interval (50 ms) to complete; a
+/// follower hundreds of large entries behind was sent all of them (up to `max_payload_entries`,
+/// each up to thousands of ops) in one call that could never finish in time, so it timed out,
+/// backed off and retried the same call forever.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
+
 /// The log store; cheap to clone (shares the database and the cache of recent entries).
 #[derive(Clone)]
 pub struct LogStore {
@@ -100,16 +107,22 @@ impl RecentEntries {
         }
     }
 
-    /// Entries `start..end` if all of them are here.
-    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+    /// Entries `start..end` if all of them are here, cut after `max_bytes` (never empty).
+    fn get(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
         let first = self.first_index()?;
         let last = first + self.entries.len() as u64; // exclusive
         if start < first || end > last || start >= end {
             return None;
         }
+        let mut bytes = 0;
         Some(
             self.entries
                 .range((start - first) as usize..(end - first) as usize)
+                .take_while(|(_, size)| {
+                    let first_one = bytes == 0;
+                    bytes += size.max(&1);
+                    first_one || bytes <= max_bytes
+                })
                 .map(|(e, _)| e.clone())
                 .collect(),
         )
@@ -230,6 +243,49 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Entries `start..end` (exclusive), from memory when all are there, cut after
+    /// `max_bytes` of their serialized size (at least one entry when the range has one).
+    fn read_entries(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if let Some(entries) = self.recent().get(start, end, max_bytes) {
+            return Ok(entries);
+        }
+        let start_key = start.to_be_bytes();
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(end.to_be_bytes());
+        let iter = self.db().iterator_cf_opt(
+            rocks::cf(self.db(), CF_LOG),
+            opts,
+            IteratorMode::From(&start_key, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in iter {
+            let (k, v) = item.map_err(read_err)?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                read_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "bad log key",
+                ))
+            })?);
+            if index >= end {
+                break;
+            }
+            bytes += v.len();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(bincode::deserialize(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -245,32 +301,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             std::ops::Bound::Excluded(i) => *i,
             std::ops::Bound::Unbounded => u64::MAX,
         };
-        if let Some(entries) = self.recent().get(start, end) {
-            return Ok(entries);
-        }
-        let start_key = start.to_be_bytes();
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_iterate_upper_bound(end.to_be_bytes());
-        let iter = self.db().iterator_cf_opt(
-            rocks::cf(self.db(), CF_LOG),
-            opts,
-            IteratorMode::From(&start_key, Direction::Forward),
-        );
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, v) = item.map_err(read_err)?;
-            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
-                read_err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "bad log key",
-                ))
-            })?);
-            if !range.contains(&index) {
-                break;
-            }
-            out.push(bincode::deserialize(&v).map_err(read_err)?);
-        }
-        Ok(out)
+        self.read_entries(start, end, usize::MAX)
+    }
+
+    /// What replication sends: at most [`MAX_APPEND_BYTES`] per AppendEntries.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(start, end, MAX_APPEND_BYTES)
     }
 }
 
@@ -409,19 +449,83 @@ mod tests {
         for i in 5..=10 {
             r.push(entry(i), 100);
         }
-        assert_eq!(indexes(r.get(6, 9)), Some(vec![6, 7, 8]));
-        assert_eq!(indexes(r.get(5, 11)), Some(vec![5, 6, 7, 8, 9, 10]));
-        assert!(r.get(4, 8).is_none(), "starts before the cache");
-        assert!(r.get(9, 12).is_none(), "ends after it");
+        let all = usize::MAX;
+        assert_eq!(indexes(r.get(6, 9, all)), Some(vec![6, 7, 8]));
+        assert_eq!(indexes(r.get(5, 11, all)), Some(vec![5, 6, 7, 8, 9, 10]));
+        assert!(r.get(4, 8, all).is_none(), "starts before the cache");
+        assert!(r.get(9, 12, all).is_none(), "ends after it");
+        // A byte bound cuts the range, but never to nothing.
+        assert_eq!(indexes(r.get(5, 11, 250)), Some(vec![5, 6]));
+        assert_eq!(indexes(r.get(5, 11, 10)), Some(vec![5]));
         r.truncate(8);
-        assert!(r.get(7, 9).is_none());
+        assert!(r.get(7, 9, all).is_none());
         r.push(entry(8), 100);
         r.purge(6);
-        assert_eq!(indexes(r.get(7, 9)), Some(vec![7, 8]));
+        assert_eq!(indexes(r.get(7, 9, all)), Some(vec![7, 8]));
         // A gap (after a snapshot install) starts the cache again.
         r.push(entry(20), 100);
-        assert!(r.get(7, 8).is_none());
-        assert_eq!(indexes(r.get(20, 21)), Some(vec![20]));
+        assert!(r.get(7, 8, all).is_none());
+        assert_eq!(indexes(r.get(20, 21, all)), Some(vec![20]));
+    }
+
+    /// An entry carrying one SET of a `len`-byte value.
+    fn big_entry(index: u64, len: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(crate::op::OpBatch {
+                now_ms: 1,
+                hlc: 1,
+                origin: 0,
+                ops: vec![crate::op::Op::Set {
+                    db: 0,
+                    key: bytes::Bytes::from(format!("k{index}")),
+                    value: bytes::Bytes::from(vec![b'v'; len]),
+                    expire: crate::op::ExpireSet::Clear,
+                    cond: crate::op::SetCond::Always,
+                    reply: crate::op::SetReply::OkOrNil,
+                }],
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn replication_reads_at_most_a_bounded_payload_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyspace = Arc::new(
+            Keyspace::open(crate::keyspace::KeyspaceOptions {
+                path: dir.path().join("db"),
+                hot_cache_bytes: 1 << 20,
+                block_cache_bytes: 1 << 20,
+                write_buffer_bytes: 1 << 20,
+                max_write_buffers: 2,
+                fsync: crate::keyspace::FsyncPolicy::No,
+                outbox_memory_bytes: 0,
+            })
+            .unwrap(),
+        );
+        // No memory cache: everything is read back from RocksDB.
+        let mut store = LogStore::new(keyspace.clone(), 0);
+        let cf = rocks::cf(keyspace.db(), CF_LOG);
+        let entry_len = MAX_APPEND_BYTES / 4;
+        for index in 1..=10 {
+            let bytes = bincode::serialize(&big_entry(index, entry_len)).unwrap();
+            keyspace
+                .db()
+                .put_cf(cf, index.to_be_bytes(), bytes)
+                .unwrap();
+        }
+        let all = store.try_get_log_entries(1..11).await.unwrap();
+        assert_eq!(all.len(), 10, "a plain read is not cut");
+        let first = store.limited_get_log_entries(1, 11).await.unwrap();
+        let indexes: Vec<u64> = first.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![1, 2, 3], "cut at the byte bound, in order");
+        let next = store.limited_get_log_entries(4, 11).await.unwrap();
+        assert_eq!(next.first().map(|e| e.log_id.index), Some(4));
+        // An entry larger than the bound still goes, alone.
+        let huge = bincode::serialize(&big_entry(11, MAX_APPEND_BYTES * 2)).unwrap();
+        keyspace.db().put_cf(cf, 11u64.to_be_bytes(), huge).unwrap();
+        let alone = store.limited_get_log_entries(11, 12).await.unwrap();
+        assert_eq!(alone.len(), 1);
     }
 
     #[test]
@@ -434,6 +538,6 @@ mod tests {
         assert_eq!(r.first_index(), Some(91));
         let mut none = cache(0);
         none.push(entry(1), 10);
-        assert!(none.get(1, 2).is_none());
+        assert!(none.get(1, 2, usize::MAX).is_none());
     }
 }
