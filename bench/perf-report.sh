@@ -7,7 +7,9 @@
 #   3. starts a redis-server (appendonly yes, appendfsync everysec) and a single Meridian node,
 #      each on a free loopback port with its data in a temp dir;
 #   4. runs redis-benchmark (-t set,get) at each pipeline depth against each server, one after
-#      the other, then meridian-bench (compare mode: SET only, GET only, and a 9:1 zipf mix);
+#      the other, $BENCH_ROUNDS times (the table gives the medians and each round's ratio:
+#      this machine's speed drifts by ±20 % within minutes), then meridian-bench (compare
+#      mode, once: SET only, GET only, and a 9:1 zipf mix);
 #   5. prints a markdown table (rps, p99, ratio meridian/redis) and writes it, the raw
 #      outputs, the JSON reports and the SVG plots under bench/results/<timestamp>/;
 #   6. stops everything it started (also on Ctrl-C or failure).
@@ -18,6 +20,7 @@
 #   BENCH_KEYS=100000        key space (-r)
 #   BENCH_DATA=64            value size in bytes (-d)
 #   BENCH_PIPELINES="1 16"   pipeline depths (-P)
+#   BENCH_ROUNDS=3           redis-benchmark rounds (both servers in each)
 #   BENCH_OUT=DIR            output directory (default bench/results/<timestamp>)
 #   BENCH_B=meridian         the second server: `meridian`, or `redis` (a second redis-server,
 #                            to try the script without a meridian binary)
@@ -34,6 +37,7 @@ CLIENTS=${BENCH_CLIENTS:-50}
 KEYS=${BENCH_KEYS:-100000}
 DATA=${BENCH_DATA:-64}
 PIPELINES=${BENCH_PIPELINES:-"1 16"}
+ROUNDS=${BENCH_ROUNDS:-3}
 B_KIND=${BENCH_B:-meridian}
 MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
@@ -72,11 +76,32 @@ row() {
 fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 ms() { awk -v x="$1" 'BEGIN { if (x == "-") print x; else printf "%.3f", x }'; }
 
-# redis_benchmark NAME PORT PIPELINE: CSV into $OUT/redis-benchmark-NAME-P<p>.csv
+# redis_benchmark NAME PORT PIPELINE ROUND: CSV into $OUT/redis-benchmark-NAME-P<p>-r<round>.csv
 redis_benchmark() {
-  local name=$1 port=$2 p=$3
-  log "redis-benchmark -> $name, -P $p, -n $N"
-  redis_bench "$port" "$p" "$OUT/redis-benchmark-$name-P$p.csv" "$OUT/redis-benchmark-$name-P$p.err"
+  local name=$1 port=$2 p=$3 r=$4
+  log "round $r: redis-benchmark -> $name, -P $p, -n $N"
+  redis_bench "$port" "$p" "$OUT/redis-benchmark-$name-P$p-r$r.csv" \
+    "$OUT/redis-benchmark-$name-P$p-r$r.err"
+}
+
+# rb_rows: the redis-benchmark rows, medians of the rounds; the note gives each round's ratio.
+rb_rows() {
+  local p t r fa fb a_rps b_rps a_p99 b_p99 ratios
+  for p in $PIPELINES; do
+    for t in SET GET; do
+      a_rps="" b_rps="" a_p99="" b_p99="" ratios=""
+      for r in $(seq "$ROUNDS"); do
+        fa="$OUT/redis-benchmark-redis-server-P$p-r$r.csv"
+        fb="$OUT/redis-benchmark-$B_LABEL-P$p-r$r.csv"
+        a_rps+=" $(csv "$fa" $t rps)" b_rps+=" $(csv "$fb" $t rps)"
+        a_p99+=" $(csv "$fa" $t p99_latency_ms)" b_p99+=" $(csv "$fb" $t p99_latency_ms)"
+        ratios+="${ratios:+ / }$(awk -v a="$(csv "$fa" $t rps)" -v b="$(csv "$fb" $t rps)" \
+          'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')"
+      done
+      row redis-benchmark "$t" "$p" "$(echo "$a_rps" | median)" "$(echo "$b_rps" | median)" \
+        "$(echo "$a_p99" | median)" "$(echo "$b_p99" | median)" "medians of $ROUNDS rounds; per round: $ratios"
+    done
+  done
 }
 
 # mbench NAME ARGS...: meridian-bench compare; JSON + plots as $OUT/NAME.json; exit status kept.
@@ -125,16 +150,14 @@ main() {
   fi
   log "redis-server on $A_PORT, $B_LABEL on $B_PORT; results in $OUT"
 
-  local p rc
-  for p in $PIPELINES; do
-    redis_benchmark redis-server "$A_PORT" "$p"
-    redis_benchmark "$B_LABEL" "$B_PORT" "$p"
-    local fa="$OUT/redis-benchmark-redis-server-P$p.csv" fb="$OUT/redis-benchmark-$B_LABEL-P$p.csv"
-    for t in SET GET; do
-      row redis-benchmark "$t" "$p" "$(csv "$fa" $t rps)" "$(csv "$fb" $t rps)" \
-        "$(csv "$fa" $t p99_latency_ms)" "$(csv "$fb" $t p99_latency_ms)" ""
+  local p r rc
+  for r in $(seq "$ROUNDS"); do
+    for p in $PIPELINES; do
+      redis_benchmark redis-server "$A_PORT" "$p" "$r"
+      redis_benchmark "$B_LABEL" "$B_PORT" "$p" "$r"
     done
   done
+  rb_rows
   for p in $PIPELINES; do
     rc=0; mbench "set-P$p" -P "$p" --ratio 0:1 || rc=$?; mrow "set-P$p" SET "$p" $rc
     rc=0; mbench "get-P$p" -P "$p" --ratio 1:0 || rc=$?; mrow "get-P$p" GET "$p" $rc
