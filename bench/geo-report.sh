@@ -48,6 +48,7 @@
 #   GEO_SETTLE_TICKS=2     after a throughput run (and us's catch-up), eu's leader counts as
 #                          idle once it uses at most this many clock ticks in a second; its CPU
 #                          is read then (at most GEO_SETTLE_MAX_S=20 s later)
+#   GEO_WRITE_BUFFER_MB=N  write-buffer-mb of every node (default: the node's default)
 #   GEO_PIN=1              pin eu's nodes to CPU 0 and us's nodes and every client (redis-benchmark,
 #                          meridian-bench) to CPU 1 with taskset, so us's merging does not share a
 #                          core with the writer it is measured against (closer to regions on their
@@ -176,6 +177,9 @@ write_topology() {
     done
     if [ $# -ge 2 ]; then
       printf '\n[[wan]]\na = "%s"\nb = "%s"\ndelay_ms = %d\n' "$1" "$2" "$DELAY_MS"
+    fi
+    if [ -n "${GEO_WRITE_BUFFER_MB:-}" ]; then
+      printf '\n[server]\nwrite-buffer-mb = %d\n' "$GEO_WRITE_BUFFER_MB"
     fi
   } >"$file"
 }
@@ -309,6 +313,8 @@ settled_ticks() {
 # cpu_us_per_op TICKS OPS: microseconds of CPU per operation.
 cpu_us_per_op() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'; }
 
+# median: the median of the numbers on stdin (this script does not use bench/lib.sh).
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 fmt() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "") print "-"; else printf "%.0f", x }'; }
 ms() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "" || x == "null") print "-"; else printf "%.1f", x }'; }
 

@@ -22,6 +22,11 @@ use crate::raft::{RaftSettings, RegionRaft};
 use crate::replication::{self, Geo};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+
+/// `write-buffer-mb` when unset, in a topology of one region (see `ServerConfig`).
+pub const WRITE_BUFFER_MB: u64 = 4;
+/// `write-buffer-mb` when unset, in a topology of several regions.
+pub const MULTI_REGION_WRITE_BUFFER_MB: u64 = 16;
 use crate::write::{now_ms, Writer};
 use geo::{Endpoint, LinkConfig, Topology};
 
@@ -140,7 +145,10 @@ impl Shared {
             ),
             ("hot-cache-mb", c.hot_cache_mb.to_string()),
             ("block-cache-mb", c.block_cache_mb.to_string()),
-            ("write-buffer-mb", c.write_buffer_mb.to_string()),
+            (
+                "write-buffer-mb",
+                c.write_buffer_mb.unwrap_or_default().to_string(),
+            ),
             ("io-threads", c.io_threads.to_string()),
             ("replication-backlog", c.replication_backlog.to_string()),
             ("replication-memory-mb", c.replication_memory_mb.to_string()),
@@ -358,7 +366,7 @@ impl Node {
     /// links, binds the RESP listener, starts background tasks. Without a topology the node
     /// is a region of one voter named `local`.
     pub async fn start(
-        config: ServerConfig,
+        mut config: ServerConfig,
         cluster: Option<(Topology, String)>,
         shutdown: Shutdown,
     ) -> anyhow::Result<Node> {
@@ -382,13 +390,19 @@ impl Node {
         let region_nodes = topology.nodes_in_region(&region).to_vec();
         info!(node = %node_name, region = %region, id = me.id, "starting node");
 
+        let multi_region = topology.region_names().count() > 1;
+        let write_buffer_mb = *config.write_buffer_mb.get_or_insert(if multi_region {
+            MULTI_REGION_WRITE_BUFFER_MB
+        } else {
+            WRITE_BUFFER_MB
+        });
         let db_path = config.data_dir.join("db");
-        info!(path = %db_path.display(), "opening storage");
+        info!(path = %db_path.display(), write_buffer_mb, "opening storage");
         let keyspace = Arc::new(Keyspace::open(KeyspaceOptions {
             path: db_path,
             hot_cache_bytes: config.hot_cache_mb * 1024 * 1024,
             block_cache_bytes: usize::try_from(config.block_cache_mb * 1024 * 1024)?,
-            write_buffer_bytes: usize::try_from(config.write_buffer_mb * 1024 * 1024)?,
+            write_buffer_bytes: usize::try_from(write_buffer_mb * 1024 * 1024)?,
             max_write_buffers: 2,
             fsync: config.appendfsync,
             outbox_memory_bytes: usize::try_from(config.replication_memory_mb * 1024 * 1024)?,
@@ -402,7 +416,7 @@ impl Node {
             .get(&region)
             .copied()
             .unwrap_or(0);
-        keyspace.set_geo(region_id, topology.region_names().count() > 1);
+        keyspace.set_geo(region_id, multi_region);
         keyspace.set_log_is_wal(true);
 
         // Links: needed as soon as the region has more than one node.

@@ -194,6 +194,14 @@ mod tests {
             .map(|b| b.to_vec())
     }
 
+    /// A cache holding one key (filled from storage) with `payload`.
+    fn cache_holding(payload: &str) -> (HotCache, Bytes) {
+        let hot = HotCache::new(1 << 20);
+        let key = Bytes::from_static(b"\0k");
+        hot.fill(hot.generation(), &key, value(payload));
+        (hot, key)
+    }
+
     /// Publishes one key's new value as a batch that read `slot` when the count was `before`.
     fn publish(hot: &HotCache, before: u64, key: &Bytes, new: &Cached, slot: Option<&Arc<Slot>>) {
         let change = Change {
@@ -206,9 +214,7 @@ mod tests {
 
     #[test]
     fn a_batch_overwrites_the_slot_it_read_in_place() {
-        let hot = HotCache::new(1 << 20);
-        let key = Bytes::from_static(b"\0k");
-        hot.fill(hot.generation(), &key, value("aaaa"));
+        let (hot, key) = cache_holding("aaaa");
         let before = hot.replacements();
         let slot = hot.slot(&key).unwrap();
         publish(&hot, before, &key, &value("bbbb"), Some(&slot));
@@ -220,9 +226,7 @@ mod tests {
 
     #[test]
     fn a_fill_after_the_batch_read_makes_it_insert_instead() {
-        let hot = HotCache::new(1 << 20);
-        let key = Bytes::from_static(b"\0k");
-        hot.fill(hot.generation(), &key, value("aaaa"));
+        let (hot, key) = cache_holding("aaaa");
         let before = hot.replacements();
         let read_by_batch = hot.slot(&key).unwrap();
         // The key is evicted and a reader fills it again (with what storage held then).
@@ -235,9 +239,7 @@ mod tests {
 
     #[test]
     fn a_value_that_does_not_fit_the_charged_size_is_inserted_anew() {
-        let hot = HotCache::new(1 << 20);
-        let key = Bytes::from_static(b"\0k");
-        hot.fill(hot.generation(), &key, value("aaaa"));
+        let (hot, key) = cache_holding("aaaa");
         let slot = hot.slot(&key).unwrap();
         let longer = value(&"b".repeat(100));
         publish(&hot, hot.replacements(), &key, &longer, Some(&slot));
@@ -252,9 +254,7 @@ mod tests {
 
     #[test]
     fn a_flush_never_writes_into_old_slots() {
-        let hot = HotCache::new(1 << 20);
-        let key = Bytes::from_static(b"\0k");
-        hot.fill(hot.generation(), &key, value("aaaa"));
+        let (hot, key) = cache_holding("aaaa");
         let before = hot.replacements();
         let slot = hot.slot(&key).unwrap();
         let change = Change {

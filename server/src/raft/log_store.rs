@@ -120,7 +120,7 @@ impl RecentEntries {
                 .range((start - first) as usize..(end - first) as usize)
                 .take_while(|(_, size)| {
                     let first_one = bytes == 0;
-                    bytes += size.max(&1);
+                    bytes += (*size).max(1);
                     first_one || bytes <= max_bytes
                 })
                 .map(|(e, _)| e.clone())
@@ -241,9 +241,7 @@ impl LogStore {
             .flatten()
             .map(|id| id.index)
     }
-}
 
-impl LogStore {
     /// Entries `start..end` (exclusive), from memory when all are there, cut after
     /// `max_bytes` of their serialized size (at least one entry when the range has one).
     fn read_entries(

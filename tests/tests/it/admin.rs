@@ -460,6 +460,11 @@ fn config_get_set() {
         q::<Vec<String>>(&mut c, &["CONFIG", "GET", "appendfsync"]),
         vec!["appendfsync", "everysec"]
     );
+    // A node alone (one region) gets the small memtables by default.
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "write-buffer-mb"]),
+        vec!["write-buffer-mb", "4"]
+    );
     // What redis-benchmark and redis-cli ask for at start-up answers.
     for p in ["save", "appendonly", "maxmemory"] {
         let v: Vec<String> = q(&mut c, &["CONFIG", "GET", p]);

@@ -343,6 +343,12 @@ fn write_in_one_region_is_read_in_the_others_and_wait_counts_them() {
         0,
         "a's shipper read outbox entries back from RocksDB"
     );
+    // Regions that replicate get the larger memtables by default (outbox entries are trimmed
+    // before they are flushed).
+    assert_eq!(
+        q::<Vec<String>>(&mut a.client(), &["CONFIG", "GET", "write-buffer-mb"]),
+        vec!["write-buffer-mb", "16"]
+    );
     wait_converged(&c, "after write/WAIT checks");
 }
 
