@@ -48,7 +48,9 @@
 #   GEO_SETTLE_TICKS=2     after a throughput run (and us's catch-up), eu's leader counts as
 #                          idle once it uses at most this many clock ticks in a second; its CPU
 #                          is read then (at most GEO_SETTLE_MAX_S=20 s later)
-#   GEO_WRITE_BUFFER_MB=N  write-buffer-mb of every node (default: the node's default)
+#   GEO_WRITE_BUFFER_MB=16 write-buffer-mb of every node, in both configurations: a node's own
+#                          default differs (4 alone, 16 with several regions), and the cost
+#                          figure must compare replication, not memtable sizes ("": defaults)
 #   GEO_PIN=1              pin eu's nodes to CPU 0 and us's nodes and every client (redis-benchmark,
 #                          meridian-bench) to CPU 1 with taskset, so us's merging does not share a
 #                          core with the writer it is measured against (closer to regions on their
@@ -178,8 +180,8 @@ write_topology() {
     if [ $# -ge 2 ]; then
       printf '\n[[wan]]\na = "%s"\nb = "%s"\ndelay_ms = %d\n' "$1" "$2" "$DELAY_MS"
     fi
-    if [ -n "${GEO_WRITE_BUFFER_MB:-}" ]; then
-      printf '\n[server]\nwrite-buffer-mb = %d\n' "$GEO_WRITE_BUFFER_MB"
+    if [ -n "${GEO_WRITE_BUFFER_MB-16}" ]; then
+      printf '\n[server]\nwrite-buffer-mb = %d\n' "${GEO_WRITE_BUFFER_MB-16}"
     fi
   } >"$file"
 }
