@@ -22,13 +22,13 @@ use crate::raft::{RaftSettings, RegionRaft};
 use crate::replication::{self, Geo};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::write::{now_ms, Writer};
+use geo::{Endpoint, LinkConfig, Topology};
 
 /// `write-buffer-mb` when unset, in a topology of one region (see `ServerConfig`).
 pub const WRITE_BUFFER_MB: u64 = 4;
 /// `write-buffer-mb` when unset, in a topology of several regions.
 pub const MULTI_REGION_WRITE_BUFFER_MB: u64 = 16;
-use crate::write::{now_ms, Writer};
-use geo::{Endpoint, LinkConfig, Topology};
 
 /// SCAN cursors kept at most (each maps a number to the last key returned).
 const MAX_SCAN_CURSORS: u64 = 100_000;
