@@ -579,7 +579,7 @@ async fn ship_from(
         let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
         if in_flight.len() < SHIP_PIPELINE && !coalescing {
             // What we merged, read before the outbox (see `ShipRequest::seen`).
-            let seen = keyspace.merged_hlcs().map_err(|e| e.to_string())?;
+            let seen = keyspace.merged_hlcs();
             let entries = keyspace
                 .outbox_raw_after(sent_upto, SHIP_BATCH)
                 .map_err(|e| e.to_string())?;

@@ -169,7 +169,7 @@ impl<'a> BatchCtx<'a> {
             },
             None => KeyState {
                 deleted: true,
-                floors: self.fresh_floors()?,
+                floors: self.fresh_floors(),
                 ..KeyState::default()
             },
         };
@@ -182,17 +182,17 @@ impl<'a> BatchCtx<'a> {
     /// past the HLC up to which this region merged its entries (an entry below it that this
     /// region does not hold was dropped with a collected tombstone); for this region, the
     /// batch's own clock. Empty with one region (nothing is ever collected there).
-    fn fresh_floors(&mut self) -> Result<Vec<(u8, u64)>, StorageError> {
+    fn fresh_floors(&mut self) -> Vec<(u8, u64)> {
         if !self.ks.keeps_tombstones() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         if let Some(f) = &self.fresh_floors {
-            return Ok(f.clone());
+            return f.clone();
         }
         let me = self.stamp.region;
         let mut floors: Vec<(u8, u64)> = self
             .ks
-            .merged_hlcs()?
+            .merged_hlcs()
             .into_iter()
             .filter(|(r, _)| *r != me)
             .map(|(r, h)| (r, h.saturating_add(1)))
@@ -200,7 +200,7 @@ impl<'a> BatchCtx<'a> {
         floors.push((me, self.stamp.hlc));
         floors.sort_unstable();
         self.fresh_floors = Some(floors.clone());
-        Ok(floors)
+        floors
     }
 
     /// Writes `new` at `key`, given what was physically there.
@@ -679,7 +679,7 @@ impl<'a> BatchCtx<'a> {
                     self.watermarks.insert(*origin, *index);
                     let merged = match self.merged_hlc.get(origin) {
                         Some(h) => *h,
-                        None => self.ks.merged_hlc(*origin)?,
+                        None => self.ks.merged_hlc(*origin),
                     };
                     if *hlc > merged {
                         self.merged_hlc.insert(*origin, *hlc);
@@ -1043,15 +1043,15 @@ mod tests {
                 hlcs: vec![(0, 2)],
             }],
         );
-        assert_eq!(ks.merged_hlc(1).unwrap(), 7);
-        assert_eq!(ks.merged_hlcs().unwrap(), vec![(1, 7)]);
+        assert_eq!(ks.merged_hlc(1), 7);
+        assert_eq!(ks.merged_hlcs(), vec![(1, 7)]);
         assert_eq!(ks.seen(1, 0).unwrap(), 3);
         assert_eq!(ks.seen(1, 2).unwrap(), 9);
         assert_eq!(ks.seen(2, 0).unwrap(), 0);
         // The merged HLCs are held in memory too: a reopened keyspace reads them back.
         drop(ks);
         let ks = keyspace(dir.path());
-        assert_eq!(ks.merged_hlcs().unwrap(), vec![(1, 7)]);
+        assert_eq!(ks.merged_hlcs(), vec![(1, 7)]);
     }
 
     #[test]
@@ -1089,11 +1089,7 @@ mod tests {
         assert!(b.get(0, b"x", 1).unwrap().is_some());
         assert!(b.get(0, b"only-in-b", 1).unwrap().is_none());
         assert_eq!(b.dbsize(0), 2);
-        assert_eq!(
-            b.merged_hlcs().unwrap(),
-            vec![(1, 7)],
-            "held in memory anew"
-        );
+        assert_eq!(b.merged_hlcs(), vec![(1, 7)], "held in memory anew");
         assert!(!b.import_interrupted().unwrap());
     }
 }

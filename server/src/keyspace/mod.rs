@@ -204,17 +204,16 @@ impl Keyspace {
     }
 
     /// HLC of the last entry of `origin` merged here (0: none yet).
-    pub fn merged_hlc(&self, origin: u8) -> Result<u64, StorageError> {
-        Ok(self
-            .lock_merged_hlcs()
+    pub fn merged_hlc(&self, origin: u8) -> u64 {
+        self.lock_merged_hlcs()
             .iter()
             .find(|(o, _)| *o == origin)
-            .map_or(0, |(_, h)| *h))
+            .map_or(0, |(_, h)| *h)
     }
 
     /// `merged_hlc` of every origin merged so far: what this region reports to the others.
-    pub fn merged_hlcs(&self) -> Result<Vec<(u8, u64)>, StorageError> {
-        Ok(self.lock_merged_hlcs().clone())
+    pub fn merged_hlcs(&self) -> Vec<(u8, u64)> {
+        self.lock_merged_hlcs().clone()
     }
 
     fn lock_merged_hlcs(&self) -> std::sync::MutexGuard<'_, Vec<(u8, u64)>> {

@@ -38,6 +38,18 @@ fn geo_cluster(regions: &[(&str, usize)], toml: &str) -> Cluster {
     Cluster::start(spec)
 }
 
+/// Regions `a` and `b` of one node each, `DELAY_MS` apart, every node with `server` (lines of
+/// a `[server]` table; may be empty).
+fn two_regions(server: &str) -> Cluster {
+    let toml = format!(
+        "{}
+[server]
+{server}",
+        wan_delays(&[("a", "b")])
+    );
+    geo_cluster(&[("a", 1), ("b", 1)], &toml)
+}
+
 /// `[[wan]]` tables: a `DELAY_MS` one-way delay between each pair.
 fn wan_delays(pairs: &[(&str, &str)]) -> String {
     pairs
@@ -730,13 +742,7 @@ fn tombstones_are_collected_once_every_region_merged_them() {
 #[test]
 fn region_behind_the_retained_outbox_resyncs_then_resumes() {
     // a keeps 50 outbox entries for a region that is behind; b is cut off for 300 writes.
-    let c = geo_cluster(
-        &[("a", 1), ("b", 1)],
-        &format!(
-            "{}\n[server]\nreplication-backlog = 50\n",
-            wan_delays(&[("a", "b")])
-        ),
-    );
+    let c = two_regions("replication-backlog = 50\n");
     let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
     let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
     let _: () = q(&mut na.client(), &["SET", "geo:rs:before", "1"]);
@@ -787,13 +793,7 @@ fn region_behind_the_retained_outbox_resyncs_then_resumes() {
 fn entries_past_the_in_memory_tail_are_shipped_from_rocksdb() {
     // replication-memory-mb = 0: a's shipper finds nothing in memory and reads every entry
     // back from RocksDB, as it does for a region further behind than the tail holds.
-    let c = geo_cluster(
-        &[("a", 1), ("b", 1)],
-        &format!(
-            "{}\n[server]\nreplication-memory-mb = 0\n",
-            wan_delays(&[("a", "b")])
-        ),
-    );
+    let c = two_regions("replication-memory-mb = 0\n");
     let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
     let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
     partition_pair(&c, "a", "b");
@@ -824,7 +824,7 @@ fn entries_past_the_in_memory_tail_are_shipped_from_rocksdb() {
 
 #[test]
 fn flushall_in_one_region_empties_every_region() {
-    let c = geo_cluster(&[("a", 1), ("b", 1)], &wan_delays(&[("a", "b")]));
+    let c = two_regions("");
     let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
     let (na, nb) = (&c.nodes()[la], &c.nodes()[lb]);
     {
