@@ -75,9 +75,14 @@ pub struct ClientNames {
 }
 
 impl ClientInfo {
+    /// The names the client gave itself, locked for reading or changing.
+    pub fn names(&self) -> std::sync::MutexGuard<'_, ClientNames> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The CLIENT LIST / CLIENT INFO line (without the trailing newline).
     pub fn describe(&self) -> String {
-        let names = self.names.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let names = self.names().clone();
         let text = |b: &Option<Bytes>| {
             b.as_ref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())

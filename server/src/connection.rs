@@ -183,7 +183,10 @@ impl Session {
                 }
             }
         }
-        self.tally.call(cmd::index_of(spec));
+        let index = cmd::index_of(spec);
+        self.tally.call(index);
+        // CLIENT LIST's `cmd=`: the command running or last run (Redis sets it before running).
+        self.client.info.last_cmd.store(index, Ordering::Relaxed);
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
         let mut ctx = Ctx {
             shared: &self.shared,

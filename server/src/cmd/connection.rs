@@ -113,12 +113,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         .into());
     }
     if let Some(name) = setname {
-        ctx.client
-            .info
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .name = Some(name);
+        ctx.client.info.names().name = Some(name);
     }
     ctx.client.protocol = protocol;
     let proto_num = if protocol == ProtocolVersion::Resp3 {
@@ -163,12 +158,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
     ctx.client.info.resp.store(2, Ordering::Relaxed);
     ctx.client.readonly = false;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
-    ctx.client
-        .info
-        .names
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .name = None;
+    ctx.client.info.names().name = None;
     Ok(Reply::Status(Bytes::from_static(b"RESET")).into())
 }
 
@@ -215,35 +205,20 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
         "SETNAME" => {
             arity(1, args)?;
             let name = validate_name(args.next_bytes()?)?;
-            let mut names = ctx
-                .client
-                .info
-                .names
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut names = ctx.client.info.names();
             names.name = (!name.is_empty()).then_some(name);
             Reply::ok()
         }
         "GETNAME" => {
             arity(0, args)?;
-            let names = ctx
-                .client
-                .info
-                .names
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let names = ctx.client.info.names();
             names.name.clone().map_or(Reply::Null, Reply::Bulk)
         }
         "SETINFO" => {
             arity(2, args)?;
             let attr = args.next_bytes()?;
             let value = args.next_bytes()?;
-            let mut names = ctx
-                .client
-                .info
-                .names
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut names = ctx.client.info.names();
             match super::args::Keyword::new(&attr).as_str() {
                 "LIB-NAME" => names.lib_name = Some(value),
                 "LIB-VER" => names.lib_ver = Some(value),
@@ -310,22 +285,17 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             arity(1, args)?;
             Reply::ok()
         }
-        "HELP" => Reply::Array(
-            [
-                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "ID",
-                "SETNAME <name>",
-                "GETNAME",
-                "SETINFO <LIB-NAME|LIB-VER> <value>",
-                "LIST [TYPE <type>] [ID <id> ...]",
-                "INFO",
-                "NO-EVICT (ON|OFF)",
-                "NO-TOUCH (ON|OFF)",
-            ]
-            .iter()
-            .map(|l| Reply::Status(Bytes::from_static(l.as_bytes())))
-            .collect(),
-        ),
+        "HELP" => super::help_reply(&[
+            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ID",
+            "SETNAME <name>",
+            "GETNAME",
+            "SETINFO <LIB-NAME|LIB-VER> <value>",
+            "LIST [TYPE <type>] [ID <id> ...]",
+            "INFO",
+            "NO-EVICT (ON|OFF)",
+            "NO-TOUCH (ON|OFF)",
+        ]),
         _ => {
             return Err(RespError::UnknownSubcommand {
                 cmd: "CLIENT".into(),

@@ -38,8 +38,7 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
             let (hash, keys) = ctx.shared.keyspace.digest(ctx.now_ms)?;
             Reply::Array(vec![bulk(format!("{hash:016x}")), Reply::Integer(keys as i64)])
         }
-        "HELP" => Reply::Array(
-            [
+        "HELP" => super::help_reply(&[
                 "MERIDIAN <subcommand>",
                 "RAFT -- role, term, leader, log and applied indexes, membership",
                 "NODES -- the region's nodes and their link state",
@@ -51,11 +50,7 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
                 "WAN CLEAR [<node|region>] -- remove runtime shapes (back to the topology's [[wan]])",
                 "VERSION",
-            ]
-            .iter()
-            .map(|l| Reply::Status(Bytes::from_static(l.as_bytes())))
-            .collect(),
-        ),
+        ]),
         _ => {
             return Err(RespError::UnknownSubcommand {
                 cmd: "MERIDIAN".into(),

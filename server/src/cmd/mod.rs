@@ -761,6 +761,16 @@ pub fn check_arity(spec: &CommandSpec, argc: usize) -> Result<(), RespError> {
     Ok(())
 }
 
+/// The reply of a `<COMMAND> HELP` subcommand: one status line per entry.
+pub fn help_reply(lines: &[&'static str]) -> Reply {
+    Reply::Array(
+        lines
+            .iter()
+            .map(|l| Reply::Status(Bytes::from_static(l.as_bytes())))
+            .collect(),
+    )
+}
+
 /// The unknown-command error, quoting the first arguments like Redis.
 pub fn unknown_command(args: &[Bytes]) -> RespError {
     let name = String::from_utf8_lossy(args.first().map(|b| &b[..]).unwrap_or(b""));

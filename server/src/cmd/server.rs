@@ -82,18 +82,13 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 "COMMAND GETKEYS is not supported by Meridian",
             ))
         }
-        "HELP" => Reply::Array(
-            [
-                "COMMAND <subcommand>",
-                "COUNT",
-                "DOCS [<command-name> ...]",
-                "INFO [<command-name> ...]",
-                "LIST",
-            ]
-            .iter()
-            .map(|l| status(l))
-            .collect(),
-        ),
+        "HELP" => super::help_reply(&[
+            "COMMAND <subcommand>",
+            "COUNT",
+            "DOCS [<command-name> ...]",
+            "INFO [<command-name> ...]",
+            "LIST",
+        ]),
         _ => {
             return Err(RespError::UnknownSubcommand {
                 cmd: "COMMAND".into(),
@@ -150,17 +145,12 @@ pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 "CONFIG REWRITE is not supported: edit the TOML config file",
             ))
         }
-        "HELP" => Reply::Array(
-            [
-                "CONFIG <subcommand>",
-                "GET <pattern>",
-                "SET <directive> <value>",
-                "RESETSTAT",
-            ]
-            .iter()
-            .map(|l| status(l))
-            .collect(),
-        ),
+        "HELP" => super::help_reply(&[
+            "CONFIG <subcommand>",
+            "GET <pattern>",
+            "SET <directive> <value>",
+            "RESETSTAT",
+        ]),
         _ => {
             return Err(RespError::UnknownSubcommand {
                 cmd: "CONFIG".into(),

@@ -234,6 +234,9 @@ fn client_id_setname_getname_list_info() {
         .expect("b in CLIENT LIST");
     assert_eq!(lb["name"], "");
     assert_eq!(lb["db"], "5");
+    // The command each one ran last (CLIENT LIST itself for a).
+    assert_eq!(lb["cmd"], "select");
+    assert_eq!(la["cmd"], "client");
     // An empty name clears it.
     assert_eq!(q::<Value>(&mut a, &["CLIENT", "SETNAME", ""]), Value::Okay);
     assert_eq!(q::<Value>(&mut a, &["CLIENT", "GETNAME"]), Value::Nil);
