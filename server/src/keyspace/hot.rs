@@ -19,9 +19,10 @@
 //! inserting there before moka and by moka's eviction listener, which removes a slot only if
 //! the index still holds that very slot) instead of `moka::Cache::get`: moka records every
 //! read for its eviction policy and replays the records into its LRU and frequency structures,
-//! about a fifth of a GET's CPU time under load. One lookup in [`RECORD_EVERY`] per thread still
-//! goes through moka, so moka keeps choosing what to keep and what to evict from a sample of
-//! the reads. Entries, their weights and the byte bound remain moka's.
+//! about a fifth of a GET's CPU time under load. Lookups read only the index (an insert reaches
+//! it before moka: reading both could go back from a newer slot to an older one); one lookup in
+//! [`RECORD_EVERY`] per thread also asks moka, so moka keeps choosing what to keep and what to
+//! evict from a sample of the reads. Entries, their weights and the byte bound remain moka's.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,18 +152,23 @@ impl HotCache {
 
     /// Looks a key up: `None` = not cached, `Some(None)` = known not to exist.
     pub fn get(&self, data_key: &[u8]) -> Option<Cached> {
-        if record_this_lookup() {
-            return self.cache.get(data_key).map(|slot| slot.value());
-        }
-        self.index.pin().get(data_key).map(|slot| slot.value())
+        self.lookup(data_key, |slot| slot.value())
     }
 
     /// Looks a key's slot up (for the apply, which may overwrite it; see the module doc).
     pub fn slot(&self, data_key: &[u8]) -> Option<Arc<Slot>> {
+        self.lookup(data_key, Arc::clone)
+    }
+
+    /// Finds `data_key`'s slot in the index, the one place lookups read: an insert changes
+    /// the index before moka, so a read through moka could see an older slot after another
+    /// read saw the newer one. One lookup in [`RECORD_EVERY`] also asks moka, only so that
+    /// moka records the read.
+    fn lookup<R>(&self, data_key: &[u8], read: impl FnOnce(&Arc<Slot>) -> R) -> Option<R> {
         if record_this_lookup() {
-            return self.cache.get(data_key);
+            let _ = self.cache.get(data_key);
         }
-        self.index.pin().get(data_key).cloned()
+        self.index.pin().get(data_key).map(read)
     }
 
     /// Inserts a new slot for `key`: into the index first, so moka's listener, which runs
