@@ -23,7 +23,7 @@
 #   BENCH_PIPELINES="1 16"  pipeline depths (-P)
 #   BENCH_ROUNDS=3          rounds (every target in each)
 #   MERIDIAN_ARGS="..."     flags for the single node (default: the region's [server] settings,
-#                           --appendfsync everysec --hot-cache-mb 64)
+#                           --appendfsync everysec --hot-cache-mb 256)
 #   BENCH_OUT=DIR           output directory (default bench/results/<timestamp>-cluster)
 #   SKIP_BUILD=1            use the binary already built
 #   CARGO_TARGET_DIR        as tests/target-dir.sh picks it (default /work/target if present)
@@ -37,7 +37,7 @@ KEYS=${BENCH_KEYS:-100000}
 DATA=${BENCH_DATA:-64}
 PIPELINES=${BENCH_PIPELINES:-"1 16"}
 ROUNDS=${BENCH_ROUNDS:-3}
-MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec --hot-cache-mb 64}
+MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec --hot-cache-mb 256}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-cluster}
 TOPOLOGY=$ROOT/config/region-3.toml
 CLUSTER_SH=$ROOT/config/local-cluster.sh
@@ -196,7 +196,7 @@ report() {
   echo "\`redis-benchmark -t set,get -c $CLIENTS -n $N -r $KEYS -d $DATA\`, one target after the other,"
   echo "$ROUNDS rounds with fresh servers: medians of the rounds;"
   echo "redis-server: appendonly yes, appendfsync everysec; single: \`meridian $MERIDIAN_ARGS\`;"
-  echo "region: config/region-3.toml (three voters, appendfsync everysec, hot-cache-mb 64) on free"
+  echo "region: config/region-3.toml (three voters, appendfsync everysec, hot-cache-mb 256) on free"
   echo "ports, leader $LEADER_NAME, follower $FOLLOWER_NAME. Clients and servers share this machine's cores."
   echo
   echo "| target | test | -P | rps (median) | rps per round | p50 ms | p99 ms | error replies |"

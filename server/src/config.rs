@@ -167,7 +167,7 @@ impl Default for ServerConfig {
             appendfsync: FsyncPolicy::Everysec,
             requirepass: None,
             maxclients: 10_000,
-            hot_cache_mb: 64,
+            hot_cache_mb: 256,
             block_cache_mb: 32,
             write_buffer_mb: None,
             metrics_addr: None,
