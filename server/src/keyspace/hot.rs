@@ -34,8 +34,8 @@ use smallvec::SmallVec;
 use super::StoredValue;
 
 /// Bytes charged per entry on top of key and value: moka's node, its access-order deque
-/// entry, the key's and the value's shared buffers, the slot, the index entry and allocator
-/// rounding. Measured: about 430 bytes per entry beyond key + value (200k entries of 100-byte
+/// entry, the key's allocations (in moka and in the index), the value's shared buffer, the
+/// slot, the index entry and allocator rounding. Measured: about 430 bytes per entry beyond key + value (200k entries of 100-byte
 /// values: 574 B each in RSS) before slots existed; a slot adds one 64-byte allocation, the
 /// index about 96 bytes (RSS +9.7 MiB with 105k entries held).
 const ENTRY_OVERHEAD: usize = 590;
@@ -75,6 +75,12 @@ impl Slot {
 /// Key bytes held inside a cached key itself rather than in a buffer of their own.
 const KEY_INLINE: usize = 32;
 
+/// A cached key: the encoded data key, inline up to [`KEY_INLINE`] bytes. moka (behind an `Arc`
+/// of its own) and the index (in its entry) each hold one; with the bytes inline a lookup
+/// compares them in that allocation instead of following one more pointer (with `Bytes` keys
+/// that miss was about a tenth of a GET's CPU time under load).
+type HotKey = SmallVec<[u8; KEY_INLINE]>;
+
 /// One lookup in this many (per thread) is recorded by moka for its eviction policy.
 const RECORD_EVERY: u32 = 8;
 
@@ -93,13 +99,7 @@ fn record_this_lookup() -> bool {
     })
 }
 
-/// A cached key: the encoded data key, inline up to [`KEY_INLINE`] bytes. moka holds each key
-/// behind its own `Arc`; with the bytes inline a lookup compares them in that allocation
-/// instead of following one more pointer (with `Bytes` keys that miss was about a tenth of a
-/// GET's CPU time under load).
-type HotKey = SmallVec<[u8; KEY_INLINE]>;
-
-/// moka keyed by the encoded data key, holding a slot per key.
+/// moka keyed by the encoded data key, holding a slot per key, and the index lookups read.
 pub struct HotCache {
     cache: Cache<HotKey, Arc<Slot>, ahash::RandomState>,
     /// The slots moka holds, by key (see the module doc).
