@@ -393,4 +393,60 @@ mod tests {
         assert_eq!(hot.index.pin().len(), 0);
         assert_eq!(hot.get(key), None);
     }
+
+    #[test]
+    fn concurrent_fills_and_publishes_keep_the_index_and_the_values_right() {
+        use std::collections::HashMap;
+        // Room for about 40 of the 400 keys: fills, in-place writes, inserts and evictions
+        // all race. The writer is the one applier, as the Raft thread is; "storage" stands for
+        // RocksDB (written before the publish, read by a reader before its fill).
+        let hot = Arc::new(HotCache::new(40 * (ENTRY_OVERHEAD as u64 + 48)));
+        let storage: Arc<Mutex<HashMap<Vec<u8>, Cached>>> = Arc::default();
+        let key_of = |i: u64| format!("\0k{}", i % 400).into_bytes();
+        let writer = {
+            let (hot, storage) = (hot.clone(), storage.clone());
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let key = key_of(i.wrapping_mul(7919));
+                    let before = hot.replacements();
+                    let slot = hot.slot(&key);
+                    let new = value(&i.to_string());
+                    storage.lock().unwrap().insert(key.clone(), new.clone());
+                    let change = Change {
+                        key: &key,
+                        value: &new,
+                        slot: slot.as_ref(),
+                    };
+                    hot.publish(false, before, std::iter::once(change));
+                }
+            })
+        };
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let (hot, storage) = (hot.clone(), storage.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let key = key_of(i.wrapping_mul(104_729) + r);
+                        if hot.get(&key).is_none() {
+                            let generation = hot.generation();
+                            let stored = storage.lock().unwrap().get(&key).cloned().flatten();
+                            hot.fill(generation, &key, stored);
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_index_matches_moka(&hot);
+        let storage = storage.lock().unwrap();
+        for i in 0..400u64 {
+            let key = key_of(i);
+            if let Some(cached) = hot.get(&key) {
+                assert_eq!(cached, storage.get(&key).cloned().flatten(), "key {i}");
+            }
+        }
+    }
 }
