@@ -540,11 +540,13 @@ impl Keyspace {
             .get_pinned_cf(rocks::cf(&self.db, rocks::CF_DATA), data_key)?
         {
             None => Ok(None),
-            Some(raw) => StoredValue::from_stored(Bytes::copy_from_slice(&raw))
-                .map(Some)
-                .ok_or(StorageError::Corrupt {
-                    key_len: data_key.len().saturating_sub(1),
-                }),
+            Some(raw) => {
+                StoredValue::copy_from_stored(&raw)
+                    .map(Some)
+                    .ok_or(StorageError::Corrupt {
+                        key_len: data_key.len().saturating_sub(1),
+                    })
+            }
         }
     }
 
