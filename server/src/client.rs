@@ -60,7 +60,7 @@ pub struct ClientInfo {
     /// 2 or 3.
     pub resp: AtomicU8,
     /// Name and library info set by CLIENT SETNAME / SETINFO / HELLO.
-    pub names: Mutex<ClientNames>,
+    names: Mutex<ClientNames>,
 }
 
 /// Names a client gave itself.
