@@ -173,7 +173,6 @@ leader_check() {
 }
 
 # ---------------------------------------------------------------- report
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 meets() { awk -v r="$1" -v t="$2" 'BEGIN { if (t == "") print "-"; else if (r >= t) print "yes"; else print "**no**" }'; }
 
 # ratio_row LABEL A_TARGET B_TARGET TEST P MIN: one row of the ratio table (of the medians,

@@ -253,6 +253,9 @@ info_field() {
   redis-cli -h 127.0.0.1 -p "$1" INFO ${3:+"$3"} | tr -d '\r' | awk -F: -v f="$2" '$1 == f { print $2 }'
 }
 
+# ratio A B: A / B with two decimals ("n/a" when B is not positive).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
 # median: the median of the numbers on stdin (whitespace-separated; "-" when none).
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 

@@ -69,9 +69,9 @@ build() {
 ROWS=()
 # row TOOL TEST PIPELINE A_RPS B_RPS A_P99 B_P99 NOTE
 row() {
-  local ratio
-  ratio=$(awk -v a="$4" -v b="$5" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')
-  ROWS+=("| $1 | $2 | $3 | $(fmt "$4") | $(fmt "$5") | $ratio | $(ms "$6") | $(ms "$7") | $8 |")
+  local r
+  r=$(ratio "$5" "$4")
+  ROWS+=("| $1 | $2 | $3 | $(fmt "$4") | $(fmt "$5") | $r | $(ms "$6") | $(ms "$7") | $8 |")
 }
 fmt() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 ms() { awk -v x="$1" 'BEGIN { if (x == "-") print x; else printf "%.3f", x }'; }
@@ -95,8 +95,7 @@ rb_rows() {
         fb="$OUT/redis-benchmark-$B_LABEL-P$p-r$r.csv"
         a_rps+=" $(csv "$fa" $t rps)" b_rps+=" $(csv "$fb" $t rps)"
         a_p99+=" $(csv "$fa" $t p99_latency_ms)" b_p99+=" $(csv "$fb" $t p99_latency_ms)"
-        ratios+="${ratios:+ / }$(awk -v a="$(csv "$fa" $t rps)" -v b="$(csv "$fb" $t rps)" \
-          'BEGIN { if (a > 0) printf "%.2f", b / a; else print "n/a" }')"
+        ratios+="${ratios:+ / }$(ratio "$(csv "$fb" $t rps)" "$(csv "$fa" $t rps)")"
       done
       row redis-benchmark "$t" "$p" "$(echo "$a_rps" | median)" "$(echo "$b_rps" | median)" \
         "$(echo "$a_p99" | median)" "$(echo "$b_p99" | median)" "medians of $ROUNDS rounds; per round: $ratios"
