@@ -419,6 +419,11 @@ impl StoredValue {
         StoredValue::from_stored(into_shared(raw))
     }
 
+    /// A copy of the bytes of a value already checked (a cached one).
+    pub fn copy_of(encoded: &[u8]) -> StoredValue {
+        StoredValue(into_shared(encoded))
+    }
+
     /// Wraps bytes read from storage or received from a peer, checking the layout.
     pub fn from_stored(bytes: Bytes) -> Option<StoredValue> {
         let fixed = match bytes.first() {
