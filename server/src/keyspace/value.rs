@@ -420,7 +420,7 @@ impl StoredValue {
     }
 
     /// A copy of the bytes of a value already checked (a cached one).
-    pub fn copy_of(encoded: &[u8]) -> StoredValue {
+    pub(super) fn copy_of(encoded: &[u8]) -> StoredValue {
         StoredValue(into_shared(encoded))
     }
 
