@@ -39,17 +39,17 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
             Reply::Array(vec![bulk(format!("{hash:016x}")), Reply::Integer(keys as i64)])
         }
         "HELP" => super::help_reply(&[
-                "MERIDIAN <subcommand>",
-                "RAFT -- role, term, leader, log and applied indexes, membership",
-                "NODES -- the region's nodes and their link state",
-                "NODE ADD <id> <name> <peer-addr> <resp-addr> -- add a node (learner, then voter)",
-                "NODE REMOVE <id> -- remove a node from the region",
-                "REGIONS -- this region (tombstones waiting, collected) and the others: link, RTT, replication lag, watermarks",
-                "DIGEST -- hash of every visible key and value (compare regions for convergence)",
-                "WAN [LIST] -- emulated link shapes (test/demo only)",
-                "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
-                "WAN CLEAR [<node|region>] -- remove runtime shapes (back to the topology's [[wan]])",
-                "VERSION",
+            "MERIDIAN <subcommand>",
+            "RAFT -- role, term, leader, log and applied indexes, membership",
+            "NODES -- the region's nodes and their link state",
+            "NODE ADD <id> <name> <peer-addr> <resp-addr> -- add a node (learner, then voter)",
+            "NODE REMOVE <id> -- remove a node from the region",
+            "REGIONS -- this region (tombstones waiting, collected) and the others: link, RTT, replication lag, watermarks",
+            "DIGEST -- hash of every visible key and value (compare regions for convergence)",
+            "WAN [LIST] -- emulated link shapes (test/demo only)",
+            "WAN SET <node|region> [DELAY ms] [JITTER ms] [LOSS 0..1] [PARTITION] -- shape datagrams sent there",
+            "WAN CLEAR [<node|region>] -- remove runtime shapes (back to the topology's [[wan]])",
+            "VERSION",
         ]),
         _ => {
             return Err(RespError::UnknownSubcommand {

@@ -77,10 +77,10 @@ const ABSENT: u8 = u8::MAX;
 impl Slot {
     fn new(value: Cached) -> Arc<Slot> {
         match value.as_ref().map_or(0, StoredValue::len) {
-            0 => SlotOf::<[u8; 0]>::with(value),
             1..=63 => SlotOf::<[u8; 63]>::with(value),
             64..=127 => SlotOf::<[u8; 127]>::with(value),
             128..=191 => SlotOf::<[u8; 191]>::with(value),
+            // Nothing to hold in a room: absent, or shared.
             _ => SlotOf::<[u8; 0]>::with(value),
         }
     }
@@ -103,8 +103,7 @@ impl Slot {
 
     /// Replaces the held value (the caller checked [`Slot::fits`]).
     fn store(&self, value: &Cached) {
-        let mut held = self.lock();
-        held.put(value);
+        self.lock().put(value);
     }
 
     /// True when `value` may replace the held one without re-weighing: not larger than what
