@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuPolicy;
 use crate::keyspace::FsyncPolicy;
 
 /// How reads are served when the connection did not say READONLY.
@@ -137,6 +138,8 @@ pub struct ServerConfig {
     /// Worker threads for connections, links and replication (tokio workers; 0 = one per core;
     /// Raft runs on its own thread besides).
     pub io_threads: usize,
+    /// Linux scheduling policy of every thread of the node (see [`crate::cpu`]).
+    pub cpu_policy: CpuPolicy,
     /// Raft settings (the `[raft]` table, read by [`parse_config`]).
     #[serde(skip)]
     pub raft: RaftConfig,
@@ -179,6 +182,7 @@ impl Default for ServerConfig {
             replication_backlog: 1_000_000,
             replication_memory_mb: 32,
             io_threads: 0,
+            cpu_policy: CpuPolicy::Batch,
             raft: RaftConfig::default(),
         }
     }
@@ -288,6 +292,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("at most 256"), "{err}");
+    }
+
+    #[test]
+    fn cpu_policy_is_read() {
+        assert_eq!(
+            parse_config("").unwrap().server.cpu_policy,
+            CpuPolicy::Batch
+        );
+        let cfg = parse_config("[server]\ncpu-policy = \"normal\"\n").unwrap();
+        assert_eq!(cfg.server.cpu_policy, CpuPolicy::Normal);
+        let err = parse_config("[server]\ncpu-policy = \"fifo\"\n")
+            .err()
+            .unwrap();
+        assert!(err.contains("fifo"), "{err}");
     }
 
     #[test]

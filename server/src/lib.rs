@@ -11,6 +11,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod connection;
+pub mod cpu;
 pub mod error;
 pub mod keyspace;
 pub mod listener;

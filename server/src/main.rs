@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use geo::Topology;
 use meridian_server::config::{read_config, ServerConfig};
+use meridian_server::cpu::{self, CpuPolicy};
 use meridian_server::keyspace::FsyncPolicy;
 use meridian_server::node::Node;
 use meridian_server::shutdown::Shutdown;
@@ -53,6 +54,9 @@ struct Cli {
     /// Worker threads (0 = one per core).
     #[arg(long)]
     io_threads: Option<usize>,
+    /// Scheduling policy of the node's threads: batch (default) or normal.
+    #[arg(long, value_parser = parse_cpu_policy)]
+    cpu_policy: Option<CpuPolicy>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +77,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     FsyncPolicy::parse(s).ok_or_else(|| format!("'{s}' is not one of always, everysec, no"))
+}
+
+fn parse_cpu_policy(s: &str) -> Result<CpuPolicy, String> {
+    CpuPolicy::parse(s).ok_or_else(|| format!("'{s}' is not one of batch, normal"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -189,7 +197,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = cli.io_threads {
         server.io_threads = v;
     }
+    if let Some(v) = cli.cpu_policy {
+        server.cpu_policy = v;
+    }
     server.validate().map_err(|e| anyhow::anyhow!(e))?;
+    // Before any other thread starts, so that every thread inherits it.
+    if let Err(e) = cpu::apply(server.cpu_policy) {
+        tracing::warn!(policy = server.cpu_policy.name(), error = %e, "cannot set the CPU policy; running with the default");
+    }
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if server.io_threads > 0 {

@@ -150,6 +150,7 @@ impl Shared {
                 c.write_buffer_mb.unwrap_or_default().to_string(),
             ),
             ("io-threads", c.io_threads.to_string()),
+            ("cpu-policy", c.cpu_policy.name().into()),
             ("replication-backlog", c.replication_backlog.to_string()),
             ("replication-memory-mb", c.replication_memory_mb.to_string()),
         ]

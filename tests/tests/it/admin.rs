@@ -451,6 +451,45 @@ fn command_count_info_docs_list() {
     );
 }
 
+/// The scheduling policy of every thread of a process, from field 41 of
+/// `/proc/PID/task/TID/stat` (0 = SCHED_OTHER, 3 = SCHED_BATCH).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // The name is in parentheses and may hold spaces; the fields follow the last ')'.
+        let (head, tail) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let policy = tail.split_whitespace().nth(38).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out
+}
+
+#[test]
+fn cpu_policy_reaches_every_thread() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "cpu-policy"]),
+        vec!["cpu-policy", "batch"]
+    );
+    let threads = thread_policies(node.pid().unwrap());
+    assert!(
+        threads.iter().any(|(n, _)| n == "meridian-raft"),
+        "{threads:?}"
+    );
+    assert!(
+        threads.iter().any(|(n, _)| n.starts_with("rocksdb")),
+        "{threads:?}"
+    );
+    assert!(threads.iter().all(|(_, p)| *p == 3), "{threads:?}");
+
+    let node = Node::start(NodeOpts::default().arg("--cpu-policy").arg("normal"));
+    let threads = thread_policies(node.pid().unwrap());
+    assert!(threads.iter().all(|(_, p)| *p == 0), "{threads:?}");
+}
+
 #[test]
 fn config_get_set() {
     let node = Node::start(NodeOpts::default());
