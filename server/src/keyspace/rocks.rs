@@ -18,6 +18,8 @@ pub const CF_EXPIRY: &str = "expiry";
 pub const CF_META: &str = "meta";
 /// Column family of the replication outbox: local log index → key states to ship.
 pub const CF_OUTBOX: &str = "outbox";
+/// Flushed files in L0 that start a compaction into the level below (RocksDB's default: 4).
+pub const L0_COMPACTION_TRIGGER: i32 = 8;
 /// Every column family the node opens (Raft adds its own beside these).
 pub const COLUMN_FAMILIES: &[&str] = &[CF_DATA, CF_EXPIRY, CF_META, CF_OUTBOX];
 
@@ -43,6 +45,11 @@ pub fn open(path: &Path, opts: &KeyspaceOptions, extra_cfs: &[&str]) -> Result<D
     cf_opts.set_write_buffer_size(opts.write_buffer_bytes);
     cf_opts.set_max_write_buffer_number(opts.max_write_buffers);
     cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Small memtables flush often (every 50 ms at 350k SET/s), and while the data is small
+    // every L0 compaction rewrites all of it: compacting after 8 flushed files instead of 4
+    // halves that work (server CPU per SET -P16 3.8 -> 3.55 us, 3 A/B rounds; writes of new
+    // keys, which probe every L0 file's filter, unchanged).
+    cf_opts.set_level_zero_file_num_compaction_trigger(L0_COMPACTION_TRIGGER);
 
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
