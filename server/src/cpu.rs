@@ -7,8 +7,9 @@
 //! one request burst there, wakes the client, and sleeps: the two ping-pong in slices of
 //! tens of microseconds with a context switch each way. Under `SCHED_BATCH` the client
 //! finishes its turn first and a worker wakes to several ready connections (measured on
-//! 2 cores beside redis-benchmark: GET -P16 +15–20 %, SET -P1 +20 %; redis-server, one
-//! thread, gained nothing from it). `normal` keeps the kernel's default (`SCHED_OTHER`).
+//! 2 cores beside redis-benchmark, medians of 3 A/B rounds: SET -P1 +30 %, SET -P16 +11 %,
+//! GET -P16 +8 %; redis-server, one thread, gained nothing from it). `normal` keeps the
+//! kernel's default (`SCHED_OTHER`).
 
 use serde::{Deserialize, Serialize};
 
