@@ -39,6 +39,15 @@ use crate::write::{now_ms, WriteError};
 
 /// Outbox entries sent per replication call at most.
 const SHIP_BATCH: usize = 256;
+/// Bytes of outbox entries per replication call at most (one larger entry still goes, alone).
+const SHIP_CALL_BYTES: usize = 1024 * 1024;
+/// Bytes of outbox entries in calls not yet answered, at most: a region slower to merge than
+/// this one writes (on a busy machine, or catching up) gets a bounded queue of work instead
+/// of a pipeline of calls so deep that the last ones time out while the first are merged, and
+/// then get sent again from storage (seen as calls timing out after 5 s under a SET load, and
+/// as that replication cost varying from run to run). 8 MiB per 80 ms round trip still
+/// carries about 100 MB/s.
+const SHIP_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
 /// Replication calls in flight per target region (covers a WAN round trip at one call per
 /// `SHIP_COALESCE`, with room to spare).
 const SHIP_PIPELINE: usize = 128;
@@ -565,8 +574,11 @@ async fn ship_from(
     let mut last_sent = tokio::time::Instant::now();
     let mut seen_sent: Option<Vec<(u8, u64)>> = None;
     let mut seen_sent_at = tokio::time::Instant::now();
-    // HLC of the first entry of each call in flight (0 for calls without entries), in order.
-    let mut first_hlcs: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    // HLC of the first entry of each call in flight (0 for calls without entries) and the
+    // call's bytes of entries, in order.
+    let mut first_hlcs: std::collections::VecDeque<(u64, usize)> =
+        std::collections::VecDeque::new();
+    let mut in_flight_bytes = 0usize;
     loop {
         if !raft.is_leader() || shutdown.token.is_cancelled() {
             return Ok(());
@@ -577,21 +589,25 @@ async fn ship_from(
         let notified = keyspace.outbox_notify().notified();
         let next_send = last_sent + SHIP_COALESCE;
         let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
-        if in_flight.len() < SHIP_PIPELINE && !coalescing {
+        let window_open = in_flight.len() < SHIP_PIPELINE && in_flight_bytes < SHIP_INFLIGHT_BYTES;
+        if window_open && !coalescing {
             // What we merged, read before the outbox (see `ShipRequest::seen`).
             let seen = keyspace.merged_hlcs();
             let entries = keyspace
-                .outbox_raw_after(sent_upto, SHIP_BATCH)
+                .outbox_raw_after(sent_upto, SHIP_BATCH, SHIP_CALL_BYTES)
                 .map_err(|e| e.to_string())?;
             if let (Some((last_index, _)), Some((_, first))) = (entries.last(), entries.first()) {
                 let last_index = *last_index;
                 let first_hlc = OutboxEntry::hlc_of(first).map_err(|e| e.to_string())?;
-                if first_hlcs.iter().all(|h| *h == 0) {
+                if first_hlcs.iter().all(|(h, _)| *h == 0) {
                     target
                         .oldest_unacked_hlc
                         .store(first_hlc, Ordering::Relaxed);
                 }
-                let complete = entries.len() < SHIP_BATCH;
+                let bytes: usize = entries.iter().map(|(_, e)| e.len()).sum();
+                // The call reaches the outbox's end (not cut by a bound). An entry written
+                // since the read makes this false: its `seen` then goes with a later call.
+                let complete = last_index >= keyspace.outbox_last();
                 let request = ShipRequest {
                     origin: my_id,
                     prev: sent_upto,
@@ -603,7 +619,8 @@ async fn ship_from(
                     resync_watermark: None,
                 };
                 in_flight.push_back(ship_call(endpoint, peer, &request, last_index)?);
-                first_hlcs.push_back(first_hlc);
+                first_hlcs.push_back((first_hlc, bytes));
+                in_flight_bytes += bytes;
                 sent_upto = last_index;
                 last_sent = tokio::time::Instant::now();
                 if complete {
@@ -625,7 +642,7 @@ async fn ship_from(
                     seen: Some(seen.clone()),
                 };
                 in_flight.push_back(ship_call(endpoint, peer, &request, sent_upto)?);
-                first_hlcs.push_back(0);
+                first_hlcs.push_back((0, 0));
                 seen_sent = Some(seen);
                 seen_sent_at = tokio::time::Instant::now();
                 last_sent = seen_sent_at;
@@ -639,13 +656,19 @@ async fn ship_from(
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 wm = done?;
-                first_hlcs.pop_front();
+                if let Some((_, bytes)) = first_hlcs.pop_front() {
+                    in_flight_bytes -= bytes;
+                }
                 target.acked.fetch_max(wm, Ordering::Relaxed);
                 target.acked_log.fetch_max(wm, Ordering::Relaxed);
-                let next = first_hlcs.iter().copied().find(|h| *h != 0).unwrap_or(0);
+                let next = first_hlcs
+                    .iter()
+                    .map(|(h, _)| *h)
+                    .find(|h| *h != 0)
+                    .unwrap_or(0);
                 target.oldest_unacked_hlc.store(next, Ordering::Relaxed);
             }
-            _ = notified, if in_flight.len() < SHIP_PIPELINE && !coalescing => {}
+            _ = notified, if window_open && !coalescing => {}
             _ = tokio::time::sleep_until(next_send), if coalescing => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = shutdown.token.cancelled() => return Ok(()),

@@ -943,14 +943,19 @@ mod tests {
     fn the_shipper_reads_the_same_outbox_from_memory_as_from_storage() {
         let dir = tempfile::tempdir().expect("tempdir");
         let indexes = |v: Vec<(u64, Bytes)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
-        let after = |ks: &Keyspace, index| indexes(ks.outbox_raw_after(index, 10).expect("read"));
+        let after = |ks: &Keyspace, index| {
+            indexes(ks.outbox_raw_after(index, 10, usize::MAX).expect("read"))
+        };
         {
             let ks = keyspace(dir.path());
             for index in [3u64, 4, 7, 9] {
                 apply_entry(&ks, index, vec![set(&format!("k{index}"))]);
             }
-            let from_memory = ks.outbox_raw_after(3, 10).expect("read");
-            assert_eq!(from_memory, ks.outbox_stored_after(3, 10).expect("read"));
+            let from_memory = ks.outbox_raw_after(3, 10, usize::MAX).expect("read");
+            assert_eq!(
+                from_memory,
+                ks.outbox_stored_after(3, 10, usize::MAX).expect("read")
+            );
             assert_eq!(indexes(from_memory), vec![4, 7, 9]);
             assert!(ks.outbox_memory() > 0);
             assert_eq!(ks.outbox_last(), 9);

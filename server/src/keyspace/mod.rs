@@ -305,17 +305,19 @@ impl Keyspace {
         self.collected.load(Ordering::Relaxed)
     }
 
-    /// Outbox entries after `after`, at most `max`, in index order, as stored (an encoded
-    /// [`OutboxEntry`] each): from the in-memory tail when it reaches back that far.
+    /// Outbox entries after `after`, at most `max` and `max_bytes` (but at least one), in
+    /// index order, as stored (an encoded [`OutboxEntry`] each): from the in-memory tail when
+    /// it reaches back that far.
     pub fn outbox_raw_after(
         &self,
         after: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, StorageError> {
-        if let Some(entries) = self.outbox_tail.after(after, max) {
+        if let Some(entries) = self.outbox_tail.after(after, max, max_bytes) {
             return Ok(entries);
         }
-        let entries = self.outbox_stored_after(after, max)?;
+        let entries = self.outbox_stored_after(after, max, max_bytes)?;
         self.outbox_storage_reads
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
         Ok(entries)
@@ -332,6 +334,7 @@ impl Keyspace {
         &self,
         after: u64,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, StorageError> {
         let start = after.saturating_add(1).to_be_bytes();
         let iter = self.db.iterator_cf(
@@ -339,8 +342,13 @@ impl Keyspace {
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in iter.take(max) {
             let (k, v) = item?;
+            bytes += v.len();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
             let index = <[u8; 8]>::try_from(k.as_ref())
                 .map(u64::from_be_bytes)
                 .map_err(|_| StorageError::Corrupt { key_len: k.len() })?;

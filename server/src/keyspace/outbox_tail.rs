@@ -88,15 +88,24 @@ impl OutboxTail {
         inner.floor = floor;
     }
 
-    /// The entries after `after`, at most `max`, in index order; `None` when the tail does
-    /// not reach back that far (read storage instead).
-    pub fn after(&self, after: u64, max: usize) -> Option<Vec<(u64, Bytes)>> {
+    /// The entries after `after`, at most `max` and `max_bytes` (but at least one), in index
+    /// order; `None` when the tail does not reach back that far (read storage instead).
+    pub fn after(&self, after: u64, max: usize, max_bytes: usize) -> Option<Vec<(u64, Bytes)>> {
         let inner = self.lock();
         if after < inner.floor {
             return None;
         }
         let start = inner.entries.partition_point(|(i, _)| *i <= after);
-        Some(inner.entries.range(start..).take(max).cloned().collect())
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (index, entry) in inner.entries.range(start..).take(max) {
+            bytes += entry.len();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push((*index, entry.clone()));
+        }
+        Some(out)
     }
 
     /// Bytes of entries held.
@@ -118,17 +127,35 @@ mod tests {
     }
 
     #[test]
+    fn a_read_stops_at_its_byte_bound_but_returns_one_entry() {
+        let tail = OutboxTail::new(1000, 0);
+        for i in 1..=5 {
+            tail.push(i, entry(30));
+        }
+        assert_eq!(indexes(tail.after(0, 10, 100)), Some(vec![1, 2, 3]));
+        assert_eq!(indexes(tail.after(0, 10, 10)), Some(vec![1]));
+        assert_eq!(indexes(tail.after(3, 10, 60)), Some(vec![4, 5]));
+    }
+
+    #[test]
     fn serves_what_it_holds_and_sends_older_reads_to_storage() {
         let tail = OutboxTail::new(1000, 10);
-        assert_eq!(indexes(tail.after(9, 10)), None, "below the floor");
-        assert_eq!(indexes(tail.after(10, 10)), Some(vec![]));
+        assert_eq!(
+            indexes(tail.after(9, 10, usize::MAX)),
+            None,
+            "below the floor"
+        );
+        assert_eq!(indexes(tail.after(10, 10, usize::MAX)), Some(vec![]));
         for i in [12, 15, 16, 20] {
             tail.push(i, entry(10));
         }
-        assert_eq!(indexes(tail.after(10, 10)), Some(vec![12, 15, 16, 20]));
-        assert_eq!(indexes(tail.after(15, 2)), Some(vec![16, 20]));
-        assert_eq!(indexes(tail.after(13, 1)), Some(vec![15]));
-        assert_eq!(indexes(tail.after(20, 10)), Some(vec![]));
+        assert_eq!(
+            indexes(tail.after(10, 10, usize::MAX)),
+            Some(vec![12, 15, 16, 20])
+        );
+        assert_eq!(indexes(tail.after(15, 2, usize::MAX)), Some(vec![16, 20]));
+        assert_eq!(indexes(tail.after(13, 1, usize::MAX)), Some(vec![15]));
+        assert_eq!(indexes(tail.after(20, 10, usize::MAX)), Some(vec![]));
         assert_eq!(tail.bytes(), 40);
     }
 
@@ -139,8 +166,12 @@ mod tests {
             tail.push(i, entry(10));
         }
         assert_eq!(tail.bytes(), 20);
-        assert_eq!(indexes(tail.after(3, 10)), Some(vec![4, 5]));
-        assert_eq!(indexes(tail.after(2, 10)), None, "entry 3 was dropped");
+        assert_eq!(indexes(tail.after(3, 10, usize::MAX)), Some(vec![4, 5]));
+        assert_eq!(
+            indexes(tail.after(2, 10, usize::MAX)),
+            None,
+            "entry 3 was dropped"
+        );
     }
 
     #[test]
@@ -150,13 +181,13 @@ mod tests {
             tail.push(i, entry(1));
         }
         tail.trim(3);
-        assert_eq!(indexes(tail.after(3, 10)), Some(vec![4, 5]));
-        assert_eq!(indexes(tail.after(1, 10)), None);
+        assert_eq!(indexes(tail.after(3, 10, usize::MAX)), Some(vec![4, 5]));
+        assert_eq!(indexes(tail.after(1, 10, usize::MAX)), None);
         tail.reset(100);
-        assert_eq!(indexes(tail.after(99, 10)), None);
-        assert_eq!(indexes(tail.after(100, 10)), Some(vec![]));
+        assert_eq!(indexes(tail.after(99, 10, usize::MAX)), None);
+        assert_eq!(indexes(tail.after(100, 10, usize::MAX)), Some(vec![]));
         tail.push(101, entry(1));
-        assert_eq!(indexes(tail.after(100, 10)), Some(vec![101]));
+        assert_eq!(indexes(tail.after(100, 10, usize::MAX)), Some(vec![101]));
     }
 
     #[test]
@@ -164,7 +195,7 @@ mod tests {
         let tail = OutboxTail::new(1000, 0);
         tail.push(5, entry(1));
         tail.push(4, entry(1));
-        assert_eq!(indexes(tail.after(4, 10)), None);
-        assert_eq!(indexes(tail.after(5, 10)), Some(vec![]));
+        assert_eq!(indexes(tail.after(4, 10, usize::MAX)), None);
+        assert_eq!(indexes(tail.after(5, 10, usize::MAX)), Some(vec![]));
     }
 }

@@ -823,6 +823,33 @@ fn entries_past_the_in_memory_tail_are_shipped_from_rocksdb() {
 }
 
 #[test]
+fn a_backlog_larger_than_a_call_and_the_window_ships_in_order() {
+    // 300 entries of 40 kB read back from RocksDB: more than one call carries (1 MiB) and
+    // more than the shipper keeps unanswered (8 MiB), so calls are cut by bytes and the
+    // window closes and reopens as b answers.
+    let c = two_regions("replication-memory-mb = 0\n");
+    let (la, _) = (leader(&c, "a"), leader(&c, "b"));
+    let na = &c.nodes()[la];
+    partition_pair(&c, "a", "b");
+    let value = "v".repeat(40_000);
+    {
+        let mut con = na.client();
+        for i in 0..300 {
+            let _: () = q(&mut con, &["SET", &format!("geo:big:{i}"), &value]);
+        }
+        let _: () = q(&mut con, &["SET", "geo:big:last", "done"]);
+    }
+    c.heal();
+    wait_value_everywhere(&c, "geo:big:last", Some("done"));
+    let (_, keys) = wait_converged(&c, "after a backlog of 12 MB");
+    assert_eq!(keys, 301);
+    for node in c.nodes() {
+        let got: String = q(&mut node.client(), &["GET", "geo:big:299"]);
+        assert_eq!(got.len(), value.len(), "on {}", node.name());
+    }
+}
+
+#[test]
 fn flushall_in_one_region_empties_every_region() {
     let c = two_regions("");
     let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
