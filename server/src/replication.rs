@@ -120,7 +120,8 @@ pub struct ShipRequest {
     pub resync_watermark: Option<u64>,
     /// The sender's `merged_hlc` per origin, read before the outbox: valid once this call's
     /// entries are merged, since they include every entry applied before it was read. Sent
-    /// only when the call holds everything pending (not cut at `SHIP_BATCH`).
+    /// only when the call holds everything pending (not cut at `SHIP_BATCH` or
+    /// `SHIP_CALL_BYTES`).
     pub seen: Option<Vec<(u8, u64)>>,
 }
 
