@@ -528,12 +528,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn replication_reads_at_most_a_bounded_payload_from_storage() {
-        let dir = tempfile::tempdir().unwrap();
-        let keyspace = Arc::new(
+    /// A keyspace with small caches and no in-memory outbox, in `dir`.
+    fn small_keyspace(dir: &std::path::Path) -> Arc<Keyspace> {
+        Arc::new(
             Keyspace::open(crate::keyspace::KeyspaceOptions {
-                path: dir.path().join("db"),
+                path: dir.join("db"),
                 hot_cache_bytes: 1 << 20,
                 block_cache_bytes: 1 << 20,
                 write_buffer_bytes: 1 << 20,
@@ -542,7 +541,13 @@ mod tests {
                 outbox_memory_bytes: 0,
             })
             .unwrap(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn replication_reads_at_most_a_bounded_payload_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyspace = small_keyspace(dir.path());
         // No memory cache: everything is read back from RocksDB.
         let mut store = LogStore::new(keyspace.clone(), 0);
         let cf = rocks::cf(keyspace.db(), CF_LOG);
@@ -571,18 +576,7 @@ mod tests {
     #[tokio::test]
     async fn point_reads_and_the_iterator_return_the_same_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let keyspace = Arc::new(
-            Keyspace::open(crate::keyspace::KeyspaceOptions {
-                path: dir.path().join("db"),
-                hot_cache_bytes: 1 << 20,
-                block_cache_bytes: 1 << 20,
-                write_buffer_bytes: 1 << 20,
-                max_write_buffers: 2,
-                fsync: crate::keyspace::FsyncPolicy::No,
-                outbox_memory_bytes: 0,
-            })
-            .unwrap(),
-        );
+        let keyspace = small_keyspace(dir.path());
         let mut store = LogStore::new(keyspace.clone(), 0);
         let cf = rocks::cf(keyspace.db(), CF_LOG);
         // Entries 11..=200: as after a purge of everything up to 10.
