@@ -188,6 +188,12 @@ pub fn encode_reply(reply: &Reply, version: ProtocolVersion, out: &mut BytesMut)
     }
 }
 
+/// Appends a bulk string reply holding `data` (the same bytes as `Reply::Bulk` in both
+/// protocols), for callers that hold the bytes only under a lock.
+pub fn encode_bulk(data: &[u8], out: &mut BytesMut) {
+    put_bulk(out, data);
+}
+
 /// `{prefix}{text}\r\n`, with any CR or LF of `text` written as a space.
 fn put_line(out: &mut BytesMut, prefix: u8, text: &[u8]) {
     out.reserve(text.len() + 3);

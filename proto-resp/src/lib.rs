@@ -45,7 +45,7 @@ mod reply_decode;
 mod scan;
 
 pub use decode::{decode_request, Request};
-pub use encode::{encode_reply, ProtocolVersion, Reply};
+pub use encode::{encode_bulk, encode_reply, ProtocolVersion, Reply};
 pub use error::ProtoError;
 pub use limits::Limits;
 pub use reply_decode::{decode_reply, ReplyDecodeError};

@@ -193,6 +193,7 @@ impl Session {
             client: &mut self.client,
             now_ms,
             spec,
+            out: &mut self.out,
         };
         match (spec.handler)(&mut ctx, &mut args) {
             Ok(Outcome::Write(op)) => {
@@ -207,6 +208,8 @@ impl Session {
                 self.push_reply(&reply);
                 false
             }
+            // Only reads answer this way, and reads ran after the pending writes' replies.
+            Ok(Outcome::Written) => false,
             Ok(Outcome::Async(future)) => {
                 self.flush_writes().await;
                 let reply = future.await;

@@ -39,6 +39,8 @@ pub enum Outcome {
     Close(Reply),
     /// A reply that needs waiting (admin commands talking to Raft).
     Async(futures::future::BoxFuture<'static, Reply>),
+    /// The reply is already in [`Ctx::out`] (encoded where the value is held, uncopied).
+    Written,
 }
 
 impl From<Reply> for Outcome {
@@ -127,6 +129,8 @@ pub struct Ctx<'a> {
     pub now_ms: u64,
     /// The command's own row.
     pub spec: &'static CommandSpec,
+    /// The connection's reply buffer, for handlers that answer [`Outcome::Written`].
+    pub out: &'a mut bytes::BytesMut,
 }
 
 macro_rules! cmd {

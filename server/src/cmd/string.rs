@@ -1,11 +1,11 @@
 //! String commands: GET, SET and relatives, counters, ranges.
 
 use bytes::Bytes;
-use proto_resp::Reply;
+use proto_resp::{encode_bulk, encode_reply, Reply};
 
 use super::{Args, Ctx, Outcome};
 use crate::error::RespError;
-use crate::keyspace::{StoredValue, ValueType, MAX_STRING_LEN};
+use crate::keyspace::{plain_string_at, StoredValue, ValueType, MAX_STRING_LEN};
 use crate::op::{ExpireSet, Op, SetCond, SetReply};
 
 /// Reads a live string value, failing with WRONGTYPE for other types.
@@ -54,6 +54,23 @@ fn timed_option(ctx: &Ctx<'_>, unit: &str, args: &mut Args) -> Result<u64, RespE
 /// GET key
 pub fn get(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
+    // A cached plain string is encoded where the cache holds it, not copied out first.
+    let (now_ms, protocol) = (ctx.now_ms, ctx.client.protocol);
+    let out = &mut *ctx.out;
+    let written = ctx
+        .shared
+        .keyspace
+        .read_cached(ctx.client.db, &key, |encoded| {
+            match encoded.map(|e| plain_string_at(e, now_ms)) {
+                Some(Some(Some(value))) => encode_bulk(value, out),
+                None | Some(Some(None)) => encode_reply(&Reply::Null, protocol, out),
+                Some(None) => return false,
+            }
+            true
+        });
+    if written == Some(true) {
+        return Ok(Outcome::Written);
+    }
     Ok(match read_string(ctx, &key)? {
         Some(v) => Reply::Bulk(v.payload()),
         None => Reply::Null,

@@ -101,6 +101,19 @@ impl Slot {
         }
     }
 
+    /// Runs `f` on the held encoding under the slot's lock (`None`: known not to exist),
+    /// without copying it out.
+    fn with_encoded<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let held = self.lock();
+        if let Some(shared) = &held.shared {
+            return f(Some(shared.as_bytes()));
+        }
+        match held.len {
+            ABSENT => f(None),
+            len => f(Some(&held.room[..usize::from(len)])),
+        }
+    }
+
     /// Replaces the held value (the caller checked [`Slot::fits`]).
     fn store(&self, value: &Cached) {
         self.lock().put(value);
@@ -233,6 +246,12 @@ impl HotCache {
     /// Looks a key up: `None` = not cached, `Some(None)` = known not to exist.
     pub fn get(&self, data_key: &[u8]) -> Option<Cached> {
         self.lookup(data_key, |slot| slot.value())
+    }
+
+    /// Looks a key up and runs `f` on its encoding where the cache holds it (`None` inside:
+    /// known not to exist); `None` when the key is not cached.
+    pub fn read_with<R>(&self, data_key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        self.lookup(data_key, |slot| slot.with_encoded(f))
     }
 
     /// Looks a key's slot up (for the apply, which may overwrite it; see the module doc).

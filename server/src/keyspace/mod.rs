@@ -25,7 +25,7 @@ use smallvec::SmallVec;
 pub use apply::{OutboxEntry, ShippedState};
 pub use geo::glob::glob_match;
 pub use hot::HotCache;
-pub use value::{KeyState, Stamp, StoredValue, ValueType};
+pub use value::{plain_string_at, KeyState, Stamp, StoredValue, ValueType};
 
 use crate::op::{OpBatch, OpResult};
 use outbox_tail::OutboxTail;
@@ -524,12 +524,24 @@ impl Keyspace {
             .filter(|v| !v.is_expired(now_ms) && v.is_visible()))
     }
 
+    /// Runs `f` on the encoding of `key` when the hot cache holds it (`None` inside: known
+    /// not to exist), without copying it; `None` when it is not cached (use [`Keyspace::get`]).
+    pub fn read_cached<R>(
+        &self,
+        db: u8,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Option<R> {
+        let found = self.hot.read_with(&inline_data_key(db, key), f);
+        if found.is_some() {
+            self.hits.add(1);
+        }
+        found
+    }
+
     /// The stored value of `key` even if expired (not yet removed).
     fn get_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
-        // On the stack for usual key sizes: this runs for every GET.
-        let mut data_key: SmallVec<[u8; 96]> = SmallVec::with_capacity(1 + key.len());
-        data_key.push(db);
-        data_key.extend_from_slice(key);
+        let data_key = inline_data_key(db, key);
         if let Some(cached) = self.hot.get(&data_key) {
             self.hits.add(1);
             return Ok(cached);
@@ -946,6 +958,14 @@ impl StripedCounter {
 
 /// The highest outbox index written: the last one stored, or the trim point when the trim
 /// took them all (0 when none was ever written).
+/// `[db][key]` on the stack for usual key sizes: built for every GET.
+fn inline_data_key(db: u8, key: &[u8]) -> SmallVec<[u8; 96]> {
+    let mut data_key = SmallVec::with_capacity(1 + key.len());
+    data_key.push(db);
+    data_key.extend_from_slice(key);
+    data_key
+}
+
 fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
     let last = db
         .iterator_cf(rocks::cf(db, rocks::CF_OUTBOX), IteratorMode::End)

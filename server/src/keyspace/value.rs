@@ -395,6 +395,44 @@ fn into_shared(src: &[u8]) -> Bytes {
     }
 }
 
+/// (header length, counter entry length) of an encoding's format.
+fn layout_of(encoded: &[u8]) -> (usize, usize) {
+    if encoded[0] == VALUE_FORMAT_2 {
+        (FIXED_LEN_2, PN_ENTRY_LEN_2)
+    } else {
+        (FIXED_LEN, PN_ENTRY_LEN)
+    }
+}
+
+/// Floors an encoding carries (the compact format has none).
+fn n_floors_of(encoded: &[u8]) -> usize {
+    if encoded[0] == VALUE_FORMAT_2 {
+        0
+    } else {
+        u16_at(encoded, 33)
+    }
+}
+
+/// Bytes between an encoding's header and its register: counter entries and floors.
+fn counters_len_of(encoded: &[u8]) -> usize {
+    let (_, entry) = layout_of(encoded);
+    (u16_at(encoded, 29) + u16_at(encoded, 31)) * entry + n_floors_of(encoded) * FLOOR_LEN
+}
+
+/// What a GET of a plain string finds in an encoding already checked (a cached one), without
+/// copying it: `Some(Some(value))` while it lives, `Some(None)` when it expired or was deleted,
+/// `None` for a state with counters (read it through [`StoredValue::payload`]).
+pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
+    if counters_len_of(encoded) != 0 {
+        return None;
+    }
+    let expired = matches!(u64_at(encoded, 2), at if at != 0 && at <= now_ms);
+    if expired || encoded[19] & FLAG_DELETED != 0 {
+        return Some(None);
+    }
+    Some(Some(&encoded[layout_of(encoded).0..]))
+}
+
 /// An encoded key state; cheap to clone (shares the buffer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredValue(Bytes);
@@ -444,25 +482,12 @@ impl StoredValue {
 
     /// (header length, counter entry length) of this encoding's format.
     fn layout(&self) -> (usize, usize) {
-        if self.0[0] == VALUE_FORMAT_2 {
-            (FIXED_LEN_2, PN_ENTRY_LEN_2)
-        } else {
-            (FIXED_LEN, PN_ENTRY_LEN)
-        }
-    }
-
-    fn n_floors(&self) -> usize {
-        if self.0[0] == VALUE_FORMAT_2 {
-            0
-        } else {
-            u16_at(&self.0, 33)
-        }
+        layout_of(&self.0)
     }
 
     /// Bytes between the header and the register: counter entries and floors.
     fn counters_len(&self) -> usize {
-        let (_, entry) = self.layout();
-        (u16_at(&self.0, 29) + u16_at(&self.0, 31)) * entry + self.n_floors() * FLOOR_LEN
+        counters_len_of(&self.0)
     }
 
     /// Decodes the full state.
@@ -504,7 +529,7 @@ impl StoredValue {
             },
             pn: (0..n_pn).map(entry).collect(),
             observed: (n_pn..n_pn + n_obs).map(entry).collect(),
-            floors: (0..self.n_floors())
+            floors: (0..n_floors_of(b))
                 .map(|i| {
                     let at = floors_at + i * FLOOR_LEN;
                     (b[at], u64_at(b, at + 1))
@@ -578,6 +603,31 @@ impl StoredValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_string_at_reads_what_a_get_would() {
+        let stamp = Stamp { hlc: 7, region: 0 };
+        let live = KeyState::string(b"hello", stamp, None).encode();
+        assert_eq!(
+            plain_string_at(live.as_bytes(), 100),
+            Some(Some(&b"hello"[..]))
+        );
+        assert_eq!(live.payload(), Bytes::from_static(b"hello"));
+        let expiring = KeyState::string(b"soon", stamp, Some(50)).encode();
+        assert_eq!(
+            plain_string_at(expiring.as_bytes(), 49),
+            Some(Some(&b"soon"[..]))
+        );
+        assert_eq!(plain_string_at(expiring.as_bytes(), 50), Some(None));
+        let mut gone = KeyState::string(b"x", stamp, None);
+        gone.delete(Stamp { hlc: 8, region: 0 });
+        assert_eq!(plain_string_at(gone.encode().as_bytes(), 100), Some(None));
+        // A counter's value is computed from its entries: not read in place.
+        let mut counter = KeyState::string(b"", stamp, None);
+        counter.add(0, 5, 9);
+        let counter = counter.encode();
+        assert_eq!(plain_string_at(counter.as_bytes(), 100), None);
+    }
 
     fn st(hlc: u64, region: u8) -> Stamp {
         Stamp { hlc, region }

@@ -518,6 +518,8 @@ fn incrbyfloat() {
 fn resp3_string_replies() {
     let node = Node::start(NodeOpts::default());
     let mut c = node.client_resp3();
+    // Twice: the second GET finds the key's absence in the hot cache and answers from there.
+    assert_eq!(q::<Value>(&mut c, &["GET", "missing"]), Value::Nil);
     assert_eq!(q::<Value>(&mut c, &["GET", "missing"]), Value::Nil);
     assert_eq!(q::<Value>(&mut c, &["SET", "k", "v"]), Value::Okay);
     assert_eq!(
@@ -525,6 +527,17 @@ fn resp3_string_replies() {
         Value::BulkString(b"v".to_vec())
     );
     assert_eq!(q::<Value>(&mut c, &["INCR", "n"]), Value::Int(1));
+    assert_eq!(
+        q::<Value>(&mut c, &["GET", "n"]),
+        Value::BulkString(b"1".to_vec())
+    );
+    // An expired key read from the cache is nil.
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "e", "v", "PX", "30"]),
+        Value::Okay
+    );
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(q::<Value>(&mut c, &["GET", "e"]), Value::Nil);
     // INCRBYFLOAT answers a bulk string, not a RESP3 double, as Redis does.
     assert_eq!(
         q::<Value>(&mut c, &["INCRBYFLOAT", "f", "1.5"]),
