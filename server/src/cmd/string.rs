@@ -64,11 +64,12 @@ pub fn get(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
             match encoded.map(|e| plain_string_at(e, now_ms)) {
                 Some(Some(Some(value))) => encode_bulk(value, out),
                 None | Some(Some(None)) => encode_reply(&Reply::Null, protocol, out),
-                Some(None) => return false,
+                // A state with counters: decoded by the general path.
+                Some(None) => return None,
             }
-            true
+            Some(())
         });
-    if written == Some(true) {
+    if written.is_some() {
         return Ok(Outcome::Written);
     }
     Ok(match read_string(ctx, &key)? {

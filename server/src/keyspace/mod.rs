@@ -524,15 +524,16 @@ impl Keyspace {
             .filter(|v| !v.is_expired(now_ms) && v.is_visible()))
     }
 
-    /// Runs `f` on the encoding of `key` when the hot cache holds it (`None` inside: known
-    /// not to exist), without copying it; `None` when it is not cached (use [`Keyspace::get`]).
+    /// Runs `f` on the encoding of `key` when the hot cache holds it (`None` given to `f`:
+    /// known not to exist), without copying it. `None` when it is not cached, or when `f`
+    /// declined it (returned `None`): then use [`Keyspace::get`], which counts the hit.
     pub fn read_cached<R>(
         &self,
         db: u8,
         key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> R,
+        f: impl FnOnce(Option<&[u8]>) -> Option<R>,
     ) -> Option<R> {
-        let found = self.hot.read_with(&inline_data_key(db, key), f);
+        let found = self.hot.read_with(&inline_data_key(db, key), f).flatten();
         if found.is_some() {
             self.hits.add(1);
         }
