@@ -554,6 +554,22 @@ fn resp3_string_replies() {
     );
 }
 
+#[test]
+fn values_of_every_size_read_back_from_the_cache() {
+    // Sizes inside a cache slot's room and past it (held in a shared buffer).
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        for len in [0usize, 1, 60, 150, 191, 192, 1000, 100_000] {
+            let value: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            let key = format!("size:{len}");
+            let _: () = q(&mut c, &["SET", &key, &value]);
+            for _ in 0..2 {
+                assert_eq!(q::<String>(&mut c, &["GET", &key]), value, "{len} bytes");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_multiplexed_concurrent_incr() {
     let node = Node::start(NodeOpts::default());
