@@ -957,8 +957,6 @@ impl StripedCounter {
     }
 }
 
-/// The highest outbox index written: the last one stored, or the trim point when the trim
-/// took them all (0 when none was ever written).
 /// `[db][key]` on the stack for usual key sizes: built for every GET.
 fn inline_data_key(db: u8, key: &[u8]) -> SmallVec<[u8; 96]> {
     let mut data_key = SmallVec::with_capacity(1 + key.len());
@@ -967,6 +965,8 @@ fn inline_data_key(db: u8, key: &[u8]) -> SmallVec<[u8; 96]> {
     data_key
 }
 
+/// The highest outbox index written: the last one stored, or the trim point when the trim
+/// took them all (0 when none was ever written).
 fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
     let last = db
         .iterator_cf(rocks::cf(db, rocks::CF_OUTBOX), IteratorMode::End)

@@ -419,6 +419,14 @@ fn counters_len_of(encoded: &[u8]) -> usize {
     (u16_at(encoded, 29) + u16_at(encoded, 31)) * entry + n_floors_of(encoded) * FLOOR_LEN
 }
 
+/// An encoding's absolute expiry in unix ms, if any.
+fn expire_at_of(encoded: &[u8]) -> Option<u64> {
+    match u64_at(encoded, 2) {
+        0 => None,
+        ms => Some(ms),
+    }
+}
+
 /// What a GET of a plain string finds in an encoding already checked (a cached one), without
 /// copying it: `Some(Some(value))` while it lives, `Some(None)` when it expired or was deleted,
 /// `None` for a state with counters (read it through [`StoredValue::payload`]).
@@ -426,7 +434,7 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
     if counters_len_of(encoded) != 0 {
         return None;
     }
-    let expired = matches!(u64_at(encoded, 2), at if at != 0 && at <= now_ms);
+    let expired = expire_at_of(encoded).is_some_and(|at| at <= now_ms);
     if expired || encoded[19] & FLAG_DELETED != 0 {
         return Some(None);
     }
@@ -545,10 +553,7 @@ impl StoredValue {
 
     /// Absolute expiry in unix ms, if any.
     pub fn expire_at(&self) -> Option<u64> {
-        match u64_at(&self.0, 2) {
-            0 => None,
-            ms => Some(ms),
-        }
+        expire_at_of(&self.0)
     }
 
     /// True when the value has expired at `now_ms`.

@@ -292,9 +292,7 @@ impl LogStore {
         }
         Ok(out)
     }
-}
 
-impl LogStore {
     /// Entries `start..end` by point lookups (see [`POINT_READ_MAX`]); `None` when the first
     /// is not stored (purged, or past the end), which the iterator path answers.
     fn read_entries_by_key(
