@@ -38,7 +38,7 @@ pub use cluster::{
     meridian_nodes, raft_status, Cluster, ClusterSpec, NodeInfo, RaftStatus, RegionSpec,
 };
 pub use limit::{NodePermit, DEFAULT_MAX_NODES};
-pub use node::{describe_exit, meridian_bin, Node, NodeOpts};
+pub use node::{describe_exit, meridian_bin, repo_root, Node, NodeOpts};
 pub use ports::free_port;
 pub use raw::{encode_command, RawConn, Reply};
 pub use tools::{redis_benchmark_at, redis_cli_at, require_tool};

@@ -49,6 +49,20 @@ pub fn meridian_bin() -> PathBuf {
     dir.join("meridian")
 }
 
+/// The repository's root: from `CARGO_MANIFEST_DIR` as cargo sets it when it runs the tests,
+/// falling back to the directory the tests were compiled in. A test binary reused from a
+/// shared target directory (CI clones into a new directory each time) must read the config
+/// files of the checkout it runs for, not of the one it was first built from.
+pub fn repo_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
 /// Options for a single [`Node`]. `Default` gives a plain node: no password, default
 /// `appendfsync`, no metrics listener.
 #[derive(Clone, Debug, Default)]

@@ -2,7 +2,7 @@
 //! node, membership changes, mutual TLS against the cluster CA, and `config/local-cluster.sh`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -389,7 +389,7 @@ impl Drop for ScriptCluster {
 }
 
 fn local_cluster(args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/local-cluster.sh");
+    let script = meridian_tests::repo_root().join("config/local-cluster.sh");
     Command::new("bash")
         .arg(&script)
         .args(args)
@@ -414,7 +414,7 @@ fn local_cluster_script_up_and_down() {
     let _permit = NodePermit::acquire(3);
     let tmp = tempfile::tempdir().unwrap();
     // config/region-3.toml as shipped, with free ports instead of 7001…7103.
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/region-3.toml");
+    let shipped = meridian_tests::repo_root().join("config/region-3.toml");
     let mut topo: toml::Table = toml::from_str(&std::fs::read_to_string(&shipped).unwrap())
         .expect("config/region-3.toml parses");
     let mut expected = Vec::new();
