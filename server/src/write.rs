@@ -70,7 +70,7 @@ impl Writer {
                     now_ms: now_ms(),
                     hlc: now_ms() << 16,
                     origin: keyspace.region_id(),
-                    ops,
+                    ops: ops.into(),
                 };
                 Ok((keyspace.apply_batch(&batch)?, 0))
             }

@@ -864,7 +864,7 @@ mod tests {
             now_ms: 1,
             hlc,
             origin: 0,
-            ops,
+            ops: ops.into(),
         })
         .expect("apply")
     }
@@ -933,7 +933,7 @@ mod tests {
             now_ms: 1,
             hlc: index * 10,
             origin: 0,
-            ops,
+            ops: ops.into(),
         };
         ks.apply_batch_with_meta(&batch, &[], Some(index))
             .expect("apply");

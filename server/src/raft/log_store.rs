@@ -521,7 +521,8 @@ mod tests {
                     expire: crate::op::ExpireSet::Clear,
                     cond: crate::op::SetCond::Always,
                     reply: crate::op::SetReply::OkOrNil,
-                }],
+                }]
+                .into(),
             }),
         }
     }

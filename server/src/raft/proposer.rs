@@ -88,7 +88,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
             now_ms: now_ms(),
             hlc: hlc.now().as_u64(),
             origin: region,
-            ops,
+            ops: ops.into(),
         };
         match raft.client_write_ff(batch).await {
             Ok(receiver) => {

@@ -228,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 now_ms: 0,
                 hlc: 0,
                 origin: u8::MAX,
-                ops: Vec::new(),
+                ops: Arc::from([]),
             };
             let (batch, results_expected) = match &entry.payload {
                 EntryPayload::Normal(batch) => (batch, true),
