@@ -8,10 +8,8 @@
 //! tens of microseconds with a context switch each way. Under `SCHED_BATCH` the client
 //! finishes its turn first and a worker wakes to several ready connections (measured on
 //! 2 cores beside redis-benchmark, medians of 3 A/B rounds: SET -P1 +30 %, SET -P16 +11 %,
-//! GET -P16 +8 %; redis-server, one thread, gained nothing from it). Under `batch` RocksDB's
-//! flush and compaction threads are also lowered to nice 19 (see `keyspace::rocks::open`), so
-//! background work fills the gaps of the request path instead of taking turns with it.
-//! `normal` keeps the kernel's default (`SCHED_OTHER`, nice 0) for every thread.
+//! GET -P16 +8 %; redis-server, one thread, gained nothing from it). `normal` keeps the
+//! kernel's default (`SCHED_OTHER`).
 
 use serde::{Deserialize, Serialize};
 

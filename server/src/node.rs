@@ -407,7 +407,6 @@ impl Node {
             max_write_buffers: 2,
             fsync: config.appendfsync,
             outbox_memory_bytes: usize::try_from(config.replication_memory_mb * 1024 * 1024)?,
-            background_low_priority: config.cpu_policy == crate::cpu::CpuPolicy::Batch,
         })?);
         info!(
             keys = keyspace.dbsize(0),

@@ -848,7 +848,6 @@ mod tests {
             max_write_buffers: 2,
             fsync: FsyncPolicy::No,
             outbox_memory_bytes: 1 << 20,
-            background_low_priority: false,
         })
         .expect("open")
     }

@@ -94,9 +94,6 @@ pub struct KeyspaceOptions {
     pub fsync: FsyncPolicy,
     /// Bytes of the newest outbox entries kept in memory for the replication shipper.
     pub outbox_memory_bytes: usize,
-    /// Run RocksDB's flush and compaction threads at the lowest CPU priority (nice 19), below
-    /// the threads serving requests (see `rocks::open`).
-    pub background_low_priority: bool,
 }
 
 /// A storage failure.

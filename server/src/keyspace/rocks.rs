@@ -62,21 +62,6 @@ pub fn open(path: &Path, opts: &KeyspaceOptions, extra_cfs: &[&str]) -> Result<D
     // Applied batches are written without RocksDB's WAL (the Raft log is the WAL): flushing
     // every column family together keeps data, expiry index and applied position consistent.
     db_opts.set_atomic_flush(true);
-    if opts.background_low_priority {
-        // Flushes and compactions yield the CPU to the Raft thread and the connections: on a
-        // machine with fewer free cores than busy threads they otherwise take turns with the
-        // request path at equal weight. They run in the gaps instead, and still get the CPU
-        // the moment memtables fill and writes would wait for them (SET -P16 on 2 cores
-        // beside redis-benchmark: +2 to +11 % in 5 A/B rounds, p99 7.3 / 6.9 -> 6.3 / 6.3 ms).
-        // RocksDB applies it to each pool thread before its next job (`SCHED_OTHER`, nice 19).
-        let mut env = rocksdb::Env::new().map_err(|source| StorageError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
-        db_opts.set_env(&env);
-    }
 
     let cfs = COLUMN_FAMILIES
         .iter()

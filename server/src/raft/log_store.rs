@@ -538,7 +538,6 @@ mod tests {
                 max_write_buffers: 2,
                 fsync: crate::keyspace::FsyncPolicy::No,
                 outbox_memory_bytes: 0,
-                background_low_priority: false,
             })
             .unwrap(),
         )
