@@ -25,8 +25,11 @@ use crate::stats::Stats;
 use crate::write::{now_ms, Writer};
 use geo::{Endpoint, LinkConfig, Topology};
 
-/// `write-buffer-mb` when unset, in a topology of one region (see `ServerConfig`).
-pub const WRITE_BUFFER_MB: u64 = 4;
+/// `write-buffer-mb` when unset, in a topology of one region (see `ServerConfig`). Since L0
+/// compactions wait for 8 files, 8 MB beat 4 MB: SET -P16 +3 to +9 % (0.15-0.24 us less CPU
+/// per SET) and -P1 +2 to +4 % in 6 and 3 A/B rounds, GET unchanged, for 8 MB more memtable
+/// budget.
+pub const WRITE_BUFFER_MB: u64 = 8;
 /// `write-buffer-mb` when unset, in a topology of several regions.
 pub const MULTI_REGION_WRITE_BUFFER_MB: u64 = 16;
 

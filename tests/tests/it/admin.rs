@@ -505,7 +505,7 @@ fn config_get_set() {
     // A node alone (one region) gets the small memtables by default.
     assert_eq!(
         q::<Vec<String>>(&mut c, &["CONFIG", "GET", "write-buffer-mb"]),
-        vec!["write-buffer-mb", "4"]
+        vec!["write-buffer-mb", "8"]
     );
     // What redis-benchmark and redis-cli ask for at start-up answers.
     for p in ["save", "appendonly", "maxmemory"] {
