@@ -117,6 +117,8 @@ impl From<OpError> for RespError {
             OpError::NoSuchKey => RespError::NoSuchKey,
             OpError::StringTooLong => RespError::StringTooLong,
             OpError::OffsetOutOfRange => RespError::OffsetOutOfRange,
+            OpError::DbIndexOutOfRange => RespError::DbIndexOutOfRange,
+            OpError::CorruptState => RespError::Other("corrupt replicated state"),
         }
     }
 }

@@ -238,6 +238,38 @@ pub enum Op {
 }
 
 impl Op {
+    /// Checks what a client's parser would have refused, for ops that may come from another
+    /// node (forwarded writes, shipped states): every database index is in range. The apply
+    /// answers an op that fails with the error instead of applying it, the same way on every
+    /// replica, rather than failing (an index out of range panicked the state machine).
+    pub fn check_dbs(&self) -> Result<(), OpError> {
+        let ok = |db: DbIndex| (db as usize) < crate::keyspace::DATABASES;
+        let fine = match self {
+            Op::Set { db, .. }
+            | Op::MSet { db, .. }
+            | Op::Del { db, .. }
+            | Op::GetDel { db, .. }
+            | Op::GetEx { db, .. }
+            | Op::IncrBy { db, .. }
+            | Op::IncrByFloat { db, .. }
+            | Op::Append { db, .. }
+            | Op::SetRange { db, .. }
+            | Op::Expire { db, .. }
+            | Op::Rename { db, .. }
+            | Op::ExpireIfDue { db, .. }
+            | Op::FlushDb { db } => ok(*db),
+            Op::Copy { db, dst_db, .. } => ok(*db) && ok(*dst_db),
+            Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
+            Op::Forget { tombstones } => tombstones.iter().all(|(db, _, _)| ok(*db)),
+            Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => true,
+        };
+        if fine {
+            Ok(())
+        } else {
+            Err(OpError::DbIndexOutOfRange)
+        }
+    }
+
     /// The database and key this op changes first (for logging and routing).
     pub fn first_key(&self) -> Option<&Bytes> {
         match self {
@@ -336,6 +368,13 @@ pub enum OpError {
     /// SETRANGE offset too large.
     #[error("offset out of range")]
     OffsetOutOfRange,
+    /// A database index past the last database (only from a faulty or foreign peer: clients'
+    /// commands are checked when parsed). Nothing of the op is applied.
+    #[error("db index out of range")]
+    DbIndexOutOfRange,
+    /// A shipped key state that does not decode. Nothing of the op is applied.
+    #[error("corrupt shipped state")]
+    CorruptState,
 }
 
 /// The outcome of one applied op, shaped so the reply follows directly.

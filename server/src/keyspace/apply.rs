@@ -355,6 +355,9 @@ impl<'a> BatchCtx<'a> {
 
     /// Applies one op.
     pub(super) fn apply(&mut self, op: &Op) -> Result<OpResult, StorageError> {
+        if let Err(e) = op.check_dbs() {
+            return Ok(OpResult::Err(e));
+        }
         Ok(match op {
             Op::Set {
                 db,
@@ -664,12 +667,17 @@ impl<'a> BatchCtx<'a> {
                 if !resync && *index <= applied {
                     return Ok(OpResult::Int(0));
                 }
+                // Every state decodes, or none is merged (a storage error here would stop the
+                // state machine on every replica).
+                let Some(remotes) = states
+                    .iter()
+                    .map(|(_, _, encoded)| StoredValue::from_stored(encoded.clone()))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    return Ok(OpResult::Err(OpError::CorruptState));
+                };
                 self.merging = true;
-                for (db, key, encoded) in states {
-                    let Some(remote) = StoredValue::from_stored(encoded.clone()) else {
-                        self.merging = false;
-                        return Err(StorageError::Corrupt { key_len: key.len() });
-                    };
+                for ((db, key, _), remote) in states.iter().zip(remotes) {
                     let Current { raw, mut state, .. } = self.read(*db, key)?;
                     state.merge(&remote.state());
                     self.write(*db, key, raw.as_ref(), state);
@@ -889,6 +897,72 @@ mod tests {
 
     fn all(_: u8) -> u64 {
         u64::MAX
+    }
+
+    #[test]
+    fn ops_from_a_faulty_peer_get_an_error_and_change_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = keyspace(dir.path());
+        let mut bad_db = set("k");
+        if let Op::Set { db, .. } = &mut bad_db {
+            *db = 200;
+        }
+        let good_state = {
+            apply(&ks, 1 << 16, vec![set("src")]);
+            ks.get(0, b"src", 1).expect("get").expect("stored")
+        };
+        let merge = |states: Vec<(u8, Bytes, Bytes)>| Op::Merge {
+            origin: 1,
+            index: 5,
+            hlc: 9 << 16,
+            states,
+        };
+        let results = apply(
+            &ks,
+            2 << 16,
+            vec![
+                bad_db,
+                merge(vec![(
+                    200,
+                    Bytes::from_static(b"m"),
+                    good_state.as_bytes().clone(),
+                )]),
+                // The first state is fine, the second does not decode: neither is merged.
+                merge(vec![
+                    (0, Bytes::from_static(b"m1"), good_state.as_bytes().clone()),
+                    (
+                        0,
+                        Bytes::from_static(b"m2"),
+                        Bytes::from_static(b"\xff\xff"),
+                    ),
+                ]),
+                set("after"),
+            ],
+        );
+        assert_eq!(
+            results,
+            vec![
+                OpResult::Err(OpError::DbIndexOutOfRange),
+                OpResult::Err(OpError::DbIndexOutOfRange),
+                OpResult::Err(OpError::CorruptState),
+                OpResult::Ok,
+            ]
+        );
+        assert!(ks.get(0, b"m1", 1).expect("get").is_none());
+        assert_eq!(ks.watermark(1).expect("watermark"), 0);
+        assert!(ks.get(0, b"after", 1).expect("get").is_some());
+        // The same good state alone merges.
+        let ok = apply(
+            &ks,
+            3 << 16,
+            vec![merge(vec![(
+                0,
+                Bytes::from_static(b"m3"),
+                good_state.as_bytes().clone(),
+            )])],
+        );
+        assert_eq!(ok, vec![OpResult::Int(1)]);
+        assert!(ks.get(0, b"m3", 1).expect("get").is_some());
     }
 
     #[test]
