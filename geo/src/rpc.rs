@@ -280,6 +280,11 @@ async fn call_on(
     decode_response(Bytes::from(buf), peer)
 }
 
+/// How long an inbound call may take to arrive, and its response to be taken, at most: a peer
+/// that stalls a stream mid-frame must not hold one of the connection's stream permits for
+/// ever (callers' own timeouts are far shorter; the longest, a snapshot chunk, is seconds).
+pub const SERVE_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves one inbound stream: reads the request, runs the handler, writes the response.
 pub(crate) async fn serve_stream(
     handler: Arc<dyn RpcHandler>,
@@ -287,7 +292,12 @@ pub(crate) async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let (status, body, kind) = match recv.read_to_end(MAX_FRAME_SIZE + 4).await {
+    let read = tokio::time::timeout(SERVE_IO_TIMEOUT, recv.read_to_end(MAX_FRAME_SIZE + 4));
+    let Ok(read) = read.await else {
+        warn!(peer = %from, "inbound call not received in time; dropping its stream");
+        return;
+    };
+    let (status, body, kind) = match read {
         Ok(buf) => match decode_request(Bytes::from(buf)) {
             Some((kind, body)) => {
                 metrics::counter!("geo_rpc_served_total", "peer" => from.clone(), "kind" => kind.to_string())
@@ -333,9 +343,16 @@ pub(crate) async fn serve_stream(
         body
     };
     let mut chunks = response_chunks(status, body);
-    if let Err(e) = send.write_all_chunks(&mut chunks).await {
-        debug!(?kind, error = %e, "could not write rpc response (caller gone?)");
-        return;
+    match tokio::time::timeout(SERVE_IO_TIMEOUT, send.write_all_chunks(&mut chunks)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            debug!(?kind, error = %e, "could not write rpc response (caller gone?)");
+            return;
+        }
+        Err(_) => {
+            warn!(?kind, peer = %from, "rpc response not taken in time; dropping its stream");
+            return;
+        }
     }
     // A finished stream keeps delivering its buffered data after the handle is dropped.
     let _ = send.finish();

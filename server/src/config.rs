@@ -140,6 +140,9 @@ pub struct ServerConfig {
     pub io_threads: usize,
     /// Linux scheduling policy of every thread of the node (see [`crate::cpu`]).
     pub cpu_policy: CpuPolicy,
+    /// How long a client's replies may wait to be taken (a client that stops reading while
+    /// the socket's buffers are full) before the connection is closed, ms.
+    pub client_write_timeout_ms: u64,
     /// Raft settings (the `[raft]` table, read by [`parse_config`]).
     #[serde(skip)]
     pub raft: RaftConfig,
@@ -151,6 +154,9 @@ pub const MAX_IO_THREADS: usize = 256;
 impl ServerConfig {
     /// Checks the settings that have limits (after the file and the flags were read).
     pub fn validate(&self) -> Result<(), String> {
+        if self.client_write_timeout_ms == 0 {
+            return Err("client-write-timeout-ms must be at least 1".into());
+        }
         if self.io_threads > MAX_IO_THREADS {
             return Err(format!(
                 "io-threads is {}, at most {MAX_IO_THREADS} (0 = one per core)",
@@ -183,6 +189,7 @@ impl Default for ServerConfig {
             replication_memory_mb: 32,
             io_threads: 0,
             cpu_policy: CpuPolicy::Batch,
+            client_write_timeout_ms: 60_000,
             raft: RaftConfig::default(),
         }
     }

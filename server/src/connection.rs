@@ -50,6 +50,7 @@ pub async fn serve(
     token: CancellationToken,
 ) {
     let authenticated = shared.requirepass().is_none();
+    let write_timeout = std::time::Duration::from_millis(shared.config.client_write_timeout_ms);
     let mut limits = Limits {
         max_bulk_len: shared.config.proto_max_bulk_len,
         ..Limits::default()
@@ -91,8 +92,18 @@ pub async fn serve(
         session.finish_turn();
         if !session.out.is_empty() {
             let n = session.out.len() as u64;
-            if stream.write_all(&session.out).await.is_err() {
-                return;
+            let write = tokio::time::timeout(write_timeout, stream.write_all(&session.out));
+            let written = tokio::select! {
+                w = write => w,
+                _ = token.cancelled() => return,
+            };
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    debug!("client took none of its replies in time; closing");
+                    return;
+                }
             }
             session
                 .shared
@@ -102,7 +113,7 @@ pub async fn serve(
             session.out.clear();
         }
         if close {
-            let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
             return;
         }
         if processed >= MAX_REQUESTS_PER_TURN {

@@ -140,6 +140,10 @@ impl Shared {
             ("maxmemory", (c.hot_cache_mb * 1024 * 1024).to_string()),
             ("maxmemory-policy", "allkeys-lfu".into()),
             ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
+            (
+                "client-write-timeout-ms",
+                c.client_write_timeout_ms.to_string(),
+            ),
             ("timeout", "0".into()),
             ("hz", c.active_expiry_hz.to_string()),
             (

@@ -152,8 +152,13 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
             }
             Ok(Outcome::Async(Box::pin(async move {
                 let node = MeridianNode { name, peer, resp };
-                if let Err(e) = raft.raft.add_learner(id, node, true).await {
-                    return RespError::Message(format!("adding learner {id}: {e}")).to_reply();
+                let added = within(MEMBERSHIP_TIMEOUT, raft.raft.add_learner(id, node, true));
+                match added.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        return RespError::Message(format!("adding learner {id}: {e}")).to_reply()
+                    }
+                    Err(waited) => return not_finished(&format!("adding learner {id}"), waited),
                 }
                 let mut voters: BTreeSet<u64> = raft
                     .metrics()
@@ -162,9 +167,15 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
                     .voter_ids()
                     .collect();
                 voters.insert(id);
-                match raft.raft.change_membership(voters, false).await {
-                    Ok(_) => Reply::ok(),
-                    Err(e) => RespError::Message(format!("promoting {id}: {e}")).to_reply(),
+                match within(
+                    MEMBERSHIP_TIMEOUT,
+                    raft.raft.change_membership(voters, false),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => Reply::ok(),
+                    Ok(Err(e)) => RespError::Message(format!("promoting {id}: {e}")).to_reply(),
+                    Err(waited) => not_finished(&format!("promoting {id}"), waited),
                 }
             })))
         }
@@ -181,21 +192,33 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
                     .voter_ids()
                     .any(|v| v == id);
                 if is_voter {
-                    if let Err(e) = raft
-                        .raft
-                        .change_membership(ChangeMembers::RemoveVoters(remove.clone()), false)
-                        .await
+                    let change = ChangeMembers::RemoveVoters(remove.clone());
+                    match within(
+                        MEMBERSHIP_TIMEOUT,
+                        raft.raft.change_membership(change, false),
+                    )
+                    .await
                     {
-                        return RespError::Message(format!("removing voter {id}: {e}")).to_reply();
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            return RespError::Message(format!("removing voter {id}: {e}"))
+                                .to_reply()
+                        }
+                        Err(waited) => {
+                            return not_finished(&format!("removing voter {id}"), waited)
+                        }
                     }
                 }
-                match raft
-                    .raft
-                    .change_membership(ChangeMembers::RemoveNodes(remove), false)
-                    .await
+                let change = ChangeMembers::RemoveNodes(remove);
+                match within(
+                    MEMBERSHIP_TIMEOUT,
+                    raft.raft.change_membership(change, false),
+                )
+                .await
                 {
-                    Ok(_) => Reply::ok(),
-                    Err(e) => RespError::Message(format!("removing node {id}: {e}")).to_reply(),
+                    Ok(Ok(_)) => Reply::ok(),
+                    Ok(Err(e)) => RespError::Message(format!("removing node {id}: {e}")).to_reply(),
+                    Err(waited) => not_finished(&format!("removing node {id}"), waited),
                 }
             })))
         }
@@ -356,4 +379,26 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
         ]));
     }
     Reply::Array(rows)
+}
+
+/// How long `MERIDIAN NODE ADD|REMOVE` waits for each membership step (a learner catching up,
+/// a change committing) before answering that it has not finished. The step goes on.
+pub const MEMBERSHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `step` for at most `limit`; `Err(limit)` when it did not finish in time.
+async fn within<T>(
+    limit: std::time::Duration,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T, std::time::Duration> {
+    tokio::time::timeout(limit, step).await.map_err(|_| limit)
+}
+
+/// The reply to a membership step that did not finish within `waited`.
+fn not_finished(what: &str, waited: std::time::Duration) -> Reply {
+    RespError::Message(format!(
+        "{what}: not finished within {} s (no quorum, or the node cannot be reached?); it may \
+         still complete: see MERIDIAN RAFT",
+        waited.as_secs()
+    ))
+    .to_reply()
 }

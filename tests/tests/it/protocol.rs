@@ -325,3 +325,63 @@ fn abrupt_disconnects_mid_frame() {
     assert_eq!(c.cmd(&["EXISTS", "k"]), Reply::Int(0));
     assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }
+
+/// `connected_clients` from INFO.
+fn connected_clients(node: &Node) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut node.client())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("connected_clients in INFO")
+}
+
+#[test]
+fn a_client_that_stops_reading_its_replies_is_closed_after_the_write_timeout() {
+    let node = Node::start(NodeOpts {
+        config_toml: Some("[server]\nclient-write-timeout-ms = 500\n".into()),
+        ..NodeOpts::default()
+    });
+    let mut c = node.client();
+    let big = "x".repeat(1 << 20);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut c)
+        .unwrap();
+    let before = connected_clients(&node);
+    // GETs of a 1 MB value, sent until the socket's buffers are full both ways; never read.
+    let mut stalled = TcpStream::connect(("127.0.0.1", node.port())).unwrap();
+    stalled
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let burst = encode_command(&["GET", "big"]).repeat(64);
+    let mut sent = 0;
+    while stalled.write_all(&burst).is_ok() && sent < 10_000 {
+        sent += 1;
+    }
+    assert!(
+        sent < 10_000,
+        "the server kept taking requests it could not answer"
+    );
+    // The server gives up on it; everyone else is still served meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connected_clients(&node) > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        connected_clients(&node),
+        before,
+        "the stalled client was not closed"
+    );
+    let back: String = redis::cmd("GET").arg("big").query(&mut c).unwrap();
+    assert_eq!(back.len(), big.len());
+    let timeout: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("client-write-timeout-ms")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(timeout, vec!["client-write-timeout-ms", "500"]);
+}
