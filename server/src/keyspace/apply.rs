@@ -900,6 +900,68 @@ mod tests {
     }
 
     #[test]
+    fn counters_whose_history_passes_the_64_bit_range_keep_their_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // With tombstones and counters as several regions keep them, and as one region does.
+        for multi in [true, false] {
+            let ks = single_region_keyspace(dir.path().join(multi.to_string()).as_path());
+            ks.set_geo(0, multi);
+            let by = |delta: i64| Op::IncrBy {
+                db: 0,
+                key: Bytes::from_static(b"n"),
+                delta,
+            };
+            let value = |ks: &Keyspace| {
+                let v = ks.get(0, b"n", 1).expect("get").expect("stored");
+                String::from_utf8(v.state().visible().expect("visible").to_vec()).unwrap()
+            };
+            let max = i64::MAX;
+            let mut hlc = 1 << 16;
+            let mut step = |ops: Vec<Op>| {
+                hlc += 1 << 16;
+                apply(&ks, hlc, ops)
+            };
+            // The sums of increments and of decrements pass 2^64; the value does not.
+            let r = step(vec![by(max), by(-max), by(max), by(-max), by(5)]);
+            assert_eq!(r[4], OpResult::Int(5));
+            assert_eq!(value(&ks), "5", "multi-region: {multi}");
+            // Through SETs in between, too.
+            let set0 = || Op::Set {
+                db: 0,
+                key: Bytes::from_static(b"n"),
+                value: Bytes::from_static(b"0"),
+                expire: ExpireSet::Clear,
+                cond: SetCond::Always,
+                reply: SetReply::OkOrNil,
+            };
+            let r = step(vec![
+                by(max),
+                set0(),
+                by(max),
+                set0(),
+                by(max),
+                set0(),
+                by(5),
+            ]);
+            assert_eq!(r[6], OpResult::Int(5));
+            assert_eq!(value(&ks), "5");
+            let r = step(vec![by(-max), set0(), by(-max), set0(), by(-max)]);
+            assert_eq!(r[4], OpResult::Int(-max));
+            assert_eq!(value(&ks), (-max).to_string());
+            // At the bounds, the next step overflows as in Redis.
+            let r = step(vec![by(-1), by(-1), by(max), set0(), by(max), by(1)]);
+            assert_eq!(r[0], OpResult::Int(i64::MIN));
+            assert_eq!(r[1], OpResult::Err(OpError::Overflow));
+            assert_eq!(r[2], OpResult::Int(-1));
+            assert_eq!(r[4], OpResult::Int(max));
+            assert_eq!(r[5], OpResult::Err(OpError::Overflow));
+            assert_eq!(value(&ks), max.to_string());
+            let r = step(vec![by(-1)]);
+            assert_eq!(r[0], OpResult::Int(max - 1));
+        }
+    }
+
+    #[test]
     fn ops_from_a_faulty_peer_get_an_error_and_change_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ks = keyspace(dir.path());

@@ -163,15 +163,20 @@ impl KeyState {
         }
     }
 
-    /// The counter's movement since the register was written.
-    fn counter_delta(&self) -> i128 {
+    /// The counter's movement since the register was written, modulo 2^64. The sums of
+    /// increments and of decrements only grow, and large ones pass 2^64 (INCRBY and DECRBY of
+    /// 2^63 - 1, twice): they wrap, and so does this difference of them, which is exact as long
+    /// as the value it moves stays in the i64 range (every op checks that against the value it
+    /// sees; only regions adding concurrently can take the sum past it, and it then wraps the
+    /// same way on every replica).
+    fn counter_delta(&self) -> u64 {
         self.pn
             .iter()
             .filter_map(|e| {
                 let (op, on) = self.unobserved(e)?;
-                Some((i128::from(e.p) - i128::from(op)) - (i128::from(e.n) - i128::from(on)))
+                Some(e.p.wrapping_sub(op).wrapping_sub(e.n.wrapping_sub(on)))
             })
-            .sum()
+            .fold(0u64, u64::wrapping_add)
     }
 
     /// True when increments happened that the register did not observe.
@@ -188,18 +193,17 @@ impl KeyState {
             return (!self.deleted).then(|| self.value.clone());
         }
         let base = if self.deleted {
-            Some(0i128)
+            Some(0i64)
         } else {
-            super::number::parse_i64_strict(&self.value).map(i128::from)
+            super::number::parse_i64_strict(&self.value)
         };
         match base {
             // A register that is not a number ignores concurrent increments.
             None => Some(self.value.clone()),
             Some(base) => {
-                let total =
-                    (base + self.counter_delta()).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+                let total = (base as u64).wrapping_add(self.counter_delta()) as i64;
                 let mut buf = itoa::Buffer::new();
-                Some(Bytes::copy_from_slice(buf.format(total as i64).as_bytes()))
+                Some(Bytes::copy_from_slice(buf.format(total).as_bytes()))
             }
         }
     }
