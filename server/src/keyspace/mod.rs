@@ -622,19 +622,56 @@ impl Keyspace {
         Ok((out, None))
     }
 
-    /// A random live key of `db`, if any.
+    /// A random live key of `db`, if any. In a database of at most [`RANDOMKEY_EXACT`] keys
+    /// every live key is equally likely; in a larger one, one of the [`RANDOMKEY_SPREAD`] keys
+    /// after a random point between the database's first and last key (keys after a wide gap in
+    /// the key space are more likely than others: not uniform, but spread over the database).
     pub fn random_key(&self, db: u8, now_ms: u64) -> Result<Option<Bytes>, StorageError> {
-        if self.dbsize(db) == 0 {
+        let size = self.dbsize(db);
+        if size == 0 {
             return Ok(None);
         }
-        // Seek to a random point of the key space, then wrap around once.
-        let probe: [u8; 8] = rand::random();
-        let (after, _) = self.scan(db, Some(&probe), 16, now_ms)?;
-        if let Some((k, _)) = after.into_iter().next() {
-            return Ok(Some(k));
+        if size <= RANDOMKEY_EXACT {
+            let (live, _) = self.scan(db, None, RANDOMKEY_EXACT as usize + 1, now_ms)?;
+            if live.is_empty() {
+                return Ok(None);
+            }
+            let pick = rand::random_range(0..live.len());
+            return Ok(live.into_iter().nth(pick).map(|(k, _)| k));
         }
-        let (from_start, _) = self.scan(db, None, 16, now_ms)?;
-        Ok(from_start.into_iter().next().map(|(k, _)| k))
+        let (Some(first), Some(last)) = (self.edge_key(db, false)?, self.edge_key(db, true)?)
+        else {
+            return Ok(None);
+        };
+        let probe = random_between(&first, &last);
+        let (mut near, _) = self.scan(db, Some(&probe), RANDOMKEY_SPREAD, now_ms)?;
+        if near.is_empty() {
+            (near, _) = self.scan(db, None, RANDOMKEY_SPREAD, now_ms)?;
+        }
+        if near.is_empty() {
+            return Ok(None);
+        }
+        let pick = rand::random_range(0..near.len());
+        Ok(near.into_iter().nth(pick).map(|(k, _)| k))
+    }
+
+    /// The first (or last) key stored in `db`, live or not.
+    fn edge_key(&self, db: u8, last: bool) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(vec![db]);
+        opts.set_iterate_upper_bound(vec![db + 1]);
+        let mode = if last {
+            IteratorMode::End
+        } else {
+            IteratorMode::Start
+        };
+        let mut iter = self
+            .db
+            .iterator_cf_opt(rocks::cf(&self.db, rocks::CF_DATA), opts, mode);
+        match iter.next() {
+            Some(item) => Ok(Some(item?.0[1..].to_vec())),
+            None => Ok(None),
+        }
     }
 
     /// Up to `limit` (db, key, expire_at) entries of the expiry index that are due at `now_ms`.
@@ -885,6 +922,34 @@ impl Keyspace {
         self.db.flush_cfs_opt(&cfs, &opts)?;
         Ok(())
     }
+}
+
+/// RANDOMKEY in a larger database picks among this many keys after its random point.
+pub const RANDOMKEY_SPREAD: usize = 64;
+
+/// Databases of at most this many keys answer RANDOMKEY by a uniform pick among all of them.
+pub const RANDOMKEY_EXACT: u64 = 1024;
+
+/// A key between `low` and `high` (`low` <= `high`), at a uniformly random point of the 8 bytes
+/// after their common prefix.
+fn random_between(low: &[u8], high: &[u8]) -> Vec<u8> {
+    let common = low.iter().zip(high).take_while(|(a, b)| a == b).count();
+    let word = |k: &[u8]| {
+        let mut w = [0u8; 8];
+        for (i, b) in k.iter().skip(common).take(8).enumerate() {
+            w[i] = *b;
+        }
+        u64::from_be_bytes(w)
+    };
+    let (lo, hi) = (word(low), word(high));
+    let point = if hi > lo {
+        rand::random_range(lo..=hi)
+    } else {
+        lo
+    };
+    let mut probe = low[..common].to_vec();
+    probe.extend_from_slice(&point.to_be_bytes());
+    probe
 }
 
 /// Import write batches are cut at about this size.

@@ -209,10 +209,28 @@ fn randomkey() {
     for k in &names {
         assert_eq!(q::<Value>(&mut c, &["SET", k, "v"]), Value::Okay);
     }
-    for _ in 0..50 {
+    let mut seen = HashSet::new();
+    for _ in 0..400 {
         let k: String = q(&mut c, &["RANDOMKEY"]);
         assert!(names.contains(&k), "RANDOMKEY gave {k:?}");
+        seen.insert(k);
     }
+    // Every one of 20 keys turns up in 400 picks (a miss has odds of about 20 * 0.95^400).
+    assert_eq!(seen.len(), names.len(), "RANDOMKEY is not random: {seen:?}");
+    // A larger database (past the exact pick): many different keys, not the first one each time.
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.cmd("SET").arg(format!("key:{i}")).arg("v").ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let picks: HashSet<String> = (0..50)
+        .map(|_| q::<String>(&mut c, &["RANDOMKEY"]))
+        .collect();
+    assert!(
+        picks.len() >= 25,
+        "50 picks among 3,020 keys gave {}",
+        picks.len()
+    );
     assert_eq!(
         q_err(&mut c, &["RANDOMKEY", "x"]),
         "ERR wrong number of arguments for 'randomkey' command"
