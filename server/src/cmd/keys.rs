@@ -67,16 +67,32 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     Ok(Reply::Array(out).into())
 }
 
+/// A SCAN cursor read as Redis reads it (`strtoul`): digits after an optional sign, a negative
+/// one wrapping around (`-1` is the largest cursor, which no iteration holds), nothing else.
+fn parse_cursor(raw: &[u8]) -> Option<u64> {
+    let (negative, digits) = match raw.first() {
+        Some(b'-') => (true, &raw[1..]),
+        Some(b'+') => (false, &raw[1..]),
+        _ => (false, raw),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 ///
 /// The cursor is a number handed out by the node that stands for the last key returned
 /// (kept in a bounded, expiring table); an unknown cursor ends the iteration.
 pub fn scan(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let cursor_arg = args.next_bytes()?;
-    let cursor: u64 = std::str::from_utf8(&cursor_arg)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(RespError::Other("invalid cursor"))?;
+    let cursor = parse_cursor(&cursor_arg).ok_or(RespError::Other("invalid cursor"))?;
     let mut pattern = None;
     let mut count = 10usize;
     let mut type_filter = None;

@@ -39,9 +39,9 @@ pub(super) fn expire_at(
     u64::try_from(at).map_err(|_| invalid())
 }
 
-/// Reads the amount after an EX / PX / EXAT / PXAT option and returns the absolute expiry.
-fn timed_option(ctx: &Ctx<'_>, unit: &str, args: &mut Args) -> Result<u64, RespError> {
-    let amount = args.next_i64()?;
+/// The absolute expiry an EX / PX / EXAT / PXAT option's amount gives.
+fn timed_value(ctx: &Ctx<'_>, unit: &str, raw: &[u8]) -> Result<u64, RespError> {
+    let amount = super::args::parse_int(raw)?;
     let (unit_ms, absolute) = match unit {
         "EX" => (1000, false),
         "PX" => (1, false),
@@ -49,6 +49,51 @@ fn timed_option(ctx: &Ctx<'_>, unit: &str, args: &mut Args) -> Result<u64, RespE
         _ => (1, true),
     };
     expire_at(ctx, amount, unit_ms, absolute)
+}
+
+/// SET's and GETEX's options, read as Redis reads them: every word first (an option may be
+/// repeated, and of repeated expiries the last wins; conflicting options are a syntax error),
+/// the expiry's amount only after (so a syntax error is reported before a bad number).
+struct StringOptions {
+    cond: SetCond,
+    get: bool,
+    keepttl: bool,
+    persist: bool,
+    /// The expiry option and its amount, not yet parsed.
+    expire: Option<(&'static str, Bytes)>,
+}
+
+fn string_options(args: &mut Args, getex: bool) -> Result<StringOptions, RespError> {
+    let mut o = StringOptions {
+        cond: SetCond::Always,
+        get: false,
+        keepttl: false,
+        persist: false,
+        expire: None,
+    };
+    while let Some(word) = args.next_keyword() {
+        let unit: Option<&'static str> = match word.as_str() {
+            "EX" => Some("EX"),
+            "PX" => Some("PX"),
+            "EXAT" => Some("EXAT"),
+            "PXAT" => Some("PXAT"),
+            _ => None,
+        };
+        let other_unit = o.expire.as_ref().is_some_and(|(u, _)| Some(*u) != unit);
+        match (word.as_str(), unit) {
+            (_, Some(unit)) if !o.keepttl && !o.persist && !other_unit => {
+                let amount = args.next_opt().ok_or(RespError::Syntax)?;
+                o.expire = Some((unit, amount));
+            }
+            ("NX", None) if !getex && o.cond != SetCond::Xx => o.cond = SetCond::Nx,
+            ("XX", None) if !getex && o.cond != SetCond::Nx => o.cond = SetCond::Xx,
+            ("GET", None) if !getex => o.get = true,
+            ("KEEPTTL", None) if !getex && o.expire.is_none() => o.keepttl = true,
+            ("PERSIST", None) if getex && o.expire.is_none() => o.persist = true,
+            _ => return Err(RespError::Syntax),
+        }
+    }
+    Ok(o)
 }
 
 /// GET key
@@ -83,26 +128,20 @@ pub fn get(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 pub fn set(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
     let value = args.next_bytes()?;
-    let mut cond = SetCond::Always;
-    let mut reply = SetReply::OkOrNil;
-    let mut expire = ExpireSet::Clear;
-    let mut expire_given = false;
-    while let Some(word) = args.next_keyword() {
-        match word.as_str() {
-            "NX" if cond == SetCond::Always => cond = SetCond::Nx,
-            "XX" if cond == SetCond::Always => cond = SetCond::Xx,
-            "GET" => reply = SetReply::Old,
-            "KEEPTTL" if !expire_given => {
-                expire = ExpireSet::Keep;
-                expire_given = true;
-            }
-            unit @ ("EX" | "PX" | "EXAT" | "PXAT") if !expire_given => {
-                expire = ExpireSet::At(timed_option(ctx, unit, args)?);
-                expire_given = true;
-            }
-            _ => return Err(RespError::Syntax),
-        }
-    }
+    let o = string_options(args, false)?;
+    let expire = match o.expire {
+        Some((unit, amount)) => ExpireSet::At(timed_value(ctx, unit, &amount)?),
+        None if o.keepttl => ExpireSet::Keep,
+        None => ExpireSet::Clear,
+    };
+    let (cond, reply) = (
+        o.cond,
+        if o.get {
+            SetReply::Old
+        } else {
+            SetReply::OkOrNil
+        },
+    );
     Ok(simple_set(ctx, key, value, expire, cond, reply))
 }
 
@@ -187,19 +226,21 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
 /// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]
 pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
-    let mut expire = None;
-    while let Some(word) = args.next_keyword() {
-        if expire.is_some() {
-            return Err(RespError::Syntax);
-        }
-        match word.as_str() {
-            "PERSIST" => expire = Some(ExpireSet::Clear),
-            unit @ ("EX" | "PX" | "EXAT" | "PXAT") => {
-                expire = Some(ExpireSet::At(timed_option(ctx, unit, args)?));
+    let o = string_options(args, true)?;
+    let expire = match o.expire {
+        Some((unit, amount)) => match timed_value(ctx, unit, &amount) {
+            Ok(at) => Some(ExpireSet::At(at)),
+            // Redis looks the key up before it reads the amount: a missing key is nil.
+            Err(e) => {
+                return match ctx.shared.keyspace.get(ctx.client.db, &key, ctx.now_ms)? {
+                    None => Ok(Reply::Null.into()),
+                    Some(_) => Err(e),
+                }
             }
-            _ => return Err(RespError::Syntax),
-        }
-    }
+        },
+        None if o.persist => Some(ExpireSet::Clear),
+        None => None,
+    };
     match expire {
         // Without options GETEX is a plain read.
         None => get(ctx, &mut Args::new(vec![key])),

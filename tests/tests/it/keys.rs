@@ -180,6 +180,14 @@ fn scan_full_iteration_match_count_type() {
 
     // Errors.
     assert_eq!(q_err(&mut c, &["SCAN", "abc"]), "ERR invalid cursor");
+    assert_eq!(q_err(&mut c, &["SCAN", " 1"]), "ERR invalid cursor");
+    assert_eq!(
+        q_err(&mut c, &["SCAN", "99999999999999999999"]),
+        "ERR invalid cursor"
+    );
+    // As in Redis, a negative cursor is a (huge) cursor no iteration holds: the end.
+    let (next, keys): (String, Vec<String>) = q(&mut c, &["SCAN", "-1"]);
+    assert_eq!((next.as_str(), keys.len()), ("0", 0));
     assert_eq!(
         q_err(&mut c, &["SCAN", "0", "COUNT", "0"]),
         "ERR syntax error"

@@ -264,6 +264,64 @@ fn getex_options() {
         "ERR syntax error"
     );
     assert_eq!(q_err(&mut c, &["GETEX", "k", "EX"]), "ERR syntax error");
+    // As in Redis: options may repeat (the last expiry wins), and a missing key is nil before
+    // its expiry amount is read.
+    assert_eq!(
+        q::<String>(&mut c, &["GETEX", "k", "EX", "10", "EX", "200"]),
+        "v"
+    );
+    assert!((190..=200).contains(&q::<i64>(&mut c, &["TTL", "k"])));
+    assert_eq!(
+        q::<String>(&mut c, &["GETEX", "k", "PERSIST", "PERSIST"]),
+        "v"
+    );
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), -1);
+    for bad in ["abc", "0"] {
+        assert_eq!(
+            q::<Value>(&mut c, &["GETEX", "missing", "EX", bad]),
+            Value::Nil
+        );
+    }
+}
+
+#[test]
+fn set_options_repeat_and_report_syntax_first_as_in_redis() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "k", "v", "EX", "10", "EX", "200"]),
+        Value::Okay
+    );
+    assert!((190..=200).contains(&q::<i64>(&mut c, &["TTL", "k"])));
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "k", "w", "KEEPTTL", "KEEPTTL"]),
+        Value::Okay
+    );
+    assert!(q::<i64>(&mut c, &["TTL", "k"]) > 100);
+    assert_eq!(
+        q::<Value>(&mut c, &["SET", "k", "x", "NX", "NX"]),
+        Value::Nil
+    );
+    assert_eq!(
+        q::<String>(&mut c, &["SET", "k", "y", "GET", "GET", "XX", "XX"]),
+        "w"
+    );
+    // A syntax error is reported before a bad amount, as Redis parses all words first.
+    assert_eq!(
+        q_err(&mut c, &["SET", "k", "v", "EX", "abc", "NX", "XX"]),
+        "ERR syntax error"
+    );
+    for conflict in [
+        &["EX", "10", "PX", "100"][..],
+        &["KEEPTTL", "EX", "10"],
+        &["EX", "10", "KEEPTTL"],
+        &["NX", "XX"],
+        &["PERSIST"],
+    ] {
+        let mut args = vec!["SET", "k", "v"];
+        args.extend_from_slice(conflict);
+        assert_eq!(q_err(&mut c, &args), "ERR syntax error", "{args:?}");
+    }
 }
 
 #[test]
