@@ -29,14 +29,23 @@ pub fn parse_f64_strict(bytes: &[u8]) -> Option<f64> {
     (!v.is_nan()).then_some(v)
 }
 
-/// Formats a float like Redis's human long-double format: shortest round-trip decimal,
-/// no exponent, no trailing zeros.
+/// Formats an INCRBYFLOAT result like Redis's human long-double format: no exponent, no
+/// trailing zeros, and rounded to 16 significant digits. Redis adds in long double (64-bit
+/// mantissa) and prints 17 decimals, so the double's rounding error in sums like 0.1 + 0.2
+/// never shows there ("0.3"); the double's own shortest form would ("0.30000000000000004").
+/// The sum stays a double (every replica must compute the same value on any CPU), rounded
+/// once more here, and the text is what is stored.
 pub fn format_float(v: f64) -> String {
     if v == 0.0 {
         return "0".to_string();
     }
-    let text = format!("{v}");
-    text
+    let rounded: f64 = format!("{v:.15e}").parse().unwrap_or(v);
+    // An integral value prints all its digits, as Redis's fixed-point format does (the
+    // shortest form of 2^63 would end in zeros: 9223372036854776000).
+    if rounded.fract() == 0.0 && rounded.abs() < 1e38 {
+        return (rounded as i128).to_string();
+    }
+    format!("{rounded}")
 }
 
 #[cfg(test)]
@@ -73,6 +82,18 @@ mod tests {
     #[test]
     fn floats() {
         assert_eq!(format_float(10.5 + 0.1), "10.6");
+        // The double's rounding error does not show, as in Redis.
+        assert_eq!(format_float(0.1 + 0.2), "0.3");
+        assert_eq!(format_float(1.1 + 2.2), "3.3");
+        assert_eq!(format_float(-0.1 - 0.2), "-0.3");
+        // Integers a double holds exactly, small fractions and huge values, without exponent.
+        assert_eq!(format_float(9007199254740992.0), "9007199254740992");
+        assert_eq!(format_float(9223372036854775808.0), "9223372036854775808");
+        assert_eq!(format_float(1e-7), "0.0000001");
+        assert_eq!(format_float(1.5e20), "150000000000000000000");
+        let tiny = format_float(5e-324);
+        assert!(tiny.starts_with("0.000") && !tiny.contains('e'), "{tiny}");
+        assert_eq!(tiny.parse::<f64>().unwrap(), 5e-324);
         assert_eq!(format_float(3.0), "3");
         assert_eq!(format_float(-0.0), "0");
         assert_eq!(parse_f64_strict(b"1.5"), Some(1.5));

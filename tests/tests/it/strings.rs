@@ -529,6 +529,10 @@ fn incrbyfloat() {
     // The examples of Redis's documentation.
     assert_eq!(q::<Value>(&mut c, &["SET", "f", "10.50"]), Value::Okay);
     assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "0.1"]), "10.6");
+    // Sums whose double carries a rounding error read as Redis's long double ones do.
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "d", "0.1"]), "0.1");
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "d", "0.2"]), "0.3");
+    assert_eq!(q::<String>(&mut c, &["GET", "d"]), "0.3");
     assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "-5"]), "5.6");
     assert_eq!(q::<Value>(&mut c, &["SET", "f", "5.0e3"]), Value::Okay);
     assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "2.0e2"]), "5200");
