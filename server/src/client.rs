@@ -25,9 +25,25 @@ pub struct ClientState {
     pub info: Arc<ClientInfo>,
     /// The last write's position, for WAIT (0 = none yet).
     pub last_write_index: u64,
+    /// CLIENT REPLY OFF: no replies at all.
+    pub reply_off: bool,
+    /// CLIENT REPLY SKIP was the last command: the next one gets no reply.
+    pub skip_next: bool,
+    /// The command running gets no reply (it follows CLIENT REPLY SKIP).
+    pub skip_current: bool,
 }
 
 impl ClientState {
+    /// True while replies are switched off (CLIENT REPLY OFF, or SKIP for this command).
+    pub fn silent(&self) -> bool {
+        self.reply_off || self.skip_current
+    }
+
+    /// After each command: a SKIP takes effect for the next one only.
+    pub fn command_done(&mut self) {
+        self.skip_current = std::mem::take(&mut self.skip_next);
+    }
+
     /// A fresh connection's state.
     pub fn new(info: Arc<ClientInfo>, authenticated: bool) -> ClientState {
         ClientState {
@@ -37,6 +53,9 @@ impl ClientState {
             readonly: false,
             info,
             last_write_index: 0,
+            reply_off: false,
+            skip_next: false,
+            skip_current: false,
         }
     }
 }

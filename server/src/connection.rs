@@ -33,6 +33,8 @@ struct Session {
     client: ClientState,
     out: BytesMut,
     pending: Vec<Op>,
+    /// Indexes in `pending` of writes whose replies are switched off (CLIENT REPLY).
+    silent_pending: Vec<usize>,
     tally: LocalTally,
     /// A linearizable read barrier passed after the requests now buffered were received (and
     /// after this connection's last write): later reads of the same turn need no other. Every
@@ -60,6 +62,7 @@ pub async fn serve(
         shared,
         out: BytesMut::with_capacity(READ_CHUNK),
         pending: Vec::new(),
+        silent_pending: Vec::new(),
         tally: LocalTally::default(),
         barrier_passed: false,
         turn_now_ms: None,
@@ -152,8 +155,30 @@ impl Session {
         self.push_reply(&err.to_reply());
     }
 
+    /// The running command's reply, unless replies are switched off (CLIENT REPLY).
+    fn answer(&mut self, reply: &Reply) {
+        if !self.client.silent() {
+            self.push_reply(reply);
+        }
+    }
+
+    /// The running command's error, unless replies are switched off (counted either way).
+    fn answer_error(&mut self, err: &RespError) {
+        if self.client.silent() {
+            self.tally.errors += 1;
+        } else {
+            self.push_error(err);
+        }
+    }
+
     /// Runs one request; returns true when the connection must close after the replies.
     async fn handle(&mut self, request: Request) -> bool {
+        let close = self.run(request).await;
+        self.client.command_done();
+        close
+    }
+
+    async fn run(&mut self, request: Request) -> bool {
         let mut args = Args::new(request.args);
         let Some(name) = args.next_opt() else {
             return false;
@@ -162,17 +187,17 @@ impl Session {
             self.flush_writes().await;
             let mut all = vec![name];
             all.extend(args.rest());
-            self.push_error(&cmd::unknown_command(&all));
+            self.answer_error(&cmd::unknown_command(&all));
             return false;
         };
         if let Err(e) = cmd::check_arity(spec, args.remaining() + 1) {
             self.flush_writes().await;
-            self.push_error(&e);
+            self.answer_error(&e);
             return false;
         }
         if !self.client.authenticated && spec.flags & flags::NOAUTH == 0 {
             self.flush_writes().await;
-            self.push_error(&RespError::NoAuth);
+            self.answer_error(&RespError::NoAuth);
             return false;
         }
         if !spec.is_write() {
@@ -188,7 +213,7 @@ impl Session {
                 Ok(()) => self.barrier_passed = true,
                 Err(e) => {
                     if !self.shared.config.stale_reads_on_quorum_loss {
-                        self.push_error(&RespError::from(e));
+                        self.answer_error(&RespError::from(e));
                         return false;
                     }
                 }
@@ -199,6 +224,7 @@ impl Session {
         // CLIENT LIST's `cmd=`: the command running or last run (Redis sets it before running).
         self.client.info.last_cmd.store(index, Ordering::Relaxed);
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
+        let mark = self.out.len();
         let mut ctx = Ctx {
             shared: &self.shared,
             client: &mut self.client,
@@ -208,6 +234,9 @@ impl Session {
         };
         match (spec.handler)(&mut ctx, &mut args) {
             Ok(Outcome::Write(op)) => {
+                if self.client.silent() {
+                    self.silent_pending.push(self.pending.len());
+                }
                 self.pending.push(op);
                 if self.pending.len() >= MAX_OPS_PER_BATCH {
                     self.flush_writes().await;
@@ -216,28 +245,33 @@ impl Session {
             }
             Ok(Outcome::Reply(reply)) => {
                 self.flush_writes().await;
-                self.push_reply(&reply);
+                self.answer(&reply);
                 false
             }
             // Only reads answer this way, and reads ran after the pending writes' replies.
-            Ok(Outcome::Written) => false,
+            Ok(Outcome::Written) => {
+                if self.client.silent() {
+                    self.out.truncate(mark);
+                }
+                false
+            }
             Ok(Outcome::Async(future)) => {
                 self.flush_writes().await;
                 let reply = future.await;
                 // It may have written or waited: later commands re-check.
                 self.barrier_passed = false;
                 self.turn_now_ms = None;
-                self.push_reply(&reply);
+                self.answer(&reply);
                 false
             }
             Ok(Outcome::Close(reply)) => {
                 self.flush_writes().await;
-                self.push_reply(&reply);
+                self.answer(&reply);
                 true
             }
             Err(e) => {
                 self.flush_writes().await;
-                self.push_error(&e);
+                self.answer_error(&e);
                 false
             }
         }
@@ -249,6 +283,7 @@ impl Session {
             return;
         }
         let ops = std::mem::take(&mut self.pending);
+        let silent = std::mem::take(&mut self.silent_pending);
         let count = ops.len();
         // Later reads must see these writes (on a follower, through a new read barrier), and
         // their expiry decisions use a clock read after them.
@@ -259,7 +294,10 @@ impl Session {
                 if index > 0 {
                     self.client.last_write_index = index;
                 }
-                for result in results {
+                for (i, result) in results.into_iter().enumerate() {
+                    if !silent.is_empty() && silent.contains(&i) {
+                        continue;
+                    }
                     match result {
                         OpResult::Ok => self.push_reply(&Reply::ok()),
                         OpResult::Nil => self.push_reply(&Reply::Null),
@@ -271,8 +309,10 @@ impl Session {
             }
             Err(e) => {
                 let err = RespError::from(e);
-                for _ in 0..count {
-                    self.push_error(&err);
+                for i in 0..count {
+                    if !silent.contains(&i) {
+                        self.push_error(&err);
+                    }
                 }
             }
         }

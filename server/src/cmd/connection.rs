@@ -283,7 +283,24 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
         }
         "REPLY" => {
             arity(1, args)?;
-            Reply::ok()
+            // As in Redis: ON answers OK; OFF and SKIP are themselves not answered.
+            match super::args::Keyword::new(&args.next_bytes()?).as_str() {
+                "ON" => {
+                    ctx.client.reply_off = false;
+                    ctx.client.skip_next = false;
+                    ctx.client.skip_current = false;
+                    Reply::ok()
+                }
+                "OFF" => {
+                    ctx.client.reply_off = true;
+                    return Ok(Outcome::Written);
+                }
+                "SKIP" => {
+                    ctx.client.skip_next = !ctx.client.reply_off;
+                    return Ok(Outcome::Written);
+                }
+                _ => return Err(RespError::Syntax),
+            }
         }
         "HELP" => super::help_reply(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",

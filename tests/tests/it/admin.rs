@@ -287,6 +287,34 @@ fn eventually_client_gone(c: &mut redis::Connection, id: i64) {
     );
 }
 
+#[test]
+fn client_reply_off_and_skip_silence_replies() {
+    let node = Node::start(NodeOpts::default());
+    let mut raw = meridian_tests::RawConn::connect(node.port()).unwrap();
+    let send = |raw: &mut meridian_tests::RawConn, args: &[&str]| {
+        raw.send(&meridian_tests::encode_command(args));
+    };
+    // OFF: nothing comes back (OFF itself, a write, a read, an error) until ON answers OK.
+    send(&mut raw, &["CLIENT", "REPLY", "OFF"]);
+    send(&mut raw, &["SET", "a", "1"]);
+    send(&mut raw, &["GET", "a"]);
+    send(&mut raw, &["INCR", "nosuchcommand-arity", "x"]);
+    send(&mut raw, &["CLIENT", "REPLY", "ON"]);
+    assert_eq!(raw.read_reply(), Reply::ok());
+    // SKIP: only the next command goes unanswered.
+    send(&mut raw, &["CLIENT", "REPLY", "SKIP"]);
+    send(&mut raw, &["SET", "a", "2"]);
+    send(&mut raw, &["GET", "a"]);
+    assert_eq!(raw.read_reply(), Reply::bulk("2"));
+    assert_eq!(
+        raw.cmd(&["CLIENT", "REPLY", "maybe"]),
+        Reply::err("ERR syntax error")
+    );
+    // The silenced write was applied.
+    let mut c = node.client();
+    assert_eq!(q::<String>(&mut c, &["GET", "a"]), "2");
+}
+
 /// Redis 7.2 additions the issue asks for; redis-server 7.0.15 rejects them.
 #[test]
 fn client_setinfo_and_no_touch_accepted() {
