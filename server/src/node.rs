@@ -47,6 +47,18 @@ pub struct RuntimeSettings {
     pub maxclients: usize,
 }
 
+/// One checked CONFIG SET parameter (see [`Shared::config_check`]).
+pub enum ConfigChange {
+    /// `requirepass` (`None`: no password).
+    RequirePass(Option<String>),
+    /// `maxclients`.
+    MaxClients(usize),
+    /// `appendfsync`.
+    AppendFsync(FsyncPolicy),
+    /// Accepted and meaningless here (`save ""`, `timeout 0`).
+    Nothing,
+}
+
 /// Node-wide state shared by every connection and background task.
 pub struct Shared {
     /// The configuration the node started with.
@@ -163,40 +175,36 @@ impl Shared {
         ]
     }
 
-    /// CONFIG SET of one parameter.
-    pub fn config_set(&self, name: &str, value: &str) -> Result<(), RespError> {
+    /// Checks one CONFIG SET parameter (a lower-case name) without changing anything.
+    pub fn config_check(&self, name: &str, value: &str) -> Result<ConfigChange, RespError> {
         let failed = |why: &str| {
             RespError::Message(format!(
                 "CONFIG SET failed (possibly related to argument '{name}') - {why}"
             ))
         };
-        match name {
+        Ok(match name {
             "requirepass" => {
-                self.settings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .requirepass = (!value.is_empty()).then(|| value.to_string());
+                ConfigChange::RequirePass((!value.is_empty()).then(|| value.to_string()))
             }
             "maxclients" => {
-                let n: usize = value
+                let n: i64 = value
                     .parse()
                     .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
-                if n == 0 {
+                if !(1..=4_294_967_295).contains(&n) {
                     return Err(failed(
                         "argument must be between 1 and 4294967295 inclusive",
                     ));
                 }
-                self.settings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .maxclients = n;
+                ConfigChange::MaxClients(n as usize)
             }
             "appendfsync" => {
-                let policy = FsyncPolicy::parse(value).ok_or_else(|| {
+                ConfigChange::AppendFsync(FsyncPolicy::parse(value).ok_or_else(|| {
                     failed("argument(s) must be one of the following: everysec, always, no")
-                })?;
-                self.keyspace.set_fsync_policy(policy);
+                })?)
             }
+            // What Redis clients set on connect, meaningless here: no RDB, no idle timeout.
+            "save" if value.trim().is_empty() => ConfigChange::Nothing,
+            "timeout" if value == "0" => ConfigChange::Nothing,
             _ if self.config_params().iter().any(|(n, _)| *n == name) => {
                 return Err(failed("can't set immutable config"));
             }
@@ -205,8 +213,27 @@ impl Shared {
                     "Unknown option or number of arguments for CONFIG SET - '{name}'"
                 )))
             }
+        })
+    }
+
+    /// Makes a checked CONFIG SET change.
+    pub fn config_apply(&self, change: ConfigChange) {
+        match change {
+            ConfigChange::RequirePass(pass) => {
+                self.settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .requirepass = pass;
+            }
+            ConfigChange::MaxClients(n) => {
+                self.settings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .maxclients = n;
+            }
+            ConfigChange::AppendFsync(policy) => self.keyspace.set_fsync_policy(policy),
+            ConfigChange::Nothing => {}
         }
-        Ok(())
     }
 
     /// The INFO text for the requested sections (empty = default).

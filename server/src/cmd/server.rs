@@ -123,16 +123,33 @@ pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             Reply::Map(out)
         }
         "SET" => {
-            if args.remaining() == 0 || args.remaining() % 2 != 0 {
+            if args.remaining() < 2 {
                 return Err(RespError::Message(
                     "wrong number of arguments for 'config|set' command".into(),
                 ));
             }
+            if args.remaining() % 2 != 0 {
+                return Err(RespError::Syntax);
+            }
+            // All or nothing, as in Redis: every parameter is checked before any changes.
+            let mut names: Vec<String> = Vec::new();
+            let mut changes = Vec::new();
             while let Some(name) = args.next_opt() {
                 let value = args.next_bytes()?;
                 let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-                ctx.shared
-                    .config_set(&name, &String::from_utf8_lossy(&value))?;
+                if names.contains(&name) {
+                    return Err(RespError::Message(format!(
+                        "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+                    )));
+                }
+                changes.push(
+                    ctx.shared
+                        .config_check(&name, &String::from_utf8_lossy(&value))?,
+                );
+                names.push(name);
+            }
+            for change in changes {
+                ctx.shared.config_apply(change);
             }
             Reply::ok()
         }

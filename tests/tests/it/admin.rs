@@ -568,6 +568,66 @@ fn config_get_set() {
         "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - argument(s) \
          must be one of the following: everysec, always, no"
     );
+    // All or nothing, as in Redis: a bad parameter anywhere changes none of them.
+    for bad in [
+        &["maxclients", "100", "nosuchparam", "1"][..],
+        &["maxclients", "200", "appendfsync", "bogus"],
+        &["appendfsync", "no", "maxclients", "abc"],
+    ] {
+        let mut args = vec!["CONFIG", "SET"];
+        args.extend_from_slice(bad);
+        assert!(q_err(&mut c, &args).starts_with("ERR "), "{args:?}");
+    }
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxclients"]),
+        vec!["maxclients", "10000"]
+    );
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "appendfsync"]),
+        vec!["appendfsync", "always"]
+    );
+    assert_eq!(
+        q_err(
+            &mut c,
+            &["CONFIG", "SET", "maxclients", "100", "maxclients", "200"]
+        ),
+        "ERR CONFIG SET failed (possibly related to argument 'maxclients') - duplicate parameter"
+    );
+    assert_eq!(
+        q_err(
+            &mut c,
+            &["CONFIG", "SET", "maxclients", "100", "appendfsync"]
+        ),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        q_err(&mut c, &["CONFIG", "SET", "maxclients", "-1"]),
+        "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be \
+         between 1 and 4294967295 inclusive"
+    );
+    // What client libraries set on connect is accepted.
+    assert_eq!(
+        q::<Value>(&mut c, &["CONFIG", "SET", "save", "", "timeout", "0"]),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Value>(
+            &mut c,
+            &[
+                "CONFIG",
+                "SET",
+                "appendfsync",
+                "everysec",
+                "maxclients",
+                "500"
+            ]
+        ),
+        Value::Okay
+    );
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxclients"]),
+        vec!["maxclients", "500"]
+    );
     assert_eq!(
         q_err(&mut c, &["CONFIG", "GET"]),
         "ERR wrong number of arguments for 'config|get' command"
