@@ -349,6 +349,10 @@ impl Shared {
             }
             out.push_str("\r\n");
         }
+        if want("cluster") {
+            // Not Redis Cluster: clients must not expect MOVED/ASK (regions route themselves).
+            out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        }
         if want("keyspace") {
             out.push_str("# Keyspace\r\n");
             for db in 0..DATABASES as u8 {
@@ -359,6 +363,10 @@ impl Shared {
                 }
             }
             out.push_str("\r\n");
+        }
+        // Sections are separated by a blank line; the last one ends with its last field.
+        if out.ends_with("\r\n\r\n") {
+            out.truncate(out.len() - 2);
         }
         out
     }

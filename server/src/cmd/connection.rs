@@ -113,7 +113,8 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         .into());
     }
     if let Some(name) = setname {
-        ctx.client.info.names().name = Some(name);
+        // An empty name clears it, as CLIENT SETNAME "" does.
+        ctx.client.info.names().name = (!name.is_empty()).then_some(name);
     }
     ctx.client.protocol = protocol;
     let proto_num = if protocol == ProtocolVersion::Resp3 {
@@ -141,6 +142,11 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 /// SELECT index
 pub fn select(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let n = args.next_i64()?;
+    if i32::try_from(n).is_err() {
+        return Err(RespError::Other(
+            "value is out of range, value must between -2147483648 and 2147483647",
+        ));
+    }
     let db = u8::try_from(n)
         .ok()
         .filter(|d| (*d as usize) < DATABASES)

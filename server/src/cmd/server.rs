@@ -48,8 +48,46 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()).into());
     };
     let reply = match Keyword::new(&sub).as_str() {
-        "COUNT" => Reply::Integer(COMMANDS.len() as i64),
-        "LIST" => Reply::Array(COMMANDS.iter().map(|c| bulk(c.name)).collect()),
+        "COUNT" => {
+            if args.remaining() > 0 {
+                return Err(RespError::arity("command|count"));
+            }
+            Reply::Integer(COMMANDS.len() as i64)
+        }
+        "LIST" => {
+            // COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]
+            let filter: Option<Option<bytes::Bytes>> = match args.remaining() {
+                0 => None,
+                3 => {
+                    let by = Keyword::new(&args.next_bytes()?);
+                    let kind = Keyword::new(&args.next_bytes()?);
+                    let value = args.next_bytes()?;
+                    if by.as_str() != "FILTERBY" {
+                        return Err(RespError::Syntax);
+                    }
+                    match kind.as_str() {
+                        "PATTERN" => Some(Some(value)),
+                        // No modules, and no ACL categories kept per command here.
+                        "MODULE" | "ACLCAT" => Some(None),
+                        _ => return Err(RespError::Syntax),
+                    }
+                }
+                _ => return Err(RespError::Syntax),
+            };
+            Reply::Array(
+                COMMANDS
+                    .iter()
+                    .filter(|c| match &filter {
+                        None => true,
+                        Some(None) => false,
+                        Some(Some(pattern)) => {
+                            crate::keyspace::glob_match(pattern, c.name.as_bytes())
+                        }
+                    })
+                    .map(|c| bulk(c.name))
+                    .collect(),
+            )
+        }
         "INFO" => {
             let names = args.rest();
             if names.is_empty() {
@@ -58,7 +96,7 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                 Reply::Array(
                     names
                         .iter()
-                        .map(|n| super::lookup(n).map_or(Reply::NullArray, command_info))
+                        .map(|n| super::lookup(n).map_or(Reply::Null, command_info))
                         .collect(),
                 )
             }
@@ -274,7 +312,14 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespErro
 }
 
 /// SAVE / BGSAVE: syncs RocksDB's log (data is always persisted; there is no snapshot file).
-pub fn save(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+pub fn save(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    // BGSAVE [SCHEDULE]: nothing else.
+    if let Some(word) = args.next_keyword() {
+        if word.as_str() != "SCHEDULE" || ctx.spec.name != "bgsave" {
+            return Err(RespError::Syntax);
+        }
+    }
+    args.finish()?;
     ctx.shared.sync_now()?;
     Ok(if ctx.spec.name == "bgsave" {
         status("Background saving started")
@@ -292,7 +337,8 @@ pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// `timeout` ms for `numreplicas` of them.
 pub fn wait(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let wanted = args.next_i64()?;
-    let timeout = args.next_i64()?;
+    let timeout = super::args::parse_int(&args.next_bytes()?)
+        .map_err(|_| RespError::Other("timeout is not an integer or out of range"))?;
     if timeout < 0 {
         return Err(RespError::Other("timeout is negative"));
     }

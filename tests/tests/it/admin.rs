@@ -788,3 +788,39 @@ fn prometheus_metrics_endpoint() {
         "empty /metrics after 20 commands"
     );
 }
+
+/// Replies found to differ from redis-server 7.0's in a reply-by-reply comparison, now alike.
+#[test]
+fn admin_edge_replies_match_redis() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q_err(&mut c, &["SELECT", "2147483648"]),
+        "ERR value is out of range, value must between -2147483648 and 2147483647"
+    );
+    assert_eq!(
+        q_err(&mut c, &["SELECT", "16"]),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(q_err(&mut c, &["BGSAVE", "x"]), "ERR syntax error");
+    assert_eq!(
+        q_err(&mut c, &["WAIT", "0", "abc"]),
+        "ERR timeout is not an integer or out of range"
+    );
+    assert_eq!(
+        q_err(&mut c, &["COMMAND", "COUNT", "x"]),
+        "ERR wrong number of arguments for 'command|count' command"
+    );
+    let mut gets: Vec<String> = q(&mut c, &["COMMAND", "LIST", "FILTERBY", "PATTERN", "get*"]);
+    gets.sort();
+    assert_eq!(gets, ["get", "getdel", "getex", "getrange", "getset"]);
+    assert_eq!(q_err(&mut c, &["COMMAND", "LIST", "x"]), "ERR syntax error");
+    assert_eq!(
+        q::<Value>(&mut c, &["COMMAND", "INFO", "nosuchcmd"]),
+        Value::Array(vec![Value::Nil])
+    );
+    let cluster: String = q(&mut c, &["INFO", "cluster"]);
+    assert_eq!(cluster, "# Cluster\r\ncluster_enabled:0\r\n");
+    let _: Value = q(&mut c, &["HELLO", "2", "SETNAME", ""]);
+    assert_eq!(q::<Value>(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
+}
