@@ -239,20 +239,24 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
         }
         "LIST" => {
             let mut ids: Option<Vec<u64>> = None;
+            // Every connection is a normal client: other types list nobody.
+            let mut normal = true;
             while let Some(opt) = args.next_keyword() {
                 match opt.as_str() {
                     "TYPE" => {
                         let t = args.next_bytes()?;
-                        if !matches!(
-                            super::args::Keyword::new(&t).as_str(),
-                            "NORMAL" | "MASTER" | "REPLICA" | "PUBSUB"
-                        ) {
-                            return Err(RespError::Message(format!(
-                                "Unknown client type '{}'",
-                                String::from_utf8_lossy(&t)
-                            )));
+                        match super::args::Keyword::new(&t).as_str() {
+                            "NORMAL" => {}
+                            "MASTER" | "REPLICA" | "PUBSUB" => normal = false,
+                            _ => {
+                                return Err(RespError::Message(format!(
+                                    "Unknown client type '{}'",
+                                    String::from_utf8_lossy(&t)
+                                )))
+                            }
                         }
                     }
+                    "ID" if args.remaining() == 0 => return Err(RespError::Syntax),
                     "ID" => {
                         let mut list = Vec::new();
                         for raw in args.rest() {
@@ -267,7 +271,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             }
             let mut text = String::new();
             for c in ctx.shared.clients.list() {
-                if ids.as_ref().is_none_or(|ids| ids.contains(&c.id)) {
+                if normal && ids.as_ref().is_none_or(|ids| ids.contains(&c.id)) {
                     text.push_str(&c.describe());
                     text.push('\n');
                 }
@@ -308,6 +312,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 _ => return Err(RespError::Syntax),
             }
         }
+        "HELP" if args.remaining() > 0 => return Err(RespError::arity("client|help")),
         "HELP" => super::help_reply(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "ID",

@@ -192,6 +192,9 @@ pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             Reply::ok()
         }
         "RESETSTAT" => {
+            if args.remaining() > 0 {
+                return Err(RespError::arity("config|resetstat"));
+            }
             ctx.shared.stats.reset();
             Reply::ok()
         }

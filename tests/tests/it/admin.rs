@@ -823,4 +823,22 @@ fn admin_edge_replies_match_redis() {
     assert_eq!(cluster, "# Cluster\r\ncluster_enabled:0\r\n");
     let _: Value = q(&mut c, &["HELLO", "2", "SETNAME", ""]);
     assert_eq!(q::<Value>(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
+    // Every connection is a normal client.
+    let normal: String = q(&mut c, &["CLIENT", "LIST", "TYPE", "normal"]);
+    assert!(normal.contains("id="), "{normal:?}");
+    let pubsub: String = q(&mut c, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+    assert_eq!(pubsub, "");
+    assert_eq!(
+        q_err(&mut c, &["CLIENT", "LIST", "TYPE", "slave"]),
+        "ERR Unknown client type 'slave'"
+    );
+    assert_eq!(q_err(&mut c, &["CLIENT", "LIST", "ID"]), "ERR syntax error");
+    assert_eq!(
+        q_err(&mut c, &["CLIENT", "HELP", "x"]),
+        "ERR wrong number of arguments for 'client|help' command"
+    );
+    assert_eq!(
+        q_err(&mut c, &["CONFIG", "RESETSTAT", "x"]),
+        "ERR wrong number of arguments for 'config|resetstat' command"
+    );
 }
