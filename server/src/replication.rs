@@ -892,7 +892,22 @@ async fn merge_ready(raft: Arc<RegionRaft>, origin: u8) {
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.ops))
             .collect();
-        let result = raft.write(ops).await.map(|_| ()).map_err(|e| e.to_string());
+        let result = match raft.write(ops).await {
+            // A merge the apply refused (a state that does not decode, a database out of
+            // range) is an error for the sender, which then keeps the entry and says so in its
+            // log, rather than an ack that would let it trim the entry unmerged.
+            Ok((results, _)) => match results.iter().find_map(|r| match r {
+                OpResult::Err(e) => Some(e),
+                _ => None,
+            }) {
+                Some(e) => {
+                    tracing::error!(origin, error = %e, "refused a shipped entry");
+                    Err(format!("merge refused: {e}"))
+                }
+                None => Ok(()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
         if result.is_err() {
             // Calls after these must wait for a resend: back to what is durable.
             let durable = raft.keyspace.watermark(origin).unwrap_or(0);

@@ -228,28 +228,18 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
     let o = string_options(args, true)?;
     let expire = match o.expire {
-        Some((unit, amount)) => match timed_value(ctx, unit, &amount) {
-            Ok(at) => Some(ExpireSet::At(at)),
-            // Redis looks the key up before it reads the amount: a missing key is nil.
-            Err(e) => {
-                return match ctx.shared.keyspace.get(ctx.client.db, &key, ctx.now_ms)? {
-                    None => Ok(Reply::Null.into()),
-                    Some(_) => Err(e),
-                }
-            }
-        },
+        Some((unit, amount)) => Some(ExpireSet::At(timed_value(ctx, unit, &amount)?)),
         None if o.persist => Some(ExpireSet::Clear),
         None => None,
     };
-    match expire {
-        // Without options GETEX is a plain read.
-        None => get(ctx, &mut Args::new(vec![key])),
-        Some(expire) => Ok(Outcome::Write(Op::GetEx {
-            db: ctx.client.db,
-            key,
-            expire,
-        })),
-    }
+    // Without options GETEX changes nothing, but it still goes in order with this
+    // connection's pending writes (a write command runs before they are flushed; the GET
+    // path would answer ahead of them, from before them).
+    Ok(Outcome::Write(Op::GetEx {
+        db: ctx.client.db,
+        key,
+        expire: expire.unwrap_or(ExpireSet::Keep),
+    }))
 }
 
 /// MGET key [key ...]

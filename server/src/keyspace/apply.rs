@@ -110,6 +110,9 @@ pub(super) struct BatchCtx<'a> {
     /// The data key and cache slot of the latest read served by the cache: the next write
     /// of that key remembers the slot.
     last_slot: Option<(Vec<u8>, Arc<Slot>)>,
+    /// Origins one of whose merges this batch refused: their later merges are refused too,
+    /// so that no watermark moves past the refused entry.
+    refused_origins: Vec<u8>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -136,6 +139,7 @@ impl<'a> BatchCtx<'a> {
             fresh_floors: None,
             cache_replacements: ks.hot.replacements(),
             last_slot: None,
+            refused_origins: Vec::new(),
         }
     }
 
@@ -356,6 +360,9 @@ impl<'a> BatchCtx<'a> {
     /// Applies one op.
     pub(super) fn apply(&mut self, op: &Op) -> Result<OpResult, StorageError> {
         if let Err(e) = op.check_dbs() {
+            if let Op::Merge { origin, .. } = op {
+                self.refused_origins.push(*origin);
+            }
             return Ok(OpResult::Err(e));
         }
         Ok(match op {
@@ -659,6 +666,9 @@ impl<'a> BatchCtx<'a> {
                 hlc,
                 states,
             } => {
+                if self.refused_origins.contains(origin) {
+                    return Ok(OpResult::Err(OpError::CorruptState));
+                }
                 let resync = *index == crate::replication::RESYNC_INDEX;
                 let applied = match self.watermarks.get(origin) {
                     Some(wm) => *wm,
@@ -674,6 +684,7 @@ impl<'a> BatchCtx<'a> {
                     .map(|(_, _, encoded)| StoredValue::from_stored(encoded.clone()))
                     .collect::<Option<Vec<_>>>()
                 else {
+                    self.refused_origins.push(*origin);
                     return Ok(OpResult::Err(OpError::CorruptState));
                 };
                 self.merging = true;
@@ -1013,6 +1024,33 @@ mod tests {
         assert!(ks.get(0, b"m1", 1).expect("get").is_none());
         assert_eq!(ks.watermark(1).expect("watermark"), 0);
         assert!(ks.get(0, b"after", 1).expect("get").is_some());
+        // A refused merge holds back the later merges of its origin in the same batch, so
+        // that no watermark passes it.
+        let held = apply(
+            &ks,
+            (5 << 16) + 1,
+            vec![
+                merge(vec![(
+                    0,
+                    Bytes::from_static(b"m4"),
+                    Bytes::from_static(b"\xff"),
+                )]),
+                Op::Merge {
+                    origin: 1,
+                    index: 6,
+                    hlc: 9 << 16,
+                    states: vec![(0, Bytes::from_static(b"m5"), good_state.as_bytes().clone())],
+                },
+            ],
+        );
+        assert_eq!(
+            held,
+            vec![
+                OpResult::Err(OpError::CorruptState),
+                OpResult::Err(OpError::CorruptState)
+            ]
+        );
+        assert_eq!(ks.watermark(1).expect("watermark"), 0);
         // The same good state alone merges.
         let ok = apply(
             &ks,

@@ -97,6 +97,17 @@ pub struct PnEntry {
     pub n: u64,
 }
 
+/// The later of two copies of a sum that only grows but wraps past 2^64 (see
+/// `KeyState::counter_delta`): the one ahead in serial-number order, right while the copies
+/// differ by less than 2^63 (no region adds that much between two of its merges).
+fn later_sum(a: u64, b: u64) -> u64 {
+    if (b.wrapping_sub(a) as i64) > 0 {
+        b
+    } else {
+        a
+    }
+}
+
 /// A decoded key state, for applying and merging.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyState {
@@ -311,8 +322,8 @@ impl KeyState {
                 .find(|x| x.region == e.region && x.inc == e.inc)
             {
                 Some(x) => {
-                    x.p = x.p.max(e.p);
-                    x.n = x.n.max(e.n);
+                    x.p = later_sum(x.p, e.p);
+                    x.n = later_sum(x.n, e.n);
                 }
                 None => {
                     self.pn.push(*e);
@@ -681,6 +692,37 @@ mod tests {
         ba.merge(&a);
         assert_eq!(ab, ba);
         assert_eq!(ab.visible(), Some(Bytes::from_static(b"10")));
+    }
+
+    #[test]
+    fn merges_take_the_later_copy_of_sums_that_wrapped() {
+        let max = i64::MAX;
+        let mut a = KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        // A's sums of increments and of decrements reach 2^64 - 2; the value is 0.
+        for delta in [max, -max, max, -max] {
+            a.add(0, delta, 1);
+        }
+        let mut b = a.clone();
+        b.merge(&a);
+        assert_eq!(b.visible(), Some(Bytes::from_static(b"0")));
+        // A adds once more: its sum of increments wraps. B must take it as the later one.
+        a.add(0, max, 1);
+        assert_eq!(a.visible(), Some(Bytes::from(max.to_string())));
+        b.merge(&a);
+        assert_eq!(b.visible(), a.visible());
+        // And the stale copy does not win the other way round.
+        let stale = {
+            let mut s = a.clone();
+            s.pn.iter_mut()
+                .for_each(|e| e.p = e.p.wrapping_sub(max as u64));
+            s
+        };
+        let mut a2 = a.clone();
+        a2.merge(&stale);
+        assert_eq!(a2.visible(), a.visible());
     }
 
     #[test]
