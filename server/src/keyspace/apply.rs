@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
 
 use super::hot::{Change, Slot};
-use super::number::{format_float, parse_f64_strict, parse_i64_strict};
+use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
 use super::value::{KeyState, Stamp};
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES, MAX_STRING_LEN};
 use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
@@ -487,18 +487,14 @@ impl<'a> BatchCtx<'a> {
             }
             Op::IncrByFloat { db, key, delta } => {
                 let cur = self.read(*db, key)?;
-                let current = match &cur.live {
-                    None => 0.0,
-                    Some(v) => match parse_f64_strict(v) {
-                        Some(n) => n,
-                        None => return Ok(OpResult::Err(OpError::NotFloat)),
-                    },
-                };
-                let next = current + delta;
-                if !next.is_finite() {
-                    return Ok(OpResult::Err(OpError::NanOrInfinity));
+                if let Some(v) = &cur.live {
+                    if parse_f64_strict(v).is_none() {
+                        return Ok(OpResult::Err(OpError::NotFloat));
+                    }
                 }
-                let text = format_float(next);
+                let Some(text) = incr_by_float(cur.live.as_deref(), *delta) else {
+                    return Ok(OpResult::Err(OpError::NanOrInfinity));
+                };
                 self.put_string(*db, key, cur, text.as_bytes(), ExpireSet::Keep);
                 OpResult::Bulk(Bytes::from(text))
             }

@@ -29,28 +29,249 @@ pub fn parse_f64_strict(bytes: &[u8]) -> Option<f64> {
     (!v.is_nan()).then_some(v)
 }
 
-/// Formats an INCRBYFLOAT result like Redis's human long-double format: no exponent, no
-/// trailing zeros, and rounded to 16 significant digits. Redis adds in long double (64-bit
-/// mantissa) and prints 17 decimals, so the double's rounding error in sums like 0.1 + 0.2
-/// never shows there ("0.3"); the double's own shortest form would ("0.30000000000000004").
-/// The sum stays a double (every replica must compute the same value on any CPU), rounded
-/// once more here, and the text is what is stored.
+/// Formats a float the way the INCRBYFLOAT fallback stores it (see [`incr_by_float`]): no
+/// exponent, no trailing zeros; the shortest decimal that reads back as the same double, and
+/// every digit of an integral value (the shortest form of 2^63 would end in zeros).
 pub fn format_float(v: f64) -> String {
     if v == 0.0 {
         return "0".to_string();
     }
-    let rounded: f64 = format!("{v:.15e}").parse().unwrap_or(v);
-    // An integral value prints all its digits, as Redis's fixed-point format does (the
-    // shortest form of 2^63 would end in zeros: 9223372036854776000).
-    if rounded.fract() == 0.0 && rounded.abs() < 1e38 {
-        return (rounded as i128).to_string();
+    if v.fract() == 0.0 && v.abs() < 1e38 {
+        return (v as i128).to_string();
     }
-    format!("{rounded}")
+    format!("{v}")
+}
+
+/// Decimals INCRBYFLOAT keeps after the point, as Redis's `%.17Lf`.
+const FLOAT_DECIMALS: i32 = 17;
+
+/// An exact decimal `m × 10^e`, for INCRBYFLOAT sums.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Decimal {
+    m: i128,
+    e: i32,
+}
+
+/// Reads `[+-]digits[.digits][(e|E)[+-]digits]` exactly, when its significant digits fit an
+/// i128 (else `None`, and the sum falls back to doubles).
+fn parse_decimal(text: &[u8]) -> Option<Decimal> {
+    let (negative, rest) = match text.first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match rest.iter().position(|b| *b == b'e' || *b == b'E') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (int_part, frac_part) = match mantissa.iter().position(|b| *b == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &b""[..]),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part.iter().chain(frac_part).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut e: i32 = match exponent {
+        None => 0,
+        Some(x) => {
+            let (neg, digits) = match x.first()? {
+                b'-' => (true, &x[1..]),
+                b'+' => (false, &x[1..]),
+                _ => (false, x),
+            };
+            if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let v: i32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            if neg {
+                -v
+            } else {
+                v
+            }
+        }
+    };
+    e = e.checked_sub(i32::try_from(frac_part.len()).ok()?)?;
+    let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
+    let start = digits
+        .iter()
+        .position(|d| *d != b'0')
+        .unwrap_or(digits.len());
+    let mut significant = &digits[start..];
+    while let Some((b'0', head)) = significant.split_last() {
+        significant = head;
+        e = e.checked_add(1)?;
+    }
+    if significant.len() > 38 {
+        return None;
+    }
+    let mut m: i128 = 0;
+    for d in significant {
+        m = m * 10 + i128::from(d - b'0');
+    }
+    Some(Decimal {
+        m: if negative { -m } else { m },
+        e: if m == 0 { 0 } else { e },
+    })
+}
+
+impl Decimal {
+    /// True when the value is below 10^-18: nothing of it survives rounding to 17 decimals.
+    fn negligible(self) -> bool {
+        let digits = self
+            .m
+            .unsigned_abs()
+            .checked_ilog10()
+            .map_or(0, |d| d as i32 + 1);
+        self.e.saturating_add(digits) < -FLOAT_DECIMALS - 1
+    }
+
+    /// The exact sum, when it fits (or the larger one, when the other cannot count).
+    fn add(self, other: Decimal) -> Option<Decimal> {
+        if other.negligible() && !self.negligible() {
+            return Some(self);
+        }
+        if self.negligible() && !other.negligible() {
+            return Some(other);
+        }
+        let e = self.e.min(other.e);
+        let scale = |d: Decimal| -> Option<i128> {
+            let shift = u32::try_from(d.e - e).ok()?;
+            d.m.checked_mul(10i128.checked_pow(shift)?)
+        };
+        Some(Decimal {
+            m: scale(self)?.checked_add(scale(other)?)?,
+            e,
+        })
+    }
+
+    /// Fixed point, rounded (half to even) to at most [`FLOAT_DECIMALS`] decimals, without
+    /// trailing zeros: what Redis's human long-double format prints.
+    fn format(self) -> Option<String> {
+        let Decimal { mut m, mut e } = self;
+        if e < -FLOAT_DECIMALS {
+            let drop = u32::try_from(-FLOAT_DECIMALS - e).ok()?;
+            m = match 10i128.checked_pow(drop) {
+                Some(div) => {
+                    let (q, r) = (m / div, m % div);
+                    let twice = r.abs() * 2;
+                    if twice > div || (twice == div && q % 2 != 0) {
+                        q + m.signum()
+                    } else {
+                        q
+                    }
+                }
+                None => 0,
+            };
+            e = -FLOAT_DECIMALS;
+        }
+        if m == 0 {
+            return Some("0".to_string());
+        }
+        let mut digits = m.unsigned_abs().to_string();
+        if e >= 0 {
+            if e > 400 {
+                return None;
+            }
+            digits.push_str(&"0".repeat(e as usize));
+        } else {
+            let frac = (-e) as usize;
+            if digits.len() <= frac {
+                digits = "0".repeat(frac + 1 - digits.len()) + &digits;
+            }
+            digits.insert(digits.len() - frac, '.');
+            let trimmed = digits.trim_end_matches('0').trim_end_matches('.').len();
+            digits.truncate(trimmed);
+        }
+        if m < 0 {
+            digits.insert(0, '-');
+        }
+        Some(digits)
+    }
+}
+
+/// INCRBYFLOAT's new value as stored and answered: `current` (the stored text, `None` for a
+/// missing key) plus `delta`, or `None` when the result is not a finite number.
+///
+/// Redis adds in long double and prints 17 decimals, so 0.1 + 0.2 reads "0.3" there; in
+/// doubles it reads 0.30000000000000004. Meridian adds exactly in decimal: the stored text
+/// and the delta's shortest decimal form (the command's argument as the user wrote it,
+/// whenever it has at most 17 significant digits), rounded to 17 decimals. Sums too wide for
+/// that (significant digits past 38) are added in doubles instead. Either way every replica
+/// computes the same text on any CPU.
+pub fn incr_by_float(current: Option<&[u8]>, delta: f64) -> Option<String> {
+    let base = current.unwrap_or(b"0");
+    let delta_text = format!("{delta}");
+    let exact = parse_decimal(base)
+        .zip(parse_decimal(delta_text.as_bytes()))
+        .and_then(|(a, b)| a.add(b))
+        .and_then(Decimal::format);
+    let text = match exact {
+        Some(text) => text,
+        None => {
+            let sum = parse_f64_strict(base)? + delta;
+            if !sum.is_finite() {
+                return None;
+            }
+            format_float(sum)
+        }
+    };
+    text.parse::<f64>().ok().filter(|v| v.is_finite())?;
+    Some(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incrbyfloat_adds_exactly_in_decimal() {
+        let add = |cur: Option<&str>, d: f64| incr_by_float(cur.map(str::as_bytes), d);
+        // As Redis reads them (its long double hides the double's error).
+        assert_eq!(add(Some("0.1"), 0.2).as_deref(), Some("0.3"));
+        assert_eq!(add(Some("1.1"), 2.2).as_deref(), Some("3.3"));
+        assert_eq!(add(Some("10.50"), 0.1).as_deref(), Some("10.6"));
+        assert_eq!(add(None, -0.1).as_deref(), Some("-0.1"));
+        assert_eq!(add(Some("5.0e3"), -5000.0).as_deref(), Some("0"));
+        // Digits a double would lose are kept, as in Redis.
+        assert_eq!(
+            add(Some("0"), 1.0000000000000002).as_deref(),
+            Some("1.0000000000000002")
+        );
+        assert_eq!(
+            add(Some("12345678901234567"), 0.0).as_deref(),
+            Some("12345678901234567")
+        );
+        assert_eq!(
+            add(Some("9223372036854775807"), 1.0).as_deref(),
+            Some("9223372036854775808")
+        );
+        // 17 decimals at most, rounded half to even.
+        assert_eq!(add(Some("0"), 1e-20).as_deref(), Some("0"));
+        assert_eq!(add(Some("109.5"), 1e-320).as_deref(), Some("109.5"));
+        assert_eq!(
+            add(Some("100000000000000000109.5000000001"), 1e-300).as_deref(),
+            Some("100000000000000000109.5000000001")
+        );
+        assert_eq!(
+            add(Some("0.000000000000000015"), 0.0).as_deref(),
+            Some("0.00000000000000002")
+        );
+        assert_eq!(
+            add(Some("0.000000000000000025"), 0.0).as_deref(),
+            Some("0.00000000000000002")
+        );
+        // Wide sums fall back to doubles; past the double's range is no number.
+        assert_eq!(add(Some("1e300"), 0.1).as_deref().map(str::len), Some(301));
+        assert_eq!(
+            add(Some("1.5e300"), 0.0).as_deref().map(str::len),
+            Some(301)
+        );
+        assert_eq!(add(Some("1e308"), 1e308), None);
+        assert_eq!(add(Some("inf"), 1.0), None);
+    }
 
     #[test]
     fn strict_integers() {
@@ -82,10 +303,6 @@ mod tests {
     #[test]
     fn floats() {
         assert_eq!(format_float(10.5 + 0.1), "10.6");
-        // The double's rounding error does not show, as in Redis.
-        assert_eq!(format_float(0.1 + 0.2), "0.3");
-        assert_eq!(format_float(1.1 + 2.2), "3.3");
-        assert_eq!(format_float(-0.1 - 0.2), "-0.3");
         // Integers a double holds exactly, small fractions and huge values, without exponent.
         assert_eq!(format_float(9007199254740992.0), "9007199254740992");
         assert_eq!(format_float(9223372036854775808.0), "9223372036854775808");
@@ -97,6 +314,7 @@ mod tests {
         assert_eq!(format_float(3.0), "3");
         assert_eq!(format_float(-0.0), "0");
         assert_eq!(parse_f64_strict(b"1.5"), Some(1.5));
+        assert_eq!(format_float(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(parse_f64_strict(b"nan"), None);
         assert_eq!(parse_f64_strict(b" 1"), None);
     }
