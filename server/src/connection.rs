@@ -95,17 +95,22 @@ pub async fn serve(
         session.finish_turn();
         if !session.out.is_empty() {
             let n = session.out.len() as u64;
-            let write = tokio::time::timeout(write_timeout, stream.write_all(&session.out));
-            let written = tokio::select! {
-                w = write => w,
-                _ = token.cancelled() => return,
-            };
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    debug!("client took none of its replies in time; closing");
-                    return;
+            // The timeout is on progress: a slow reader of a large reply is not cut off, one
+            // that takes nothing for `client-write-timeout-ms` is.
+            let mut sent = 0;
+            while sent < session.out.len() {
+                let write = tokio::time::timeout(write_timeout, stream.write(&session.out[sent..]));
+                let written = tokio::select! {
+                    w = write => w,
+                    _ = token.cancelled() => return,
+                };
+                match written {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(k)) => sent += k,
+                    Err(_) => {
+                        debug!("client took none of its replies in time; closing");
+                        return;
+                    }
                 }
             }
             session

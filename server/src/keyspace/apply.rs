@@ -907,6 +907,20 @@ mod tests {
     }
 
     #[test]
+    fn randomkey_finds_a_live_key_behind_many_tombstones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = keyspace(dir.path());
+        let keys: Vec<String> = (0..2000).map(|i| format!("a{i:04}")).collect();
+        apply(&ks, 1 << 16, keys.iter().map(|k| set(k)).collect());
+        apply(&ks, 2 << 16, keys.iter().map(|k| del(k)).collect());
+        apply(&ks, 3 << 16, vec![set("z")]);
+        for _ in 0..5 {
+            let k = ks.random_key(0, 1).expect("random_key");
+            assert_eq!(k.as_deref(), Some(&b"z"[..]));
+        }
+    }
+
+    #[test]
     fn counters_whose_history_passes_the_64_bit_range_keep_their_value() {
         let dir = tempfile::tempdir().expect("tempdir");
         // With tombstones and counters as several regions keep them, and as one region does.

@@ -633,11 +633,13 @@ impl Keyspace {
         }
         if size <= RANDOMKEY_EXACT {
             let (live, _) = self.scan(db, None, RANDOMKEY_EXACT as usize + 1, now_ms)?;
-            if live.is_empty() {
-                return Ok(None);
+            if !live.is_empty() {
+                let pick = rand::random_range(0..live.len());
+                return Ok(live.into_iter().nth(pick).map(|(k, _)| k));
             }
-            let pick = rand::random_range(0..live.len());
-            return Ok(live.into_iter().nth(pick).map(|(k, _)| k));
+            // Tombstones (kept for other regions) fill the first entries: look further.
+            let (far, _) = self.scan(db, None, RANDOMKEY_FAR, now_ms)?;
+            return Ok(far.into_iter().next().map(|(k, _)| k));
         }
         let (Some(first), Some(last)) = (self.edge_key(db, false)?, self.edge_key(db, true)?)
         else {
@@ -647,6 +649,9 @@ impl Keyspace {
         let (mut near, _) = self.scan(db, Some(&probe), RANDOMKEY_SPREAD, now_ms)?;
         if near.is_empty() {
             (near, _) = self.scan(db, None, RANDOMKEY_SPREAD, now_ms)?;
+        }
+        if near.is_empty() {
+            (near, _) = self.scan(db, None, RANDOMKEY_FAR, now_ms)?;
         }
         if near.is_empty() {
             return Ok(None);
@@ -923,6 +928,10 @@ impl Keyspace {
         Ok(())
     }
 }
+
+/// Entries RANDOMKEY looks through at most for a live key when its first look found only
+/// tombstones (kept in a database of several regions until every region has them).
+pub const RANDOMKEY_FAR: usize = 100_000;
 
 /// RANDOMKEY in a larger database picks among this many keys after its random point.
 pub const RANDOMKEY_SPREAD: usize = 64;
