@@ -152,13 +152,9 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
             }
             Ok(Outcome::Async(Box::pin(async move {
                 let node = MeridianNode { name, peer, resp };
-                let added = within(MEMBERSHIP_TIMEOUT, raft.raft.add_learner(id, node, true));
-                match added.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        return RespError::Message(format!("adding learner {id}: {e}")).to_reply()
-                    }
-                    Err(waited) => return not_finished(&format!("adding learner {id}"), waited),
+                let learner = raft.raft.add_learner(id, node, true);
+                if let Err(reply) = membership_step(format!("adding learner {id}"), learner).await {
+                    return reply;
                 }
                 let mut voters: BTreeSet<u64> = raft
                     .metrics()
@@ -167,16 +163,10 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
                     .voter_ids()
                     .collect();
                 voters.insert(id);
-                match within(
-                    MEMBERSHIP_TIMEOUT,
-                    raft.raft.change_membership(voters, false),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Reply::ok(),
-                    Ok(Err(e)) => RespError::Message(format!("promoting {id}: {e}")).to_reply(),
-                    Err(waited) => not_finished(&format!("promoting {id}"), waited),
-                }
+                let promote = raft.raft.change_membership(voters, false);
+                membership_step(format!("promoting {id}"), promote)
+                    .await
+                    .unwrap_or_else(|reply| reply)
             })))
         }
         "REMOVE" => {
@@ -192,34 +182,21 @@ fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespErr
                     .voter_ids()
                     .any(|v| v == id);
                 if is_voter {
-                    let change = ChangeMembers::RemoveVoters(remove.clone());
-                    match within(
-                        MEMBERSHIP_TIMEOUT,
-                        raft.raft.change_membership(change, false),
-                    )
-                    .await
+                    let demote = raft
+                        .raft
+                        .change_membership(ChangeMembers::RemoveVoters(remove.clone()), false);
+                    if let Err(reply) =
+                        membership_step(format!("removing voter {id}"), demote).await
                     {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            return RespError::Message(format!("removing voter {id}: {e}"))
-                                .to_reply()
-                        }
-                        Err(waited) => {
-                            return not_finished(&format!("removing voter {id}"), waited)
-                        }
+                        return reply;
                     }
                 }
-                let change = ChangeMembers::RemoveNodes(remove);
-                match within(
-                    MEMBERSHIP_TIMEOUT,
-                    raft.raft.change_membership(change, false),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => Reply::ok(),
-                    Ok(Err(e)) => RespError::Message(format!("removing node {id}: {e}")).to_reply(),
-                    Err(waited) => not_finished(&format!("removing node {id}"), waited),
-                }
+                let drop = raft
+                    .raft
+                    .change_membership(ChangeMembers::RemoveNodes(remove), false);
+                membership_step(format!("removing node {id}"), drop)
+                    .await
+                    .unwrap_or_else(|reply| reply)
             })))
         }
         _ => Err(RespError::Syntax),
@@ -385,20 +362,21 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
 /// a change committing) before answering that it has not finished. The step goes on.
 pub const MEMBERSHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Runs `step` for at most `limit`; `Err(limit)` when it did not finish in time.
-async fn within<T>(
-    limit: std::time::Duration,
-    step: impl std::future::Future<Output = T>,
-) -> Result<T, std::time::Duration> {
-    tokio::time::timeout(limit, step).await.map_err(|_| limit)
-}
-
-/// The reply to a membership step that did not finish within `waited`.
-fn not_finished(what: &str, waited: std::time::Duration) -> Reply {
-    RespError::Message(format!(
-        "{what}: not finished within {} s (no quorum, or the node cannot be reached?); it may \
-         still complete: see MERIDIAN RAFT",
-        waited.as_secs()
-    ))
-    .to_reply()
+/// Runs one membership step (`what` names it in errors) for at most [`MEMBERSHIP_TIMEOUT`]:
+/// `Ok(+OK)` when it succeeded, else the error reply to give (failed, or not finished in time:
+/// then it goes on, and MERIDIAN RAFT shows when it has).
+async fn membership_step<T, E: std::fmt::Display>(
+    what: String,
+    step: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Reply, Reply> {
+    match tokio::time::timeout(MEMBERSHIP_TIMEOUT, step).await {
+        Ok(Ok(_)) => Ok(Reply::ok()),
+        Ok(Err(e)) => Err(RespError::Message(format!("{what}: {e}")).to_reply()),
+        Err(_) => Err(RespError::Message(format!(
+            "{what}: not finished within {} s (no quorum, or the node cannot be reached?); it \
+             may still complete: see MERIDIAN RAFT",
+            MEMBERSHIP_TIMEOUT.as_secs()
+        ))
+        .to_reply()),
+    }
 }

@@ -42,6 +42,15 @@ pub fn format_float(v: f64) -> String {
     format!("{v}")
 }
 
+/// Splits an optional leading sign off `text`: (negative, the rest).
+pub fn split_sign(text: &[u8]) -> (bool, &[u8]) {
+    match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    }
+}
+
 /// Decimals INCRBYFLOAT keeps after the point, as Redis's `%.17Lf`.
 const FLOAT_DECIMALS: i32 = 17;
 
@@ -55,11 +64,7 @@ struct Decimal {
 /// Reads `[+-]digits[.digits][(e|E)[+-]digits]` exactly, when its significant digits fit an
 /// i128 (else `None`, and the sum falls back to doubles).
 fn parse_decimal(text: &[u8]) -> Option<Decimal> {
-    let (negative, rest) = match text.first()? {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
+    let (negative, rest) = split_sign(text);
     let (mantissa, exponent) = match rest.iter().position(|b| *b == b'e' || *b == b'E') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
@@ -77,11 +82,7 @@ fn parse_decimal(text: &[u8]) -> Option<Decimal> {
     let mut e: i32 = match exponent {
         None => 0,
         Some(x) => {
-            let (neg, digits) = match x.first()? {
-                b'-' => (true, &x[1..]),
-                b'+' => (false, &x[1..]),
-                _ => (false, x),
-            };
+            let (neg, digits) = split_sign(x);
             if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
