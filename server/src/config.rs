@@ -116,6 +116,13 @@ pub struct ServerConfig {
     /// they were flushed first: replication cost 30 % of the writing node's CPU per SET
     /// instead of 19 % (geo-report, pinned).
     pub write_buffer_mb: Option<u64>,
+    /// In a topology of one region, applied writes wait in memory at most this long (ms) and
+    /// go to RocksDB together, on a thread of their own (0: each applied Raft entry is its own
+    /// RocksDB write on the Raft thread). The Raft log holds them meanwhile.
+    pub write_back_ms: u64,
+    /// ... or until they take this many MiB (at twice this, the Raft thread writes them itself:
+    /// the bound of the memory they take).
+    pub write_back_mb: u64,
     /// Prometheus exporter address (none = off).
     pub metrics_addr: Option<SocketAddr>,
     /// Read consistency for connections that did not send READONLY.
@@ -148,6 +155,12 @@ pub struct ServerConfig {
     pub raft: RaftConfig,
 }
 
+/// Longest `write-back-ms`: what waits is applied again from the Raft log after a crash, which
+/// the next start pays for.
+pub const MAX_WRITE_BACK_MS: u64 = 10_000;
+/// Largest `write-back-mb`.
+pub const MAX_WRITE_BACK_MB: u64 = 1024;
+
 /// Most worker threads `io-threads` may ask for.
 pub const MAX_IO_THREADS: usize = 256;
 
@@ -156,6 +169,18 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.client_write_timeout_ms == 0 {
             return Err("client-write-timeout-ms must be at least 1".into());
+        }
+        if self.write_back_ms > MAX_WRITE_BACK_MS {
+            return Err(format!(
+                "write-back-ms is {}, at most {MAX_WRITE_BACK_MS}",
+                self.write_back_ms
+            ));
+        }
+        if self.write_back_ms > 0 && !(1..=MAX_WRITE_BACK_MB).contains(&self.write_back_mb) {
+            return Err(format!(
+                "write-back-mb is {}, from 1 to {MAX_WRITE_BACK_MB}",
+                self.write_back_mb
+            ));
         }
         if self.io_threads > MAX_IO_THREADS {
             return Err(format!(
@@ -179,6 +204,8 @@ impl Default for ServerConfig {
             hot_cache_mb: 256,
             block_cache_mb: 32,
             write_buffer_mb: None,
+            write_back_ms: 100,
+            write_back_mb: 1,
             metrics_addr: None,
             read_consistency: ReadConsistency::Linearizable,
             stale_reads_on_quorum_loss: false,
@@ -299,6 +326,26 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("at most 256"), "{err}");
+    }
+
+    #[test]
+    fn write_back_is_read_and_bounded() {
+        let cfg = parse_config("").unwrap();
+        assert_eq!(
+            (cfg.server.write_back_ms, cfg.server.write_back_mb),
+            (100, 1)
+        );
+        let cfg = parse_config("[server]\nwrite-back-ms = 0\nwrite-back-mb = 0\n").unwrap();
+        assert_eq!(cfg.server.write_back_ms, 0);
+        let err = parse_config("[server]\nwrite-back-ms = 60000\n")
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("write-back-ms is 60000, at most 10000"),
+            "{err}"
+        );
+        let err = parse_config("[server]\nwrite-back-mb = 0\n").err().unwrap();
+        assert!(err.contains("write-back-mb is 0, from 1 to 1024"), "{err}");
     }
 
     #[test]

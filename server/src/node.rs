@@ -14,7 +14,7 @@ use crate::client::ClientRegistry;
 use crate::cmd::COMMANDS;
 use crate::config::ServerConfig;
 use crate::error::RespError;
-use crate::keyspace::{FsyncPolicy, Keyspace, KeyspaceOptions, DATABASES};
+use crate::keyspace::{FsyncPolicy, Keyspace, KeyspaceOptions, WriteBackOptions, DATABASES};
 use crate::op::Op;
 use crate::raft::service::RaftService;
 use crate::raft::types::MeridianNode;
@@ -168,6 +168,8 @@ impl Shared {
                 "write-buffer-mb",
                 c.write_buffer_mb.unwrap_or_default().to_string(),
             ),
+            ("write-back-ms", c.write_back_ms.to_string()),
+            ("write-back-mb", c.write_back_mb.to_string()),
             ("io-threads", c.io_threads.to_string()),
             ("cpu-policy", c.cpu_policy.name().into()),
             ("replication-backlog", c.replication_backlog.to_string()),
@@ -449,6 +451,11 @@ impl Node {
             max_write_buffers: 2,
             fsync: config.appendfsync,
             outbox_memory_bytes: usize::try_from(config.replication_memory_mb * 1024 * 1024)?,
+            // Several regions need the outbox and tombstones written in order: no write-back.
+            write_back: (config.write_back_ms > 0 && !multi_region).then(|| WriteBackOptions {
+                window: Duration::from_millis(config.write_back_ms),
+                bytes: (config.write_back_mb as usize).saturating_mul(1024 * 1024),
+            }),
         })?);
         info!(
             keys = keyspace.dbsize(0),

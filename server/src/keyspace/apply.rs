@@ -16,6 +16,7 @@ use rocksdb::WriteBatch;
 use super::hot::{Change, Slot};
 use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
 use super::value::{KeyState, Stamp};
+use super::write_back::Changes;
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES, MAX_STRING_LEN};
 use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
 
@@ -113,6 +114,11 @@ pub(super) struct BatchCtx<'a> {
     /// Origins one of whose merges this batch refused: their later merges are refused too,
     /// so that no watermark moves past the refused entry.
     refused_origins: Vec<u8>,
+    /// The keyspace writes applied changes back later (see `write_back`): expiry index
+    /// changes are kept in `expiry_changes` instead of `batch`.
+    defer: bool,
+    /// Expiry index changes (key, put or delete), in order, when `defer`.
+    expiry_changes: Vec<(Vec<u8>, bool)>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -140,6 +146,8 @@ impl<'a> BatchCtx<'a> {
             cache_replacements: ks.hot.replacements(),
             last_slot: None,
             refused_origins: Vec::new(),
+            defer: ks.defers_writes(),
+            expiry_changes: Vec::new(),
         }
     }
 
@@ -219,15 +227,10 @@ impl<'a> BatchCtx<'a> {
         let new_at = if keep { encoded.expire_at() } else { None };
         if old_at != new_at {
             if let Some(at) = old_at {
-                self.batch
-                    .delete_cf(self.cf(rocks::CF_EXPIRY), rocks::expiry_key(db, at, key));
+                self.expiry_change(rocks::expiry_key(db, at, key), false);
             }
             if let Some(at) = new_at {
-                self.batch.put_cf(
-                    self.cf(rocks::CF_EXPIRY),
-                    rocks::expiry_key(db, at, key),
-                    b"",
-                );
+                self.expiry_change(rocks::expiry_key(db, at, key), true);
             }
         }
         self.index_tombstone(&data_key, old_raw, old_visible, keep.then_some(&new));
@@ -321,7 +324,32 @@ impl<'a> BatchCtx<'a> {
         rocks::cf(&self.ks.db, name)
     }
 
+    /// Puts (`put`) or deletes an expiry index record.
+    fn expiry_change(&mut self, key: Vec<u8>, put: bool) {
+        if self.defer {
+            self.expiry_changes.push((key, put));
+        } else if put {
+            self.batch.put_cf(self.cf(rocks::CF_EXPIRY), key, b"");
+        } else {
+            self.batch.delete_cf(self.cf(rocks::CF_EXPIRY), key);
+        }
+    }
+
+    /// Moves the expiry index changes kept aside into the write batch, in order.
+    fn expiry_changes_to_batch(&mut self) {
+        let expiry = self.cf(rocks::CF_EXPIRY);
+        for (key, put) in std::mem::take(&mut self.expiry_changes) {
+            if put {
+                self.batch.put_cf(expiry, key, b"");
+            } else {
+                self.batch.delete_cf(expiry, key);
+            }
+        }
+    }
+
     fn flush_db(&mut self, db: u8) {
+        // Expiry changes before the flush go before its range deletes.
+        self.expiry_changes_to_batch();
         self.batch
             .delete_range_cf(self.cf(rocks::CF_DATA), vec![db], vec![db + 1]);
         self.batch
@@ -636,10 +664,7 @@ impl<'a> BatchCtx<'a> {
                     Some(_) => OpResult::Int(0),
                     None => {
                         // A stale index entry: drop it.
-                        self.batch.delete_cf(
-                            self.cf(rocks::CF_EXPIRY),
-                            rocks::expiry_key(*db, *at_ms, key),
-                        );
+                        self.expiry_change(rocks::expiry_key(*db, *at_ms, key), false);
                         OpResult::Int(0)
                     }
                 }
@@ -745,6 +770,19 @@ impl<'a> BatchCtx<'a> {
         {
             return Ok(());
         }
+        if self.defer
+            && !self.flushed.iter().any(|f| *f)
+            && self.batch.is_empty()
+            && self.trim_outbox.is_none()
+            && self.watermarks.is_empty()
+            && self.merged_hlc.is_empty()
+            && self.seen.is_empty()
+        {
+            return self.commit_later(extra_meta);
+        }
+        // Whatever is pending goes to RocksDB before this batch.
+        self.ks.write_pending()?;
+        self.expiry_changes_to_batch();
         let data = self.cf(rocks::CF_DATA);
         let mut written: Vec<(&Bytes, &Written)> = self.overlay.iter().collect();
         written.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -815,20 +853,12 @@ impl<'a> BatchCtx<'a> {
                 );
             }
         }
-        self.ks.db.write_opt(self.batch, &self.ks.write_options())?;
+        let batch = std::mem::take(&mut self.batch);
+        self.ks.db.write_opt(batch, &self.ks.write_options())?;
         for (db, count) in new_counts.iter().enumerate() {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
-        let flushed = self.flushed.iter().any(|f| *f);
-        self.ks.hot.publish(
-            flushed,
-            self.cache_replacements,
-            self.overlay.iter().map(|(key, w)| Change {
-                key,
-                value: &w.value,
-                slot: w.slot.as_ref(),
-            }),
-        );
+        self.publish();
         if let Some(upto) = self.trim_outbox {
             self.ks.outbox_tail.trim(upto);
         }
@@ -845,6 +875,57 @@ impl<'a> BatchCtx<'a> {
         }
         Ok(())
     }
+
+    /// Commits a batch of a single-region keyspace by adding its changes to the keyspace's
+    /// pending set (written to RocksDB later, see `write_back`).
+    fn commit_later(self, extra_meta: &[(&[u8], Vec<u8>)]) -> Result<(), StorageError> {
+        let mut new_counts = [0i64; DATABASES];
+        for (db, delta) in self.count_delta.iter().enumerate() {
+            new_counts[db] = self.ks.counts[db].load(std::sync::atomic::Ordering::Relaxed) + delta;
+        }
+        self.ks.defer_changes(|changes: &mut Changes| {
+            for (key, w) in &self.overlay {
+                match &w.value {
+                    Some(value) => changes.data(key.clone(), Some(value.clone())),
+                    None if w.in_storage => changes.data(key.clone(), None),
+                    None => {}
+                }
+            }
+            for (key, put) in &self.expiry_changes {
+                changes.expiry(key.clone(), *put);
+            }
+            for (k, v) in extra_meta {
+                changes.meta(k, v.clone());
+            }
+            for (db, delta) in self.count_delta.iter().enumerate() {
+                if *delta != 0 {
+                    changes.meta(
+                        &rocks::count_key(db as u8),
+                        new_counts[db].to_be_bytes().to_vec(),
+                    );
+                }
+            }
+        })?;
+        for (db, count) in new_counts.iter().enumerate() {
+            self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Puts the batch's new values in the hot cache.
+    fn publish(&self) {
+        let flushed = self.flushed.iter().any(|f| *f);
+        self.ks.hot.publish(
+            flushed,
+            self.cache_replacements,
+            self.overlay.iter().map(|(key, w)| Change {
+                key,
+                value: &w.value,
+                slot: w.slot.as_ref(),
+            }),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -855,7 +936,11 @@ mod tests {
 
     /// A keyspace of one region (no tombstones kept).
     fn single_region_keyspace(dir: &std::path::Path) -> Keyspace {
-        Keyspace::open(KeyspaceOptions {
+        Keyspace::open(single_region_options(dir)).expect("open")
+    }
+
+    fn single_region_options(dir: &std::path::Path) -> KeyspaceOptions {
+        KeyspaceOptions {
             path: dir.to_path_buf(),
             hot_cache_bytes: 1 << 20,
             block_cache_bytes: 1 << 20,
@@ -863,8 +948,8 @@ mod tests {
             max_write_buffers: 2,
             fsync: FsyncPolicy::No,
             outbox_memory_bytes: 1 << 20,
-        })
-        .expect("open")
+            write_back: None,
+        }
     }
 
     /// A keyspace of region 0 in a multi-region cluster.
@@ -1109,6 +1194,133 @@ mod tests {
         assert!(stored(b"c").is_none());
         assert!(stored(b"d").is_some());
         assert_eq!(ks.dbsize(0), 2);
+    }
+
+    /// A single-region keyspace fed by a Raft log that writes applied changes back after
+    /// `window` or `bytes`.
+    fn write_back_keyspace(dir: &std::path::Path, window_ms: u64, bytes: usize) -> Keyspace {
+        let ks = Keyspace::open(KeyspaceOptions {
+            write_back: Some(crate::keyspace::WriteBackOptions {
+                window: std::time::Duration::from_millis(window_ms),
+                bytes,
+            }),
+            ..single_region_options(dir)
+        })
+        .expect("open");
+        ks.set_log_is_wal(true);
+        ks
+    }
+
+    /// What RocksDB itself holds for `key` of db 0 (not the pending changes).
+    fn in_rocksdb(ks: &Keyspace, key: &[u8]) -> Option<Vec<u8>> {
+        ks.db
+            .get_cf(rocks::cf(&ks.db, rocks::CF_DATA), rocks::data_key(0, key))
+            .expect("read")
+    }
+
+    fn applied_index(ks: &Keyspace) -> Option<u64> {
+        ks.db
+            .get_cf(rocks::cf(&ks.db, rocks::CF_META), b"applied")
+            .expect("read")
+            .map(|raw| u64::from_be_bytes(raw.try_into().expect("8 bytes")))
+    }
+
+    fn apply_with_index(ks: &Keyspace, index: u64, ops: Vec<Op>) {
+        let batch = OpBatch {
+            now_ms: 1,
+            hlc: index * 10,
+            origin: 0,
+            ops: ops.into(),
+        };
+        ks.apply_batch_with_meta(
+            &batch,
+            &[(b"applied", index.to_be_bytes().to_vec())],
+            Some(index),
+        )
+        .expect("apply");
+    }
+
+    fn set_expiring(key: &str, at_ms: u64) -> Op {
+        Op::Set {
+            db: 0,
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from_static(b"v"),
+            expire: ExpireSet::At(at_ms),
+            cond: SetCond::Always,
+            reply: SetReply::OkOrNil,
+        }
+    }
+
+    #[test]
+    fn written_back_changes_are_read_before_they_reach_rocksdb() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = write_back_keyspace(dir.path(), 3_600_000, 1 << 30);
+        apply_with_index(&ks, 1, vec![set("a"), set("b"), set_expiring("c", 1 << 40)]);
+        apply_with_index(&ks, 2, vec![del("b")]);
+        // Pending: RocksDB has none of it yet, storage reads see all of it.
+        assert!(in_rocksdb(&ks, b"a").is_none());
+        assert_eq!(applied_index(&ks), None);
+        let stored = |key: &[u8]| ks.read_storage(&rocks::data_key(0, key)).expect("read");
+        assert!(stored(b"a").is_some());
+        assert!(stored(b"b").is_none());
+        assert_eq!(stored(b"c").and_then(|v| v.expire_at()), Some(1 << 40));
+        assert_eq!(ks.dbsize(0), 2);
+        // A scan writes the pending changes first, so it sees them all.
+        let (live, _) = ks.scan(0, None, 10, 1).expect("scan");
+        let keys: Vec<&[u8]> = live.iter().map(|(k, _)| &k[..]).collect();
+        assert_eq!(keys, vec![&b"a"[..], &b"c"[..]]);
+        assert!(in_rocksdb(&ks, b"a").is_some());
+        assert!(in_rocksdb(&ks, b"b").is_none());
+        assert_eq!(applied_index(&ks), Some(2));
+        assert_eq!(ks.expires_estimate(0), 1);
+    }
+
+    #[test]
+    fn a_flush_after_pending_changes_removes_them_from_rocksdb_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = write_back_keyspace(dir.path(), 3_600_000, 1 << 30);
+        apply_with_index(&ks, 1, vec![set("a"), set_expiring("b", 1 << 40)]);
+        apply_with_index(&ks, 2, vec![Op::FlushDb { db: 0 }, set("c")]);
+        // The flush is written directly, after what was pending before it.
+        assert!(in_rocksdb(&ks, b"a").is_none());
+        assert!(in_rocksdb(&ks, b"b").is_none());
+        assert!(in_rocksdb(&ks, b"c").is_some());
+        assert_eq!(applied_index(&ks), Some(2));
+        assert_eq!(ks.expires_estimate(0), 0);
+        assert_eq!(ks.dbsize(0), 1);
+    }
+
+    #[test]
+    fn pending_changes_are_written_by_the_writer_at_the_bound_and_at_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // The writer thread writes them once the window has passed.
+            let ks = write_back_keyspace(dir.path(), 20, 1 << 30);
+            apply_with_index(&ks, 1, vec![set("a")]);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while in_rocksdb(&ks, b"a").is_none() {
+                assert!(std::time::Instant::now() < deadline, "never written back");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        {
+            // Past twice the byte bound, the applying thread writes them itself.
+            let ks = write_back_keyspace(dir.path(), 3_600_000, 1);
+            apply_with_index(&ks, 2, vec![set("b")]);
+            assert!(in_rocksdb(&ks, b"b").is_some());
+            apply_with_index(&ks, 3, vec![set("c")]);
+        }
+        {
+            // Closing writes what is pending.
+            let ks = write_back_keyspace(dir.path(), 3_600_000, 1 << 30);
+            apply_with_index(&ks, 4, vec![set("d"), del("a")]);
+        }
+        let ks = single_region_keyspace(dir.path());
+        assert!(in_rocksdb(&ks, b"a").is_none());
+        assert!(in_rocksdb(&ks, b"c").is_some());
+        assert!(in_rocksdb(&ks, b"d").is_some());
+        assert_eq!(applied_index(&ks), Some(4));
+        assert_eq!(ks.dbsize(0), 3);
     }
 
     /// Applies `ops` as the local log entry at `index` (outbox entries are keyed by it).

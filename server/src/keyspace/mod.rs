@@ -11,6 +11,7 @@ pub mod number;
 mod outbox_tail;
 pub mod rocks;
 mod value;
+mod write_back;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -26,9 +27,11 @@ pub use apply::{OutboxEntry, ShippedState};
 pub use geo::glob::glob_match;
 pub use hot::HotCache;
 pub use value::{plain_string_at, KeyState, Stamp, StoredValue, ValueType};
+pub use write_back::WriteBackOptions;
 
 use crate::op::{OpBatch, OpResult};
 use outbox_tail::OutboxTail;
+use write_back::{Changes, WriteBack};
 
 /// Column families opened beside the keyspace's own, for the Raft log store.
 pub const EXTRA_COLUMN_FAMILIES: &[&str] = &["raft_log", "raft_meta"];
@@ -94,6 +97,9 @@ pub struct KeyspaceOptions {
     pub fsync: FsyncPolicy,
     /// Bytes of the newest outbox entries kept in memory for the replication shipper.
     pub outbox_memory_bytes: usize,
+    /// Write applied changes back later, in a keyspace fed by a Raft log of one region (see
+    /// `write_back`); `None`: every applied batch is its own RocksDB write.
+    pub write_back: Option<WriteBackOptions>,
 }
 
 /// A storage failure.
@@ -129,6 +135,9 @@ pub enum StorageError {
     /// A snapshot file could not be written or read.
     #[error("snapshot file: {0}")]
     SnapshotIo(#[from] std::io::Error),
+    /// The thread that writes applied changes back could not start.
+    #[error("starting the state-machine writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
     /// A snapshot stream ends inside a record or holds an unknown record.
     #[error("snapshot stream is corrupt ({0})")]
     SnapshotCorrupt(&'static str),
@@ -136,7 +145,9 @@ pub enum StorageError {
 
 /// The node's data: RocksDB, the hot cache, key counts.
 pub struct Keyspace {
-    db: DB,
+    db: Arc<DB>,
+    /// Applied changes not yet in RocksDB, and the thread that writes them.
+    write_back: Option<Arc<WriteBack>>,
     hot: HotCache,
     counts: [AtomicI64; DATABASES],
     fsync: Mutex<FsyncPolicy>,
@@ -423,6 +434,7 @@ impl Keyspace {
     /// A hash of every visible key of every database (value and expiry), for checking that
     /// regions converged. Expired keys are left out, so compare once expiries settled.
     pub fn digest(&self, now_ms: u64) -> Result<(u64, u64), StorageError> {
+        self.write_pending()?;
         const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
         const FNV_PRIME: u64 = 0x0100_0000_01b3;
         let mut hash = FNV_OFFSET;
@@ -469,7 +481,13 @@ impl Keyspace {
         }
         let outbox_last = outbox_last_index(&db)?;
         let merged_hlcs = stored_merged_hlcs(&db)?;
+        let db = Arc::new(db);
+        let write_back = match options.write_back {
+            Some(wb) => Some(WriteBack::start(db.clone(), wb).map_err(StorageError::WriterThread)?),
+            None => None,
+        };
         Ok(Keyspace {
+            write_back,
             outbox_tail: OutboxTail::new(options.outbox_memory_bytes, outbox_last),
             outbox_last: AtomicU64::new(outbox_last),
             outbox_storage_reads: AtomicU64::new(0),
@@ -554,8 +572,13 @@ impl Keyspace {
         Ok(found)
     }
 
-    /// Reads a value from RocksDB only.
+    /// Reads a value from storage (pending applied changes, then RocksDB), not the hot cache.
     fn read_storage(&self, data_key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
+        if let Some(write_back) = &self.write_back {
+            if let Some(pending) = write_back.lookup(data_key) {
+                return Ok(pending);
+            }
+        }
         match self
             .db
             .get_pinned_cf(rocks::cf(&self.db, rocks::CF_DATA), data_key)?
@@ -588,6 +611,7 @@ impl Keyspace {
         count: usize,
         now_ms: u64,
     ) -> Result<ScanPage, StorageError> {
+        self.write_pending()?;
         let start = match after {
             Some(k) => {
                 let mut s = rocks::data_key(db, k);
@@ -627,6 +651,7 @@ impl Keyspace {
     /// after a random point between the database's first and last key (keys after a wide gap in
     /// the key space are more likely than others: not uniform, but spread over the database).
     pub fn random_key(&self, db: u8, now_ms: u64) -> Result<Option<Bytes>, StorageError> {
+        self.write_pending()?;
         let size = self.dbsize(db);
         if size == 0 {
             return Ok(None);
@@ -685,6 +710,9 @@ impl Keyspace {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u8, Bytes, u64)>, StorageError> {
+        // Pending expiry changes are not looked at: a record set in the last moments is found
+        // by a later pass (reads hide the key meanwhile), and a record pending deletion finds
+        // a key that no longer expires then, which the expiry op leaves alone.
         let mut out = Vec::new();
         for db in 0..DATABASES as u8 {
             if self.dbsize(db) == 0 {
@@ -736,6 +764,7 @@ impl Keyspace {
 
     /// Reads a meta record.
     pub fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.write_pending()?;
         Ok(self.db.get_cf(rocks::cf(&self.db, rocks::CF_META), key)?)
     }
 
@@ -756,6 +785,7 @@ impl Keyspace {
         keys: &[&[u8]],
         header: impl FnOnce(Vec<Option<Vec<u8>>>, &mut W) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
+        self.write_pending()?;
         let snap = self.db.snapshot();
         let values = keys
             .iter()
@@ -785,6 +815,8 @@ impl Keyspace {
     /// half-way finds the marker at start and must import again ([`Keyspace::import_interrupted`]).
     pub fn import_from(&self, input: &mut impl Read, last: &[&[u8]]) -> Result<(), StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Older applied changes must not land over the imported state.
+        self.write_pending()?;
         let mut batch = rocksdb::WriteBatch::default();
         for name in [
             rocks::CF_DATA,
@@ -858,6 +890,8 @@ impl Keyspace {
 
     /// Keys with an expiry in `db` (INFO keyspace `expires=`), estimated from the index.
     pub fn expires_estimate(&self, db: u8) -> u64 {
+        // An estimate: if the pending changes cannot be written now, it counts without them.
+        let _ = self.write_pending();
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(vec![db + 1]);
         self.db
@@ -909,6 +943,32 @@ impl Keyspace {
         wo
     }
 
+    /// Whether applied batches go to the pending set (written back later) rather than to
+    /// RocksDB: when write-back is configured, a Raft log feeds the keyspace and there is one
+    /// region (several regions need the outbox and tombstones in order in RocksDB).
+    fn defers_writes(&self) -> bool {
+        self.write_back.is_some()
+            && self.log_is_wal.load(Ordering::Relaxed)
+            && !self.keeps_tombstones()
+    }
+
+    /// Adds an applied batch's changes to the pending set.
+    fn defer_changes(&self, fill: impl FnOnce(&mut Changes)) -> Result<(), StorageError> {
+        match &self.write_back {
+            Some(write_back) => write_back.add(fill),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every pending applied change to RocksDB (a no-op without write-back): before
+    /// anything that reads RocksDB by iterating it, and before a batch written directly.
+    pub fn write_pending(&self) -> Result<(), StorageError> {
+        match &self.write_back {
+            Some(write_back) => write_back.write_pending(),
+            None => Ok(()),
+        }
+    }
+
     /// Declares that a Raft log (with its own WAL) feeds every write batch, so applied
     /// batches need no RocksDB WAL of their own.
     pub fn set_log_is_wal(&self, on: bool) {
@@ -918,6 +978,7 @@ impl Keyspace {
     /// Makes everything applied so far durable (all column families, atomically): called
     /// before the Raft log is purged, so the log never loses entries the data lacks.
     pub fn flush_applied(&self) -> Result<(), StorageError> {
+        self.write_pending()?;
         let cfs: Vec<&rocksdb::ColumnFamily> = rocks::COLUMN_FAMILIES
             .iter()
             .map(|name| rocks::cf(&self.db, name))
@@ -1071,4 +1132,13 @@ fn stored_merged_hlcs(db: &DB) -> Result<Vec<(u8, u64)>, StorageError> {
         }
     }
     Ok(out)
+}
+
+impl Drop for Keyspace {
+    /// Stops the write-back thread, which writes what is pending first.
+    fn drop(&mut self) {
+        if let Some(write_back) = &self.write_back {
+            write_back.close();
+        }
+    }
 }

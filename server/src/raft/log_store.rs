@@ -538,6 +538,7 @@ mod tests {
                 max_write_buffers: 2,
                 fsync: crate::keyspace::FsyncPolicy::No,
                 outbox_memory_bytes: 0,
+                write_back: None,
             })
             .unwrap(),
         )

@@ -70,7 +70,15 @@ fn wait_short_expired(c: &mut redis::Connection) {
 }
 
 fn kill_restart_check(mode: &str, wait_before_kill: Duration) {
-    let mut node = Node::start(NodeOpts::default().appendfsync(mode));
+    kill_restart_check_with(
+        NodeOpts::default().appendfsync(mode),
+        mode,
+        wait_before_kill,
+    );
+}
+
+fn kill_restart_check_with(opts: NodeOpts, mode: &str, wait_before_kill: Duration) {
+    let mut node = Node::start(opts);
     let mut c = node.client();
     let t = Instant::now();
     write_dataset(&mut c);
@@ -91,6 +99,16 @@ fn kill_restart_check(mode: &str, wait_before_kill: Duration) {
 #[test]
 fn sigkill_restart_appendfsync_always() {
     kill_restart_check("always", Duration::ZERO);
+}
+
+/// With a write-back window longer than the test, none of the applied writes reach RocksDB's
+/// keyspace before the crash: the restarted node has them only by applying its Raft log again.
+#[test]
+fn sigkill_restart_replays_writes_not_yet_written_back() {
+    let opts = NodeOpts::default()
+        .config_toml("[server]\nwrite-back-ms = 10000\nwrite-back-mb = 1024\n")
+        .appendfsync("everysec");
+    kill_restart_check_with(opts, "everysec, write-back 10 s", Duration::ZERO);
 }
 
 #[test]

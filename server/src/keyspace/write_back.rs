@@ -1,0 +1,294 @@
+//! Write-back of applied state: in a region of one Raft group and no other regions, an applied
+//! batch's changes (values, expiry index records, key counts, the applied position) go to an
+//! in-memory set of pending changes instead of a RocksDB write of their own. A writer thread
+//! writes the pending set as one RocksDB batch, in key order, when it grows past a byte bound
+//! or a time window has passed; readers look in the pending set before RocksDB.
+//!
+//! Why: the memtable insert of every key (a skip-list search, cache misses all the way down)
+//! was most of the Raft thread's work per SET. Written later, on another thread, the keys of
+//! many entries go in together, in order, and a key written several times in the window goes
+//! in once.
+//!
+//! Why it is safe: the Raft log is the write-ahead log. The applied position is written in the
+//! same RocksDB batch as the changes it covers, so after a crash the keyspace is at some applied
+//! position and openraft applies the log again from there (the apply is deterministic). The
+//! log is never purged past what RocksDB holds: the purge first writes the pending set (see
+//! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)).
+//!
+//! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, active expiry, snapshots) first write the
+//! pending set, so they see every applied change.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tracing::warn;
+
+use super::value::StoredValue;
+use super::{rocks, StorageError};
+
+/// Bounds of the pending set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteBackOptions {
+    /// Pending changes are written at most this long after the first of them.
+    pub window: Duration,
+    /// Pending changes are written once they take this many bytes (keys and values); at twice
+    /// this, the applying thread writes them itself instead of waiting for the writer.
+    pub bytes: usize,
+}
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Changes of applied batches not yet in RocksDB: the last change of each key.
+#[derive(Clone, Default)]
+pub(super) struct Changes {
+    /// Data key → its new encoded state (`None`: deleted).
+    data: Map<Bytes, Option<StoredValue>>,
+    /// Expiry index key → put (true) or delete (false).
+    expiry: Map<Vec<u8>, bool>,
+    /// Meta key → value (key counts, the applied position, the membership).
+    meta: Map<Vec<u8>, Vec<u8>>,
+    /// Approximate bytes held (keys and values, as added; overwrites are not subtracted).
+    bytes: usize,
+}
+
+impl Changes {
+    /// Empty, with room for `keys` data keys.
+    fn with_capacity(keys: usize) -> Changes {
+        Changes {
+            data: Map::with_capacity_and_hasher(keys, ahash::RandomState::new()),
+            ..Changes::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.expiry.is_empty() && self.meta.is_empty()
+    }
+
+    /// Takes `newer`'s changes over these.
+    fn absorb(&mut self, newer: Changes) {
+        self.bytes += newer.bytes;
+        self.data.extend(newer.data);
+        self.expiry.extend(newer.expiry);
+        self.meta.extend(newer.meta);
+    }
+
+    /// Adds the changes of one applied batch.
+    pub fn data(&mut self, key: Bytes, value: Option<StoredValue>) {
+        self.bytes += key.len() + value.as_ref().map_or(0, StoredValue::len) + 48;
+        self.data.insert(key, value);
+    }
+
+    /// Adds a put (`true`) or delete of an expiry index record.
+    pub fn expiry(&mut self, key: Vec<u8>, put: bool) {
+        self.bytes += key.len() + 32;
+        self.expiry.insert(key, put);
+    }
+
+    /// Adds a meta record.
+    pub fn meta(&mut self, key: &[u8], value: Vec<u8>) {
+        self.bytes += key.len() + value.len() + 32;
+        self.meta.insert(key.to_vec(), value);
+    }
+
+    /// One RocksDB batch with every change, data keys in order.
+    fn to_batch(&self, db: &DB) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        let data = rocks::cf(db, rocks::CF_DATA);
+        let mut keys: Vec<(&Bytes, &Option<StoredValue>)> = self.data.iter().collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in keys {
+            match value {
+                Some(v) => batch.put_cf(data, key, v.as_bytes()),
+                None => batch.delete_cf(data, key),
+            }
+        }
+        let expiry = rocks::cf(db, rocks::CF_EXPIRY);
+        let mut keys: Vec<(&Vec<u8>, &bool)> = self.expiry.iter().collect();
+        keys.sort_unstable();
+        for (key, put) in keys {
+            if *put {
+                batch.put_cf(expiry, key, b"");
+            } else {
+                batch.delete_cf(expiry, key);
+            }
+        }
+        let meta = rocks::cf(db, rocks::CF_META);
+        for (key, value) in &self.meta {
+            batch.put_cf(meta, key, value);
+        }
+        batch
+    }
+}
+
+struct Pending {
+    /// Changes not yet being written.
+    dirty: Changes,
+    /// When the oldest of `dirty` was added.
+    dirty_since: Option<Instant>,
+    /// Changes being written right now (readers still see them here until they are in RocksDB).
+    flushing: Option<Arc<Changes>>,
+}
+
+/// The pending set and its writer thread.
+pub(super) struct WriteBack {
+    db: Arc<DB>,
+    options: WriteBackOptions,
+    pending: Mutex<Pending>,
+    /// Wakes the writer (bytes past the bound, or stop).
+    wake: Condvar,
+    /// Held while a set is written, so sets reach RocksDB in the order they were taken.
+    writing: Mutex<()>,
+    stop: AtomicBool,
+    /// The writer thread, until [`WriteBack::close`] joins it.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriteBack {
+    /// Starts the writer thread over `db`.
+    pub fn start(db: Arc<DB>, options: WriteBackOptions) -> std::io::Result<Arc<WriteBack>> {
+        let this = Arc::new(WriteBack {
+            db,
+            options,
+            pending: Mutex::new(Pending {
+                dirty: Changes::default(),
+                dirty_since: None,
+                flushing: None,
+            }),
+            wake: Condvar::new(),
+            writing: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let writer = this.clone();
+        let thread = std::thread::Builder::new()
+            .name("meridian-sm-write".into())
+            .spawn(move || writer.run())?;
+        *this.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(this)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pending state of `data_key`: `Some(None)` when it is pending deletion, `None` when
+    /// nothing is pending for it (RocksDB has its latest state).
+    pub fn lookup(&self, data_key: &[u8]) -> Option<Option<StoredValue>> {
+        let pending = self.lock();
+        if let Some(v) = pending.dirty.data.get(data_key) {
+            return Some(v.clone());
+        }
+        pending.flushing.as_ref()?.data.get(data_key).cloned()
+    }
+
+    /// Adds one applied batch's changes (`fill` adds them to the pending set, under its lock).
+    /// Writes the pending set on this thread when the writer has fallen behind (twice the byte
+    /// bound), so the set stays bounded.
+    pub fn add(&self, fill: impl FnOnce(&mut Changes)) -> Result<(), StorageError> {
+        let over = {
+            let mut pending = self.lock();
+            if pending.dirty_since.is_none() {
+                pending.dirty_since = Some(Instant::now());
+            }
+            fill(&mut pending.dirty);
+            pending.dirty.bytes
+        };
+        if over >= self.options.bytes.saturating_mul(2) {
+            return self.write_pending();
+        }
+        if over >= self.options.bytes {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes every pending change to RocksDB; returns once they are there.
+    pub fn write_pending(&self) -> Result<(), StorageError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = {
+            let mut pending = self.lock();
+            if pending.dirty.is_empty() {
+                return Ok(());
+            }
+            // The next set is about as large: no growing it again key by key.
+            let room = pending.dirty.data.len();
+            let taken = Arc::new(std::mem::replace(
+                &mut pending.dirty,
+                Changes::with_capacity(room),
+            ));
+            pending.dirty_since = None;
+            pending.flushing = Some(taken.clone());
+            taken
+        };
+        let mut wo = WriteOptions::default();
+        // The Raft log is the write-ahead log (see the module's doc).
+        wo.disable_wal(true);
+        let written = self.db.write_opt(taken.to_batch(&self.db), &wo);
+        let mut pending = self.lock();
+        pending.flushing = None;
+        if let Err(e) = written {
+            // Back under whatever came since (newer changes win), to be written again.
+            let taken = Arc::try_unwrap(taken).unwrap_or_else(|shared| (*shared).clone());
+            let newer = std::mem::replace(&mut pending.dirty, taken);
+            pending.dirty.absorb(newer);
+            pending.dirty_since.get_or_insert_with(Instant::now);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Stops the writer thread, which writes what is pending first, and waits for it.
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        drop(self.lock());
+        self.wake.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut pending = self.lock();
+                loop {
+                    if self.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let due = pending.dirty_since.map(|since| since + self.options.window);
+                    if pending.dirty.bytes >= self.options.bytes
+                        || due.is_some_and(|due| due <= Instant::now())
+                    {
+                        break;
+                    }
+                    let wait = due.map_or(self.options.window, |due| {
+                        due.saturating_duration_since(Instant::now())
+                    });
+                    pending = self
+                        .wake
+                        .wait_timeout(pending, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            let written = self.write_pending();
+            if self.stop.load(Ordering::SeqCst) {
+                // What could not be written is applied again from the Raft log at the next start.
+                if let Err(e) = written {
+                    warn!(error = %e, "writing applied changes to RocksDB at stop failed");
+                }
+                return;
+            }
+            if let Err(e) = written {
+                warn!(error = %e, "writing applied changes to RocksDB failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
