@@ -767,6 +767,7 @@ impl<'a> BatchCtx<'a> {
             && self.trim_outbox.is_none()
             && self.merged_hlc.is_empty()
             && self.seen.is_empty()
+            && self.expiry_changes.is_empty()
         {
             return Ok(());
         }
@@ -883,7 +884,7 @@ impl<'a> BatchCtx<'a> {
         for (db, delta) in self.count_delta.iter().enumerate() {
             new_counts[db] = self.ks.counts[db].load(std::sync::atomic::Ordering::Relaxed) + delta;
         }
-        self.ks.defer_changes(|changes: &mut Changes| {
+        let added = self.ks.defer_changes(|changes: &mut Changes| {
             for (key, w) in &self.overlay {
                 match &w.value {
                     Some(value) => changes.data(key.clone(), Some(value.clone())),
@@ -905,12 +906,14 @@ impl<'a> BatchCtx<'a> {
                     );
                 }
             }
-        })?;
+        });
+        // The changes are pending even if writing the set out failed (the error stops the
+        // Raft group, and the writer retries): counts and cache follow them either way.
         for (db, count) in new_counts.iter().enumerate() {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
         self.publish();
-        Ok(())
+        added
     }
 
     /// Puts the batch's new values in the hot cache.

@@ -12,8 +12,8 @@
 //! replaced in moka only by an insert (a read fill or a batch's publish) or an invalidation,
 //! so a batch reuses slots only if none happened since it began reading (`replacements`,
 //! checked under `fill_lock`). A slot moka evicted meanwhile takes the value harmlessly:
-//! a reader that still finds it reads the newest value, and one that missed it reads RocksDB,
-//! which already holds the batch.
+//! a reader that still finds it reads the newest value, and one that missed it reads storage
+//! (the pending write-back set, then RocksDB), which already holds the batch.
 //!
 //! Lookups go through an index of the slots moka holds (a `papaya` map, kept in step by
 //! inserting there before moka and by moka's eviction listener, which removes a slot only if

@@ -1,9 +1,10 @@
 //! The keyspace: values in RocksDB behind a moka hot cache, with an expiry index.
 //!
-//! Reads go through [`Keyspace::get`] (cache, then RocksDB, expired keys hidden). Every write
+//! Reads go through [`Keyspace::get`] (cache, then storage, expired keys hidden). Every write
 //! goes through [`Keyspace::apply_batch`], the one seam that the Raft state machine drives:
 //! one RocksDB write batch per [`OpBatch`](crate::op::OpBatch) (values, expiry index, key
-//! counts, applied position), then the cache is updated.
+//! counts, applied position), or, in a keyspace that writes back (`write_back`), one addition
+//! to the pending set that a later RocksDB batch takes; then the cache is updated.
 
 mod apply;
 mod hot;
@@ -738,7 +739,8 @@ impl Keyspace {
         Ok(out)
     }
 
-    /// Applies a batch of ops atomically (one RocksDB write batch) and returns one result per op.
+    /// Applies a batch of ops atomically (one RocksDB write batch, or one addition to the
+    /// write-back set) and returns one result per op.
     pub fn apply_batch(&self, batch: &OpBatch) -> Result<Vec<OpResult>, StorageError> {
         self.apply_batch_with_meta(batch, &[], None)
     }

@@ -15,8 +15,14 @@
 //! log is never purged past what RocksDB holds: the purge first writes the pending set (see
 //! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)).
 //!
-//! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, active expiry, snapshots) first write the
-//! pending set, so they see every applied change.
+//! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, snapshots, log purges) first write the
+//! pending set, so they see every applied change. Active expiry does not: an expiry set in the
+//! last moments is found by a later pass (reads hide the key meanwhile), and a record pending
+//! deletion points at a key whose expiry changed, which the expiry op leaves alone.
+//!
+//! Memory: the set being filled reaches twice `bytes` at most (then the applying thread
+//! writes it itself), the set being written as much again, and its RocksDB batch copies it
+//! while it is written: about six times `bytes` at the worst.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,6 +149,8 @@ pub(super) struct WriteBack {
     wake: Condvar,
     /// Held while a set is written, so sets reach RocksDB in the order they were taken.
     writing: Mutex<()>,
+    /// Something is pending (readers skip the lock when not); changed under `pending`.
+    any: AtomicBool,
     stop: AtomicBool,
     /// The writer thread, until [`WriteBack::close`] joins it.
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -161,6 +169,7 @@ impl WriteBack {
             }),
             wake: Condvar::new(),
             writing: Mutex::new(()),
+            any: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
@@ -179,6 +188,10 @@ impl WriteBack {
     /// The pending state of `data_key`: `Some(None)` when it is pending deletion, `None` when
     /// nothing is pending for it (RocksDB has its latest state).
     pub fn lookup(&self, data_key: &[u8]) -> Option<Option<StoredValue>> {
+        // Cleared only after the last pending change reached RocksDB.
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let pending = self.lock();
         if let Some(v) = pending.dirty.data.get(data_key) {
             return Some(v.clone());
@@ -192,10 +205,12 @@ impl WriteBack {
     pub fn add(&self, fill: impl FnOnce(&mut Changes)) -> Result<(), StorageError> {
         let over = {
             let mut pending = self.lock();
-            if pending.dirty_since.is_none() {
-                pending.dirty_since = Some(Instant::now());
-            }
             fill(&mut pending.dirty);
+            if pending.dirty.is_empty() {
+                return Ok(());
+            }
+            self.any.store(true, Ordering::Release);
+            pending.dirty_since.get_or_insert_with(Instant::now);
             pending.dirty.bytes
         };
         if over >= self.options.bytes.saturating_mul(2) {
@@ -213,6 +228,7 @@ impl WriteBack {
         let taken = {
             let mut pending = self.lock();
             if pending.dirty.is_empty() {
+                pending.dirty_since = None;
                 return Ok(());
             }
             // The next set is about as large: no growing it again key by key.
@@ -231,6 +247,9 @@ impl WriteBack {
         let written = self.db.write_opt(taken.to_batch(&self.db), &wo);
         let mut pending = self.lock();
         pending.flushing = None;
+        if written.is_ok() && pending.dirty.is_empty() {
+            self.any.store(false, Ordering::Release);
+        }
         if let Err(e) = written {
             // Back under whatever came since (newer changes win), to be written again.
             let taken = Arc::try_unwrap(taken).unwrap_or_else(|shared| (*shared).clone());

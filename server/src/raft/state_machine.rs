@@ -1,5 +1,6 @@
 //! The Raft state machine: applies committed entries to the keyspace. Each entry's ops, its
-//! log id and (for membership entries) the membership land in one RocksDB write batch, so
+//! log id and (for membership entries) the membership land in RocksDB in one write batch
+//! (with the entries before it, when the keyspace writes back, see `keyspace::write_back`), so
 //! after a crash the keyspace and its applied position agree.
 //!
 //! Snapshots are files: a header (magic, length, the snapshot's meta) followed by the
