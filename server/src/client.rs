@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use proto_resp::ProtocolVersion;
+use tokio_util::sync::CancellationToken;
 
 use crate::cmd::COMMANDS;
 
@@ -80,6 +81,8 @@ pub struct ClientInfo {
     pub resp: AtomicU8,
     /// Name and library info set by CLIENT SETNAME / SETINFO / HELLO.
     names: Mutex<ClientNames>,
+    /// Cancelled to close the connection (CLIENT KILL, or the node shutting down).
+    pub kill: CancellationToken,
 }
 
 /// Names a client gave itself.
@@ -142,8 +145,13 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
-    /// Registers a new connection and returns its shared info.
-    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
+    /// Registers a new connection and returns its shared info; `kill` closes it.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        kill: CancellationToken,
+    ) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
@@ -155,6 +163,7 @@ impl ClientRegistry {
             db: AtomicU8::new(0),
             resp: AtomicU8::new(2),
             names: Mutex::new(ClientNames::default()),
+            kill,
         });
         self.clients
             .lock()

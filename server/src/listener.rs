@@ -50,10 +50,12 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: S
         }
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let info = shared.clients.register(peer, local);
+        let info = shared
+            .clients
+            .register(peer, local, shutdown.token.child_token());
         let span = info_span!("conn", id = info.id, peer = %peer);
         let shared = shared.clone();
-        let token = shutdown.token.clone();
+        let token = info.kill.clone();
         shutdown.tasks.spawn(
             async move {
                 let id = info.id;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use proto_resp::{ProtocolVersion, Reply};
 
 use super::{Args, Ctx, Outcome};
+use crate::client::ClientInfo;
 use crate::error::RespError;
 use crate::keyspace::DATABASES;
 
@@ -312,6 +313,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 _ => return Err(RespError::Syntax),
             }
         }
+        "KILL" => return kill(ctx, args),
         "HELP" if args.remaining() > 0 => return Err(RespError::arity("client|help")),
         "HELP" => super::help_reply(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -323,6 +325,10 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             "INFO",
             "NO-EVICT (ON|OFF)",
             "NO-TOUCH (ON|OFF)",
+            "KILL <ip:port>",
+            "KILL <option> <value> [<option> <value> [...]]",
+            "    Options: ID <id>, ADDR <ip:port>, LADDR <ip:port>, TYPE <type>, USER <user>,",
+            "    SKIPME (YES|NO).",
         ]),
         _ => {
             return Err(RespError::UnknownSubcommand {
@@ -332,4 +338,104 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
         }
     };
     Ok(reply.into())
+}
+
+/// Which connections a CLIENT KILL closes.
+#[derive(Default)]
+struct KillFilter {
+    id: Option<u64>,
+    addr: Option<String>,
+    laddr: Option<String>,
+    /// False when TYPE named a kind of client this node never has (master, replica, pubsub).
+    normal: bool,
+    skip_me: bool,
+}
+
+impl KillFilter {
+    fn matches(&self, c: &ClientInfo, me: u64) -> bool {
+        self.normal
+            && !(self.skip_me && c.id == me)
+            && self.id.is_none_or(|id| id == c.id)
+            && self.addr.as_ref().is_none_or(|a| *a == c.addr.to_string())
+            && self
+                .laddr
+                .as_ref()
+                .is_none_or(|a| *a == c.laddr.to_string())
+    }
+}
+
+/// CLIENT KILL ip:port | CLIENT KILL <filter> <value> ...: closes other connections (after
+/// whatever they are doing); the caller itself is closed after this reply.
+fn kill(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let me = ctx.client.info.id;
+    let old_form = args.remaining() == 1;
+    let filter = if old_form {
+        KillFilter {
+            addr: Some(String::from_utf8_lossy(&args.next_bytes()?).into_owned()),
+            normal: true,
+            ..KillFilter::default()
+        }
+    } else {
+        if args.remaining() == 0 || args.remaining() % 2 != 0 {
+            return Err(RespError::Syntax);
+        }
+        let mut f = KillFilter {
+            normal: true,
+            skip_me: true,
+            ..KillFilter::default()
+        };
+        while let Some(opt) = args.next_keyword() {
+            let value = args.next_bytes()?;
+            let text = || String::from_utf8_lossy(&value).into_owned();
+            match opt.as_str() {
+                "ID" => match super::args::parse_int(&value) {
+                    Ok(id) if id > 0 => f.id = Some(id as u64),
+                    _ => return Err(RespError::Other("client-id should be greater than 0")),
+                },
+                "ADDR" => f.addr = Some(text()),
+                "LADDR" => f.laddr = Some(text()),
+                "TYPE" => match super::args::Keyword::new(&value).as_str() {
+                    "NORMAL" => {}
+                    "MASTER" | "REPLICA" | "SLAVE" | "PUBSUB" => f.normal = false,
+                    _ => {
+                        return Err(RespError::Message(format!(
+                            "Unknown client type '{}'",
+                            text()
+                        )))
+                    }
+                },
+                "USER" if value.as_ref() == b"default" => {}
+                "USER" => return Err(RespError::Message(format!("No such user '{}'", text()))),
+                "SKIPME" => match super::args::Keyword::new(&value).as_str() {
+                    "YES" => f.skip_me = true,
+                    "NO" => f.skip_me = false,
+                    _ => return Err(RespError::Syntax),
+                },
+                _ => return Err(RespError::Syntax),
+            }
+        }
+        f
+    };
+    let mut killed = 0i64;
+    let mut kill_me = false;
+    for c in ctx.shared.clients.list() {
+        if filter.matches(&c, me) {
+            killed += 1;
+            if c.id == me {
+                kill_me = true;
+            } else {
+                c.kill.cancel();
+            }
+        }
+    }
+    let reply = match (old_form, killed) {
+        (true, 0) => return Err(RespError::Other("No such client")),
+        (true, _) => Reply::ok(),
+        (false, n) => Reply::Integer(n),
+    };
+    Ok(if kill_me {
+        Outcome::Close(reply)
+    } else {
+        Outcome::Reply(reply)
+    })
 }

@@ -315,6 +315,80 @@ fn client_reply_off_and_skip_silence_replies() {
     assert_eq!(q::<String>(&mut c, &["GET", "a"]), "2");
 }
 
+#[test]
+fn client_kill_closes_the_connections_it_names() {
+    let node = Node::start(NodeOpts::default());
+    let mut admin = node.raw();
+    let mut victim = node.raw();
+    let mut other = node.raw();
+    let id = |c: &mut meridian_tests::RawConn| match c.cmd(&["CLIENT", "ID"]) {
+        Reply::Int(n) => n,
+        r => panic!("CLIENT ID: {r:?}"),
+    };
+    let addr = |c: &mut meridian_tests::RawConn| {
+        let info = c.cmd(&["CLIENT", "INFO"]).as_text().expect("CLIENT INFO");
+        client_fields(info.trim_end())["addr"].clone()
+    };
+    let victim_id = id(&mut victim);
+    let other_addr = addr(&mut other);
+    let admin_addr = addr(&mut admin);
+    // By id: counted, and the connection is closed.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &victim_id.to_string()]),
+        Reply::Int(1)
+    );
+    victim.expect_closed(Duration::from_secs(5));
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &victim_id.to_string()]),
+        Reply::Int(0)
+    );
+    // The old form, by address: OK, or an error when nobody has it.
+    assert_eq!(admin.cmd(&["CLIENT", "KILL", &other_addr]), Reply::ok());
+    other.expect_closed(Duration::from_secs(5));
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", &other_addr]),
+        Reply::err("ERR No such client")
+    );
+    // Filters that name nobody, and bad ones (Redis 7.0's replies).
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]),
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "USER", "default"]),
+        Reply::Int(0)
+    );
+    for (args, err) in [
+        (
+            &["CLIENT", "KILL", "ID", "0"][..],
+            "ERR client-id should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "TYPE", "foo"],
+            "ERR Unknown client type 'foo'",
+        ),
+        (&["CLIENT", "KILL", "USER", "bob"], "ERR No such user 'bob'"),
+        (&["CLIENT", "KILL", "SKIPME", "maybe"], "ERR syntax error"),
+        (&["CLIENT", "KILL", "ID", "1", "ADDR"], "ERR syntax error"),
+        (&["CLIENT", "KILL", "NOSUCH", "1"], "ERR syntax error"),
+    ] {
+        assert_eq!(admin.cmd(args), Reply::err(err), "{args:?}");
+    }
+    // The caller is skipped unless SKIPME no; then it gets its reply and is closed.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ADDR", &admin_addr]),
+        Reply::Int(0)
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ADDR", &admin_addr, "SKIPME", "no"]),
+        Reply::Int(1)
+    );
+    admin.expect_closed(Duration::from_secs(5));
+    // The node goes on serving everyone else.
+    let mut c = node.client();
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+}
+
 /// Redis 7.2 additions the issue asks for; redis-server 7.0.15 rejects them.
 #[test]
 fn client_setinfo_and_no_touch_accepted() {
