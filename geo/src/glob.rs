@@ -2,7 +2,14 @@
 //! the server, placement rules here.
 
 /// True when `text` matches the Redis glob `pattern` (case sensitive).
+///
+/// The empty text matches only the empty pattern and `*`, as in Redis: its matcher never looks
+/// at a pattern for an empty string, and KEYS and SCAN take `*` alone as "everything" without
+/// matching (so `KEYS *` lists the empty key and `KEYS **` does not).
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    if text.is_empty() {
+        return pattern.is_empty() || pattern == b"*";
+    }
     glob_from(pattern, text)
 }
 
@@ -107,6 +114,10 @@ mod tests {
             ("h[^e]llo", "hello"),
             ("abc", "abcd"),
             ("a\\*b", "axb"),
+            // Redis never matches the empty string against a pattern other than `*`.
+            ("**", ""),
+            ("?*", ""),
+            ("*x*", ""),
         ];
         for (p, t) in no {
             assert!(

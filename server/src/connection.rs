@@ -85,7 +85,10 @@ pub async fn serve(
                 Err(e) => {
                     debug!(error = %e, "protocol error; closing");
                     session.flush_writes().await;
-                    session.push_reply(&Reply::error(format!("ERR {e}")));
+                    // Under CLIENT REPLY OFF or SKIP Redis sends no error text either.
+                    if !session.client.silent() {
+                        session.push_reply(&Reply::error(format!("ERR {e}")));
+                    }
                     close = true;
                     break;
                 }

@@ -116,9 +116,30 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
             )
         }
         "GETKEYS" => {
-            return Err(RespError::Other(
-                "COMMAND GETKEYS is not supported by Meridian",
-            ))
+            let argv = args.rest();
+            // COMMAND GETKEYS <command> <arg> ...: at least one argument after the name.
+            if argv.len() < 2 {
+                return Err(RespError::arity("command|getkeys"));
+            }
+            let spec =
+                super::lookup(&argv[0]).ok_or(RespError::Other("Invalid command specified"))?;
+            let argc = argv.len() as i32;
+            if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
+                return Err(RespError::Other(
+                    "Invalid number of arguments specified for command",
+                ));
+            }
+            let (first, last, step) = spec.keys;
+            if first == 0 {
+                return Err(RespError::Other("The command has no key arguments"));
+            }
+            let last = if last < 0 { argc + last } else { last };
+            Reply::Array(
+                (first..=last.min(argc - 1))
+                    .step_by(step.max(1) as usize)
+                    .map(|i| Reply::Bulk(argv[i as usize].clone()))
+                    .collect(),
+            )
         }
         "HELP" => super::help_reply(&[
             "COMMAND <subcommand>",
@@ -126,6 +147,7 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
             "DOCS [<command-name> ...]",
             "INFO [<command-name> ...]",
             "LIST",
+            "GETKEYS <full-command>",
         ]),
         _ => {
             return Err(RespError::UnknownSubcommand {

@@ -313,6 +313,10 @@ fn client_reply_off_and_skip_silence_replies() {
     // The silenced write was applied.
     let mut c = node.client();
     assert_eq!(q::<String>(&mut c, &["GET", "a"]), "2");
+    // A broken frame still closes the connection, without its error text (as Redis).
+    send(&mut raw, &["CLIENT", "REPLY", "OFF"]);
+    raw.send(b"*1\r\n$x\r\n");
+    raw.expect_closed(Duration::from_secs(5));
 }
 
 #[test]
@@ -468,6 +472,58 @@ const ARITIES: &[(&str, i64)] = &[
     ("pexpiretime", 2),
     ("persist", 2),
 ];
+
+#[test]
+fn command_getkeys_names_the_keys_as_redis_does() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.raw();
+    let keys = |r: Reply| -> Vec<String> {
+        match r {
+            Reply::Array(items) => items.iter().filter_map(Reply::as_text).collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    };
+    assert_eq!(
+        keys(c.cmd(&["COMMAND", "GETKEYS", "SET", "k", "v", "EX", "10"])),
+        ["k"]
+    );
+    assert_eq!(
+        keys(c.cmd(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"])),
+        ["a", "b"]
+    );
+    assert_eq!(
+        keys(c.cmd(&["COMMAND", "GETKEYS", "COPY", "a", "b", "DB", "1"])),
+        ["a", "b"]
+    );
+    assert_eq!(
+        keys(c.cmd(&["COMMAND", "GETKEYS", "del", "a", "b", "c"])),
+        ["a", "b", "c"]
+    );
+    for (args, err) in [
+        (
+            &["COMMAND", "GETKEYS"][..],
+            "ERR wrong number of arguments for 'command|getkeys' command",
+        ),
+        (
+            &["COMMAND", "GETKEYS", "GET"],
+            "ERR wrong number of arguments for 'command|getkeys' command",
+        ),
+        (
+            &["COMMAND", "GETKEYS", "NOSUCH", "a"],
+            "ERR Invalid command specified",
+        ),
+        (
+            &["COMMAND", "GETKEYS", "GET", "a", "b"],
+            "ERR Invalid number of arguments specified for command",
+        ),
+        (
+            &["COMMAND", "GETKEYS", "ECHO", "a"],
+            "ERR The command has no key arguments",
+        ),
+    ] {
+        assert_eq!(c.cmd(args), Reply::err(err), "{args:?}");
+    }
+}
 
 #[test]
 fn command_count_info_docs_list() {
