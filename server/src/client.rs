@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -142,6 +142,100 @@ impl ClientInfo {
 pub struct ClientRegistry {
     clients: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     next_id: AtomicU64,
+    /// CLIENT PAUSE.
+    pub pause: ClientPause,
+}
+
+/// What CLIENT PAUSE holds back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PauseMode {
+    /// Commands that write.
+    Write,
+    /// Every command.
+    All,
+}
+
+/// CLIENT PAUSE / UNPAUSE: commands wait (they are not refused) until the pause ends.
+#[derive(Default)]
+pub struct ClientPause {
+    /// The pause's end and mode, while one was set.
+    state: Mutex<Option<(Instant, PauseMode)>>,
+    /// True while `state` is set (commands check this before taking the lock).
+    set: AtomicBool,
+    /// Woken by UNPAUSE and by a new pause.
+    changed: tokio::sync::Notify,
+}
+
+impl ClientPause {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, PauseMode)>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pauses until `until`. Over a pause still running, the later end and the stricter mode
+    /// win, as in Redis.
+    pub fn pause(&self, until: Instant, mode: PauseMode) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        *state = Some(match *state {
+            Some((end, old)) if end > now => (end.max(until), old.max(mode)),
+            _ => (until, mode),
+        });
+        self.set.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends the pause.
+    pub fn unpause(&self) {
+        *self.lock() = None;
+        self.set.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// True while a pause holds back writes (active expiry stops then too).
+    pub fn holds_writes(&self) -> bool {
+        self.until(true).is_some()
+    }
+
+    /// True while a pause holds back a command of this kind (a write, or not).
+    pub fn holds(&self, write: bool) -> bool {
+        self.until(write).is_some()
+    }
+
+    /// The end of the pause that holds back a command (a write, or not), if one does.
+    fn until(&self, write: bool) -> Option<Instant> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut state = self.lock();
+        match *state {
+            Some((end, _)) if end <= Instant::now() => {
+                *state = None;
+                self.set.store(false, Ordering::Release);
+                None
+            }
+            Some((end, mode)) if mode == PauseMode::All || write => Some(end),
+            _ => None,
+        }
+    }
+
+    /// Waits while a pause holds back a command of this kind; false when `stop` (the
+    /// connection being killed, the node shutting down) came first.
+    pub async fn wait(&self, write: bool, stop: &CancellationToken) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so an UNPAUSE in between is not missed.
+            changed.as_mut().enable();
+            let Some(end) = self.until(write) else {
+                return true;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(end.into()) => {}
+                _ = changed => {}
+                _ = stop.cancelled() => return false,
+            }
+        }
+    }
 }
 
 impl ClientRegistry {
@@ -196,5 +290,56 @@ impl ClientRegistry {
     /// Number of connected clients.
     pub fn count(&self) -> usize {
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_pause_keeps_the_later_end_and_the_stricter_mode() {
+        let pause = ClientPause::default();
+        assert!(!pause.holds(true) && !pause.holds(false));
+        let now = Instant::now();
+        pause.pause(now + Duration::from_secs(60), PauseMode::All);
+        pause.pause(now + Duration::from_millis(1), PauseMode::Write);
+        assert!(pause.holds(false), "ALL still holds reads back");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(pause.holds(false), "the later end is kept");
+        pause.unpause();
+        assert!(!pause.holds(true));
+        pause.pause(Instant::now() + Duration::from_millis(1), PauseMode::Write);
+        assert!(pause.holds(true) && !pause.holds(false));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!pause.holds(true), "a pause ends by itself");
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_with_unpause_or_stop() {
+        let pause = Arc::new(ClientPause::default());
+        pause.pause(Instant::now() + Duration::from_secs(60), PauseMode::All);
+        let stop = CancellationToken::new();
+        let waiter = {
+            let (pause, stop) = (pause.clone(), stop.clone());
+            tokio::spawn(async move { pause.wait(false, &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pause.unpause();
+        assert!(tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("unpause wakes the waiter")
+            .unwrap());
+        pause.pause(Instant::now() + Duration::from_secs(60), PauseMode::All);
+        let waiter = {
+            let (pause, stop) = (pause.clone(), stop.clone());
+            tokio::spawn(async move { pause.wait(false, &stop).await })
+        };
+        stop.cancel();
+        assert!(!tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("stop wakes the waiter")
+            .unwrap());
     }
 }

@@ -208,6 +208,21 @@ impl Session {
             self.answer_error(&RespError::NoAuth);
             return false;
         }
+        // CLIENT PAUSE: the command waits (WAIT counts as a write: its acknowledgements would
+        // be held back in Redis).
+        let write_like = spec.is_write() || spec.name == "wait";
+        if self.shared.clients.pause.holds(write_like) {
+            self.flush_writes().await;
+            let shared = self.shared.clone();
+            if !shared
+                .clients
+                .pause
+                .wait(write_like, &self.client.info.kill)
+                .await
+            {
+                return true;
+            }
+        }
         if !spec.is_write() {
             // Reads and connection commands see every earlier write of this pipeline.
             self.flush_writes().await;

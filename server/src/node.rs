@@ -648,8 +648,9 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.token.cancelled() => return,
         }
-        // Only the leader removes expired keys, by proposing deletes every replica applies.
-        if !shared.raft.is_leader() {
+        // Only the leader removes expired keys, by proposing deletes every replica applies;
+        // not while CLIENT PAUSE holds writes back (the data stays still, as in Redis).
+        if !shared.raft.is_leader() || shared.clients.pause.holds_writes() {
             continue;
         }
         let due = match shared

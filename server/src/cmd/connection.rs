@@ -6,7 +6,7 @@ use bytes::Bytes;
 use proto_resp::{ProtocolVersion, Reply};
 
 use super::{Args, Ctx, Outcome};
-use crate::client::ClientInfo;
+use crate::client::{ClientInfo, PauseMode};
 use crate::error::RespError;
 use crate::keyspace::DATABASES;
 
@@ -314,6 +314,40 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             }
         }
         "KILL" => return kill(ctx, args),
+        "PAUSE" => {
+            if args.remaining() == 0 {
+                return Err(RespError::arity("client|pause"));
+            }
+            if args.remaining() > 2 {
+                return Err(RespError::Message(
+                    "unknown subcommand or wrong number of arguments for 'PAUSE'. Try CLIENT HELP."
+                        .into(),
+                ));
+            }
+            let ms = super::args::parse_int(&args.next_bytes()?)
+                .map_err(|_| RespError::Other("timeout is not an integer or out of range"))?;
+            if ms < 0 {
+                return Err(RespError::Other("timeout is negative"));
+            }
+            let mode = match args.next_opt() {
+                None => PauseMode::All,
+                Some(m) => match super::args::Keyword::new(&m).as_str() {
+                    "ALL" => PauseMode::All,
+                    "WRITE" => PauseMode::Write,
+                    _ => return Err(RespError::Other("CLIENT PAUSE mode must be WRITE or ALL")),
+                },
+            };
+            // Capped at a year: a pause is for a failover, and Instant has bounds.
+            let ms = (ms as u64).min(365 * 24 * 3600 * 1000);
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+            ctx.shared.clients.pause.pause(until, mode);
+            Reply::ok()
+        }
+        "UNPAUSE" => {
+            arity(0, args)?;
+            ctx.shared.clients.pause.unpause();
+            Reply::ok()
+        }
         "HELP" if args.remaining() > 0 => return Err(RespError::arity("client|help")),
         "HELP" => super::help_reply(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -325,6 +359,8 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             "INFO",
             "NO-EVICT (ON|OFF)",
             "NO-TOUCH (ON|OFF)",
+            "PAUSE <timeout> [WRITE|ALL]",
+            "UNPAUSE",
             "KILL <ip:port>",
             "KILL <option> <value> [<option> <value> [...]]",
             "    Options: ID <id>, ADDR <ip:port>, LADDR <ip:port>, TYPE <type>, USER <user>,",

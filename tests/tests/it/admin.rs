@@ -393,6 +393,78 @@ fn client_kill_closes_the_connections_it_names() {
     assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
 }
 
+#[test]
+fn client_pause_holds_commands_back_until_it_ends() {
+    let node = Node::start(NodeOpts::default());
+    let mut admin = node.raw();
+    let mut other = node.raw();
+    let send = |c: &mut meridian_tests::RawConn, args: &[&str]| {
+        c.send(&meridian_tests::encode_command(args));
+    };
+    // ALL: every command waits, even UNPAUSE from another client (as in Redis), until the end.
+    assert_eq!(admin.cmd(&["CLIENT", "PAUSE", "700"]), Reply::ok());
+    let t = std::time::Instant::now();
+    send(&mut other, &["GET", "k"]);
+    other.expect_silence(Duration::from_millis(300));
+    assert!(other.read_reply().is_null());
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    // WRITE: reads go on, writes wait until UNPAUSE.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        Reply::ok()
+    );
+    assert!(other.cmd(&["GET", "k"]).is_null());
+    send(&mut other, &["SET", "k", "v"]);
+    other.expect_silence(Duration::from_millis(300));
+    assert!(admin.cmd(&["GET", "k"]).is_null(), "the write waited");
+    assert_eq!(admin.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert_eq!(other.read_reply(), Reply::ok());
+    assert_eq!(admin.cmd(&["GET", "k"]), Reply::bulk("v"));
+    // A client killed while it waits is closed, not left waiting.
+    assert_eq!(
+        admin.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]),
+        Reply::ok()
+    );
+    let id = match other.cmd(&["CLIENT", "ID"]) {
+        Reply::Int(n) => n,
+        r => panic!("CLIENT ID: {r:?}"),
+    };
+    send(&mut other, &["SET", "k", "w"]);
+    other.expect_silence(Duration::from_millis(200));
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", &id.to_string()]),
+        Reply::Int(1)
+    );
+    other.expect_closed(Duration::from_secs(5));
+    assert_eq!(admin.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
+    assert_eq!(admin.cmd(&["GET", "k"]), Reply::bulk("v"));
+    for (args, err) in [
+        (
+            &["CLIENT", "PAUSE", "abc"][..],
+            "ERR timeout is not an integer or out of range",
+        ),
+        (&["CLIENT", "PAUSE", "-1"], "ERR timeout is negative"),
+        (
+            &["CLIENT", "PAUSE", "10", "FOO"],
+            "ERR CLIENT PAUSE mode must be WRITE or ALL",
+        ),
+        (
+            &["CLIENT", "PAUSE"],
+            "ERR wrong number of arguments for 'client|pause' command",
+        ),
+        (
+            &["CLIENT", "UNPAUSE", "x"],
+            "ERR wrong number of arguments for 'client|unpause' command",
+        ),
+    ] {
+        assert_eq!(admin.cmd(args), Reply::err(err), "{args:?}");
+    }
+}
+
 /// Redis 7.2 additions the issue asks for; redis-server 7.0.15 rejects them.
 #[test]
 fn client_setinfo_and_no_touch_accepted() {
