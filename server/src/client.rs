@@ -32,6 +32,17 @@ pub struct ClientState {
     pub skip_next: bool,
     /// The command running gets no reply (it follows CLIENT REPLY SKIP).
     pub skip_current: bool,
+    /// Inside MULTI: the commands queued so far.
+    pub multi: Option<MultiState>,
+}
+
+/// A transaction being queued (between MULTI and EXEC).
+#[derive(Default)]
+pub struct MultiState {
+    /// Each queued command, name first.
+    pub queued: Vec<Vec<Bytes>>,
+    /// A command was refused while queuing: EXEC discards the transaction.
+    pub failed: bool,
 }
 
 impl ClientState {
@@ -57,6 +68,7 @@ impl ClientState {
             reply_off: false,
             skip_next: false,
             skip_current: false,
+            multi: None,
         }
     }
 }

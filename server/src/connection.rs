@@ -16,7 +16,7 @@ use crate::cmd::{self, flags, Args, Ctx, Outcome};
 use crate::config::ReadConsistency;
 use crate::error::RespError;
 use crate::node::Shared;
-use crate::op::{Op, OpResult};
+use crate::op::{ExpireSet, Op, OpResult};
 use crate::stats::LocalTally;
 use crate::write::{now_ms, MAX_OPS_PER_BATCH};
 
@@ -170,6 +170,121 @@ impl Session {
         }
     }
 
+    /// A command refused before it ran (unknown, wrong arity, not authenticated): its error,
+    /// and inside MULTI the transaction is discarded at EXEC.
+    fn refuse(&mut self, err: &RespError) {
+        if let Some(multi) = self.client.multi.as_mut() {
+            multi.failed = true;
+        }
+        self.answer_error(err);
+    }
+
+    /// EXEC: runs the queued commands in order; their writes go as one batch (one Raft
+    /// entry), answered in one array. Returns true when the connection must close after it.
+    async fn exec(&mut self) -> bool {
+        let Some(multi) = self.client.multi.take() else {
+            return false;
+        };
+        if multi.failed {
+            self.answer_error(&RespError::ExecAbort);
+            return false;
+        }
+        let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(multi.queued.len());
+        let mut ops = Vec::new();
+        let mut op_slots = Vec::new();
+        let mut close = false;
+        for argv in multi.queued {
+            let mut args = Args::new(argv);
+            let Some(spec) = args.next_opt().as_deref().and_then(cmd::lookup) else {
+                continue; // looked up when queued
+            };
+            if spec.is_write() && ops.is_empty() {
+                // CLIENT PAUSE WRITE holds back a transaction that writes.
+                let shared = self.shared.clone();
+                if !shared
+                    .clients
+                    .pause
+                    .wait(true, &self.client.info.kill)
+                    .await
+                {
+                    return true;
+                }
+            }
+            let index = cmd::index_of(spec);
+            self.tally.call(index);
+            let mark = self.out.len();
+            let mut ctx = Ctx {
+                shared: &self.shared,
+                client: &mut self.client,
+                now_ms,
+                spec,
+                out: &mut self.out,
+            };
+            let outcome = if spec.name == "get" {
+                // A GET reads inside the batch, between the transaction's writes.
+                args.next_bytes().map(|key| {
+                    Outcome::Write(Op::GetEx {
+                        db: ctx.client.db,
+                        key,
+                        expire: ExpireSet::Keep,
+                    })
+                })
+            } else {
+                (spec.handler)(&mut ctx, &mut args)
+            };
+            let reply = match outcome {
+                Ok(Outcome::Write(op)) => {
+                    op_slots.push(replies.len());
+                    ops.push(op);
+                    None
+                }
+                Ok(Outcome::Reply(reply)) => Some(reply),
+                Ok(Outcome::Close(reply)) => {
+                    close = true;
+                    Some(reply)
+                }
+                Ok(Outcome::Async(reply)) => Some(reply.await),
+                // Only reads answer in place, and reads are not queued.
+                Ok(Outcome::Written) => {
+                    self.out.truncate(mark);
+                    Some(RespError::Other("not supported inside MULTI").to_reply())
+                }
+                Err(e) => {
+                    self.tally.errors += 1;
+                    Some(e.to_reply())
+                }
+            };
+            replies.push(reply);
+        }
+        if !ops.is_empty() {
+            self.barrier_passed = false;
+            self.turn_now_ms = None;
+            match self.shared.writer.submit(ops).await {
+                Ok((results, index)) => {
+                    if index > 0 {
+                        self.client.last_write_index = index;
+                    }
+                    for (slot, result) in op_slots.into_iter().zip(results) {
+                        replies[slot] = Some(op_reply(result));
+                    }
+                }
+                Err(e) => {
+                    let err = RespError::from(e).to_reply();
+                    for slot in op_slots {
+                        replies[slot] = Some(err.clone());
+                    }
+                }
+            }
+        }
+        let replies = replies
+            .into_iter()
+            .map(|r| r.unwrap_or(Reply::Null))
+            .collect();
+        self.answer(&Reply::Array(replies));
+        close
+    }
+
     /// The running command's error, unless replies are switched off (counted either way).
     fn answer_error(&mut self, err: &RespError) {
         if self.client.silent() {
@@ -195,18 +310,33 @@ impl Session {
             self.flush_writes().await;
             let mut all = vec![name];
             all.extend(args.rest());
-            self.answer_error(&cmd::unknown_command(&all));
+            self.refuse(&cmd::unknown_command(&all));
             return false;
         };
         if let Err(e) = cmd::check_arity(spec, args.remaining() + 1) {
             self.flush_writes().await;
-            self.answer_error(&e);
+            self.refuse(&e);
             return false;
         }
         if !self.client.authenticated && spec.flags & flags::NOAUTH == 0 {
             self.flush_writes().await;
-            self.answer_error(&RespError::NoAuth);
+            self.refuse(&RespError::NoAuth);
             return false;
+        }
+        if let Some(multi) = self.client.multi.as_mut() {
+            match spec.name {
+                "exec" => return self.exec().await,
+                "discard" | "multi" | "watch" | "quit" | "reset" => {}
+                _ => {
+                    let mut argv = vec![name];
+                    argv.extend(args.rest());
+                    match cmd::transaction::queue(multi, spec, argv) {
+                        Ok(reply) => self.answer(&reply),
+                        Err(e) => self.answer_error(&e),
+                    }
+                    return false;
+                }
+            }
         }
         // CLIENT PAUSE: the command waits (WAIT counts as a write: its acknowledgements would
         // be held back in Redis).
@@ -321,13 +451,10 @@ impl Session {
                     if !silent.is_empty() && silent.contains(&i) {
                         continue;
                     }
-                    match result {
-                        OpResult::Ok => self.push_reply(&Reply::ok()),
-                        OpResult::Nil => self.push_reply(&Reply::Null),
-                        OpResult::Int(n) => self.push_reply(&Reply::Integer(n)),
-                        OpResult::Bulk(b) => self.push_reply(&Reply::Bulk(b)),
-                        OpResult::Err(e) => self.push_error(&RespError::from(e)),
+                    if matches!(result, OpResult::Err(_)) {
+                        self.tally.errors += 1;
                     }
+                    self.push_reply(&op_reply(result));
                 }
             }
             Err(e) => {
@@ -347,5 +474,16 @@ impl Session {
         let info = &self.client.info;
         info.last_active_ms
             .store(info.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The reply to a write's result.
+fn op_reply(result: OpResult) -> Reply {
+    match result {
+        OpResult::Ok => Reply::ok(),
+        OpResult::Nil => Reply::Null,
+        OpResult::Int(n) => Reply::Integer(n),
+        OpResult::Bulk(b) => Reply::Bulk(b),
+        OpResult::Err(e) => RespError::from(e).to_reply(),
     }
 }

@@ -84,6 +84,9 @@ pub enum RespError {
     /// An `-ERR` message built at run time.
     #[error("ERR {0}")]
     Message(String),
+    /// EXEC of a transaction that had a command refused while queuing.
+    #[error("EXECABORT Transaction discarded because of previous errors.")]
+    ExecAbort,
     /// No leader / no quorum / timeout: the cluster cannot take the request right now.
     #[error("CLUSTERDOWN {0}")]
     ClusterDown(String),

@@ -164,6 +164,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
     ctx.client.protocol = ProtocolVersion::Resp2;
     ctx.client.info.resp.store(2, Ordering::Relaxed);
     ctx.client.readonly = false;
+    ctx.client.multi = None;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.info.names().name = None;
     Ok(Reply::Status(Bytes::from_static(b"RESET")).into())

@@ -14,6 +14,7 @@ mod keys;
 mod meridian;
 pub(crate) mod server;
 mod string;
+pub mod transaction;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -227,6 +228,52 @@ pub static COMMANDS: &[CommandSpec] = &[
         "connection",
         "Resets the connection.",
         connection::reset
+    ),
+    // transactions
+    cmd!(
+        "multi",
+        1,
+        FAST | CONNECTION,
+        NOKEYS,
+        "transactions",
+        "Starts a transaction.",
+        transaction::multi
+    ),
+    cmd!(
+        "exec",
+        1,
+        CONNECTION,
+        NOKEYS,
+        "transactions",
+        "Executes all commands in a transaction.",
+        transaction::exec
+    ),
+    cmd!(
+        "discard",
+        1,
+        FAST | CONNECTION,
+        NOKEYS,
+        "transactions",
+        "Discards a transaction.",
+        transaction::discard
+    ),
+    cmd!(
+        "watch",
+        -2,
+        FAST | CONNECTION,
+        KEYS_ALL,
+        "transactions",
+        "Monitors changes to keys to determine the execution of a transaction (not supported).",
+        transaction::watch
+    ),
+    cmd!(
+        "unwatch",
+        1,
+        FAST | CONNECTION,
+        NOKEYS,
+        "transactions",
+        "Forgets about watched keys of a transaction.",
+        transaction::unwatch
     ),
     cmd!(
         "readonly",

@@ -52,8 +52,22 @@ fn writes_through_every_node_read_everywhere() {
         let n: i64 = q(&mut c, &["GET", "shared:counter"]);
         assert_eq!(n, nodes.len() as i64, "counter on {}", node.name());
     }
-    // RESP3 through a follower: values, a write, and MERIDIAN RAFT as a map.
+    // A transaction through a follower: forwarded as one batch, applied together.
     let follower = (leader + 1) % nodes.len();
+    let (n, got): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("INCRBY")
+        .arg("tx:counter")
+        .arg(5)
+        .ignore()
+        .cmd("INCR")
+        .arg("tx:counter")
+        .cmd("GET")
+        .arg("tx:counter")
+        .query(&mut nodes[follower].client())
+        .expect("EXEC through a follower");
+    assert_eq!((n, got.as_str()), (6, "6"));
+    // RESP3 through a follower: values, a write, and MERIDIAN RAFT as a map.
     let mut c3 = nodes[follower].client_resp3();
     let v: Value = q(&mut c3, &["GET", "via:0"]);
     assert_eq!(v, Value::BulkString(b"value-0".to_vec()));

@@ -15,3 +15,4 @@ mod protocol;
 mod restart;
 mod strings;
 mod tools;
+mod transaction;

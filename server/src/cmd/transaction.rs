@@ -1,0 +1,94 @@
+//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+//!
+//! Between MULTI and EXEC a connection's commands are queued, not run. EXEC runs them in
+//! order; the writes among them go to the region as one batch, so they land in one Raft entry
+//! next to each other and every replica applies them together, with no other write between.
+//! GET goes in the batch too (as a GETEX that changes nothing), so it reads between the
+//! writes before it and after it. Other commands that read the keyspace are refused inside
+//! MULTI (the transaction is then discarded at EXEC): their replies would come from before the
+//! transaction's writes, not between them. WATCH is refused too: it is not implemented, and ignoring it would break the
+//! optimistic locking its callers count on. The running of EXEC lives in the connection
+//! ([`crate::connection`]), which owns the writer's batches.
+
+use bytes::Bytes;
+use proto_resp::Reply;
+
+use super::{Args, CommandSpec, Ctx, Outcome};
+use crate::client::MultiState;
+use crate::error::RespError;
+
+/// Commands one transaction may queue.
+pub const MAX_QUEUED: usize = 10_000;
+
+/// MULTI
+pub fn multi(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    if ctx.client.multi.is_some() {
+        return Err(RespError::Other("MULTI calls can not be nested"));
+    }
+    ctx.client.multi = Some(MultiState::default());
+    Ok(Reply::ok().into())
+}
+
+/// EXEC outside MULTI (inside, the connection runs the transaction).
+pub fn exec(_ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    Err(RespError::Other("EXEC without MULTI"))
+}
+
+/// DISCARD
+pub fn discard(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    match ctx.client.multi.take() {
+        Some(_) => Ok(Reply::ok().into()),
+        None => Err(RespError::Other("DISCARD without MULTI")),
+    }
+}
+
+/// WATCH key…: refused (see the module's doc).
+pub fn watch(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    if ctx.client.multi.is_some() {
+        return Err(RespError::Other("WATCH inside MULTI is not allowed"));
+    }
+    Err(RespError::Other(
+        "WATCH is not supported by Meridian (MULTI/EXEC runs without it)",
+    ))
+}
+
+/// UNWATCH: nothing is ever watched.
+pub fn unwatch(_ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    Ok(Reply::ok().into())
+}
+
+/// What a command sent inside MULTI gets instead of running: `QUEUED`, or an error that
+/// discards the transaction at EXEC. `argv` is the whole command (name first).
+pub fn queue(
+    multi: &mut MultiState,
+    spec: &CommandSpec,
+    argv: Vec<Bytes>,
+) -> Result<Reply, RespError> {
+    let refuse = |multi: &mut MultiState, e: RespError| {
+        multi.failed = true;
+        Err(e)
+    };
+    if spec.is_read() && spec.name != "get" {
+        let name = spec.name;
+        return refuse(
+            multi,
+            RespError::Message(format!(
+                "'{name}' inside MULTI is not supported by Meridian: a transaction carries \
+                 writes, GET and connection commands only"
+            )),
+        );
+    }
+    if multi.queued.len() >= MAX_QUEUED {
+        return refuse(
+            multi,
+            RespError::Message(format!(
+                "too many commands in one transaction (at most {MAX_QUEUED})"
+            )),
+        );
+    }
+    // Copied: the arguments would otherwise keep whole read buffers alive while queued.
+    multi
+        .queued
+        .push(argv.iter().map(|a| Bytes::copy_from_slice(a)).collect());
+    Ok(Reply::Status(Bytes::from_static(b"QUEUED")))
+}

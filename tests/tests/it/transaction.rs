@@ -1,0 +1,132 @@
+//! MULTI / EXEC / DISCARD through real clients: the `redis` crate's atomic pipelines (RESP2
+//! and RESP3), queue-time errors that discard a transaction, and writes of concurrent
+//! transactions that never interleave.
+
+use meridian_tests::{q, q_err, Node, NodeOpts, Reply};
+use redis::Value;
+
+#[test]
+fn atomic_pipelines_of_the_redis_crate_run_as_transactions() {
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        let _: () = q(&mut c, &["DEL", "tx:n", "tx:s"]);
+        let (set, n, got, expire, appended): (String, i64, String, i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("tx:n")
+            .arg(1)
+            .cmd("INCRBY")
+            .arg("tx:n")
+            .arg(41)
+            .cmd("GET")
+            .arg("tx:n")
+            .cmd("EXPIRE")
+            .arg("tx:n")
+            .arg(100)
+            .cmd("APPEND")
+            .arg("tx:s")
+            .arg("abc")
+            .query(&mut c)
+            .expect("EXEC");
+        assert_eq!(
+            (set.as_str(), n, got.as_str(), expire, appended),
+            ("OK", 42, "42", 1, 3)
+        );
+        let ttl: i64 = q(&mut c, &["TTL", "tx:n"]);
+        assert!((90..=100).contains(&ttl), "TTL {ttl}");
+    }
+    // A command failing when it runs fails alone; the others are applied (as in Redis).
+    let mut raw = node.raw();
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(raw.cmd(&["INCR", "tx:s"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(
+        raw.cmd(&["SET", "tx:after", "yes"]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert_eq!(
+        raw.cmd(&["EXEC"]),
+        Reply::Array(vec![
+            Reply::err("ERR value is not an integer or out of range"),
+            Reply::ok()
+        ])
+    );
+    assert_eq!(raw.cmd(&["GET", "tx:after"]), Reply::bulk("yes"));
+}
+
+#[test]
+fn refused_commands_discard_the_transaction() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.raw();
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::Simple("QUEUED".into()));
+    // A read other than GET would answer from before the transaction's writes: refused.
+    assert!(c
+        .cmd(&["EXISTS", "k"])
+        .as_err()
+        .is_some_and(|e| e.starts_with("ERR 'exists' inside MULTI is not supported")));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert!(c.cmd(&["GET", "k"]).is_null(), "nothing of it was applied");
+    // As in Redis: unknown commands and wrong arity discard it too; DISCARD drops it.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert!(c.cmd(&["NOSUCH"]).as_err().is_some());
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(c.cmd(&["DISCARD"]), Reply::ok());
+    assert!(c.cmd(&["GET", "k"]).is_null());
+    assert_eq!(c.cmd(&["EXEC"]), Reply::err("ERR EXEC without MULTI"));
+    assert_eq!(c.cmd(&["DISCARD"]), Reply::err("ERR DISCARD without MULTI"));
+    // WATCH is refused rather than ignored: callers count on its optimistic locking.
+    let mut r = node.client();
+    assert!(q_err(&mut r, &["WATCH", "k"]).contains("WATCH is not supported"));
+    let _: () = q(&mut r, &["UNWATCH"]);
+}
+
+/// Two clients append a pair of tokens per transaction, many times at once: every pair stays
+/// together in the final string (the writes of one EXEC are one batch).
+#[test]
+fn writes_of_concurrent_transactions_never_interleave() {
+    let node = Node::start(NodeOpts::default());
+    const ROUNDS: usize = 200;
+    let workers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|who| {
+            let mut c = node.client();
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    let _: Vec<Value> = redis::pipe()
+                        .atomic()
+                        .cmd("APPEND")
+                        .arg("tx:log")
+                        .arg(format!("{who}1"))
+                        .cmd("APPEND")
+                        .arg("tx:log")
+                        .arg(format!("{who}2"))
+                        .query(&mut c)
+                        .expect("EXEC");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let mut c = node.client();
+    let log: String = q(&mut c, &["GET", "tx:log"]);
+    assert_eq!(log.len(), 3 * ROUNDS * 4);
+    let tokens: Vec<&str> = (0..log.len() / 2).map(|i| &log[2 * i..2 * i + 2]).collect();
+    for pair in tokens.chunks(2) {
+        let who = &pair[0][..1];
+        assert_eq!(
+            pair,
+            [format!("{who}1").as_str(), format!("{who}2").as_str()],
+            "interleaved: {log}"
+        );
+    }
+}
