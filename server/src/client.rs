@@ -43,6 +43,8 @@ pub struct MultiState {
     pub queued: Vec<Vec<Bytes>>,
     /// A command was refused while queuing: EXEC discards the transaction.
     pub failed: bool,
+    /// Bytes of the queued arguments.
+    pub bytes: usize,
 }
 
 impl ClientState {
@@ -198,8 +200,10 @@ impl ClientPause {
 
     /// Ends the pause.
     pub fn unpause(&self) {
-        *self.lock() = None;
+        let mut state = self.lock();
+        *state = None;
         self.set.store(false, Ordering::Release);
+        drop(state);
         self.changed.notify_waiters();
     }
 

@@ -72,6 +72,10 @@ pub async fn serve(
         let mut close = false;
         let mut processed = 0;
         while processed < MAX_REQUESTS_PER_TURN && session.out.len() < OUT_HIGH_WATER {
+            // Killed (CLIENT KILL) or shutting down: no further request of this client runs.
+            if token.is_cancelled() {
+                return;
+            }
             limits.unauthenticated = !session.client.authenticated;
             match decode_request(&mut inbuf, &limits) {
                 Ok(Some(request)) => {
@@ -104,6 +108,7 @@ pub async fn serve(
             while sent < session.out.len() {
                 let write = tokio::time::timeout(write_timeout, stream.write(&session.out[sent..]));
                 let written = tokio::select! {
+                    biased;
                     w = write => w,
                     _ = token.cancelled() => return,
                 };
@@ -134,6 +139,7 @@ pub async fn serve(
             inbuf.reserve(READ_CHUNK);
         }
         let read = tokio::select! {
+            biased;
             r = stream.read_buf(&mut inbuf) => r,
             _ = token.cancelled() => return,
         };
@@ -189,6 +195,22 @@ impl Session {
             self.answer_error(&RespError::ExecAbort);
             return false;
         }
+        // CLIENT PAUSE: decided once, before anything of the transaction runs (a pause the
+        // transaction sets itself does not hold it back).
+        let writes = multi.queued.iter().any(|argv| {
+            cmd::lookup(&argv[0])
+                .is_some_and(|s| s.is_write() || s.name == "get" || s.name == "wait")
+        });
+        let shared = self.shared.clone();
+        if shared.clients.pause.holds(writes)
+            && !shared
+                .clients
+                .pause
+                .wait(writes, &self.client.info.kill)
+                .await
+        {
+            return true;
+        }
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(multi.queued.len());
         let mut ops = Vec::new();
@@ -199,18 +221,6 @@ impl Session {
             let Some(spec) = args.next_opt().as_deref().and_then(cmd::lookup) else {
                 continue; // looked up when queued
             };
-            if spec.is_write() && ops.is_empty() {
-                // CLIENT PAUSE WRITE holds back a transaction that writes.
-                let shared = self.shared.clone();
-                if !shared
-                    .clients
-                    .pause
-                    .wait(true, &self.client.info.kill)
-                    .await
-                {
-                    return true;
-                }
-            }
             let index = cmd::index_of(spec);
             self.tally.call(index);
             let mark = self.out.len();
@@ -244,10 +254,22 @@ impl Session {
                     close = true;
                     Some(reply)
                 }
-                Ok(Outcome::Async(reply)) => Some(reply.await),
+                // Commands that wait (WAIT, FLUSHALL across regions, MERIDIAN NODE …) would run
+                // outside the batch and before it: not run (the future does nothing undriven).
+                Ok(Outcome::Async(_)) => {
+                    self.tally.errors += 1;
+                    Some(
+                        RespError::Message(format!(
+                            "'{}' cannot run inside MULTI on this node",
+                            spec.name
+                        ))
+                        .to_reply(),
+                    )
+                }
                 // Only reads answer in place, and reads are not queued.
                 Ok(Outcome::Written) => {
                     self.out.truncate(mark);
+                    self.tally.errors += 1;
                     Some(RespError::Other("not supported inside MULTI").to_reply())
                 }
                 Err(e) => {
@@ -266,11 +288,15 @@ impl Session {
                         self.client.last_write_index = index;
                     }
                     for (slot, result) in op_slots.into_iter().zip(results) {
+                        if matches!(result, OpResult::Err(_)) {
+                            self.tally.errors += 1;
+                        }
                         replies[slot] = Some(op_reply(result));
                     }
                 }
                 Err(e) => {
                     let err = RespError::from(e).to_reply();
+                    self.tally.errors += op_slots.len() as u64;
                     for slot in op_slots {
                         replies[slot] = Some(err.clone());
                     }
@@ -325,7 +351,12 @@ impl Session {
         }
         if let Some(multi) = self.client.multi.as_mut() {
             match spec.name {
-                "exec" => return self.exec().await,
+                "exec" => {
+                    let index = cmd::index_of(spec);
+                    self.tally.call(index);
+                    self.client.info.last_cmd.store(index, Ordering::Relaxed);
+                    return self.exec().await;
+                }
                 "discard" | "multi" | "watch" | "quit" | "reset" => {}
                 _ => {
                     let mut argv = vec![name];
@@ -342,7 +373,7 @@ impl Session {
         // be held back in Redis).
         let write_like = spec.is_write() || spec.name == "wait";
         if self.shared.clients.pause.holds(write_like) {
-            self.flush_writes().await;
+            self.flush_writes().await; // waits for the pause itself: its ops are writes
             let shared = self.shared.clone();
             if !shared
                 .clients
@@ -433,6 +464,21 @@ impl Session {
     /// Submits the pending writes as one batch and appends their replies.
     async fn flush_writes(&mut self) {
         if self.pending.is_empty() {
+            return;
+        }
+        // CLIENT PAUSE WRITE answered OK: no write of this connection may land until it ends,
+        // including those it accepted before (none was answered yet).
+        let shared = self.shared.clone();
+        if shared.clients.pause.holds(true)
+            && !shared
+                .clients
+                .pause
+                .wait(true, &self.client.info.kill)
+                .await
+        {
+            // Killed while waiting: the connection closes; its writes are dropped unapplied.
+            self.pending.clear();
+            self.silent_pending.clear();
             return;
         }
         let ops = std::mem::take(&mut self.pending);

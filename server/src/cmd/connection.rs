@@ -165,6 +165,9 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
     ctx.client.info.resp.store(2, Ordering::Relaxed);
     ctx.client.readonly = false;
     ctx.client.multi = None;
+    ctx.client.reply_off = false;
+    ctx.client.skip_next = false;
+    ctx.client.skip_current = false;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.info.names().name = None;
     Ok(Reply::Status(Bytes::from_static(b"RESET")).into())

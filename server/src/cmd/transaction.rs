@@ -19,6 +19,10 @@ use crate::error::RespError;
 
 /// Commands one transaction may queue.
 pub const MAX_QUEUED: usize = 10_000;
+/// Bytes of arguments one transaction may queue: its writes become one Raft entry, which must
+/// stay well under the 64 MB node-to-node frame (a follower forwards it, the leader replicates
+/// it whole).
+pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
 /// MULTI
 pub fn multi(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
@@ -78,6 +82,16 @@ pub fn queue(
             )),
         );
     }
+    let bytes: usize = argv.iter().map(|a| a.len() + 16).sum();
+    if multi.bytes + bytes > MAX_QUEUED_BYTES {
+        return refuse(
+            multi,
+            RespError::Message(format!(
+                "transaction too large (its commands take more than {} MB)",
+                MAX_QUEUED_BYTES >> 20
+            )),
+        );
+    }
     if multi.queued.len() >= MAX_QUEUED {
         return refuse(
             multi,
@@ -86,6 +100,7 @@ pub fn queue(
             )),
         );
     }
+    multi.bytes += bytes;
     // Copied: the arguments would otherwise keep whole read buffers alive while queued.
     multi
         .queued

@@ -130,3 +130,43 @@ fn writes_of_concurrent_transactions_never_interleave() {
         );
     }
 }
+
+#[test]
+fn a_transaction_is_bounded_and_waits_for_client_pause() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.raw();
+    // Its writes become one Raft entry: at most 32 MB of queued arguments.
+    let big = "x".repeat(20 << 20);
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        c.cmd(&["SET", "big1", &big]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert!(c
+        .cmd(&["SET", "big2", &big])
+        .as_err()
+        .is_some_and(|e| e.contains("transaction too large")));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert!(c.cmd(&["GET", "big1"]).is_null());
+    // Under CLIENT PAUSE ALL even a transaction of reads waits for the end.
+    let mut admin = node.raw();
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["GET", "k"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(admin.cmd(&["CLIENT", "PAUSE", "600"]), Reply::ok());
+    let t = std::time::Instant::now();
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(vec![Reply::NilBulk]));
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    // RESET switches replies back on, and ends a transaction.
+    c.send(&meridian_tests::encode_command(&["CLIENT", "REPLY", "OFF"]));
+    assert_eq!(c.cmd(&["RESET"]), Reply::Simple("RESET".into()));
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["RESET"]), Reply::Simple("RESET".into()));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::err("ERR EXEC without MULTI"));
+}
