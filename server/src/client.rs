@@ -34,6 +34,8 @@ pub struct ClientState {
     pub skip_current: bool,
     /// Inside MULTI: the commands queued so far.
     pub multi: Option<MultiState>,
+    /// WATCHed keys: (database, key, their stored encoding then; `None`: not there).
+    pub watched: Vec<(u8, Bytes, Option<Bytes>)>,
 }
 
 /// A transaction being queued (between MULTI and EXEC).
@@ -71,6 +73,7 @@ impl ClientState {
             skip_next: false,
             skip_current: false,
             multi: None,
+            watched: Vec::new(),
         }
     }
 }

@@ -191,6 +191,7 @@ impl Session {
         let Some(multi) = self.client.multi.take() else {
             return false;
         };
+        let watched = std::mem::take(&mut self.client.watched);
         if multi.failed {
             self.answer_error(&RespError::ExecAbort);
             return false;
@@ -212,6 +213,8 @@ impl Session {
             return true;
         }
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
+        // Restored if WATCH aborts the transaction (SELECT inside it then did not happen).
+        let db_before = self.client.db;
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(multi.queued.len());
         let mut ops = Vec::new();
         let mut op_slots = Vec::new();
@@ -279,13 +282,32 @@ impl Session {
             };
             replies.push(reply);
         }
+        let watching = !watched.is_empty();
+        if watching {
+            // Checked where the batch lands in the log; the rest is skipped if a key changed.
+            ops.insert(
+                0,
+                Op::Unchanged {
+                    keys: watched,
+                    then: ops.len() as u32,
+                },
+            );
+        }
         if !ops.is_empty() {
             self.barrier_passed = false;
             self.turn_now_ms = None;
             match self.shared.writer.submit(ops).await {
-                Ok((results, index)) => {
+                Ok((mut results, index)) => {
                     if index > 0 {
                         self.client.last_write_index = index;
+                    }
+                    if watching && !results.is_empty() {
+                        if results.remove(0) == OpResult::Nil {
+                            self.client.db = db_before;
+                            self.client.info.db.store(db_before, Ordering::Relaxed);
+                            self.answer(&Reply::NullArray);
+                            return close;
+                        }
                     }
                     for (slot, result) in op_slots.into_iter().zip(results) {
                         if matches!(result, OpResult::Err(_)) {
@@ -388,7 +410,7 @@ impl Session {
             // Reads and connection commands see every earlier write of this pipeline.
             self.flush_writes().await;
         }
-        if spec.is_read()
+        if (spec.is_read() || spec.name == "watch")
             && !self.barrier_passed
             && !self.client.readonly
             && self.shared.config.read_consistency == ReadConsistency::Linearizable

@@ -235,6 +235,15 @@ pub enum Op {
         /// (database, key, register stamp of the tombstone).
         tombstones: Vec<(DbIndex, Bytes, Stamp)>,
     },
+    /// EXEC after WATCH: answers OK when every watched key still holds what it held when
+    /// watched; otherwise answers nil and the next `then` ops of the batch (the transaction's)
+    /// are skipped, each answering nil.
+    Unchanged {
+        /// (database, key, its stored encoding when watched; `None`: it did not exist).
+        keys: Vec<(DbIndex, Bytes, Option<Bytes>)>,
+        /// Ops after this one that belong to the transaction.
+        then: u32,
+    },
 }
 
 impl Op {
@@ -261,6 +270,7 @@ impl Op {
             Op::Copy { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
             Op::Forget { tombstones } => tombstones.iter().all(|(db, _, _)| ok(*db)),
+            Op::Unchanged { keys, .. } => keys.iter().all(|(db, _, _)| ok(*db)),
             Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => true,
         };
         if fine {
@@ -287,6 +297,7 @@ impl Op {
             Op::Rename { src, .. } | Op::Copy { src, .. } => Some(src),
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
+            Op::Unchanged { keys, .. } => keys.first().map(|(_, k, _)| k),
             Op::FlushDb { .. } | Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => None,
         }
     }

@@ -165,6 +165,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
     ctx.client.info.resp.store(2, Ordering::Relaxed);
     ctx.client.readonly = false;
     ctx.client.multi = None;
+    ctx.client.watched.clear();
     ctx.client.reply_off = false;
     ctx.client.skip_next = false;
     ctx.client.skip_current = false;

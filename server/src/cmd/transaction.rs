@@ -6,8 +6,12 @@
 //! GET goes in the batch too (as a GETEX that changes nothing), so it reads between the
 //! writes before it and after it. Other commands that read the keyspace are refused inside
 //! MULTI (the transaction is then discarded at EXEC): their replies would come from before the
-//! transaction's writes, not between them. WATCH is refused too: it is not implemented, and ignoring it would break the
-//! optimistic locking its callers count on. The running of EXEC lives in the connection
+//! transaction's writes, not between them.
+//!
+//! WATCH remembers each key's stored encoding (every write restamps it); EXEC puts an
+//! [`Op::Unchanged`](crate::op::Op::Unchanged) with them at the head of the batch, which every
+//! replica checks where the batch lands in the log: if a watched key changed, the rest of the
+//! transaction is skipped and EXEC answers nil. The running of EXEC lives in the connection
 //! ([`crate::connection`]), which owns the writer's batches.
 
 use bytes::Bytes;
@@ -16,6 +20,9 @@ use proto_resp::Reply;
 use super::{Args, CommandSpec, Ctx, Outcome};
 use crate::client::MultiState;
 use crate::error::RespError;
+
+/// Keys one connection may watch.
+pub const MAX_WATCHED: usize = 10_000;
 
 /// Commands one transaction may queue.
 pub const MAX_QUEUED: usize = 10_000;
@@ -41,23 +48,39 @@ pub fn exec(_ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
 /// DISCARD
 pub fn discard(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
     match ctx.client.multi.take() {
-        Some(_) => Ok(Reply::ok().into()),
+        Some(_) => {
+            ctx.client.watched.clear();
+            Ok(Reply::ok().into())
+        }
         None => Err(RespError::Other("DISCARD without MULTI")),
     }
 }
 
-/// WATCH key…: refused (see the module's doc).
-pub fn watch(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+/// WATCH key…: remembers what each key holds now (read like GET: linearizable by default).
+pub fn watch(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     if ctx.client.multi.is_some() {
         return Err(RespError::Other("WATCH inside MULTI is not allowed"));
     }
-    Err(RespError::Other(
-        "WATCH is not supported by Meridian (MULTI/EXEC runs without it)",
-    ))
+    let db = ctx.client.db;
+    for key in args.rest() {
+        if ctx.client.watched.len() >= MAX_WATCHED {
+            return Err(RespError::Message(format!(
+                "too many watched keys (at most {MAX_WATCHED})"
+            )));
+        }
+        let now = ctx
+            .shared
+            .keyspace
+            .get(db, &key, ctx.now_ms)?
+            .map(|v| v.as_bytes().clone());
+        ctx.client.watched.push((db, key, now));
+    }
+    Ok(Reply::ok().into())
 }
 
-/// UNWATCH: nothing is ever watched.
-pub fn unwatch(_ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+/// UNWATCH
+pub fn unwatch(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    ctx.client.watched.clear();
     Ok(Reply::ok().into())
 }
 

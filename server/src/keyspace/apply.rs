@@ -119,6 +119,8 @@ pub(super) struct BatchCtx<'a> {
     defer: bool,
     /// Expiry index changes (key, put or delete), in order, when `defer`.
     expiry_changes: Vec<(Vec<u8>, bool)>,
+    /// Ops still to skip (answering nil) after a failed `Op::Unchanged`.
+    skip: u32,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -148,6 +150,7 @@ impl<'a> BatchCtx<'a> {
             refused_origins: Vec::new(),
             defer: ks.defers_writes(),
             expiry_changes: Vec::new(),
+            skip: 0,
         }
     }
 
@@ -387,6 +390,11 @@ impl<'a> BatchCtx<'a> {
 
     /// Applies one op.
     pub(super) fn apply(&mut self, op: &Op) -> Result<OpResult, StorageError> {
+        if self.skip > 0 {
+            // The rest of a transaction whose watched keys changed.
+            self.skip -= 1;
+            return Ok(OpResult::Nil);
+        }
         if let Err(e) = op.check_dbs() {
             if let Op::Merge { origin, .. } = op {
                 self.refused_origins.push(*origin);
@@ -653,6 +661,27 @@ impl<'a> BatchCtx<'a> {
                     .map_or(ExpireSet::Clear, ExpireSet::At);
                 self.put_string(*dst_db, dst, dst_cur, &value, expire);
                 OpResult::Int(1)
+            }
+            Op::Unchanged { keys, then } => {
+                let mut same = true;
+                for (db, key, watched) in keys {
+                    let cur = self.read(*db, key)?;
+                    same &= match watched {
+                        // Absent (or expired) when watched: unchanged while still not live.
+                        None => cur.live.is_none(),
+                        // The same encoding (every write restamps it), not expired since.
+                        Some(w) => {
+                            cur.live.is_some()
+                                && cur.raw.as_ref().is_some_and(|r| r.as_bytes() == w)
+                        }
+                    };
+                }
+                if same {
+                    OpResult::Ok
+                } else {
+                    self.skip = *then;
+                    OpResult::Nil
+                }
             }
             Op::ExpireIfDue { db, key, at_ms } => {
                 let cur = self.read(*db, key)?;
@@ -1161,6 +1190,39 @@ mod tests {
         );
         assert_eq!(ok, vec![OpResult::Int(1)]);
         assert!(ks.get(0, b"m3", 1).expect("get").is_some());
+    }
+
+    #[test]
+    fn a_failed_watch_skips_only_its_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = single_region_keyspace(dir.path());
+        apply(&ks, 10, vec![set("a")]);
+        let watch = |then| Op::Unchanged {
+            keys: vec![(0, Bytes::from_static(b"a"), None)],
+            then,
+        };
+        // "a" exists although it was watched missing: the next op is skipped, the one after
+        // it (another client's) is not.
+        let results = apply(&ks, 20, vec![watch(1), set("b"), set("c")]);
+        assert_eq!(results, vec![OpResult::Nil, OpResult::Nil, OpResult::Ok]);
+        let stored = |key: &[u8]| ks.read_storage(&rocks::data_key(0, key)).expect("read");
+        assert!(stored(b"b").is_none());
+        assert!(stored(b"c").is_some());
+        // Watched with what it holds now: the transaction runs.
+        let now = stored(b"a").expect("a").as_bytes().clone();
+        let results = apply(
+            &ks,
+            30,
+            vec![
+                Op::Unchanged {
+                    keys: vec![(0, Bytes::from_static(b"a"), Some(now))],
+                    then: 1,
+                },
+                set("b"),
+            ],
+        );
+        assert_eq!(results, vec![OpResult::Ok, OpResult::Ok]);
+        assert!(stored(b"b").is_some());
     }
 
     #[test]

@@ -82,10 +82,48 @@ fn refused_commands_discard_the_transaction() {
     assert!(c.cmd(&["GET", "k"]).is_null());
     assert_eq!(c.cmd(&["EXEC"]), Reply::err("ERR EXEC without MULTI"));
     assert_eq!(c.cmd(&["DISCARD"]), Reply::err("ERR DISCARD without MULTI"));
-    // WATCH is refused rather than ignored: callers count on its optimistic locking.
     let mut r = node.client();
-    assert!(q_err(&mut r, &["WATCH", "k"]).contains("WATCH is not supported"));
-    let _: () = q(&mut r, &["UNWATCH"]);
+    assert_eq!(
+        q_err(&mut r, &["WATCH"]),
+        "ERR wrong number of arguments for 'watch' command"
+    );
+}
+
+/// WATCH: EXEC answers nil, and applies nothing, when another client changed a watched key,
+/// created it, or it expired; otherwise the transaction runs.
+#[test]
+fn watch_aborts_exec_when_a_watched_key_changed() {
+    let node = Node::start(NodeOpts::default());
+    let mut me = node.raw();
+    let mut other = node.client();
+    let exec_incr = |me: &mut meridian_tests::RawConn| {
+        assert_eq!(me.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(me.cmd(&["INCR", "w"]), Reply::Simple("QUEUED".into()));
+        me.cmd(&["EXEC"])
+    };
+    let _: () = q(&mut other, &["SET", "w", "1"]);
+    // Unchanged: runs.
+    assert_eq!(me.cmd(&["WATCH", "w", "other"]), Reply::ok());
+    assert_eq!(exec_incr(&mut me), Reply::Array(vec![Reply::Int(2)]));
+    // Changed by another client (to the same value: every write counts): aborted.
+    assert_eq!(me.cmd(&["WATCH", "w"]), Reply::ok());
+    let _: () = q(&mut other, &["SET", "w", "2"]);
+    assert_eq!(exec_incr(&mut me), Reply::NilArray);
+    assert_eq!(me.cmd(&["GET", "w"]), Reply::bulk("2"));
+    // Created after WATCH saw it missing: aborted.
+    assert_eq!(me.cmd(&["WATCH", "fresh"]), Reply::ok());
+    let _: () = q(&mut other, &["SET", "fresh", "x"]);
+    assert_eq!(me.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(me.cmd(&["DEL", "fresh"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(me.cmd(&["EXEC"]), Reply::NilArray);
+    assert_eq!(me.cmd(&["GET", "fresh"]), Reply::bulk("x"));
+    // Expired since WATCH: aborted, as in Redis.
+    let _: () = q(&mut other, &["SET", "w", "7", "PX", "100"]);
+    assert_eq!(me.cmd(&["WATCH", "w"]), Reply::ok());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(exec_incr(&mut me), Reply::NilArray);
+    // EXEC forgets the watches: the next transaction runs.
+    assert_eq!(exec_incr(&mut me), Reply::Array(vec![Reply::Int(1)]));
 }
 
 /// Two clients append a pair of tokens per transaction, many times at once: every pair stays
