@@ -301,13 +301,12 @@ impl Session {
                     if index > 0 {
                         self.client.last_write_index = index;
                     }
-                    if watching && !results.is_empty() {
-                        if results.remove(0) == OpResult::Nil {
-                            self.client.db = db_before;
-                            self.client.info.db.store(db_before, Ordering::Relaxed);
-                            self.answer(&Reply::NullArray);
-                            return close;
-                        }
+                    // The watch check's own result comes first (removed whether it passed).
+                    if watching && !results.is_empty() && results.remove(0) == OpResult::Nil {
+                        self.client.db = db_before;
+                        self.client.info.db.store(db_before, Ordering::Relaxed);
+                        self.answer(&Reply::NullArray);
+                        return close;
                     }
                     for (slot, result) in op_slots.into_iter().zip(results) {
                         if matches!(result, OpResult::Err(_)) {
