@@ -200,7 +200,7 @@ impl Session {
         // transaction sets itself does not hold it back).
         let writes = multi.queued.iter().any(|argv| {
             cmd::lookup(&argv[0])
-                .is_some_and(|s| s.is_write() || s.name == "get" || s.name == "wait")
+                .is_some_and(|s| s.is_write() || matches!(s.name, "get" | "mget" | "wait"))
         });
         let shared = self.shared.clone();
         if shared.clients.pause.holds(writes)
@@ -226,6 +226,20 @@ impl Session {
             };
             let index = cmd::index_of(spec);
             self.tally.call(index);
+            if spec.name == "mget" {
+                // MGET reads inside the batch too: one read per key, answered as one array.
+                let keys = args.rest();
+                op_slots.push((replies.len(), Some(keys.len())));
+                for key in keys {
+                    ops.push(Op::GetEx {
+                        db: self.client.db,
+                        key,
+                        expire: ExpireSet::Keep,
+                    });
+                }
+                replies.push(None);
+                continue;
+            }
             let mark = self.out.len();
             let mut ctx = Ctx {
                 shared: &self.shared,
@@ -248,7 +262,7 @@ impl Session {
             };
             let reply = match outcome {
                 Ok(Outcome::Write(op)) => {
-                    op_slots.push(replies.len());
+                    op_slots.push((replies.len(), None));
                     ops.push(op);
                     None
                 }
@@ -308,17 +322,26 @@ impl Session {
                         self.answer(&Reply::NullArray);
                         return close;
                     }
-                    for (slot, result) in op_slots.into_iter().zip(results) {
-                        if matches!(result, OpResult::Err(_)) {
-                            self.tally.errors += 1;
-                        }
-                        replies[slot] = Some(op_reply(result));
+                    let mut results = results.into_iter();
+                    for (slot, many) in op_slots {
+                        replies[slot] = Some(match many {
+                            None => {
+                                let result = results.next().unwrap_or(OpResult::Nil);
+                                if matches!(result, OpResult::Err(_)) {
+                                    self.tally.errors += 1;
+                                }
+                                op_reply(result)
+                            }
+                            Some(n) => {
+                                Reply::Array(results.by_ref().take(n).map(op_reply).collect())
+                            }
+                        });
                     }
                 }
                 Err(e) => {
                     let err = RespError::from(e).to_reply();
                     self.tally.errors += op_slots.len() as u64;
-                    for slot in op_slots {
+                    for (slot, _) in op_slots {
                         replies[slot] = Some(err.clone());
                     }
                 }

@@ -3,8 +3,8 @@
 //! Between MULTI and EXEC a connection's commands are queued, not run. EXEC runs them in
 //! order; the writes among them go to the region as one batch, so they land in one Raft entry
 //! next to each other and every replica applies them together, with no other write between.
-//! GET goes in the batch too (as a GETEX that changes nothing), so it reads between the
-//! writes before it and after it. Other commands that read the keyspace are refused inside
+//! GET and MGET go in the batch too (as GETEXs that change nothing), so they read between the
+//! writes before them and after them. Other commands that read the keyspace are refused inside
 //! MULTI (the transaction is then discarded at EXEC): their replies would come from before the
 //! transaction's writes, not between them.
 //!
@@ -95,13 +95,13 @@ pub fn queue(
         multi.failed = true;
         Err(e)
     };
-    if spec.is_read() && spec.name != "get" {
+    if spec.is_read() && !matches!(spec.name, "get" | "mget") {
         let name = spec.name;
         return refuse(
             multi,
             RespError::Message(format!(
                 "'{name}' inside MULTI is not supported by Meridian: a transaction carries \
-                 writes, GET and connection commands only"
+                 writes, GET, MGET and connection commands only"
             )),
         );
     }

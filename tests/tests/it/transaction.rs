@@ -35,8 +35,29 @@ fn atomic_pipelines_of_the_redis_crate_run_as_transactions() {
         let ttl: i64 = q(&mut c, &["TTL", "tx:n"]);
         assert!((90..=100).contains(&ttl), "TTL {ttl}");
     }
-    // A command failing when it runs fails alone; the others are applied (as in Redis).
+    // GET and MGET read between the transaction's writes.
     let mut raw = node.raw();
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    for args in [
+        &["SET", "tx:m1", "a"][..],
+        &["MGET", "tx:m1", "tx:m2"],
+        &["SET", "tx:m2", "b"],
+        &["MGET", "tx:m1", "tx:m2"],
+        &["GET", "tx:m2"],
+    ] {
+        assert_eq!(raw.cmd(args), Reply::Simple("QUEUED".into()));
+    }
+    assert_eq!(
+        raw.cmd(&["EXEC"]),
+        Reply::Array(vec![
+            Reply::ok(),
+            Reply::Array(vec![Reply::bulk("a"), Reply::NilBulk]),
+            Reply::ok(),
+            Reply::Array(vec![Reply::bulk("a"), Reply::bulk("b")]),
+            Reply::bulk("b"),
+        ])
+    );
+    // A command failing when it runs fails alone; the others are applied (as in Redis).
     assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(raw.cmd(&["INCR", "tx:s"]), Reply::Simple("QUEUED".into()));
     assert_eq!(
