@@ -34,8 +34,9 @@ pub struct ClientState {
     pub skip_current: bool,
     /// Inside MULTI: the commands queued so far.
     pub multi: Option<MultiState>,
-    /// WATCHed keys: (database, key, their stored encoding then; `None`: not there).
-    pub watched: Vec<(u8, Bytes, Option<Bytes>)>,
+    /// WATCHed keys: (database, key, the fingerprint of their stored encoding then; `None`:
+    /// not there).
+    pub watched: Vec<(u8, Bytes, Option<u64>)>,
 }
 
 /// A transaction being queued (between MULTI and EXEC).

@@ -218,6 +218,7 @@ impl Session {
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(multi.queued.len());
         let mut ops = Vec::new();
         let mut op_slots = Vec::new();
+        let mut deferred = Vec::new();
         let mut close = false;
         for argv in multi.queued {
             let mut args = Args::new(argv);
@@ -240,61 +241,21 @@ impl Session {
                 replies.push(None);
                 continue;
             }
-            let mark = self.out.len();
-            let mut ctx = Ctx {
-                shared: &self.shared,
-                client: &mut self.client,
-                now_ms,
-                spec,
-                out: &mut self.out,
-            };
-            let outcome = if spec.name == "get" {
-                // A GET reads inside the batch, between the transaction's writes.
-                args.next_bytes().map(|key| {
-                    Outcome::Write(Op::GetEx {
-                        db: ctx.client.db,
-                        key,
-                        expire: ExpireSet::Keep,
-                    })
-                })
-            } else {
-                (spec.handler)(&mut ctx, &mut args)
-            };
-            let reply = match outcome {
-                Ok(Outcome::Write(op)) => {
+            // Connection and server commands run only once the batch went through (not at all
+            // when WATCH aborts it); SELECT runs now, as it decides the database of what follows.
+            if !spec.is_write() && !matches!(spec.name, "get" | "select") {
+                deferred.push((replies.len(), spec, args));
+                replies.push(None);
+                continue;
+            }
+            match self.exec_one(spec, &mut args, now_ms, &mut close) {
+                Ok(op) => {
                     op_slots.push((replies.len(), None));
                     ops.push(op);
-                    None
+                    replies.push(None);
                 }
-                Ok(Outcome::Reply(reply)) => Some(reply),
-                Ok(Outcome::Close(reply)) => {
-                    close = true;
-                    Some(reply)
-                }
-                // Commands that wait (WAIT, FLUSHALL across regions, MERIDIAN NODE …) would run
-                // outside the batch and before it: not run (the future does nothing undriven).
-                Ok(Outcome::Async(_)) => {
-                    self.tally.errors += 1;
-                    Some(
-                        RespError::Message(format!(
-                            "'{}' cannot run inside MULTI on this node",
-                            spec.name
-                        ))
-                        .to_reply(),
-                    )
-                }
-                // Only reads answer in place, and reads are not queued.
-                Ok(Outcome::Written) => {
-                    self.out.truncate(mark);
-                    self.tally.errors += 1;
-                    Some(RespError::Other("not supported inside MULTI").to_reply())
-                }
-                Err(e) => {
-                    self.tally.errors += 1;
-                    Some(e.to_reply())
-                }
-            };
-            replies.push(reply);
+                Err(reply) => replies.push(Some(reply)),
+            }
         }
         let watching = !watched.is_empty();
         if watching {
@@ -347,12 +308,77 @@ impl Session {
                 }
             }
         }
+        for (slot, spec, mut args) in deferred {
+            replies[slot] = Some(match self.exec_one(spec, &mut args, now_ms, &mut close) {
+                Ok(_) => RespError::Other("not supported inside MULTI").to_reply(),
+                Err(reply) => reply,
+            });
+        }
         let replies = replies
             .into_iter()
             .map(|r| r.unwrap_or(Reply::Null))
             .collect();
         self.answer(&Reply::Array(replies));
         close
+    }
+
+    /// Runs one queued command inside EXEC: the op it adds to the batch (a write, or a GET
+    /// read inside the batch), or its reply.
+    fn exec_one(
+        &mut self,
+        spec: &'static cmd::CommandSpec,
+        args: &mut Args,
+        now_ms: u64,
+        close: &mut bool,
+    ) -> Result<Op, Reply> {
+        let mark = self.out.len();
+        let mut ctx = Ctx {
+            shared: &self.shared,
+            client: &mut self.client,
+            now_ms,
+            spec,
+            out: &mut self.out,
+        };
+        let outcome = if spec.name == "get" {
+            // A GET reads inside the batch, between the transaction's writes.
+            args.next_bytes().map(|key| {
+                Outcome::Write(Op::GetEx {
+                    db: ctx.client.db,
+                    key,
+                    expire: ExpireSet::Keep,
+                })
+            })
+        } else {
+            (spec.handler)(&mut ctx, args)
+        };
+        match outcome {
+            Ok(Outcome::Write(op)) => Ok(op),
+            Ok(Outcome::Reply(reply)) => Err(reply),
+            Ok(Outcome::Close(reply)) => {
+                *close = true;
+                Err(reply)
+            }
+            // Commands that wait (WAIT, FLUSHALL across regions, MERIDIAN NODE …) would run
+            // outside the batch: not run (the future does nothing undriven).
+            Ok(Outcome::Async(_)) => {
+                self.tally.errors += 1;
+                Err(RespError::Message(format!(
+                    "'{}' cannot run inside MULTI on this node",
+                    spec.name
+                ))
+                .to_reply())
+            }
+            // Only reads answer in place, and reads are not queued.
+            Ok(Outcome::Written) => {
+                self.out.truncate(mark);
+                self.tally.errors += 1;
+                Err(RespError::Other("not supported inside MULTI").to_reply())
+            }
+            Err(e) => {
+                self.tally.errors += 1;
+                Err(e.to_reply())
+            }
+        }
     }
 
     /// The running command's error, unless replies are switched off (counted either way).

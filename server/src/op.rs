@@ -239,8 +239,9 @@ pub enum Op {
     /// watched; otherwise answers nil and the next `then` ops of the batch (the transaction's)
     /// are skipped, each answering nil.
     Unchanged {
-        /// (database, key, its stored encoding when watched; `None`: it did not exist).
-        keys: Vec<(DbIndex, Bytes, Option<Bytes>)>,
+        /// (database, key, the fingerprint of its stored encoding when watched; `None`: it did
+        /// not exist).
+        keys: Vec<(DbIndex, Bytes, Option<u64>)>,
         /// Ops after this one that belong to the transaction.
         then: u32,
     },
@@ -297,7 +298,8 @@ impl Op {
             Op::Rename { src, .. } | Op::Copy { src, .. } => Some(src),
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
-            Op::Unchanged { keys, .. } => keys.first().map(|(_, k, _)| k),
+            // Routed with the transaction's ops, not by the keys it watches.
+            Op::Unchanged { .. } => None,
             Op::FlushDb { .. } | Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => None,
         }
     }

@@ -76,8 +76,10 @@ impl Writer {
             }
             Writer::Raft(raft, geo) => {
                 // Multi-key commands follow their first key's placement.
+                // (A WATCH check at the head of a transaction does not decide where it goes.)
                 if let Some(home) = ops
-                    .first()
+                    .iter()
+                    .find(|op| !matches!(op, Op::Unchanged { .. }))
                     .and_then(Op::first_key)
                     .and_then(|k| geo.remote_home(k))
                 {

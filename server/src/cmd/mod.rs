@@ -263,7 +263,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         FAST | CONNECTION,
         KEYS_ALL,
         "transactions",
-        "Monitors changes to keys to determine the execution of a transaction (not supported).",
+        "Monitors changes to keys to determine the execution of a transaction.",
         transaction::watch
     ),
     cmd!(

@@ -8,9 +8,9 @@
 //! MULTI (the transaction is then discarded at EXEC): their replies would come from before the
 //! transaction's writes, not between them.
 //!
-//! WATCH remembers each key's stored encoding (every write restamps it); EXEC puts an
-//! [`Op::Unchanged`](crate::op::Op::Unchanged) with them at the head of the batch, which every
-//! replica checks where the batch lands in the log: if a watched key changed, the rest of the
+//! WATCH remembers a fingerprint of each key's stored encoding (every write restamps it); EXEC
+//! puts an [`Op::Unchanged`](crate::op::Op::Unchanged) with them at the head of the batch, which
+//! every replica checks where the batch lands in the log: if a watched key changed, the rest of the
 //! transaction is skipped and EXEC answers nil. The running of EXEC lives in the connection
 //! ([`crate::connection`]), which owns the writer's batches.
 
@@ -72,7 +72,7 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
             .shared
             .keyspace
             .get(db, &key, ctx.now_ms)?
-            .map(|v| v.as_bytes().clone());
+            .map(|v| v.fingerprint());
         ctx.client.watched.push((db, key, now));
     }
     Ok(Reply::ok().into())

@@ -399,6 +399,10 @@ impl<'a> BatchCtx<'a> {
             if let Op::Merge { origin, .. } = op {
                 self.refused_origins.push(*origin);
             }
+            // A bad WATCH check fails closed: its transaction is skipped.
+            if let Op::Unchanged { then, .. } = op {
+                self.skip = *then;
+            }
             return Ok(OpResult::Err(e));
         }
         Ok(match op {
@@ -672,7 +676,7 @@ impl<'a> BatchCtx<'a> {
                         // The same encoding (every write restamps it), not expired since.
                         Some(w) => {
                             cur.live.is_some()
-                                && cur.raw.as_ref().is_some_and(|r| r.as_bytes() == w)
+                                && cur.raw.as_ref().is_some_and(|r| r.fingerprint() == *w)
                         }
                     };
                 }
@@ -1209,7 +1213,7 @@ mod tests {
         assert!(stored(b"b").is_none());
         assert!(stored(b"c").is_some());
         // Watched with what it holds now: the transaction runs.
-        let now = stored(b"a").expect("a").as_bytes().clone();
+        let now = stored(b"a").expect("a").fingerprint();
         let results = apply(
             &ks,
             30,

@@ -604,6 +604,18 @@ impl StoredValue {
         s.encode()
     }
 
+    /// A fixed-size fingerprint of the encoding, the same on every machine (64-bit FNV-1a over
+    /// the length and the bytes): WATCH carries it instead of the value. Every write restamps
+    /// the encoding, so a changed key gets another fingerprint but by a 2^-64 chance.
+    pub fn fingerprint(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0100_0000_01b3;
+        let len = (self.0.len() as u64).to_le_bytes();
+        len.iter()
+            .chain(self.0.iter())
+            .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+    }
+
     /// The whole encoding.
     pub fn as_bytes(&self) -> &Bytes {
         &self.0

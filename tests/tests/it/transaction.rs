@@ -143,6 +143,20 @@ fn watch_aborts_exec_when_a_watched_key_changed() {
     assert_eq!(me.cmd(&["WATCH", "w"]), Reply::ok());
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(exec_incr(&mut me), Reply::NilArray);
+    // An aborted transaction runs none of its commands, connection commands included.
+    assert_eq!(me.cmd(&["WATCH", "w"]), Reply::ok());
+    let _: () = q(&mut other, &["SET", "w", "8"]);
+    assert_eq!(me.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        me.cmd(&["CLIENT", "SETNAME", "aborted"]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert_eq!(me.cmd(&["SELECT", "3"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(me.cmd(&["SET", "w", "9"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(me.cmd(&["EXEC"]), Reply::NilArray);
+    assert!(me.cmd(&["CLIENT", "GETNAME"]).is_null());
+    assert_eq!(me.cmd(&["GET", "w"]), Reply::bulk("8"), "still in db 0");
+    let _: () = q(&mut other, &["DEL", "w"]);
     // EXEC forgets the watches: the next transaction runs.
     assert_eq!(exec_incr(&mut me), Reply::Array(vec![Reply::Int(1)]));
 }
