@@ -75,7 +75,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
         }
         let mut ops = Vec::with_capacity(n_ops);
         let mut shares = Vec::with_capacity(group.len());
-        for p in group {
+        for mut p in group {
+            clamp_watch_checks(&mut p.ops);
             shares.push((p.ops.len(), p.reply));
             ops.extend(p.ops);
         }
@@ -132,5 +133,34 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
                 }
             }
         }
+    }
+}
+
+/// Keeps a WATCH check from reaching past its own proposal: one that claims more following ops
+/// than the proposal has (only a faulty peer could send it) would skip other clients' writes
+/// merged into the same entry.
+fn clamp_watch_checks(ops: &mut [Op]) {
+    let len = ops.len();
+    for (i, op) in ops.iter_mut().enumerate() {
+        if let Op::Unchanged { then, .. } = op {
+            *then = (*then).min((len - i - 1) as u32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_check_skips_nothing_beyond_its_proposal() {
+        let check = |then| Op::Unchanged {
+            keys: Vec::new(),
+            then,
+        };
+        let mut ops = vec![check(99), Op::FlushAll, check(1)];
+        clamp_watch_checks(&mut ops);
+        assert!(matches!(ops[0], Op::Unchanged { then: 2, .. }));
+        assert!(matches!(ops[2], Op::Unchanged { then: 0, .. }));
     }
 }
