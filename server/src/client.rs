@@ -211,11 +211,6 @@ impl ClientPause {
         self.changed.notify_waiters();
     }
 
-    /// True while a pause holds back writes (active expiry stops then too).
-    pub fn holds_writes(&self) -> bool {
-        self.until(true).is_some()
-    }
-
     /// True while a pause holds back a command of this kind (a write, or not).
     pub fn holds(&self, write: bool) -> bool {
         self.until(write).is_some()

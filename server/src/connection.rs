@@ -202,14 +202,7 @@ impl Session {
             cmd::lookup(&argv[0])
                 .is_some_and(|s| s.is_write() || matches!(s.name, "get" | "mget" | "wait"))
         });
-        let shared = self.shared.clone();
-        if shared.clients.pause.holds(writes)
-            && !shared
-                .clients
-                .pause
-                .wait(writes, &self.client.info.kill)
-                .await
-        {
+        if !self.pause_gate(writes).await {
             return true;
         }
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
@@ -444,13 +437,7 @@ impl Session {
         let write_like = spec.is_write() || spec.name == "wait";
         if self.shared.clients.pause.holds(write_like) {
             self.flush_writes().await; // waits for the pause itself: its ops are writes
-            let shared = self.shared.clone();
-            if !shared
-                .clients
-                .pause
-                .wait(write_like, &self.client.info.kill)
-                .await
-            {
+            if !self.pause_gate(write_like).await {
                 return true;
             }
         }
@@ -531,6 +518,13 @@ impl Session {
         }
     }
 
+    /// Waits while CLIENT PAUSE holds back a command of this kind (a write, or not); false
+    /// when the connection was killed (or the node stops) meanwhile.
+    async fn pause_gate(&self, write: bool) -> bool {
+        let pause = &self.shared.clients.pause;
+        !pause.holds(write) || pause.wait(write, &self.client.info.kill).await
+    }
+
     /// Submits the pending writes as one batch and appends their replies.
     async fn flush_writes(&mut self) {
         if self.pending.is_empty() {
@@ -538,14 +532,7 @@ impl Session {
         }
         // CLIENT PAUSE WRITE answered OK: no write of this connection may land until it ends,
         // including those it accepted before (none was answered yet).
-        let shared = self.shared.clone();
-        if shared.clients.pause.holds(true)
-            && !shared
-                .clients
-                .pause
-                .wait(true, &self.client.info.kill)
-                .await
-        {
+        if !self.pause_gate(true).await {
             // Killed while waiting: the connection closes; its writes are dropped unapplied.
             self.pending.clear();
             self.silent_pending.clear();

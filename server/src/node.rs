@@ -650,7 +650,7 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
         }
         // Only the leader removes expired keys, by proposing deletes every replica applies;
         // not while CLIENT PAUSE holds writes back (the data stays still, as in Redis).
-        if !shared.raft.is_leader() || shared.clients.pause.holds_writes() {
+        if !shared.raft.is_leader() || shared.clients.pause.holds(true) {
             continue;
         }
         let due = match shared

@@ -114,10 +114,9 @@ pub(super) struct BatchCtx<'a> {
     /// Origins one of whose merges this batch refused: their later merges are refused too,
     /// so that no watermark moves past the refused entry.
     refused_origins: Vec<u8>,
-    /// The keyspace writes applied changes back later (see `write_back`): expiry index
-    /// changes are kept in `expiry_changes` instead of `batch`.
-    defer: bool,
-    /// Expiry index changes (key, put or delete), in order, when `defer`.
+    /// Expiry index changes (key, put or delete), in order, kept apart from `batch` until the
+    /// commit: they go to the write-back set, or into the batch (before a flush's range deletes
+    /// when the batch flushes a database).
     expiry_changes: Vec<(Vec<u8>, bool)>,
     /// Ops still to skip (answering nil) after a failed `Op::Unchanged`.
     skip: u32,
@@ -148,7 +147,6 @@ impl<'a> BatchCtx<'a> {
             cache_replacements: ks.hot.replacements(),
             last_slot: None,
             refused_origins: Vec::new(),
-            defer: ks.defers_writes(),
             expiry_changes: Vec::new(),
             skip: 0,
         }
@@ -329,13 +327,7 @@ impl<'a> BatchCtx<'a> {
 
     /// Puts (`put`) or deletes an expiry index record.
     fn expiry_change(&mut self, key: Vec<u8>, put: bool) {
-        if self.defer {
-            self.expiry_changes.push((key, put));
-        } else if put {
-            self.batch.put_cf(self.cf(rocks::CF_EXPIRY), key, b"");
-        } else {
-            self.batch.delete_cf(self.cf(rocks::CF_EXPIRY), key);
-        }
+        self.expiry_changes.push((key, put));
     }
 
     /// Moves the expiry index changes kept aside into the write batch, in order.
@@ -804,7 +796,7 @@ impl<'a> BatchCtx<'a> {
         {
             return Ok(());
         }
-        if self.defer
+        if self.ks.defers_writes()
             && !self.flushed.iter().any(|f| *f)
             && self.batch.is_empty()
             && self.trim_outbox.is_none()
