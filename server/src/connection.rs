@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::client::{ClientInfo, ClientState};
+use crate::cmd::transaction::TxView;
 use crate::cmd::{self, flags, Args, Ctx, Outcome};
 use crate::config::ReadConsistency;
 use crate::error::RespError;
+use crate::keyspace::StoredValue;
 use crate::node::Shared;
 use crate::op::{ExpireSet, Op, OpResult};
 use crate::stats::LocalTally;
@@ -199,8 +201,7 @@ impl Session {
         // CLIENT PAUSE: decided once, before anything of the transaction runs (a pause the
         // transaction sets itself does not hold it back).
         let writes = multi.queued.iter().any(|argv| {
-            cmd::lookup(&argv[0])
-                .is_some_and(|s| s.is_write() || matches!(s.name, "get" | "mget" | "wait"))
+            cmd::lookup(&argv[0]).is_some_and(|s| s.is_write() || s.is_read() || s.name == "wait")
         });
         if !self.pause_gate(writes).await {
             return true;
@@ -214,16 +215,44 @@ impl Session {
         let mut deferred = Vec::new();
         let mut close = false;
         for argv in multi.queued {
-            let mut args = Args::new(argv);
-            let Some(spec) = args.next_opt().as_deref().and_then(cmd::lookup) else {
+            let Some(spec) = argv.first().and_then(|name| cmd::lookup(name)) else {
                 continue; // looked up when queued
             };
             let index = cmd::index_of(spec);
             self.tally.call(index);
+            if spec.is_read() && !matches!(spec.name, "get" | "mget") {
+                // Reads its keys (or counts them) inside the batch; the command then runs on
+                // what was read there.
+                let db = self.client.db;
+                let keys: Vec<_> = spec.key_args(&argv).cloned().collect();
+                let counts = spec.name == "dbsize";
+                ops.extend(keys.iter().map(|key| Op::ReadKey {
+                    db,
+                    key: key.clone(),
+                }));
+                if counts {
+                    ops.push(Op::CountKeys { db });
+                }
+                let mut args = Args::new(argv);
+                args.next_opt();
+                op_slots.push((
+                    replies.len(),
+                    Take::Read(QueuedRead {
+                        spec,
+                        args,
+                        keys,
+                        counts,
+                    }),
+                ));
+                replies.push(None);
+                continue;
+            }
+            let mut args = Args::new(argv);
+            args.next_opt();
             if spec.name == "mget" {
                 // MGET reads inside the batch too: one read per key, answered as one array.
                 let keys = args.rest();
-                op_slots.push((replies.len(), Some(keys.len())));
+                op_slots.push((replies.len(), Take::Array(keys.len())));
                 for key in keys {
                     ops.push(Op::GetEx {
                         db: self.client.db,
@@ -243,7 +272,7 @@ impl Session {
             }
             match self.exec_one(spec, &mut args, now_ms, &mut close) {
                 Ok(op) => {
-                    op_slots.push((replies.len(), None));
+                    op_slots.push((replies.len(), Take::One));
                     ops.push(op);
                     replies.push(None);
                 }
@@ -277,19 +306,28 @@ impl Session {
                         return close;
                     }
                     let mut results = results.into_iter();
-                    for (slot, many) in op_slots {
-                        replies[slot] = Some(match many {
-                            None => {
+                    let mut reads = Vec::new();
+                    for (slot, take) in op_slots {
+                        replies[slot] = Some(match take {
+                            Take::One => {
                                 let result = results.next().unwrap_or(OpResult::Nil);
                                 if matches!(result, OpResult::Err(_)) {
                                     self.tally.errors += 1;
                                 }
                                 op_reply(result)
                             }
-                            Some(n) => {
+                            Take::Array(n) => {
                                 Reply::Array(results.by_ref().take(n).map(op_reply).collect())
                             }
+                            Take::Read(read) => {
+                                let n = read.keys.len() + usize::from(read.counts);
+                                reads.push((slot, read, results.by_ref().take(n).collect()));
+                                continue;
+                            }
                         });
+                    }
+                    for (slot, read, read_results) in reads {
+                        replies[slot] = Some(self.exec_read(read, read_results, now_ms));
                     }
                 }
                 Err(e) => {
@@ -315,6 +353,56 @@ impl Session {
         close
     }
 
+    /// Runs a queued read inside EXEC on what the batch read for it (`results`: one per key,
+    /// then the key count for DBSIZE).
+    fn exec_read(&mut self, mut read: QueuedRead, results: Vec<OpResult>, now_ms: u64) -> Reply {
+        let mut view = TxView::default();
+        let mut results = results.into_iter();
+        for key in read.keys {
+            let value = match results.next() {
+                Some(OpResult::Bulk(encoded)) => StoredValue::from_stored(encoded),
+                Some(OpResult::Err(e)) => {
+                    self.tally.errors += 1;
+                    return op_reply(OpResult::Err(e));
+                }
+                _ => None,
+            };
+            view.values.push((key, value));
+        }
+        if read.counts {
+            view.count = match results.next() {
+                Some(OpResult::Int(n)) => Some(n.max(0) as u64),
+                Some(OpResult::Err(e)) => {
+                    self.tally.errors += 1;
+                    return op_reply(OpResult::Err(e));
+                }
+                _ => None,
+            };
+        }
+        let mark = self.out.len();
+        let mut ctx = Ctx {
+            shared: &self.shared,
+            client: &mut self.client,
+            now_ms,
+            spec: read.spec,
+            out: &mut self.out,
+            view: Some(&view),
+        };
+        match (read.spec.handler)(&mut ctx, &mut read.args) {
+            Ok(Outcome::Reply(reply)) => reply,
+            Ok(_) => {
+                // Reads answer a reply; anything else would not be the batch's view.
+                self.out.truncate(mark);
+                self.tally.errors += 1;
+                RespError::Other("not supported inside MULTI").to_reply()
+            }
+            Err(e) => {
+                self.tally.errors += 1;
+                e.to_reply()
+            }
+        }
+    }
+
     /// Runs one queued command inside EXEC: the op it adds to the batch (a write, or a GET
     /// read inside the batch), or its reply.
     fn exec_one(
@@ -331,6 +419,7 @@ impl Session {
             now_ms,
             spec,
             out: &mut self.out,
+            view: None,
         };
         let outcome = if spec.name == "get" {
             // A GET reads inside the batch, between the transaction's writes.
@@ -472,6 +561,7 @@ impl Session {
             now_ms,
             spec,
             out: &mut self.out,
+            view: None,
         };
         match (spec.handler)(&mut ctx, &mut args) {
             Ok(Outcome::Write(op)) => {
@@ -581,6 +671,25 @@ impl Session {
 }
 
 /// The reply to a write's result.
+/// Where an EXEC's reply comes from among the batch's results.
+enum Take {
+    /// One op's result.
+    One,
+    /// The next `n` results as one array (MGET).
+    Array(usize),
+    /// A read command, run on the results its reads produced.
+    Read(QueuedRead),
+}
+
+/// A read queued inside MULTI: the command, its arguments after the name, the keys it reads
+/// inside the batch, and whether it also counts the database's keys (DBSIZE).
+struct QueuedRead {
+    spec: &'static cmd::CommandSpec,
+    args: Args,
+    keys: Vec<bytes::Bytes>,
+    counts: bool,
+}
+
 fn op_reply(result: OpResult) -> Reply {
     match result {
         OpResult::Ok => Reply::ok(),

@@ -245,6 +245,21 @@ pub enum Op {
         /// Ops after this one that belong to the transaction.
         then: u32,
     },
+    /// A read inside a transaction (changes nothing): answers the key's stored encoding as this
+    /// point of the batch sees it when the key is live, nil otherwise. EXEC answers TYPE, TTL,
+    /// STRLEN … from it, so they read between the transaction's writes.
+    ReadKey {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+    },
+    /// DBSIZE inside a transaction (changes nothing): the database's key count at this point
+    /// of the batch.
+    CountKeys {
+        /// Database.
+        db: DbIndex,
+    },
 }
 
 impl Op {
@@ -267,6 +282,8 @@ impl Op {
             | Op::Expire { db, .. }
             | Op::Rename { db, .. }
             | Op::ExpireIfDue { db, .. }
+            | Op::ReadKey { db, .. }
+            | Op::CountKeys { db }
             | Op::FlushDb { db } => ok(*db),
             Op::Copy { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
@@ -292,6 +309,7 @@ impl Op {
             | Op::Append { key, .. }
             | Op::SetRange { key, .. }
             | Op::Expire { key, .. }
+            | Op::ReadKey { key, .. }
             | Op::ExpireIfDue { key, .. } => Some(key),
             Op::MSet { pairs, .. } => pairs.first().map(|(k, _)| k),
             Op::Del { keys, .. } => keys.first(),
@@ -300,7 +318,11 @@ impl Op {
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
             // Routed with the transaction's ops, not by the keys it watches.
             Op::Unchanged { .. } => None,
-            Op::FlushDb { .. } | Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => None,
+            Op::FlushDb { .. }
+            | Op::FlushAll
+            | Op::CountKeys { .. }
+            | Op::TrimOutbox { .. }
+            | Op::Seen { .. } => None,
         }
     }
 }

@@ -106,7 +106,7 @@ fn ttl_generic(
     f: fn(at: u64, now: u64) -> i64,
 ) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
-    let n = match ctx.shared.keyspace.get(ctx.client.db, &key, ctx.now_ms)? {
+    let n = match ctx.get(ctx.client.db, &key)? {
         None => -2,
         Some(v) => match v.expire_at() {
             None => -1,

@@ -15,7 +15,7 @@ const MAX_SCAN_COUNT: usize = 100_000;
 /// TYPE key
 pub fn type_(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
-    let name = match ctx.shared.keyspace.get(ctx.client.db, &key, ctx.now_ms)? {
+    let name = match ctx.get(ctx.client.db, &key)? {
         Some(v) => v.kind().name(),
         None => "none",
     };
@@ -26,11 +26,7 @@ pub fn type_(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 pub fn exists(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let mut n = 0;
     for key in args.rest() {
-        n += ctx
-            .shared
-            .keyspace
-            .get(ctx.client.db, &key, ctx.now_ms)?
-            .is_some() as i64;
+        n += ctx.get(ctx.client.db, &key)?.is_some() as i64;
     }
     Ok(Reply::Integer(n).into())
 }

@@ -27,6 +27,7 @@ pub use connection::REDIS_COMPAT_VERSION;
 
 use crate::client::ClientState;
 use crate::error::RespError;
+use crate::keyspace::StoredValue;
 use crate::node::Shared;
 use crate::op::Op;
 
@@ -98,6 +99,23 @@ impl CommandSpec {
         self.flags & flags::READONLY != 0
     }
 
+    /// The key arguments of `argv` (the whole command, name first), by the table's key
+    /// positions (COMMAND GETKEYS, and the keys a read inside EXEC reads).
+    pub fn key_args<'v>(&self, argv: &'v [Bytes]) -> impl Iterator<Item = &'v Bytes> + 'v {
+        let (first, last, step) = self.keys;
+        let argc = argv.len() as i32;
+        let last = if first == 0 {
+            0 // no keys: an empty range
+        } else if last < 0 {
+            argc + last
+        } else {
+            last.min(argc - 1)
+        };
+        (first.max(1)..=last)
+            .step_by(step.max(1) as usize)
+            .filter_map(move |i| argv.get(i as usize))
+    }
+
     /// The flag names COMMAND INFO prints.
     pub fn flag_names(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -132,6 +150,28 @@ pub struct Ctx<'a> {
     pub spec: &'static CommandSpec,
     /// The connection's reply buffer, for handlers that answer [`Outcome::Written`].
     pub out: &'a mut bytes::BytesMut,
+    /// Inside EXEC: what the transaction's batch read for this command, which [`Ctx::get`]
+    /// answers from instead of the keyspace.
+    pub view: Option<&'a transaction::TxView>,
+}
+
+impl Ctx<'_> {
+    /// The live value of `key` in `db`: from the keyspace, or inside EXEC from what the
+    /// transaction's batch read at this command's place among its writes.
+    pub fn get(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, RespError> {
+        match self.view {
+            None => Ok(self.shared.keyspace.get(db, key, self.now_ms)?),
+            Some(view) => view.value(key),
+        }
+    }
+
+    /// The number of keys in the client's database (inside EXEC: at this command's place).
+    pub fn dbsize(&self) -> Result<u64, RespError> {
+        match self.view {
+            None => Ok(self.shared.keyspace.dbsize(self.client.db)),
+            Some(view) => view.count(),
+        }
+    }
 }
 
 macro_rules! cmd {

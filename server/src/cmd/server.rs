@@ -129,17 +129,10 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
                     "Invalid number of arguments specified for command",
                 ));
             }
-            let (first, last, step) = spec.keys;
-            if first == 0 {
+            if spec.keys.0 == 0 {
                 return Err(RespError::Other("The command has no key arguments"));
             }
-            let last = if last < 0 { argc + last } else { last };
-            Reply::Array(
-                (first..=last.min(argc - 1))
-                    .step_by(step.max(1) as usize)
-                    .map(|i| Reply::Bulk(argv[i as usize].clone()))
-                    .collect(),
-            )
+            Reply::Array(spec.key_args(&argv).cloned().map(Reply::Bulk).collect())
         }
         "HELP" => super::help_reply(&[
             "COMMAND <subcommand>",
@@ -253,7 +246,7 @@ pub fn info(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 
 /// DBSIZE
 pub fn dbsize(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
-    Ok(Reply::Integer(ctx.shared.keyspace.dbsize(ctx.client.db) as i64).into())
+    Ok(Reply::Integer(ctx.dbsize()? as i64).into())
 }
 
 fn flush_mode(args: &mut Args) -> Result<(), RespError> {

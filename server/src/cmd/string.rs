@@ -10,7 +10,7 @@ use crate::op::{ExpireSet, Op, SetCond, SetReply};
 
 /// Reads a live string value, failing with WRONGTYPE for other types.
 pub(super) fn read_string(ctx: &Ctx<'_>, key: &[u8]) -> Result<Option<StoredValue>, RespError> {
-    let value = ctx.shared.keyspace.get(ctx.client.db, key, ctx.now_ms)?;
+    let value = ctx.get(ctx.client.db, key)?;
     match value {
         Some(v) if v.kind() != ValueType::String => Err(RespError::WrongType),
         other => Ok(other),
@@ -246,7 +246,7 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 pub fn mget(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let mut out = Vec::with_capacity(args.remaining());
     for key in args.rest() {
-        let v = ctx.shared.keyspace.get(ctx.client.db, &key, ctx.now_ms)?;
+        let v = ctx.get(ctx.client.db, &key)?;
         out.push(match v {
             Some(v) if v.kind() == ValueType::String => Reply::Bulk(v.payload()),
             _ => Reply::Null,

@@ -3,10 +3,12 @@
 //! Between MULTI and EXEC a connection's commands are queued, not run. EXEC runs them in
 //! order; the writes among them go to the region as one batch, so they land in one Raft entry
 //! next to each other and every replica applies them together, with no other write between.
-//! GET and MGET go in the batch too (as GETEXs that change nothing), so they read between the
-//! writes before them and after them. Other commands that read the keyspace are refused inside
-//! MULTI (the transaction is then discarded at EXEC): their replies would come from before the
-//! transaction's writes, not between them.
+//! Reads go in the batch too, so they read between the writes before them and after them: GET
+//! and MGET as GETEXs that change nothing; TYPE, EXISTS, TTL, STRLEN, GETRANGE, DBSIZE … as
+//! [`Op::ReadKey`](crate::op::Op::ReadKey) / [`Op::CountKeys`](crate::op::Op::CountKeys) for
+//! their keys, after which the command itself runs on what those read (a [`TxView`]). KEYS,
+//! SCAN and RANDOMKEY, which read the whole keyspace, are refused inside MULTI (the transaction
+//! is then discarded at EXEC).
 //!
 //! WATCH remembers a fingerprint of each key's stored encoding (every write restamps it); EXEC
 //! puts an [`Op::Unchanged`](crate::op::Op::Unchanged) with them at the head of the batch, which
@@ -20,6 +22,7 @@ use proto_resp::Reply;
 use super::{Args, CommandSpec, Ctx, Outcome};
 use crate::client::MultiState;
 use crate::error::RespError;
+use crate::keyspace::StoredValue;
 
 /// Keys one connection may watch.
 pub const MAX_WATCHED: usize = 10_000;
@@ -30,6 +33,38 @@ pub const MAX_QUEUED: usize = 10_000;
 /// stay well under the 64 MB node-to-node frame (a follower forwards it, the leader replicates
 /// it whole).
 pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+
+/// What a transaction's batch read for one queued read command, at its place among the
+/// transaction's writes: its keys' live values, or the database's key count (DBSIZE).
+#[derive(Debug, Default)]
+pub struct TxView {
+    /// Each key the command reads and its live value (`None`: no such key).
+    pub values: Vec<(Bytes, Option<StoredValue>)>,
+    /// The key count of the command's database, for DBSIZE.
+    pub count: Option<u64>,
+}
+
+impl TxView {
+    /// The value the batch read for `key`.
+    pub fn value(&self, key: &[u8]) -> Result<Option<StoredValue>, RespError> {
+        self.values
+            .iter()
+            .find(|(k, _)| k[..] == *key)
+            .map(|(_, v)| v.clone())
+            .ok_or(RespError::Other("a key the transaction did not read"))
+    }
+
+    /// The key count the batch read.
+    pub fn count(&self) -> Result<u64, RespError> {
+        self.count
+            .ok_or(RespError::Other("the transaction did not count the keys"))
+    }
+}
+
+/// True for the reads a transaction cannot carry: they read the whole keyspace.
+pub fn reads_everything(spec: &CommandSpec) -> bool {
+    matches!(spec.name, "keys" | "scan" | "randomkey")
+}
 
 /// MULTI
 pub fn multi(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
@@ -95,13 +130,14 @@ pub fn queue(
         multi.failed = true;
         Err(e)
     };
-    if spec.is_read() && !matches!(spec.name, "get" | "mget") {
+    if reads_everything(spec) {
         let name = spec.name;
         return refuse(
             multi,
             RespError::Message(format!(
                 "'{name}' inside MULTI is not supported by Meridian: a transaction carries \
-                 writes, GET, MGET and connection commands only"
+                 writes, reads of named keys, DBSIZE and connection commands, not KEYS, SCAN \
+                 or RANDOMKEY"
             )),
         );
     }

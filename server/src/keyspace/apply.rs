@@ -679,6 +679,18 @@ impl<'a> BatchCtx<'a> {
                     OpResult::Nil
                 }
             }
+            Op::ReadKey { db, key } => {
+                let cur = self.read(*db, key)?;
+                match (cur.live, cur.raw) {
+                    (Some(_), Some(raw)) => OpResult::Bulk(raw.as_bytes().clone()),
+                    _ => OpResult::Nil,
+                }
+            }
+            Op::CountKeys { db } => {
+                let db = *db as usize;
+                let stored = self.ks.counts[db].load(std::sync::atomic::Ordering::Relaxed);
+                OpResult::Int((stored + self.count_delta[db]).max(0))
+            }
             Op::ExpireIfDue { db, key, at_ms } => {
                 let cur = self.read(*db, key)?;
                 match cur.raw {

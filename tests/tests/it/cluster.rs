@@ -54,7 +54,7 @@ fn writes_through_every_node_read_everywhere() {
     }
     // A transaction through a follower: forwarded as one batch, applied together.
     let follower = (leader + 1) % nodes.len();
-    let (n, got): (i64, String) = redis::pipe()
+    let (n, got, len, exists): (i64, String, i64, i64) = redis::pipe()
         .atomic()
         .cmd("INCRBY")
         .arg("tx:counter")
@@ -64,9 +64,14 @@ fn writes_through_every_node_read_everywhere() {
         .arg("tx:counter")
         .cmd("GET")
         .arg("tx:counter")
+        .cmd("STRLEN")
+        .arg("tx:counter")
+        .cmd("EXISTS")
+        .arg("tx:counter")
+        .arg("tx:none")
         .query(&mut nodes[follower].client())
         .expect("EXEC through a follower");
-    assert_eq!((n, got.as_str()), (6, "6"));
+    assert_eq!((n, got.as_str(), len, exists), (6, "6", 1, 1));
     // RESP3 through a follower: values, a write, and MERIDIAN RAFT as a map.
     let mut c3 = nodes[follower].client_resp3();
     let v: Value = q(&mut c3, &["GET", "via:0"]);
