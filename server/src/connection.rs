@@ -440,6 +440,11 @@ impl Session {
                 *close = true;
                 Err(reply)
             }
+            // Refused while queuing (SHUTDOWN is not allowed inside MULTI).
+            Ok(Outcome::Hangup) => {
+                self.tally.errors += 1;
+                Err(RespError::Other("Command not allowed inside a transaction").to_reply())
+            }
             // Commands that wait (WAIT, FLUSHALL across regions, MERIDIAN NODE …) would run
             // outside the batch: not run (the future does nothing undriven).
             Ok(Outcome::Async(_)) => {
@@ -598,6 +603,10 @@ impl Session {
             Ok(Outcome::Close(reply)) => {
                 self.flush_writes().await;
                 self.answer(&reply);
+                true
+            }
+            Ok(Outcome::Hangup) => {
+                self.flush_writes().await;
                 true
             }
             Err(e) => {

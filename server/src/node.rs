@@ -91,6 +91,8 @@ pub struct Shared {
     pub node_name: String,
     /// Cross-region routing and replication status.
     pub geo: Arc<Geo>,
+    /// Cancelled to stop the node (SHUTDOWN): the token SIGINT and SIGTERM cancel.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
@@ -560,6 +562,7 @@ impl Node {
             topology,
             node_name,
             config,
+            stop: shutdown.token.clone(),
         });
 
         if let Some(addr) = shared.config.metrics_addr {

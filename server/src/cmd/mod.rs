@@ -43,6 +43,8 @@ pub enum Outcome {
     Async(futures::future::BoxFuture<'static, Reply>),
     /// The reply is already in [`Ctx::out`] (encoded where the value is held, uncopied).
     Written,
+    /// Close the connection without a reply (SHUTDOWN, as Redis does).
+    Hangup,
 }
 
 impl From<Reply> for Outcome {
@@ -405,6 +407,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "server",
         "Returns the unix time of the last sync to disk.",
         server::lastsave
+    ),
+    cmd!(
+        "shutdown",
+        -1,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "Stops the node gracefully.",
+        server::shutdown
     ),
     cmd!(
         "save",

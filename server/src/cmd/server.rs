@@ -329,6 +329,36 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespErro
     Ok(Reply::Integer(ctx.shared.last_sync_unix() as i64).into())
 }
 
+/// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: stops the node as SIGTERM does (connections
+/// close, the log is synced, RocksDB closes). Every acknowledged write is already in the Raft
+/// log, so SAVE and NOSAVE change nothing; NOW and FORCE are accepted (there is no save to wait
+/// for or to fail). The caller gets no reply: its connection closes, as with Redis.
+pub fn shutdown(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let (mut save, mut nosave, mut abort, mut others) = (false, false, false, false);
+    while let Some(word) = args.next_keyword() {
+        match word.as_str() {
+            "SAVE" => save = true,
+            "NOSAVE" => nosave = true,
+            "ABORT" => abort = true,
+            "NOW" | "FORCE" => others = true,
+            _ => return Err(RespError::Syntax),
+        }
+    }
+    if (save && nosave) || (abort && (save || nosave || others)) {
+        return Err(RespError::Syntax);
+    }
+    if abort {
+        // A stop, once begun, does not wait for anything that ABORT could cancel.
+        return Err(RespError::Other("No shutdown in progress."));
+    }
+    tracing::warn!(
+        client = ctx.client.info.id,
+        "SHUTDOWN received, shutting down"
+    );
+    ctx.shared.stop.cancel();
+    Ok(Outcome::Hangup)
+}
+
 /// SAVE / BGSAVE: syncs RocksDB's log (data is always persisted; there is no snapshot file).
 pub fn save(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     // BGSAVE [SCHEDULE]: nothing else.

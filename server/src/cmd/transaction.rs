@@ -130,6 +130,12 @@ pub fn queue(
         multi.failed = true;
         Err(e)
     };
+    if spec.name == "shutdown" {
+        return refuse(
+            multi,
+            RespError::Other("Command not allowed inside a transaction"),
+        );
+    }
     if reads_everything(spec) {
         let name = spec.name;
         return refuse(

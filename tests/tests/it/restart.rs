@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use meridian_tests::{describe_exit, q, Node, NodeOpts};
+use meridian_tests::{describe_exit, q, Node, NodeOpts, Reply};
 use redis::Value;
 
 const KEYS: usize = 10_000;
@@ -182,4 +182,57 @@ fn restart_repeatedly_keeps_counting() {
     }
     let mut c = node.client();
     assert_eq!(q::<i64>(&mut c, &["GET", "rounds"]), 150);
+}
+
+/// SHUTDOWN (as `redis-cli shutdown` sends it) stops the node like SIGTERM: no reply, exit 0,
+/// every acknowledged write there after a restart. Its argument errors are Redis's, and it is
+/// refused inside MULTI.
+#[test]
+fn shutdown_command_stops_the_node_cleanly() {
+    let mut node = Node::start(NodeOpts::default().requirepass("pw"));
+    let mut c = node.client();
+    let _: () = q(&mut c, &["SET", "k", "v"]);
+    let mut raw = node.raw();
+    assert_eq!(
+        raw.cmd(&["SHUTDOWN"]),
+        Reply::err("NOAUTH Authentication required.")
+    );
+    assert_eq!(raw.cmd(&["AUTH", "pw"]), Reply::ok());
+    for (args, err) in [
+        (&["SHUTDOWN", "ABORT"][..], "ERR No shutdown in progress."),
+        (&["SHUTDOWN", "SAVE", "NOSAVE"], "ERR syntax error"),
+        (&["SHUTDOWN", "ABORT", "NOW"], "ERR syntax error"),
+        (&["SHUTDOWN", "LATER"], "ERR syntax error"),
+    ] {
+        assert_eq!(raw.cmd(args), Reply::err(err), "{args:?}");
+    }
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        raw.cmd(&["SHUTDOWN"]),
+        Reply::err("ERR Command not allowed inside a transaction")
+    );
+    assert_eq!(
+        raw.cmd(&["EXEC"]),
+        Reply::err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert!(node.ping_answers(), "still serving");
+    let out = node.redis_cli(&["SHUTDOWN", "NOSAVE"]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "redis-cli shutdown: {out:?}"
+    );
+    meridian_tests::eventually(Duration::from_secs(10), "exit after SHUTDOWN", || {
+        anyhow::ensure!(!node.is_running(), "still running");
+        Ok(())
+    });
+    let status = node.stop().expect("exit status");
+    assert!(
+        status.success(),
+        "SHUTDOWN must exit 0, got {}; log:\n{}",
+        describe_exit(&status),
+        node.log_tail()
+    );
+    node.start_again();
+    let v: String = q(&mut node.client(), &["GET", "k"]);
+    assert_eq!(v, "v");
 }
