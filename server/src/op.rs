@@ -153,6 +153,18 @@ pub enum Op {
         /// Bytes to write there.
         value: Bytes,
     },
+    /// SETBIT: sets or clears one bit (growing the string with zero bytes); replies the bit's
+    /// old value.
+    SetBit {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Bit offset (0: the most significant bit of the first byte).
+        offset: u64,
+        /// Set (true) or clear.
+        on: bool,
+    },
     /// EXPIRE family (`at_ms` absolute; `None` = PERSIST). Replies 1 / 0.
     Expire {
         /// Database.
@@ -279,6 +291,7 @@ impl Op {
             | Op::IncrByFloat { db, .. }
             | Op::Append { db, .. }
             | Op::SetRange { db, .. }
+            | Op::SetBit { db, .. }
             | Op::Expire { db, .. }
             | Op::Rename { db, .. }
             | Op::ExpireIfDue { db, .. }
@@ -308,6 +321,7 @@ impl Op {
             | Op::IncrByFloat { key, .. }
             | Op::Append { key, .. }
             | Op::SetRange { key, .. }
+            | Op::SetBit { key, .. }
             | Op::Expire { key, .. }
             | Op::ReadKey { key, .. }
             | Op::ExpireIfDue { key, .. } => Some(key),

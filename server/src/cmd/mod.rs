@@ -8,6 +8,7 @@
 //! through the [`Writer`](crate::write::Writer).
 
 pub mod args;
+mod bits;
 mod connection;
 mod expire;
 mod keys;
@@ -770,6 +771,42 @@ pub static COMMANDS: &[CommandSpec] = &[
         "string",
         "Returns a substring from a string value.",
         string::getrange
+    ),
+    cmd!(
+        "getbit",
+        3,
+        READONLY | FAST,
+        KEY1,
+        "bitmap",
+        "Returns a bit value by offset.",
+        bits::getbit
+    ),
+    cmd!(
+        "setbit",
+        4,
+        WRITE,
+        KEY1,
+        "bitmap",
+        "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.",
+        bits::setbit
+    ),
+    cmd!(
+        "bitcount",
+        -2,
+        READONLY,
+        KEY1,
+        "bitmap",
+        "Counts the number of set bits (population counting) in a string.",
+        bits::bitcount
+    ),
+    cmd!(
+        "bitpos",
+        -3,
+        READONLY,
+        KEY1,
+        "bitmap",
+        "Finds the first set (1) or clear (0) bit in a string.",
+        bits::bitpos
     ),
     cmd!(
         "setrange",

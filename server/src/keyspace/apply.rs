@@ -568,6 +568,31 @@ impl<'a> BatchCtx<'a> {
                 self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
                 OpResult::Int(buf.len() as i64)
             }
+            Op::SetBit {
+                db,
+                key,
+                offset,
+                on,
+            } => {
+                let cur = self.read(*db, key)?;
+                let byte = usize::try_from(*offset >> 3).unwrap_or(usize::MAX);
+                if byte >= MAX_STRING_LEN {
+                    return Ok(OpResult::Err(OpError::StringTooLong));
+                }
+                let mut buf = cur.live.clone().unwrap_or_default().to_vec();
+                if buf.len() <= byte {
+                    buf.resize(byte + 1, 0);
+                }
+                let mask = 1u8 << (7 - (*offset & 7));
+                let old = buf[byte] & mask != 0;
+                if *on {
+                    buf[byte] |= mask;
+                } else {
+                    buf[byte] &= !mask;
+                }
+                self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
+                OpResult::Int(i64::from(old))
+            }
             Op::Expire {
                 db,
                 key,

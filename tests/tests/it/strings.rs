@@ -662,3 +662,56 @@ async fn async_multiplexed_concurrent_incr() {
         assert_eq!(qa::<i64>(&mut con, &["GET", key]).await, 2000);
     }
 }
+
+/// GETBIT, SETBIT, BITCOUNT and BITPOS (replies checked side by side with redis-server 7.0.15,
+/// including their error texts and range rules), over RESP2 and RESP3.
+#[test]
+fn bit_commands() {
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        let _: () = q(&mut c, &["DEL", "bits", "fb"]);
+        assert_eq!(q::<i64>(&mut c, &["SETBIT", "bits", "7", "1"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["SETBIT", "bits", "7", "1"]), 1);
+        assert_eq!(q::<i64>(&mut c, &["SETBIT", "bits", "100", "1"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["STRLEN", "bits"]), 13);
+        assert_eq!(q::<i64>(&mut c, &["GETBIT", "bits", "7"]), 1);
+        assert_eq!(q::<i64>(&mut c, &["GETBIT", "bits", "6"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["GETBIT", "bits", "1000"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "bits"]), 2);
+        assert_eq!(q::<i64>(&mut c, &["BITPOS", "bits", "1"]), 7);
+        assert_eq!(
+            q::<i64>(&mut c, &["BITPOS", "bits", "1", "8", "-1", "BIT"]),
+            100
+        );
+        let _: () = q(&mut c, &["SET", "fb", "foobar"]);
+        assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "fb"]), 26);
+        assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "fb", "1", "1"]), 6);
+        assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "fb", "5", "30", "BIT"]), 17);
+        assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "nosuch", "x", "1"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["BITPOS", "fb", "0"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["BITPOS", "nosuch", "0"]), 0);
+        assert_eq!(q::<i64>(&mut c, &["BITPOS", "nosuch", "1"]), -1);
+        for (args, err) in [
+            (
+                &["SETBIT", "bits", "-1", "1"][..],
+                "ERR bit offset is not an integer or out of range",
+            ),
+            (
+                &["SETBIT", "bits", "4294967296", "1"],
+                "ERR bit offset is not an integer or out of range",
+            ),
+            (
+                &["SETBIT", "bits", "1", "2"],
+                "ERR bit is not an integer or out of range",
+            ),
+            (
+                &["BITPOS", "bits", "2"],
+                "ERR The bit argument must be 1 or 0.",
+            ),
+            (&["BITCOUNT", "fb", "0"], "ERR syntax error"),
+            (&["BITCOUNT", "fb", "0", "1", "WORD"], "ERR syntax error"),
+        ] {
+            assert_eq!(q_err(&mut c, args), err, "{args:?}");
+        }
+    }
+}
