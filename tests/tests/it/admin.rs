@@ -1015,7 +1015,10 @@ fn admin_edge_replies_match_redis() {
     );
     let mut gets: Vec<String> = q(&mut c, &["COMMAND", "LIST", "FILTERBY", "PATTERN", "get*"]);
     gets.sort();
-    assert_eq!(gets, ["get", "getdel", "getex", "getrange", "getset"]);
+    assert_eq!(
+        gets,
+        ["get", "getbit", "getdel", "getex", "getrange", "getset"]
+    );
     assert_eq!(q_err(&mut c, &["COMMAND", "LIST", "x"]), "ERR syntax error");
     assert_eq!(
         q::<Value>(&mut c, &["COMMAND", "INFO", "nosuchcmd"]),
