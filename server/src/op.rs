@@ -200,6 +200,16 @@ pub enum Op {
         /// Overwrite an existing destination.
         replace: bool,
     },
+    /// MOVE: the key, with its expiry, to another database, unless a live key of that name is
+    /// there. Replies 1 / 0.
+    Move {
+        /// Source database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Destination database.
+        dst_db: DbIndex,
+    },
     /// Active expiry: delete `key` if its expiry is still `at_ms` and due at the batch time.
     ExpireIfDue {
         /// Database.
@@ -298,7 +308,7 @@ impl Op {
             | Op::ReadKey { db, .. }
             | Op::CountKeys { db }
             | Op::FlushDb { db } => ok(*db),
-            Op::Copy { db, dst_db, .. } => ok(*db) && ok(*dst_db),
+            Op::Copy { db, dst_db, .. } | Op::Move { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
             Op::Forget { tombstones } => tombstones.iter().all(|(db, _, _)| ok(*db)),
             Op::Unchanged { keys, .. } => keys.iter().all(|(db, _, _)| ok(*db)),
@@ -322,6 +332,7 @@ impl Op {
             | Op::Append { key, .. }
             | Op::SetRange { key, .. }
             | Op::SetBit { key, .. }
+            | Op::Move { key, .. }
             | Op::Expire { key, .. }
             | Op::ReadKey { key, .. }
             | Op::ExpireIfDue { key, .. } => Some(key),

@@ -215,3 +215,26 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         replace,
     }))
 }
+
+/// MOVE key db: moves the key, with its expiry, to another database unless one holds it there.
+pub fn move_(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let key = args.next_bytes()?;
+    // An int, as Redis parses it.
+    let n = i32::try_from(args.next_i64()?).map_err(|_| {
+        RespError::Other("value is out of range, value must between -2147483648 and 2147483647")
+    })?;
+    let dst_db = u8::try_from(n)
+        .ok()
+        .filter(|d| (*d as usize) < DATABASES)
+        .ok_or(RespError::DbIndexOutOfRange)?;
+    if dst_db == ctx.client.db {
+        return Err(RespError::Other(
+            "source and destination objects are the same",
+        ));
+    }
+    Ok(Outcome::Write(Op::Move {
+        db: ctx.client.db,
+        key,
+        dst_db,
+    }))
+}

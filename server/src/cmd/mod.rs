@@ -401,6 +401,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         server::time
     ),
     cmd!(
+        "role",
+        1,
+        FAST,
+        NOKEYS,
+        "server",
+        "Returns the replication role.",
+        server::role
+    ),
+    cmd!(
         "lastsave",
         1,
         FAST,
@@ -553,6 +562,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "generic",
         "Copies the value of a key to a new key.",
         keys::copy
+    ),
+    cmd!(
+        "move",
+        3,
+        WRITE | FAST,
+        KEY1,
+        "generic",
+        "Moves a key to another database.",
+        keys::move_
     ),
     // expiry
     cmd!(

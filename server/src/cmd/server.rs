@@ -329,6 +329,18 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespErro
     Ok(Reply::Integer(ctx.shared.last_sync_unix() as i64).into())
 }
 
+/// ROLE: every node accepts writes (a follower forwards them to its leader), so to a Redis
+/// client each is a master: `master`, the applied Raft log index as its offset, no replicas
+/// (the region's replicas and their state are in `MERIDIAN RAFT` and `MERIDIAN NODES`).
+pub fn role(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    Ok(Reply::Array(vec![
+        bulk("master"),
+        Reply::Integer(ctx.shared.raft.applied_index() as i64),
+        Reply::Array(Vec::new()),
+    ])
+    .into())
+}
+
 /// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: stops the node as SIGTERM does (connections
 /// close, the log is synced, RocksDB closes). Every acknowledged write is already in the Raft
 /// log, so SAVE and NOSAVE change nothing; NOW and FORCE are accepted (there is no save to wait

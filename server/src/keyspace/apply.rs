@@ -683,6 +683,26 @@ impl<'a> BatchCtx<'a> {
                 self.put_string(*dst_db, dst, dst_cur, &value, expire);
                 OpResult::Int(1)
             }
+            Op::Move { db, key, dst_db } => {
+                let src_cur = self.read(*db, key)?;
+                let Some(value) = src_cur.live.clone() else {
+                    return Ok(OpResult::Int(0));
+                };
+                if db == dst_db {
+                    return Ok(OpResult::Int(0));
+                }
+                let dst_cur = self.read(*dst_db, key)?;
+                if dst_cur.live.is_some() {
+                    return Ok(OpResult::Int(0));
+                }
+                let expire = src_cur
+                    .state
+                    .expire_at
+                    .map_or(ExpireSet::Clear, ExpireSet::At);
+                self.put_string(*dst_db, key, dst_cur, &value, expire);
+                self.delete_key(*db, key, src_cur);
+                OpResult::Int(1)
+            }
             Op::Unchanged { keys, then } => {
                 let mut same = true;
                 for (db, key, watched) in keys {

@@ -470,3 +470,52 @@ fn wrongtype_on_non_string() {
         "WRONGTYPE Operation against a key holding the wrong kind of value"
     );
 }
+
+/// MOVE takes a key and its expiry to another database unless one holds it there (replies and
+/// errors as redis-server 7.0.15 gives them); ROLE answers as a master.
+#[test]
+fn move_and_role() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let _: () = q(&mut c, &["SET", "mv", "v", "EX", "100"]);
+    assert_eq!(q::<i64>(&mut c, &["MOVE", "mv", "3"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "mv"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["MOVE", "mv", "3"]), 0, "gone from here");
+    let _: () = q(&mut c, &["SELECT", "3"]);
+    assert_eq!(q::<String>(&mut c, &["GET", "mv"]), "v");
+    let ttl: i64 = q(&mut c, &["TTL", "mv"]);
+    assert!((90..=100).contains(&ttl), "TTL {ttl}");
+    let _: () = q(&mut c, &["SELECT", "0"]);
+    let _: () = q(&mut c, &["SET", "mv", "here"]);
+    let _: () = q(&mut c, &["SELECT", "3"]);
+    assert_eq!(
+        q::<i64>(&mut c, &["MOVE", "mv", "0"]),
+        0,
+        "the target holds it"
+    );
+    assert_eq!(q::<String>(&mut c, &["GET", "mv"]), "v");
+    for (args, err) in [
+        (
+            &["MOVE", "mv", "3"][..],
+            "ERR source and destination objects are the same",
+        ),
+        (&["MOVE", "mv", "16"], "ERR DB index is out of range"),
+        (
+            &["MOVE", "mv", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+    ] {
+        assert_eq!(q_err(&mut c, args), err, "{args:?}");
+    }
+    let role: Value = q(&mut c, &["ROLE"]);
+    let Value::Array(parts) = role else {
+        panic!("ROLE: {role:?}")
+    };
+    assert_eq!(parts[0], Value::BulkString(b"master".to_vec()));
+    assert!(
+        matches!(parts[1], Value::Int(n) if n > 0),
+        "offset: {:?}",
+        parts[1]
+    );
+    assert_eq!(parts[2], Value::Array(vec![]));
+}
