@@ -11,6 +11,7 @@ pub mod args;
 mod bits;
 mod connection;
 mod expire;
+mod introspect;
 mod keys;
 mod meridian;
 pub(crate) mod server;
@@ -562,6 +563,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         "generic",
         "Copies the value of a key to a new key.",
         keys::copy
+    ),
+    cmd!(
+        "object",
+        -2,
+        READONLY,
+        (2, 2, 1),
+        "generic",
+        "A container for object introspection commands.",
+        introspect::object
+    ),
+    cmd!(
+        "memory",
+        -2,
+        READONLY,
+        (2, 2, 1),
+        "server",
+        "A container for memory diagnostics commands.",
+        introspect::memory
     ),
     cmd!(
         "move",

@@ -337,6 +337,12 @@ impl HotCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The bytes charged against the bound for an entry of this key and value length (MEMORY
+    /// USAGE).
+    pub fn charge(data_key_len: usize, value_len: usize) -> u64 {
+        (data_key_len + value_len + ENTRY_OVERHEAD) as u64
+    }
+
     /// Approximate bytes held (for INFO).
     pub fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()

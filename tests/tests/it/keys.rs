@@ -519,3 +519,49 @@ fn move_and_role() {
     );
     assert_eq!(parts[2], Value::Array(vec![]));
 }
+
+/// OBJECT and MEMORY USAGE: Redis's replies for encodings, missing keys and argument errors;
+/// MEMORY USAGE gives what the hot cache charges for the key.
+#[test]
+fn object_and_memory_usage() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let long = "x".repeat(45);
+    for (key, value, encoding) in [
+        ("oi", "12345", "int"),
+        ("oe", "hello", "embstr"),
+        ("or", long.as_str(), "raw"),
+    ] {
+        let _: () = q(&mut c, &["SET", key, value]);
+        assert_eq!(q::<String>(&mut c, &["OBJECT", "ENCODING", key]), encoding);
+    }
+    assert_eq!(
+        q::<Value>(&mut c, &["OBJECT", "ENCODING", "nosuch"]),
+        Value::Nil
+    );
+    assert_eq!(q::<i64>(&mut c, &["OBJECT", "REFCOUNT", "oe"]), 1);
+    let short: i64 = q(&mut c, &["MEMORY", "USAGE", "oe"]);
+    let longer: i64 = q(&mut c, &["MEMORY", "USAGE", "or", "SAMPLES", "0"]);
+    assert_eq!(longer - short, 40, "one byte per value byte");
+    assert_eq!(
+        q::<Value>(&mut c, &["MEMORY", "USAGE", "nosuch"]),
+        Value::Nil
+    );
+    for (args, err) in [
+        (
+            &["OBJECT", "ENCODING"][..],
+            "ERR wrong number of arguments for 'object|encoding' command",
+        ),
+        (
+            &["OBJECT", "foo", "oe"],
+            "ERR unknown subcommand 'foo'. Try OBJECT HELP.",
+        ),
+        (
+            &["MEMORY", "USAGE", "oe", "SAMPLES", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+        (&["MEMORY", "USAGE", "oe", "foo"], "ERR syntax error"),
+    ] {
+        assert_eq!(q_err(&mut c, args), err, "{args:?}");
+    }
+}
