@@ -228,7 +228,16 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
     let o = string_options(args, true)?;
     let expire = match o.expire {
-        Some((unit, amount)) => Some(ExpireSet::At(timed_value(ctx, unit, &amount)?)),
+        Some((unit, amount)) => match timed_value(ctx, unit, &amount) {
+            Ok(at) => Some(ExpireSet::At(at)),
+            // As Redis: a missing key answers nil before its expiry is checked.
+            Err(e) => {
+                return match ctx.get(ctx.client.db, &key)? {
+                    None => Ok(Reply::Null.into()),
+                    Some(_) => Err(e),
+                }
+            }
+        },
         None if o.persist => Some(ExpireSet::Clear),
         None => None,
     };

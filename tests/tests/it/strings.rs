@@ -276,6 +276,13 @@ fn getex_options() {
         "v"
     );
     assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), -1);
+    for bad in ["abc", "0"] {
+        assert_eq!(
+            q::<Value>(&mut c, &["GETEX", "missing", "EX", bad]),
+            Value::Nil,
+            "a missing key is nil before its expiry is checked"
+        );
+    }
     // In a pipeline, GETEX answers in order and sees the writes before it.
     let (ok, got): (String, String) = redis::pipe()
         .cmd("SET")
