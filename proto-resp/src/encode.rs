@@ -80,6 +80,9 @@ pub enum Reply {
     Bool(bool),
     /// Verbatim text (e.g. `INFO`): RESP3 `=N\r\ntxt:…`; RESP2 a bulk string of the text.
     Verbatim(Bytes),
+    /// Out-of-band data (Pub/Sub messages and confirmations): RESP3 `>N` then the elements;
+    /// RESP2 an array.
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -150,8 +153,13 @@ pub fn encode_reply(reply: &Reply, version: ProtocolVersion, out: &mut BytesMut)
                 encode_reply(value, version, out);
             }
         }
-        Reply::Set(items) => {
-            put_len_line(out, if resp3 { b'~' } else { b'*' }, items.len());
+        Reply::Set(items) | Reply::Push(items) => {
+            let prefix = match (resp3, reply) {
+                (false, _) => b'*',
+                (true, Reply::Set(_)) => b'~',
+                (true, _) => b'>',
+            };
+            put_len_line(out, prefix, items.len());
             for item in items {
                 encode_reply(item, version, out);
             }

@@ -11,6 +11,7 @@ use proto_resp::ProtocolVersion;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::COMMANDS;
+use crate::pubsub::Subscription;
 
 /// What a connection knows about itself; owned by its task.
 pub struct ClientState {
@@ -37,6 +38,8 @@ pub struct ClientState {
     /// WATCHed keys: (database, key, the fingerprint of their stored encoding then; `None`:
     /// not there).
     pub watched: Vec<(u8, Bytes, Option<u64>)>,
+    /// Pub/Sub channels and patterns, once the connection subscribed to one.
+    pub pubsub: Option<Subscription>,
 }
 
 /// A transaction being queued (between MULTI and EXEC).
@@ -75,7 +78,24 @@ impl ClientState {
             skip_current: false,
             multi: None,
             watched: Vec::new(),
+            pubsub: None,
         }
+    }
+
+    /// Channels plus patterns subscribed to (RESP2 connections with any are in the subscribed
+    /// mode, where only the Pub/Sub commands, PING, QUIT and RESET run).
+    pub fn subscriptions(&self) -> usize {
+        self.pubsub.as_ref().map_or(0, Subscription::count)
+    }
+
+    /// Publishes the subscription counts to CLIENT LIST.
+    pub fn subscriptions_changed(&self) {
+        let (sub, psub) = self
+            .pubsub
+            .as_ref()
+            .map_or((0, 0), |s| (s.channels.len(), s.patterns.len()));
+        self.info.sub.store(sub, Ordering::Relaxed);
+        self.info.psub.store(psub, Ordering::Relaxed);
     }
 }
 
@@ -101,6 +121,10 @@ pub struct ClientInfo {
     names: Mutex<ClientNames>,
     /// Cancelled to close the connection (CLIENT KILL, or the node shutting down).
     pub kill: CancellationToken,
+    /// Subscribed channels (CLIENT LIST `sub=`).
+    pub sub: AtomicUsize,
+    /// Subscribed patterns (CLIENT LIST `psub=`).
+    pub psub: AtomicUsize,
 }
 
 /// Names a client gave itself.
@@ -138,15 +162,22 @@ impl ClientInfo {
         let cmd = COMMANDS
             .get(self.last_cmd.load(Ordering::Relaxed))
             .map_or("NULL", |c| c.name);
+        let (sub, psub) = (
+            self.sub.load(Ordering::Relaxed),
+            self.psub.load(Ordering::Relaxed),
+        );
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             text(&names.name),
             age,
             idle,
+            if sub + psub > 0 { "P" } else { "N" },
             self.db.load(Ordering::Relaxed),
+            sub,
+            psub,
             cmd,
             self.resp.load(Ordering::Relaxed),
             text(&names.lib_name),
@@ -273,6 +304,8 @@ impl ClientRegistry {
             resp: AtomicU8::new(2),
             names: Mutex::new(ClientNames::default()),
             kill,
+            sub: AtomicUsize::new(0),
+            psub: AtomicUsize::new(0),
         });
         self.clients
             .lock()

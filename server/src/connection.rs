@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use proto_resp::{decode_request, encode_reply, Limits, Reply, Request};
+use proto_resp::{decode_request, encode_reply, Limits, ProtocolVersion, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use crate::error::RespError;
 use crate::keyspace::StoredValue;
 use crate::node::Shared;
 use crate::op::{ExpireSet, Op, OpResult};
+use crate::pubsub::{Message, Subscription};
 use crate::stats::LocalTally;
 use crate::write::{now_ms, MAX_OPS_PER_BATCH};
 
@@ -86,6 +87,7 @@ pub async fn serve(
                         close = true;
                         break;
                     }
+                    session.deliver();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -102,6 +104,7 @@ pub async fn serve(
         }
         session.flush_writes().await;
         session.finish_turn();
+        session.deliver();
         if !session.out.is_empty() {
             let n = session.out.len() as u64;
             // The timeout is on progress: a slow reader of a large reply is not cut off, one
@@ -143,6 +146,11 @@ pub async fn serve(
         let read = tokio::select! {
             biased;
             r = stream.read_buf(&mut inbuf) => r,
+            Some(message) = next_message(&mut session.client.pubsub) => {
+                // Written with any others waiting, at the top of the loop.
+                session.push_reply(&cmd::pubsub::message_reply(message));
+                continue;
+            }
             _ = token.cancelled() => return,
         };
         match read {
@@ -161,7 +169,41 @@ pub async fn serve(
     }
 }
 
+/// The next message for a connection's subscriptions (never, while it has none).
+async fn next_message(pubsub: &mut Option<Subscription>) -> Option<Message> {
+    match pubsub {
+        Some(sub) => sub.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(sub) = self.client.pubsub.as_mut() {
+            self.shared.pubsub.forget(sub);
+        }
+    }
+}
+
 impl Session {
+    /// Moves the messages waiting for this connection's subscriptions into its replies (up to
+    /// the reply buffer's high-water mark; the rest wait in the subscriber's bounded queue).
+    fn deliver(&mut self) {
+        let Some(sub) = self.client.pubsub.as_mut() else {
+            return;
+        };
+        while self.out.len() < OUT_HIGH_WATER {
+            match sub.rx.try_recv() {
+                Ok(message) => encode_reply(
+                    &cmd::pubsub::message_reply(message),
+                    self.client.protocol,
+                    &mut self.out,
+                ),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn push_reply(&mut self, reply: &Reply) {
         encode_reply(reply, self.client.protocol, &mut self.out);
     }
@@ -506,6 +548,19 @@ impl Session {
             self.refuse(&RespError::NoAuth);
             return false;
         }
+        // RESP2 with subscriptions: the subscribed mode, as in Redis.
+        if self.client.protocol == ProtocolVersion::Resp2
+            && self.client.subscriptions() > 0
+            && !cmd::pubsub::allowed_while_subscribed(spec.name)
+        {
+            self.flush_writes().await;
+            self.refuse(&RespError::Message(format!(
+                "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+                 are allowed in this context",
+                spec.name
+            )));
+            return false;
+        }
         if let Some(multi) = self.client.multi.as_mut() {
             match spec.name {
                 "exec" => {
@@ -679,7 +734,6 @@ impl Session {
     }
 }
 
-/// The reply to a write's result.
 /// Where an EXEC's reply comes from among the batch's results.
 enum Take {
     /// One op's result.
@@ -699,6 +753,7 @@ struct QueuedRead {
     counts: bool,
 }
 
+/// The reply to a write's result.
 fn op_reply(result: OpResult) -> Reply {
     match result {
         OpResult::Ok => Reply::ok(),

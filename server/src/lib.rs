@@ -18,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod op;
+pub mod pubsub;
 pub mod raft;
 pub mod replication;
 pub mod shutdown;

@@ -93,6 +93,10 @@ pub struct Shared {
     pub geo: Arc<Geo>,
     /// Cancelled to stop the node (SHUTDOWN): the token SIGINT and SIGTERM cancel.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Pub/Sub subscriptions of this node's connections.
+    pub pubsub: Arc<crate::pubsub::PubSub>,
+    /// Sends this node's published messages to the other nodes.
+    pub fanout: crate::pubsub::Fanout,
 }
 
 impl Shared {
@@ -116,6 +120,11 @@ impl Shared {
     /// Unix seconds of the last WAL sync.
     pub fn last_sync_unix(&self) -> u64 {
         self.last_sync.load(Ordering::Relaxed)
+    }
+
+    /// Sends a published message to every other node's subscribers (best effort, in order).
+    pub fn publish_to_peers(&self, channel: Bytes, payload: Bytes) {
+        self.fanout.send(&channel, &payload);
     }
 
     /// Syncs the WAL now (SAVE, the everysec task, shutdown).
@@ -303,7 +312,7 @@ impl Shared {
             let s = &self.stats;
             let _ = write!(
                 out,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\n\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\n\r\n",
                 Stats::get(&s.connections_received),
                 Stats::get(&s.commands_processed),
                 Stats::get(&s.net_input_bytes),
@@ -311,6 +320,10 @@ impl Shared {
                 Stats::get(&s.rejected_connections),
                 Stats::get(&s.expired_keys),
                 Stats::get(&s.error_replies),
+                self.pubsub.channels(None).len(),
+                self.pubsub.numpat(),
+                self.pubsub.overflowed(),
+                self.fanout.dropped(),
             );
         }
         if all || sections.iter().any(|s| s == "commandstats") {
@@ -539,6 +552,20 @@ impl Node {
         let geo = Arc::new(Geo::new(&topology, &region, config.replication_backlog));
         service.attach_geo(geo.clone());
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
+        let pubsub = Arc::new(crate::pubsub::PubSub::default());
+        service.attach_pubsub(pubsub.clone());
+        let fanout = match &raft.endpoint {
+            Some(endpoint) => crate::pubsub::Fanout::start(
+                endpoint.clone(),
+                topology
+                    .all_nodes()
+                    .filter(|n| n.name != node_name)
+                    .map(|n| n.peer_addr())
+                    .collect(),
+                shutdown.token.clone(),
+            ),
+            None => crate::pubsub::Fanout::default(),
+        };
 
         let shared = Arc::new(Shared {
             settings: Mutex::new(RuntimeSettings {
@@ -563,6 +590,8 @@ impl Node {
             node_name,
             config,
             stop: shutdown.token.clone(),
+            pubsub,
+            fanout,
         });
 
         if let Some(addr) = shared.config.metrics_addr {

@@ -18,6 +18,14 @@ pub fn ping(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     if args.remaining() > 1 {
         return Err(RespError::arity(ctx.spec.name));
     }
+    // A RESP2 connection with subscriptions answers as Redis does there: ["pong", message].
+    if ctx.client.subscriptions() > 0 && ctx.client.protocol == ProtocolVersion::Resp2 {
+        return Ok(Reply::Array(vec![
+            Reply::Bulk(Bytes::from_static(b"pong")),
+            Reply::Bulk(args.next_opt().unwrap_or_default()),
+        ])
+        .into());
+    }
     Ok(match args.next_opt() {
         Some(msg) => Reply::Bulk(msg),
         None => Reply::Status(Bytes::from_static(b"PONG")),
@@ -171,6 +179,7 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
     ctx.client.skip_current = false;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.info.names().name = None;
+    super::pubsub::forget_all(ctx);
     Ok(Reply::Status(Bytes::from_static(b"RESET")).into())
 }
 

@@ -14,6 +14,7 @@ mod expire;
 mod introspect;
 mod keys;
 mod meridian;
+pub mod pubsub;
 pub(crate) mod server;
 mod string;
 pub mod transaction;
@@ -274,6 +275,60 @@ pub static COMMANDS: &[CommandSpec] = &[
         connection::reset
     ),
     // transactions
+    cmd!(
+        "subscribe",
+        -2,
+        CONNECTION,
+        NOKEYS,
+        "pubsub",
+        "Listens for messages published to channels.",
+        pubsub::subscribe
+    ),
+    cmd!(
+        "unsubscribe",
+        -1,
+        CONNECTION,
+        NOKEYS,
+        "pubsub",
+        "Stops listening to messages posted to channels.",
+        pubsub::unsubscribe
+    ),
+    cmd!(
+        "psubscribe",
+        -2,
+        CONNECTION,
+        NOKEYS,
+        "pubsub",
+        "Listens for messages published to channels that match one or more patterns.",
+        pubsub::subscribe
+    ),
+    cmd!(
+        "punsubscribe",
+        -1,
+        CONNECTION,
+        NOKEYS,
+        "pubsub",
+        "Stops listening to messages published to channels that match one or more patterns.",
+        pubsub::unsubscribe
+    ),
+    cmd!(
+        "publish",
+        3,
+        FAST,
+        NOKEYS,
+        "pubsub",
+        "Posts a message to a channel.",
+        pubsub::publish
+    ),
+    cmd!(
+        "pubsub",
+        -2,
+        0,
+        NOKEYS,
+        "pubsub",
+        "A container for Pub/Sub commands.",
+        pubsub::pubsub
+    ),
     cmd!(
         "multi",
         1,

@@ -130,6 +130,16 @@ pub fn queue(
         multi.failed = true;
         Err(e)
     };
+    if matches!(
+        spec.name,
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe"
+    ) {
+        let name = spec.name.to_ascii_uppercase();
+        return refuse(
+            multi,
+            RespError::Message(format!("{name} inside MULTI is not supported by Meridian")),
+        );
+    }
     if spec.name == "shutdown" {
         return refuse(
             multi,

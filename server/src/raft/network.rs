@@ -34,6 +34,8 @@ pub const RPC_REPL_APPLY: u16 = 20;
 pub const RPC_REPL_WATERMARK: u16 = 21;
 /// RPC kind: a follower's client runs WAIT; the leader (whose shippers know) answers.
 pub const RPC_REPL_WAIT: u16 = 22;
+/// RPC kind: messages PUBLISHed on another node, for this node's subscribers.
+pub const RPC_PUBLISH: u16 = 30;
 
 /// Upper bound of one Raft RPC when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);

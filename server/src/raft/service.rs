@@ -9,8 +9,8 @@ use geo::RpcHandler;
 use tracing::debug;
 
 use super::network::{
-    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_READ_INDEX, RPC_REPL_APPLY, RPC_REPL_WAIT,
-    RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
+    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_PUBLISH, RPC_READ_INDEX, RPC_REPL_APPLY,
+    RPC_REPL_WAIT, RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
 };
 use super::types::typ;
 use super::{ForwardReply, ForwardRequest, RegionRaft};
@@ -22,6 +22,7 @@ use crate::write::WriteError;
 pub struct RaftService {
     member: OnceLock<Arc<RegionRaft>>,
     geo: OnceLock<Arc<crate::replication::Geo>>,
+    pubsub: OnceLock<Arc<crate::pubsub::PubSub>>,
 }
 
 impl RaftService {
@@ -39,6 +40,11 @@ impl RaftService {
     pub fn attach_geo(&self, geo: Arc<crate::replication::Geo>) {
         let _ = self.geo.set(geo);
     }
+
+    /// Attaches the node's Pub/Sub subscriptions (messages published on other nodes).
+    pub fn attach_pubsub(&self, pubsub: Arc<crate::pubsub::PubSub>) {
+        let _ = self.pubsub.set(pubsub);
+    }
 }
 
 impl RpcHandler for RaftService {
@@ -50,7 +56,12 @@ impl RpcHandler for RaftService {
     ) -> BoxFuture<'static, Result<Bytes, String>> {
         let member = self.member.get().cloned();
         let geo = self.geo.get().cloned();
+        let pubsub = self.pubsub.get().cloned();
         Box::pin(async move {
+            if kind == RPC_PUBLISH {
+                let pubsub = pubsub.ok_or_else(|| "pub/sub not started yet".to_string())?;
+                return encode(&(crate::pubsub::receive(&pubsub, &body)? as u64));
+            }
             let member = member.ok_or_else(|| "raft not started yet".to_string())?;
             debug!(from = %from, kind, len = body.len(), "rpc");
             match kind {

@@ -1,0 +1,176 @@
+//! Pub/Sub commands: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE, PUBLISH, PUBSUB (the
+//! subscriptions and delivery live in [`crate::pubsub`]; the connection writes the messages).
+
+use bytes::Bytes;
+use proto_resp::{encode_reply, Reply};
+
+use super::args::Keyword;
+use super::{help_reply, Args, Ctx, Outcome};
+use crate::error::RespError;
+use crate::pubsub::{Message, Subscription};
+
+/// The commands a RESP2 connection with subscriptions may still run.
+pub fn allowed_while_subscribed(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+    )
+}
+
+/// The push a subscribed connection receives for a message.
+pub fn message_reply(m: Message) -> Reply {
+    match m.pattern {
+        None => Reply::Push(vec![
+            Reply::Bulk(Bytes::from_static(b"message")),
+            Reply::Bulk(m.channel),
+            Reply::Bulk(m.payload),
+        ]),
+        Some(pattern) => Reply::Push(vec![
+            Reply::Bulk(Bytes::from_static(b"pmessage")),
+            Reply::Bulk(pattern),
+            Reply::Bulk(m.channel),
+            Reply::Bulk(m.payload),
+        ]),
+    }
+}
+
+/// Writes one (un)subscribe confirmation: kind, name (nil when there was none), count.
+fn confirm(ctx: &mut Ctx<'_>, kind: &'static str, name: Option<Bytes>, count: usize) {
+    let reply = Reply::Push(vec![
+        Reply::Bulk(Bytes::from_static(kind.as_bytes())),
+        name.map_or(Reply::Null, Reply::Bulk),
+        Reply::Integer(count as i64),
+    ]);
+    encode_reply(&reply, ctx.client.protocol, ctx.out);
+}
+
+/// SUBSCRIBE channel… (and PSUBSCRIBE pattern…)
+pub fn subscribe(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let pattern = ctx.spec.name == "psubscribe";
+    let kind = if pattern { "psubscribe" } else { "subscribe" };
+    for name in args.rest() {
+        let info = &ctx.client.info;
+        let sub = ctx
+            .client
+            .pubsub
+            .get_or_insert_with(|| Subscription::new(info.id, info.kill.clone()));
+        ctx.shared.pubsub.subscribe(sub, name.clone(), pattern);
+        let count = sub.count();
+        confirm(ctx, kind, Some(name), count);
+    }
+    ctx.client.subscriptions_changed();
+    Ok(Outcome::Written)
+}
+
+/// UNSUBSCRIBE [channel…] (and PUNSUBSCRIBE [pattern…]); none named: all of them.
+pub fn unsubscribe(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let pattern = ctx.spec.name == "punsubscribe";
+    let kind = if pattern {
+        "punsubscribe"
+    } else {
+        "unsubscribe"
+    };
+    let mut names = args.rest();
+    if names.is_empty() {
+        if let Some(sub) = &ctx.client.pubsub {
+            let mine = if pattern {
+                &sub.patterns
+            } else {
+                &sub.channels
+            };
+            names = mine.iter().cloned().collect();
+            names.sort();
+        }
+        if names.is_empty() {
+            let count = ctx.client.subscriptions();
+            confirm(ctx, kind, None, count);
+            return Ok(Outcome::Written);
+        }
+    }
+    for name in names {
+        let count = match ctx.client.pubsub.as_mut() {
+            Some(sub) => {
+                ctx.shared.pubsub.unsubscribe(sub, &name, pattern);
+                sub.count()
+            }
+            None => 0,
+        };
+        confirm(ctx, kind, Some(name), count);
+    }
+    ctx.client.subscriptions_changed();
+    Ok(Outcome::Written)
+}
+
+/// Drops every subscription of the connection (RESET).
+pub fn forget_all(ctx: &mut Ctx<'_>) {
+    if let Some(sub) = ctx.client.pubsub.as_mut() {
+        ctx.shared.pubsub.forget(sub);
+    }
+    ctx.client.subscriptions_changed();
+}
+
+/// PUBLISH channel message: delivered to this node's subscribers (the count answered) and sent
+/// to every other node's.
+pub fn publish(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let channel = args.next_bytes()?;
+    let payload = args.next_bytes()?;
+    let delivered = ctx.shared.pubsub.publish(&channel, &payload);
+    ctx.shared.publish_to_peers(channel, payload);
+    Ok(Reply::Integer(delivered as i64).into())
+}
+
+/// PUBSUB CHANNELS [pattern] | NUMSUB [channel…] | NUMPAT | HELP (this node's subscribers)
+pub fn pubsub(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let sub = args.next_bytes()?;
+    let arity = || {
+        RespError::arity(&format!(
+            "pubsub|{}",
+            String::from_utf8_lossy(&sub).to_ascii_lowercase()
+        ))
+    };
+    let reply = match Keyword::new(&sub).as_str() {
+        "CHANNELS" => {
+            if args.remaining() > 1 {
+                return Err(arity());
+            }
+            let pattern = args.next_opt();
+            let mut channels = ctx.shared.pubsub.channels(pattern.as_deref());
+            channels.sort();
+            Reply::Array(channels.into_iter().map(Reply::Bulk).collect())
+        }
+        "NUMSUB" => Reply::Array(
+            args.rest()
+                .into_iter()
+                .flat_map(|c| {
+                    let n = ctx.shared.pubsub.numsub(&c);
+                    [Reply::Bulk(c), Reply::Integer(n as i64)]
+                })
+                .collect(),
+        ),
+        "NUMPAT" => {
+            if args.remaining() > 0 {
+                return Err(arity());
+            }
+            Reply::Integer(ctx.shared.pubsub.numpat() as i64)
+        }
+        "HELP" => help_reply(&[
+            "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CHANNELS [<pattern>]",
+            "    Return the currently active channels matching a <pattern> (default: '*').",
+            "NUMPAT",
+            "    Return number of subscriptions to patterns.",
+            "NUMSUB [<channel> ...]",
+            "    Return the number of subscribers for the specified channels, excluding",
+            "    pattern subscriptions(default: no channels).",
+            "HELP",
+            "    Prints this help.",
+        ]),
+        _ => {
+            return Err(RespError::UnknownSubcommand {
+                cmd: "PUBSUB".into(),
+                sub: String::from_utf8_lossy(&sub).into_owned(),
+            })
+        }
+    };
+    Ok(reply.into())
+}

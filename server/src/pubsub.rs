@@ -1,0 +1,392 @@
+//! Pub/Sub: the channel and pattern subscriptions of this node's connections, and the delivery
+//! of published messages to them.
+//!
+//! Delivery is at most once, as in Redis: each subscriber has a bounded queue
+//! ([`SUBSCRIBER_QUEUE`] messages), and one that lets it fill is disconnected (Redis's
+//! `client-output-buffer-limit pubsub`) rather than buffered without bound. A message published
+//! on one node reaches the subscribers of every node of the cluster: the node that takes the
+//! PUBLISH delivers it here and sends it to each other node over the links (see
+//! [`crate::node`]); PUBLISH answers how many subscribers of the receiving node got it, as
+//! Redis Cluster does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::keyspace::glob_match;
+
+/// Messages queued for one subscriber at most; a subscriber whose queue is full when a message
+/// arrives is disconnected.
+pub const SUBSCRIBER_QUEUE: usize = 16_384;
+
+/// One delivered message.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The pattern it matched (`pmessage`), or `None` for a channel subscription (`message`).
+    pub pattern: Option<Bytes>,
+    /// The channel it was published to.
+    pub channel: Bytes,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Where a subscriber's messages go, and how to disconnect it when it falls behind.
+#[derive(Clone)]
+pub struct Subscriber {
+    tx: mpsc::Sender<Message>,
+    kill: CancellationToken,
+}
+
+/// One connection's subscriptions and the receiving end of its queue.
+pub struct Subscription {
+    /// The connection's id (CLIENT ID).
+    pub client: u64,
+    /// Subscribed channels.
+    pub channels: HashSet<Bytes>,
+    /// Subscribed patterns.
+    pub patterns: HashSet<Bytes>,
+    /// The sending end, registered with each channel and pattern.
+    pub subscriber: Subscriber,
+    /// Messages for this connection.
+    pub rx: mpsc::Receiver<Message>,
+}
+
+impl Subscription {
+    /// A connection's empty subscription state; `kill` closes the connection.
+    pub fn new(client: u64, kill: CancellationToken) -> Subscription {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        Subscription {
+            client,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            subscriber: Subscriber { tx, kill },
+            rx,
+        }
+    }
+
+    /// Channels plus patterns: the count Redis reports in (un)subscribe confirmations.
+    pub fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+}
+
+/// The node's subscriptions.
+#[derive(Default)]
+pub struct PubSub {
+    subs: RwLock<Subs>,
+    /// Subscribers disconnected because their queue was full.
+    overflowed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Subs {
+    channels: HashMap<Bytes, HashMap<u64, Subscriber>>,
+    patterns: HashMap<Bytes, HashMap<u64, Subscriber>>,
+}
+
+impl Subs {
+    fn table(&mut self, pattern: bool) -> &mut HashMap<Bytes, HashMap<u64, Subscriber>> {
+        if pattern {
+            &mut self.patterns
+        } else {
+            &mut self.channels
+        }
+    }
+
+    /// Takes `client` off a channel's (or pattern's) members; the name goes once none is left.
+    fn remove(&mut self, pattern: bool, name: &[u8], client: u64) {
+        let table = self.table(pattern);
+        if let Some(members) = table.get_mut(name) {
+            members.remove(&client);
+            if members.is_empty() {
+                table.remove(name);
+            }
+        }
+    }
+}
+
+impl PubSub {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Subs> {
+        self.subs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Subs> {
+        self.subs.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes `sub` to a channel (or a pattern); false when it already was.
+    pub fn subscribe(&self, sub: &mut Subscription, name: Bytes, pattern: bool) -> bool {
+        let mine = if pattern {
+            &mut sub.patterns
+        } else {
+            &mut sub.channels
+        };
+        if !mine.insert(name.clone()) {
+            return false;
+        }
+        self.write()
+            .table(pattern)
+            .entry(name)
+            .or_default()
+            .insert(sub.client, sub.subscriber.clone());
+        true
+    }
+
+    /// Unsubscribes `sub` from a channel (or a pattern); false when it was not subscribed.
+    pub fn unsubscribe(&self, sub: &mut Subscription, name: &[u8], pattern: bool) -> bool {
+        let mine = if pattern {
+            &mut sub.patterns
+        } else {
+            &mut sub.channels
+        };
+        if !mine.remove(name) {
+            return false;
+        }
+        self.write().remove(pattern, name, sub.client);
+        true
+    }
+
+    /// Drops every subscription of a connection (RESET, or it closes).
+    pub fn forget(&self, sub: &mut Subscription) {
+        let mut subs = self.write();
+        for channel in std::mem::take(&mut sub.channels) {
+            subs.remove(false, &channel, sub.client);
+        }
+        for pattern in std::mem::take(&mut sub.patterns) {
+            subs.remove(true, &pattern, sub.client);
+        }
+    }
+
+    /// Delivers a message to this node's subscribers of `channel` and of the patterns it
+    /// matches; returns how many got it.
+    pub fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        let subs = self.read();
+        let mut delivered = 0;
+        if let Some(members) = subs.channels.get(channel) {
+            for member in members.values() {
+                delivered += self.send(member, None, channel, payload);
+            }
+        }
+        for (pattern, members) in &subs.patterns {
+            if glob_match(pattern, channel) {
+                for member in members.values() {
+                    delivered += self.send(member, Some(pattern), channel, payload);
+                }
+            }
+        }
+        delivered
+    }
+
+    fn send(
+        &self,
+        to: &Subscriber,
+        pattern: Option<&Bytes>,
+        channel: &Bytes,
+        payload: &Bytes,
+    ) -> usize {
+        let message = Message {
+            pattern: pattern.cloned(),
+            channel: channel.clone(),
+            payload: payload.clone(),
+        };
+        match to.tx.try_send(message) {
+            Ok(()) => 1,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Too far behind: disconnected, as Redis does past its pubsub output limit.
+                if !to.kill.is_cancelled() {
+                    self.overflowed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "a subscriber fell {SUBSCRIBER_QUEUE} messages behind; disconnecting it"
+                    );
+                    to.kill.cancel();
+                }
+                0
+            }
+            // The connection is closing.
+            Err(mpsc::error::TrySendError::Closed(_)) => 0,
+        }
+    }
+
+    /// Channels with at least one subscriber, those matching `pattern` if given (PUBSUB
+    /// CHANNELS).
+    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.read()
+            .channels
+            .keys()
+            .filter(|c| pattern.is_none_or(|p| glob_match(p, c)))
+            .cloned()
+            .collect()
+    }
+
+    /// Subscribers of a channel (PUBSUB NUMSUB; patterns not counted, as in Redis).
+    pub fn numsub(&self, channel: &[u8]) -> usize {
+        self.read().channels.get(channel).map_or(0, HashMap::len)
+    }
+
+    /// Distinct subscribed patterns (PUBSUB NUMPAT).
+    pub fn numpat(&self) -> usize {
+        self.read().patterns.len()
+    }
+
+    /// Subscribers disconnected because they fell behind (INFO).
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(id: u64) -> Subscription {
+        Subscription::new(id, CancellationToken::new())
+    }
+
+    #[test]
+    fn channels_and_patterns_deliver_once_each() {
+        let ps = PubSub::default();
+        let (mut a, mut b) = (sub(1), sub(2));
+        assert!(ps.subscribe(&mut a, Bytes::from("news"), false));
+        assert!(!ps.subscribe(&mut a, Bytes::from("news"), false));
+        assert!(ps.subscribe(&mut b, Bytes::from("n*"), true));
+        assert_eq!(ps.publish(&Bytes::from("news"), &Bytes::from("hi")), 2);
+        assert_eq!(ps.publish(&Bytes::from("other"), &Bytes::from("x")), 0);
+        let m = a.rx.try_recv().unwrap();
+        assert_eq!((m.pattern, &m.channel[..]), (None, &b"news"[..]));
+        let m = b.rx.try_recv().unwrap();
+        assert_eq!(m.pattern.as_deref(), Some(&b"n*"[..]));
+        assert_eq!(ps.numsub(b"news"), 1);
+        assert_eq!(ps.numpat(), 1);
+        assert_eq!(ps.channels(Some(b"ne*")), vec![Bytes::from("news")]);
+        ps.forget(&mut a);
+        ps.forget(&mut b);
+        assert_eq!((ps.channels(None).len(), ps.numpat()), (0, 0));
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_disconnected() {
+        let ps = PubSub::default();
+        let mut a = sub(1);
+        let kill = a.subscriber.kill.clone();
+        ps.subscribe(&mut a, Bytes::from("c"), false);
+        for _ in 0..SUBSCRIBER_QUEUE {
+            assert_eq!(ps.publish(&Bytes::from("c"), &Bytes::from("m")), 1);
+        }
+        assert!(!kill.is_cancelled());
+        assert_eq!(ps.publish(&Bytes::from("c"), &Bytes::from("m")), 0);
+        assert!(kill.is_cancelled());
+        assert_eq!(ps.overflowed(), 1);
+    }
+}
+
+/// Messages waiting to go to one other node at most; beyond, a PUBLISH is not sent there.
+pub const PEER_QUEUE: usize = 16_384;
+/// Messages sent to another node in one call at most.
+const PEER_BATCH: usize = 512;
+/// How long one call to another node may take; its messages are dropped after that.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One published message on its way to another node: (channel, payload).
+pub type Published = (Bytes, Bytes);
+
+/// Sends this node's published messages to every other node of the cluster, in publish order
+/// per node, in batches: one queue and one sending task per other node. At most once: a batch
+/// a node cannot take in time, or a message its full queue cannot hold, is dropped and counted.
+#[derive(Default)]
+pub struct Fanout {
+    peers: Vec<mpsc::Sender<Published>>,
+    /// Messages not delivered to another node (queue full, or the call failed).
+    dropped: std::sync::Arc<AtomicU64>,
+}
+
+impl Fanout {
+    /// Starts one sender per peer over `endpoint`; they stop with `stop`.
+    pub fn start(
+        endpoint: geo::Endpoint,
+        peers: Vec<geo::PeerAddr>,
+        stop: CancellationToken,
+    ) -> Fanout {
+        let dropped = std::sync::Arc::new(AtomicU64::new(0));
+        let peers = peers
+            .into_iter()
+            .map(|peer| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                tokio::spawn(send_to_peer(
+                    endpoint.clone(),
+                    peer,
+                    rx,
+                    stop.clone(),
+                    dropped.clone(),
+                ));
+                tx
+            })
+            .collect();
+        Fanout { peers, dropped }
+    }
+
+    /// Queues a published message for every other node.
+    pub fn send(&self, channel: &Bytes, payload: &Bytes) {
+        for peer in &self.peers {
+            if peer.try_send((channel.clone(), payload.clone())).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Messages that did not reach another node (INFO).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn send_to_peer(
+    endpoint: geo::Endpoint,
+    peer: geo::PeerAddr,
+    mut rx: mpsc::Receiver<Published>,
+    stop: CancellationToken,
+    dropped: std::sync::Arc<AtomicU64>,
+) {
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < PEER_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let body = match crate::raft::network::encode(&batch) {
+            Ok(body) => body,
+            Err(_) => {
+                dropped.fetch_add(n, Ordering::Relaxed);
+                continue;
+            }
+        };
+        if let Err(e) = endpoint
+            .call(&peer, crate::raft::network::RPC_PUBLISH, body, PEER_TIMEOUT)
+            .await
+        {
+            dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(peer = %peer.name, error = %e, messages = n, "published messages not delivered");
+        }
+    }
+}
+
+/// Delivers messages another node published (the RPC handler's side); returns the count of
+/// local deliveries.
+pub fn receive(pubsub: &PubSub, body: &[u8]) -> Result<usize, String> {
+    let batch: Vec<Published> = crate::raft::network::decode(body)?;
+    Ok(batch
+        .iter()
+        .map(|(channel, payload)| pubsub.publish(channel, payload))
+        .sum())
+}
