@@ -636,6 +636,9 @@ impl Session {
             }
             Ok(Outcome::Reply(reply)) => {
                 self.flush_writes().await;
+                // Messages that arrived meanwhile (a connection's own PUBLISH to a channel it
+                // subscribed) go before the reply, as in Redis.
+                self.deliver();
                 self.answer(&reply);
                 false
             }

@@ -91,6 +91,35 @@ fn writes_through_every_node_read_everywhere() {
             node.name()
         );
     }
+    // PUBLISH on one node reaches the subscribers of the others (each in publish order);
+    // it answers the receiving node's own subscriber count, as Redis Cluster does.
+    let mut subscribers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, n)| n.client())
+        .collect();
+    let mut subs: Vec<_> = subscribers.iter_mut().map(|c| c.as_pubsub()).collect();
+    for sub in &mut subs {
+        sub.subscribe("events").unwrap();
+        sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut publisher = nodes[leader].client();
+    for i in 0..3 {
+        assert_eq!(
+            q::<i64>(&mut publisher, &["PUBLISH", "events", &format!("e{i}")]),
+            0
+        );
+    }
+    for sub in &mut subs {
+        for i in 0..3 {
+            let m = sub
+                .get_message()
+                .expect("a message published on the leader");
+            assert_eq!(m.get_payload::<String>().unwrap(), format!("e{i}"));
+        }
+    }
+    drop(subs);
     // Every node agrees on the leader and the membership.
     let leader_id = cluster.status(leader).unwrap().node_id().expect("node_id");
     for (i, node) in nodes.iter().enumerate() {

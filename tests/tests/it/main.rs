@@ -12,6 +12,7 @@ mod failover;
 mod geo;
 mod keys;
 mod protocol;
+mod pubsub;
 mod restart;
 mod strings;
 mod tools;
