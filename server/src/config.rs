@@ -123,6 +123,8 @@ pub struct ServerConfig {
     /// ... or until they take this many MiB (at twice this, the Raft thread writes them itself;
     /// with the set being written and its RocksDB batch, they take about six times this at most).
     pub write_back_mb: u64,
+    /// Keyspace notifications, as Redis's `notify-keyspace-events` (e.g. `"Ex"`; empty: off).
+    pub notify_keyspace_events: String,
     /// Prometheus exporter address (none = off).
     pub metrics_addr: Option<SocketAddr>,
     /// Read consistency for connections that did not send READONLY.
@@ -182,6 +184,12 @@ impl ServerConfig {
                 self.write_back_mb
             ));
         }
+        if crate::keyspace::notify::parse_flags(&self.notify_keyspace_events).is_none() {
+            return Err(format!(
+                "notify-keyspace-events is {:?}: use the classes of 'Ag$lshzxeKEtmdn'",
+                self.notify_keyspace_events
+            ));
+        }
         if self.io_threads > MAX_IO_THREADS {
             return Err(format!(
                 "io-threads is {}, at most {MAX_IO_THREADS} (0 = one per core)",
@@ -206,6 +214,7 @@ impl Default for ServerConfig {
             write_buffer_mb: None,
             write_back_ms: 5,
             write_back_mb: 1,
+            notify_keyspace_events: String::new(),
             metrics_addr: None,
             read_consistency: ReadConsistency::Linearizable,
             stale_reads_on_quorum_loss: false,

@@ -55,6 +55,8 @@ pub enum ConfigChange {
     MaxClients(usize),
     /// `appendfsync`.
     AppendFsync(FsyncPolicy),
+    /// `notify-keyspace-events` (class flags).
+    NotifyKeyspaceEvents(u32),
     /// Accepted and meaningless here (`save ""`, `timeout 0`).
     Nothing,
 }
@@ -162,6 +164,10 @@ impl Shared {
             ("maxclients", s.maxclients.to_string()),
             ("maxmemory", (c.hot_cache_mb * 1024 * 1024).to_string()),
             ("maxmemory-policy", "allkeys-lfu".into()),
+            (
+                "notify-keyspace-events",
+                crate::keyspace::notify::flags_to_string(self.keyspace.notifier.flags()),
+            ),
             ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
             (
                 "client-write-timeout-ms",
@@ -215,6 +221,11 @@ impl Shared {
                     failed("argument(s) must be one of the following: everysec, always, no")
                 })?)
             }
+            "notify-keyspace-events" => ConfigChange::NotifyKeyspaceEvents(
+                crate::keyspace::notify::parse_flags(value).ok_or_else(|| {
+                    failed("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+                })?,
+            ),
             // What Redis clients set on connect, meaningless here: no RDB, no idle timeout.
             "save" if value.trim().is_empty() => ConfigChange::Nothing,
             "timeout" if value == "0" => ConfigChange::Nothing,
@@ -245,6 +256,7 @@ impl Shared {
                     .maxclients = n;
             }
             ConfigChange::AppendFsync(policy) => self.keyspace.set_fsync_policy(policy),
+            ConfigChange::NotifyKeyspaceEvents(flags) => self.keyspace.notifier.set_flags(flags),
             ConfigChange::Nothing => {}
         }
     }
@@ -554,6 +566,10 @@ impl Node {
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
         let pubsub = Arc::new(crate::pubsub::PubSub::default());
         service.attach_pubsub(pubsub.clone());
+        keyspace.notifier.attach(pubsub.clone());
+        keyspace.notifier.set_flags(
+            crate::keyspace::notify::parse_flags(&config.notify_keyspace_events).unwrap_or(0),
+        );
         let fanout = match &raft.endpoint {
             Some(endpoint) => crate::pubsub::Fanout::start(
                 endpoint.clone(),

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
 
 use super::hot::{Change, Slot};
+use super::notify::{Event, EXPIRED, GENERIC, STRING};
 use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
 use super::value::{KeyState, Stamp};
 use super::write_back::Changes;
@@ -120,6 +121,8 @@ pub(super) struct BatchCtx<'a> {
     expiry_changes: Vec<(Vec<u8>, bool)>,
     /// Ops still to skip (answering nil) after a failed `Op::Unchanged`.
     skip: u32,
+    /// Keyspace notifications of this batch, when they are on.
+    events: Option<Vec<Event>>,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -149,7 +152,25 @@ impl<'a> BatchCtx<'a> {
             refused_origins: Vec::new(),
             expiry_changes: Vec::new(),
             skip: 0,
+            events: ks.notifier.enabled().then(Vec::new),
         }
+    }
+
+    /// Records a keyspace notification (when they are on).
+    fn notify(&mut self, db: u8, key: &Bytes, class: u32, name: &'static str) {
+        if let Some(events) = self.events.as_mut() {
+            events.push(Event {
+                db,
+                key: key.clone(),
+                class,
+                name,
+            });
+        }
+    }
+
+    /// The notifications recorded so far (to publish once the batch is committed).
+    pub(super) fn take_events(&mut self) -> Vec<Event> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The value physically stored (maybe expired or a tombstone), as this batch sees it.
@@ -415,6 +436,10 @@ impl<'a> BatchCtx<'a> {
                 };
                 if allowed {
                     self.put_string(*db, key, cur, value, *expire);
+                    self.notify(*db, key, STRING, "set");
+                    if matches!(expire, ExpireSet::At(_)) {
+                        self.notify(*db, key, GENERIC, "expire");
+                    }
                 }
                 match reply {
                     SetReply::OkOrNil if allowed => OpResult::Ok,
@@ -434,6 +459,7 @@ impl<'a> BatchCtx<'a> {
                 for (k, v) in pairs {
                     let cur = self.read(*db, k)?;
                     self.put_string(*db, k, cur, v, ExpireSet::Clear);
+                    self.notify(*db, k, STRING, "set");
                 }
                 if *nx {
                     OpResult::Int(1)
@@ -449,6 +475,9 @@ impl<'a> BatchCtx<'a> {
                     if cur.raw.is_some() && !cur.state.deleted || existed {
                         self.delete_key(*db, k, cur);
                     }
+                    if existed {
+                        self.notify(*db, k, GENERIC, "del");
+                    }
                     removed += existed as i64;
                 }
                 OpResult::Int(removed)
@@ -459,6 +488,7 @@ impl<'a> BatchCtx<'a> {
                     None => OpResult::Nil,
                     Some(v) => {
                         self.delete_key(*db, key, cur);
+                        self.notify(*db, key, GENERIC, "del");
                         OpResult::Bulk(v)
                     }
                 }
@@ -476,15 +506,18 @@ impl<'a> BatchCtx<'a> {
                         match expire {
                             ExpireSet::Keep => {}
                             ExpireSet::At(at) if *at <= self.now_ms => {
-                                self.delete_key(*db, key, Current { raw, state, live })
+                                self.delete_key(*db, key, Current { raw, state, live });
+                                self.notify(*db, key, GENERIC, "del");
                             }
                             ExpireSet::At(at) => {
                                 state.set_expire(Some(*at), stamp);
                                 self.write(*db, key, raw.as_ref(), state);
+                                self.notify(*db, key, GENERIC, "expire");
                             }
                             ExpireSet::Clear if state.expire_at.is_some() => {
                                 state.set_expire(None, stamp);
                                 self.write(*db, key, raw.as_ref(), state);
+                                self.notify(*db, key, GENERIC, "persist");
                             }
                             ExpireSet::Clear => {}
                         }
@@ -515,6 +548,7 @@ impl<'a> BatchCtx<'a> {
                 }
                 state.add(self.stamp.region, *delta, self.stamp.hlc);
                 self.write(*db, key, raw.as_ref(), state);
+                self.notify(*db, key, STRING, "incrby");
                 OpResult::Int(next)
             }
             Op::IncrByFloat { db, key, delta } => {
@@ -528,6 +562,7 @@ impl<'a> BatchCtx<'a> {
                     return Ok(OpResult::Err(OpError::NanOrInfinity));
                 };
                 self.put_string(*db, key, cur, text.as_bytes(), ExpireSet::Keep);
+                self.notify(*db, key, STRING, "incrbyfloat");
                 OpResult::Bulk(Bytes::from(text))
             }
             Op::Append { db, key, value } => {
@@ -539,6 +574,7 @@ impl<'a> BatchCtx<'a> {
                 buf.extend_from_slice(value);
                 let len = buf.len() as i64;
                 self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
+                self.notify(*db, key, STRING, "append");
                 OpResult::Int(len)
             }
             Op::SetRange {
@@ -566,6 +602,7 @@ impl<'a> BatchCtx<'a> {
                 }
                 buf[end - value.len()..end].copy_from_slice(value);
                 self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
+                self.notify(*db, key, STRING, "setrange");
                 OpResult::Int(buf.len() as i64)
             }
             Op::SetBit {
@@ -591,6 +628,7 @@ impl<'a> BatchCtx<'a> {
                     buf[byte] &= !mask;
                 }
                 self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
+                self.notify(*db, key, STRING, "setbit");
                 OpResult::Int(i64::from(old))
             }
             Op::Expire {
@@ -625,11 +663,14 @@ impl<'a> BatchCtx<'a> {
                     None if current.is_none() => OpResult::Int(0),
                     Some(at) if *at <= self.now_ms => {
                         self.delete_key(*db, key, Current { raw, state, live });
+                        self.notify(*db, key, GENERIC, "del");
                         OpResult::Int(1)
                     }
                     at => {
                         state.set_expire(*at, self.stamp);
                         self.write(*db, key, raw.as_ref(), state);
+                        let name = if at.is_some() { "expire" } else { "persist" };
+                        self.notify(*db, key, GENERIC, name);
                         OpResult::Int(1)
                     }
                 }
@@ -652,6 +693,8 @@ impl<'a> BatchCtx<'a> {
                     .map_or(ExpireSet::Clear, ExpireSet::At);
                 self.delete_key(*db, src, src_cur);
                 self.put_string(*db, dst, dst_cur, &value, expire);
+                self.notify(*db, src, GENERIC, "rename_from");
+                self.notify(*db, dst, GENERIC, "rename_to");
                 if *nx {
                     OpResult::Int(1)
                 } else {
@@ -681,6 +724,7 @@ impl<'a> BatchCtx<'a> {
                     .expire_at
                     .map_or(ExpireSet::Clear, ExpireSet::At);
                 self.put_string(*dst_db, dst, dst_cur, &value, expire);
+                self.notify(*dst_db, dst, GENERIC, "copy_to");
                 OpResult::Int(1)
             }
             Op::Move { db, key, dst_db } => {
@@ -701,6 +745,8 @@ impl<'a> BatchCtx<'a> {
                     .map_or(ExpireSet::Clear, ExpireSet::At);
                 self.put_string(*dst_db, key, dst_cur, &value, expire);
                 self.delete_key(*db, key, src_cur);
+                self.notify(*db, key, GENERIC, "move_from");
+                self.notify(*dst_db, key, GENERIC, "move_to");
                 OpResult::Int(1)
             }
             Op::Unchanged { keys, then } => {
@@ -741,6 +787,7 @@ impl<'a> BatchCtx<'a> {
                 match cur.raw {
                     Some(_) if cur.state.expire_at == Some(*at_ms) && *at_ms <= self.now_ms => {
                         self.delete_key(*db, key, cur);
+                        self.notify(*db, key, EXPIRED, "expired");
                         OpResult::Int(1)
                     }
                     Some(_) => OpResult::Int(0),

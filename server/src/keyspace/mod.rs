@@ -8,6 +8,7 @@
 
 mod apply;
 mod hot;
+pub mod notify;
 pub mod number;
 mod outbox_tail;
 pub mod rocks;
@@ -183,6 +184,8 @@ pub struct Keyspace {
     hlc: Arc<geo::Hlc>,
     /// Tombstones dropped by tombstone collection since start.
     collected: AtomicU64,
+    /// Keyspace notifications (`notify-keyspace-events`).
+    pub notifier: notify::Notifier,
 }
 
 impl Keyspace {
@@ -507,6 +510,7 @@ impl Keyspace {
             log_is_wal: AtomicBool::new(false),
             hlc: Arc::new(geo::Hlc::new()),
             collected: AtomicU64::new(0),
+            notifier: notify::Notifier::default(),
         })
     }
 
@@ -760,7 +764,11 @@ impl Keyspace {
             .iter()
             .map(|op| ctx.apply(op))
             .collect::<Result<Vec<_>, _>>()?;
+        let events = ctx.take_events();
         ctx.commit(meta, log_index)?;
+        if !events.is_empty() {
+            self.notifier.publish(&events);
+        }
         Ok(results)
     }
 

@@ -120,6 +120,21 @@ fn writes_through_every_node_read_everywhere() {
         }
     }
     drop(subs);
+    // Keyspace notifications on a follower: it raises the events of the batches it applies,
+    // whichever node took the write.
+    let follower = (leader + 1) % nodes.len();
+    let mut fc = nodes[follower].client();
+    let _: () = q(&mut fc, &["CONFIG", "SET", "notify-keyspace-events", "E$"]);
+    let mut events_conn = nodes[follower].client();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("__keyevent@0__:set").unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _: () = q(&mut publisher, &["SET", "noticed", "1"]);
+    let m = events.get_message().expect("a set event on the follower");
+    assert_eq!(m.get_payload::<String>().unwrap(), "noticed");
+    drop(events);
     // Every node agrees on the leader and the membership.
     let leader_id = cluster.status(leader).unwrap().node_id().expect("node_id");
     for (i, node) in nodes.iter().enumerate() {

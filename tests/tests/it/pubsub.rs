@@ -163,3 +163,55 @@ fn a_subscriber_that_stops_reading_is_disconnected() {
     assert_eq!(publisher.cmd(&["PUBLISH", "flood", "x"]), Reply::Int(0));
     assert_eq!(publisher.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }
+
+/// Keyspace notifications (`notify-keyspace-events`): the events of Redis 7.0 on the
+/// `__keyspace@<db>__` and `__keyevent@<db>__` channels, expiry included.
+#[test]
+fn keyspace_notifications() {
+    let node =
+        Node::start(NodeOpts::default().config_toml("[server]\nnotify-keyspace-events = \"Eg\"\n"));
+    let mut c = node.client();
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "notify-keyspace-events"]),
+        ["notify-keyspace-events", "gE"]
+    );
+    let _: () = q(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    let mut sub_conn = node.client();
+    let mut sub = sub_conn.as_pubsub();
+    sub.psubscribe("__key*@0__:*").unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _: () = q(&mut c, &["SET", "k", "v", "EX", "100"]);
+    let _: i64 = q(&mut c, &["DEL", "k", "missing"]);
+    let _: () = q(&mut c, &["SET", "short", "v", "PX", "100"]);
+    let mut got = Vec::new();
+    while got.len() < 12 {
+        let m = sub.get_message().expect("a notification");
+        got.push(format!(
+            "{} {}",
+            m.get_channel_name(),
+            m.get_payload::<String>().unwrap()
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            "__keyspace@0__:k set",
+            "__keyevent@0__:set k",
+            "__keyspace@0__:k expire",
+            "__keyevent@0__:expire k",
+            "__keyspace@0__:k del",
+            "__keyevent@0__:del k",
+            "__keyspace@0__:short set",
+            "__keyevent@0__:set short",
+            "__keyspace@0__:short expire",
+            "__keyevent@0__:expire short",
+            "__keyspace@0__:short expired",
+            "__keyevent@0__:expired short",
+        ]
+    );
+    let mut raw = node.raw();
+    assert_eq!(
+        raw.cmd(&["CONFIG", "SET", "notify-keyspace-events", "Q"]),
+        Reply::err("ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+    );
+}
