@@ -172,7 +172,7 @@ pub async fn serve(
 /// The next message for a connection's subscriptions (never, while it has none).
 async fn next_message(pubsub: &mut Option<Subscription>) -> Option<Message> {
     match pubsub {
-        Some(sub) => sub.rx.recv().await,
+        Some(sub) => sub.next().await,
         None => std::future::pending().await,
     }
 }
@@ -189,18 +189,8 @@ impl Session {
     /// Moves the messages waiting for this connection's subscriptions into its replies (up to
     /// the reply buffer's high-water mark; the rest wait in the subscriber's bounded queue).
     fn deliver(&mut self) {
-        let Some(sub) = self.client.pubsub.as_mut() else {
-            return;
-        };
-        while self.out.len() < OUT_HIGH_WATER {
-            match sub.rx.try_recv() {
-                Ok(message) => encode_reply(
-                    &cmd::pubsub::message_reply(message),
-                    self.client.protocol,
-                    &mut self.out,
-                ),
-                Err(_) => break,
-            }
+        if let Some(sub) = self.client.pubsub.as_mut() {
+            cmd::pubsub::drain_into(sub, self.client.protocol, &mut self.out, OUT_HIGH_WATER);
         }
     }
 
@@ -242,9 +232,11 @@ impl Session {
         }
         // CLIENT PAUSE: decided once, before anything of the transaction runs (a pause the
         // transaction sets itself does not hold it back).
-        let writes = multi.queued.iter().any(|argv| {
-            cmd::lookup(&argv[0]).is_some_and(|s| s.is_write() || s.is_read() || s.name == "wait")
-        });
+        // (A transaction of reads runs during CLIENT PAUSE WRITE, as in Redis.)
+        let writes = multi
+            .queued
+            .iter()
+            .any(|argv| cmd::lookup(&argv[0]).is_some_and(|s| s.is_write() || s.name == "wait"));
         if !self.pause_gate(writes).await {
             return true;
         }
@@ -332,7 +324,10 @@ impl Session {
                 },
             );
         }
-        if !ops.is_empty() {
+        // (A transaction may have no op at all, e.g. OBJECT HELP alone: its reads still run.)
+        let submitted = if ops.is_empty() {
+            Ok(Vec::new())
+        } else {
             self.barrier_passed = false;
             self.turn_now_ms = None;
             match self.shared.writer.submit(ops).await {
@@ -347,37 +342,42 @@ impl Session {
                         self.answer(&Reply::NullArray);
                         return close;
                     }
-                    let mut results = results.into_iter();
-                    let mut reads = Vec::new();
-                    for (slot, take) in op_slots {
-                        replies[slot] = Some(match take {
-                            Take::One => {
-                                let result = results.next().unwrap_or(OpResult::Nil);
-                                if matches!(result, OpResult::Err(_)) {
-                                    self.tally.errors += 1;
-                                }
-                                op_reply(result)
-                            }
-                            Take::Array(n) => {
-                                Reply::Array(results.by_ref().take(n).map(op_reply).collect())
-                            }
-                            Take::Read(read) => {
-                                let n = read.keys.len() + usize::from(read.counts);
-                                reads.push((slot, read, results.by_ref().take(n).collect()));
-                                continue;
-                            }
-                        });
-                    }
-                    for (slot, read, read_results) in reads {
-                        replies[slot] = Some(self.exec_read(read, read_results, now_ms));
-                    }
+                    Ok(results)
                 }
-                Err(e) => {
-                    let err = RespError::from(e).to_reply();
-                    self.tally.errors += op_slots.len() as u64;
-                    for (slot, _) in op_slots {
-                        replies[slot] = Some(err.clone());
-                    }
+                Err(e) => Err(RespError::from(e).to_reply()),
+            }
+        };
+        match submitted {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                let mut reads = Vec::new();
+                for (slot, take) in op_slots {
+                    replies[slot] = Some(match take {
+                        Take::One => {
+                            let result = results.next().unwrap_or(OpResult::Nil);
+                            if matches!(result, OpResult::Err(_)) {
+                                self.tally.errors += 1;
+                            }
+                            op_reply(result)
+                        }
+                        Take::Array(n) => {
+                            Reply::Array(results.by_ref().take(n).map(op_reply).collect())
+                        }
+                        Take::Read(read) => {
+                            let n = read.keys.len() + usize::from(read.counts);
+                            reads.push((slot, read, results.by_ref().take(n).collect()));
+                            continue;
+                        }
+                    });
+                }
+                for (slot, read, read_results) in reads {
+                    replies[slot] = Some(self.exec_read(read, read_results, now_ms));
+                }
+            }
+            Err(err) => {
+                self.tally.errors += op_slots.len() as u64;
+                for (slot, _) in op_slots {
+                    replies[slot] = Some(err.clone());
                 }
             }
         }
@@ -391,6 +391,8 @@ impl Session {
             .into_iter()
             .map(|r| r.unwrap_or(Reply::Null))
             .collect();
+        // Messages its PUBLISHes delivered to this connection go first, as in Redis.
+        self.deliver();
         self.answer(&Reply::Array(replies));
         close
     }
@@ -409,7 +411,7 @@ impl Session {
                 }
                 _ => None,
             };
-            view.values.push((key, value));
+            view.values.insert(key, value);
         }
         if read.counts {
             view.count = match results.next() {

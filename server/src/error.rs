@@ -122,6 +122,9 @@ impl From<OpError> for RespError {
             OpError::OffsetOutOfRange => RespError::OffsetOutOfRange,
             OpError::DbIndexOutOfRange => RespError::DbIndexOutOfRange,
             OpError::CorruptState => RespError::Other("corrupt replicated state"),
+            OpError::InvalidGetexExpire => RespError::InvalidExpire {
+                cmd: "getex".into(),
+            },
         }
     }
 }

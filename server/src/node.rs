@@ -332,7 +332,7 @@ impl Shared {
                 Stats::get(&s.rejected_connections),
                 Stats::get(&s.expired_keys),
                 Stats::get(&s.error_replies),
-                self.pubsub.channels(None).len(),
+                self.pubsub.channel_count(),
                 self.pubsub.numpat(),
                 self.pubsub.overflowed(),
                 self.fanout.dropped(),

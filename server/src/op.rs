@@ -153,18 +153,6 @@ pub enum Op {
         /// Bytes to write there.
         value: Bytes,
     },
-    /// SETBIT: sets or clears one bit (growing the string with zero bytes); replies the bit's
-    /// old value.
-    SetBit {
-        /// Database.
-        db: DbIndex,
-        /// Key.
-        key: Bytes,
-        /// Bit offset (0: the most significant bit of the first byte).
-        offset: u64,
-        /// Set (true) or clear.
-        on: bool,
-    },
     /// EXPIRE family (`at_ms` absolute; `None` = PERSIST). Replies 1 / 0.
     Expire {
         /// Database.
@@ -199,16 +187,6 @@ pub enum Op {
         dst: Bytes,
         /// Overwrite an existing destination.
         replace: bool,
-    },
-    /// MOVE: the key, with its expiry, to another database, unless a live key of that name is
-    /// there. Replies 1 / 0.
-    Move {
-        /// Source database.
-        db: DbIndex,
-        /// Key.
-        key: Bytes,
-        /// Destination database.
-        dst_db: DbIndex,
     },
     /// Active expiry: delete `key` if its expiry is still `at_ms` and due at the batch time.
     ExpireIfDue {
@@ -282,6 +260,38 @@ pub enum Op {
         /// Database.
         db: DbIndex,
     },
+    /// SETBIT: sets or clears one bit (growing the string with zero bytes); replies the bit's
+    /// old value.
+    SetBit {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Bit offset (0: the most significant bit of the first byte).
+        offset: u64,
+        /// Set (true) or clear.
+        on: bool,
+    },
+    /// MOVE: the key, with its expiry, to another database, unless a live key of that name is
+    /// there. Replies 1 / 0.
+    Move {
+        /// Source database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// Destination database.
+        dst_db: DbIndex,
+    },
+    /// GETEX with an invalid expiry: nil when the key is not live, `error` otherwise (Redis
+    /// looks the key up before it checks the expiry).
+    FailIfLive {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// The error for a live key.
+        error: OpError,
+    },
 }
 
 impl Op {
@@ -307,6 +317,7 @@ impl Op {
             | Op::ExpireIfDue { db, .. }
             | Op::ReadKey { db, .. }
             | Op::CountKeys { db }
+            | Op::FailIfLive { db, .. }
             | Op::FlushDb { db } => ok(*db),
             Op::Copy { db, dst_db, .. } | Op::Move { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
@@ -333,6 +344,7 @@ impl Op {
             | Op::SetRange { key, .. }
             | Op::SetBit { key, .. }
             | Op::Move { key, .. }
+            | Op::FailIfLive { key, .. }
             | Op::Expire { key, .. }
             | Op::ReadKey { key, .. }
             | Op::ExpireIfDue { key, .. } => Some(key),
@@ -435,6 +447,9 @@ pub enum OpError {
     /// A shipped key state that does not decode. Nothing of the op is applied.
     #[error("corrupt shipped state")]
     CorruptState,
+    /// An invalid expiry time given to GETEX.
+    #[error("invalid expire time")]
+    InvalidGetexExpire,
 }
 
 /// The outcome of one applied op, shaped so the reply follows directly.
@@ -450,4 +465,78 @@ pub enum OpResult {
     Bulk(Bytes),
     /// Error reply.
     Err(OpError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bincode writes an enum variant as its position, and the Raft log and the node-to-node
+    /// messages hold ops in that form: a new variant goes at the end, never between.
+    #[test]
+    fn variant_numbers_stay_where_they_were() {
+        let number = |op: Op| {
+            let bytes = bincode::serialize(&op).unwrap();
+            u32::from_le_bytes(bytes[..4].try_into().unwrap())
+        };
+        let key = Bytes::from_static(b"k");
+        assert_eq!(
+            number(Op::Expire {
+                db: 0,
+                key: key.clone(),
+                at_ms: None,
+                cond: ExpireCond::Always
+            }),
+            9
+        );
+        assert_eq!(
+            number(Op::ExpireIfDue {
+                db: 0,
+                key: key.clone(),
+                at_ms: 0
+            }),
+            12
+        );
+        assert_eq!(number(Op::FlushAll), 14);
+        assert_eq!(
+            number(Op::Unchanged {
+                keys: Vec::new(),
+                then: 0
+            }),
+            19
+        );
+        assert_eq!(
+            number(Op::ReadKey {
+                db: 0,
+                key: key.clone()
+            }),
+            20
+        );
+        assert_eq!(number(Op::CountKeys { db: 0 }), 21);
+        assert_eq!(
+            number(Op::SetBit {
+                db: 0,
+                key: key.clone(),
+                offset: 0,
+                on: true
+            }),
+            22
+        );
+        assert_eq!(
+            number(Op::Move {
+                db: 0,
+                key: key.clone(),
+                dst_db: 1
+            }),
+            23
+        );
+        assert_eq!(
+            number(Op::FailIfLive {
+                db: 0,
+                key,
+                error: OpError::NotInteger
+            }),
+            24
+        );
+    }
 }

@@ -2,16 +2,18 @@
 //! of published messages to them.
 //!
 //! Delivery is at most once, as in Redis: each subscriber has a bounded queue
-//! ([`SUBSCRIBER_QUEUE`] messages), and one that lets it fill is disconnected (Redis's
-//! `client-output-buffer-limit pubsub`) rather than buffered without bound. A message published
+//! ([`SUBSCRIBER_QUEUE`] messages, [`SUBSCRIBER_BYTES`] bytes), and one that lets it fill is
+//! disconnected (Redis's `client-output-buffer-limit pubsub`) rather than buffered without
+//! bound. Names and payloads are copied out of the clients' read buffers, so a queued message
+//! holds only its own bytes. A message published
 //! on one node reaches the subscribers of every node of the cluster: the node that takes the
 //! PUBLISH delivers it here and sends it to each other node over the links (see
 //! [`crate::node`]); PUBLISH answers how many subscribers of the receiving node got it, as
 //! Redis Cluster does.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -22,6 +24,8 @@ use crate::keyspace::glob_match;
 /// Messages queued for one subscriber at most; a subscriber whose queue is full when a message
 /// arrives is disconnected.
 pub const SUBSCRIBER_QUEUE: usize = 16_384;
+/// Bytes of messages queued for one subscriber at most (Redis's pubsub hard limit, 32 MB).
+pub const SUBSCRIBER_BYTES: usize = 32 * 1024 * 1024;
 
 /// One delivered message.
 #[derive(Clone, Debug)]
@@ -39,6 +43,8 @@ pub struct Message {
 pub struct Subscriber {
     tx: mpsc::Sender<Message>,
     kill: CancellationToken,
+    /// Bytes of the messages in the queue.
+    queued: Arc<AtomicUsize>,
 }
 
 /// One connection's subscriptions and the receiving end of its queue.
@@ -52,7 +58,14 @@ pub struct Subscription {
     /// The sending end, registered with each channel and pattern.
     pub subscriber: Subscriber,
     /// Messages for this connection.
-    pub rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Message>,
+}
+
+impl Message {
+    /// The bytes a queued message counts for.
+    fn size(&self) -> usize {
+        self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 impl Subscription {
@@ -63,9 +76,33 @@ impl Subscription {
             client,
             channels: HashSet::new(),
             patterns: HashSet::new(),
-            subscriber: Subscriber { tx, kill },
+            subscriber: Subscriber {
+                tx,
+                kill,
+                queued: Arc::new(AtomicUsize::new(0)),
+            },
             rx,
         }
+    }
+
+    /// The next queued message, if one is waiting.
+    pub fn try_next(&mut self) -> Option<Message> {
+        let message = self.rx.try_recv().ok()?;
+        self.taken(&message);
+        Some(message)
+    }
+
+    /// Waits for the next message.
+    pub async fn next(&mut self) -> Option<Message> {
+        let message = self.rx.recv().await?;
+        self.taken(&message);
+        Some(message)
+    }
+
+    fn taken(&self, message: &Message) {
+        self.subscriber
+            .queued
+            .fetch_sub(message.size(), Ordering::Relaxed);
     }
 
     /// Channels plus patterns: the count Redis reports in (un)subscribe confirmations.
@@ -193,14 +230,25 @@ impl PubSub {
             channel: channel.clone(),
             payload: payload.clone(),
         };
-        match to.tx.try_send(message) {
+        let size = message.size();
+        let over_bytes = to.queued.fetch_add(size, Ordering::Relaxed) + size > SUBSCRIBER_BYTES;
+        let sent = if over_bytes {
+            Err(mpsc::error::TrySendError::Full(message))
+        } else {
+            to.tx.try_send(message)
+        };
+        if sent.is_err() {
+            to.queued.fetch_sub(size, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => 1,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // Too far behind: disconnected, as Redis does past its pubsub output limit.
                 if !to.kill.is_cancelled() {
                     self.overflowed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        "a subscriber fell {SUBSCRIBER_QUEUE} messages behind; disconnecting it"
+                        "a subscriber fell {SUBSCRIBER_QUEUE} messages or {SUBSCRIBER_BYTES} bytes \
+                         behind; disconnecting it"
                     );
                     to.kill.cancel();
                 }
@@ -227,6 +275,11 @@ impl PubSub {
         self.read().channels.get(channel).map_or(0, HashMap::len)
     }
 
+    /// Channels with at least one subscriber (INFO).
+    pub fn channel_count(&self) -> usize {
+        self.read().channels.len()
+    }
+
     /// Distinct subscribed patterns (PUBSUB NUMPAT).
     pub fn numpat(&self) -> usize {
         self.read().patterns.len()
@@ -238,69 +291,40 @@ impl PubSub {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sub(id: u64) -> Subscription {
-        Subscription::new(id, CancellationToken::new())
-    }
-
-    #[test]
-    fn channels_and_patterns_deliver_once_each() {
-        let ps = PubSub::default();
-        let (mut a, mut b) = (sub(1), sub(2));
-        assert!(ps.subscribe(&mut a, Bytes::from("news"), false));
-        assert!(!ps.subscribe(&mut a, Bytes::from("news"), false));
-        assert!(ps.subscribe(&mut b, Bytes::from("n*"), true));
-        assert_eq!(ps.publish(&Bytes::from("news"), &Bytes::from("hi")), 2);
-        assert_eq!(ps.publish(&Bytes::from("other"), &Bytes::from("x")), 0);
-        let m = a.rx.try_recv().unwrap();
-        assert_eq!((m.pattern, &m.channel[..]), (None, &b"news"[..]));
-        let m = b.rx.try_recv().unwrap();
-        assert_eq!(m.pattern.as_deref(), Some(&b"n*"[..]));
-        assert_eq!(ps.numsub(b"news"), 1);
-        assert_eq!(ps.numpat(), 1);
-        assert_eq!(ps.channels(Some(b"ne*")), vec![Bytes::from("news")]);
-        ps.forget(&mut a);
-        ps.forget(&mut b);
-        assert_eq!((ps.channels(None).len(), ps.numpat()), (0, 0));
-    }
-
-    #[test]
-    fn a_subscriber_that_falls_behind_is_disconnected() {
-        let ps = PubSub::default();
-        let mut a = sub(1);
-        let kill = a.subscriber.kill.clone();
-        ps.subscribe(&mut a, Bytes::from("c"), false);
-        for _ in 0..SUBSCRIBER_QUEUE {
-            assert_eq!(ps.publish(&Bytes::from("c"), &Bytes::from("m")), 1);
-        }
-        assert!(!kill.is_cancelled());
-        assert_eq!(ps.publish(&Bytes::from("c"), &Bytes::from("m")), 0);
-        assert!(kill.is_cancelled());
-        assert_eq!(ps.overflowed(), 1);
-    }
-}
-
 /// Messages waiting to go to one other node at most; beyond, a PUBLISH is not sent there.
 pub const PEER_QUEUE: usize = 16_384;
-/// Messages sent to another node in one call at most.
-const PEER_BATCH: usize = 512;
+/// Bytes of messages waiting to go to one other node at most.
+pub const PEER_BYTES: usize = 64 * 1024 * 1024;
+/// The largest message sent to the other nodes (a node-to-node frame holds 64 MiB); a larger
+/// one reaches only the subscribers of the node that took the PUBLISH.
+pub const PEER_MAX_MESSAGE: usize = 32 * 1024 * 1024;
+/// Bytes sent to another node in one call at most (a larger message goes alone).
+const PEER_BATCH_BYTES: usize = 1024 * 1024;
 /// How long one call to another node may take; its messages are dropped after that.
 const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One published message on its way to another node: (channel, payload).
 pub type Published = (Bytes, Bytes);
 
+fn published_size(m: &Published) -> usize {
+    m.0.len() + m.1.len()
+}
+
 /// Sends this node's published messages to every other node of the cluster, in publish order
 /// per node, in batches: one queue and one sending task per other node. At most once: a batch
 /// a node cannot take in time, or a message its full queue cannot hold, is dropped and counted.
 #[derive(Default)]
 pub struct Fanout {
-    peers: Vec<mpsc::Sender<Published>>,
-    /// Messages not delivered to another node (queue full, or the call failed).
-    dropped: std::sync::Arc<AtomicU64>,
+    peers: Vec<PeerQueue>,
+    /// Messages not delivered to another node (queue full, too large, or the call failed).
+    dropped: Arc<AtomicU64>,
+}
+
+/// The queue to one other node.
+struct PeerQueue {
+    tx: mpsc::Sender<Published>,
+    /// Bytes of the messages in it.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Fanout {
@@ -310,19 +334,20 @@ impl Fanout {
         peers: Vec<geo::PeerAddr>,
         stop: CancellationToken,
     ) -> Fanout {
-        let dropped = std::sync::Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
         let peers = peers
             .into_iter()
             .map(|peer| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                let queued = Arc::new(AtomicUsize::new(0));
                 tokio::spawn(send_to_peer(
                     endpoint.clone(),
                     peer,
-                    rx,
+                    (rx, queued.clone()),
                     stop.clone(),
                     dropped.clone(),
                 ));
-                tx
+                PeerQueue { tx, queued }
             })
             .collect();
         Fanout { peers, dropped }
@@ -330,8 +355,16 @@ impl Fanout {
 
     /// Queues a published message for every other node.
     pub fn send(&self, channel: &Bytes, payload: &Bytes) {
+        let message = (channel.clone(), payload.clone());
+        let size = published_size(&message);
         for peer in &self.peers {
-            if peer.try_send((channel.clone(), payload.clone())).is_err() {
+            let fits = size <= PEER_MAX_MESSAGE
+                && peer.queued.fetch_add(size, Ordering::Relaxed) + size <= PEER_BYTES;
+            let sent = fits && peer.tx.try_send(message.clone()).is_ok();
+            if !sent {
+                if size <= PEER_MAX_MESSAGE {
+                    peer.queued.fetch_sub(size, Ordering::Relaxed);
+                }
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -346,22 +379,38 @@ impl Fanout {
 async fn send_to_peer(
     endpoint: geo::Endpoint,
     peer: geo::PeerAddr,
-    mut rx: mpsc::Receiver<Published>,
+    (mut rx, queued): (mpsc::Receiver<Published>, Arc<AtomicUsize>),
     stop: CancellationToken,
-    dropped: std::sync::Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
 ) {
+    // A message taken from the queue that did not fit the previous batch.
+    let mut carried: Option<Published> = None;
     loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = stop.cancelled() => None,
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        while batch.len() < PEER_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        // (Each message leaves `queued` as it is taken from the queue.)
+        let first = match carried.take() {
+            Some(m) => m,
+            None => {
+                let next = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = stop.cancelled() => None,
+                };
+                let Some(m) = next else { return };
+                queued.fetch_sub(published_size(&m), Ordering::Relaxed);
+                m
             }
+        };
+        let mut bytes = published_size(&first);
+        let mut batch = vec![first];
+        while bytes < PEER_BATCH_BYTES {
+            let Ok(m) = rx.try_recv() else { break };
+            let size = published_size(&m);
+            queued.fetch_sub(size, Ordering::Relaxed);
+            if bytes + size > PEER_BATCH_BYTES {
+                carried = Some(m);
+                break;
+            }
+            bytes += size;
+            batch.push(m);
         }
         let n = batch.len() as u64;
         let body = match crate::raft::network::encode(&batch) {
@@ -389,4 +438,49 @@ pub fn receive(pubsub: &PubSub, body: &[u8]) -> Result<usize, String> {
         .iter()
         .map(|(channel, payload)| pubsub.publish(channel, payload))
         .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(id: u64) -> Subscription {
+        Subscription::new(id, CancellationToken::new())
+    }
+
+    #[test]
+    fn channels_and_patterns_deliver_once_each() {
+        let ps = PubSub::default();
+        let (mut a, mut b) = (sub(1), sub(2));
+        assert!(ps.subscribe(&mut a, Bytes::from("news"), false));
+        assert!(!ps.subscribe(&mut a, Bytes::from("news"), false));
+        assert!(ps.subscribe(&mut b, Bytes::from("n*"), true));
+        assert_eq!(ps.publish(&Bytes::from("news"), &Bytes::from("hi")), 2);
+        assert_eq!(ps.publish(&Bytes::from("other"), &Bytes::from("x")), 0);
+        let m = a.try_next().unwrap();
+        assert_eq!((m.pattern, &m.channel[..]), (None, &b"news"[..]));
+        let m = b.try_next().unwrap();
+        assert_eq!(m.pattern.as_deref(), Some(&b"n*"[..]));
+        assert_eq!(ps.numsub(b"news"), 1);
+        assert_eq!(ps.numpat(), 1);
+        assert_eq!(ps.channels(Some(b"ne*")), vec![Bytes::from("news")]);
+        ps.forget(&mut a);
+        ps.forget(&mut b);
+        assert_eq!((ps.channels(None).len(), ps.numpat()), (0, 0));
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_disconnected() {
+        let ps = PubSub::default();
+        let mut a = sub(1);
+        let kill = a.subscriber.kill.clone();
+        ps.subscribe(&mut a, Bytes::from("c"), false);
+        for _ in 0..SUBSCRIBER_QUEUE {
+            assert_eq!(ps.publish(&Bytes::from("c"), &Bytes::from("m")), 1);
+        }
+        assert!(!kill.is_cancelled());
+        assert_eq!(ps.publish(&Bytes::from("c"), &Bytes::from("m")), 0);
+        assert!(kill.is_cancelled());
+        assert_eq!(ps.overflowed(), 1);
+    }
 }

@@ -167,6 +167,7 @@ pub fn select(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
 
 /// RESET
 pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    super::pubsub::forget_all(ctx);
     ctx.client.db = 0;
     ctx.client.info.db.store(0, Ordering::Relaxed);
     ctx.client.protocol = ProtocolVersion::Resp2;
@@ -179,7 +180,6 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> 
     ctx.client.skip_current = false;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.info.names().name = None;
-    super::pubsub::forget_all(ctx);
     Ok(Reply::Status(Bytes::from_static(b"RESET")).into())
 }
 

@@ -34,6 +34,22 @@ pub fn message_reply(m: Message) -> Reply {
     }
 }
 
+/// Moves the messages waiting in `sub`'s queue into `out`, while `out` holds less than
+/// `limit` bytes.
+pub fn drain_into(
+    sub: &mut Subscription,
+    protocol: proto_resp::ProtocolVersion,
+    out: &mut bytes::BytesMut,
+    limit: usize,
+) {
+    while out.len() < limit {
+        let Some(message) = sub.try_next() else {
+            break;
+        };
+        encode_reply(&message_reply(message), protocol, out);
+    }
+}
+
 /// Writes one (un)subscribe confirmation: kind, name (nil when there was none), count.
 fn confirm(ctx: &mut Ctx<'_>, kind: &'static str, name: Option<Bytes>, count: usize) {
     let reply = Reply::Push(vec![
@@ -54,6 +70,8 @@ pub fn subscribe(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespErro
             .client
             .pubsub
             .get_or_insert_with(|| Subscription::new(info.id, info.kill.clone()));
+        // A copy: the name stays as long as the subscription, the request's buffer need not.
+        let name = Bytes::copy_from_slice(&name);
         ctx.shared.pubsub.subscribe(sub, name.clone(), pattern);
         let count = sub.count();
         confirm(ctx, kind, Some(name), count);
@@ -91,6 +109,9 @@ pub fn unsubscribe(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespEr
         let count = match ctx.client.pubsub.as_mut() {
             Some(sub) => {
                 ctx.shared.pubsub.unsubscribe(sub, &name, pattern);
+                // What the channel sent before goes before its confirmation (after it, a RESP2
+                // client that left the subscribed mode would take it for a reply).
+                drain_into(sub, ctx.client.protocol, ctx.out, usize::MAX);
                 sub.count()
             }
             None => 0,
@@ -101,10 +122,12 @@ pub fn unsubscribe(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespEr
     Ok(Outcome::Written)
 }
 
-/// Drops every subscription of the connection (RESET).
+/// Drops every subscription of the connection (RESET), then writes out what they delivered
+/// meanwhile (in the connection's protocol before RESET changes it).
 pub fn forget_all(ctx: &mut Ctx<'_>) {
     if let Some(sub) = ctx.client.pubsub.as_mut() {
         ctx.shared.pubsub.forget(sub);
+        drain_into(sub, ctx.client.protocol, ctx.out, usize::MAX);
     }
     ctx.client.subscriptions_changed();
 }
@@ -112,8 +135,9 @@ pub fn forget_all(ctx: &mut Ctx<'_>) {
 /// PUBLISH channel message: delivered to this node's subscribers (the count answered) and sent
 /// to every other node's.
 pub fn publish(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    let channel = args.next_bytes()?;
-    let payload = args.next_bytes()?;
+    // Copies: queued messages must not hold the request's read buffer.
+    let channel = Bytes::copy_from_slice(&args.next_bytes()?);
+    let payload = Bytes::copy_from_slice(&args.next_bytes()?);
     let delivered = ctx.shared.pubsub.publish(&channel, &payload);
     ctx.shared.publish_to_peers(channel, payload);
     Ok(Reply::Integer(delivered as i64).into())

@@ -6,7 +6,7 @@ use proto_resp::{encode_bulk, encode_reply, Reply};
 use super::{Args, Ctx, Outcome};
 use crate::error::RespError;
 use crate::keyspace::{plain_string_at, StoredValue, ValueType, MAX_STRING_LEN};
-use crate::op::{ExpireSet, Op, SetCond, SetReply};
+use crate::op::{ExpireSet, Op, OpError, SetCond, SetReply};
 
 /// Reads a live string value, failing with WRONGTYPE for other types.
 pub(super) fn read_string(ctx: &Ctx<'_>, key: &[u8]) -> Result<Option<StoredValue>, RespError> {
@@ -230,12 +230,18 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let expire = match o.expire {
         Some((unit, amount)) => match timed_value(ctx, unit, &amount) {
             Ok(at) => Some(ExpireSet::At(at)),
-            // As Redis: a missing key answers nil before its expiry is checked.
+            // As Redis: a missing key answers nil before its expiry is checked; decided where
+            // the batch lands, after this connection's earlier writes.
             Err(e) => {
-                return match ctx.get(ctx.client.db, &key)? {
-                    None => Ok(Reply::Null.into()),
-                    Some(_) => Err(e),
-                }
+                let error = match e {
+                    RespError::NotInteger => OpError::NotInteger,
+                    _ => OpError::InvalidGetexExpire,
+                };
+                return Ok(Outcome::Write(Op::FailIfLive {
+                    db: ctx.client.db,
+                    key,
+                    error,
+                }));
             }
         },
         None if o.persist => Some(ExpireSet::Clear),

@@ -16,6 +16,8 @@
 //! transaction is skipped and EXEC answers nil. The running of EXEC lives in the connection
 //! ([`crate::connection`]), which owns the writer's batches.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use proto_resp::Reply;
 
@@ -36,10 +38,11 @@ pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 
 /// What a transaction's batch read for one queued read command, at its place among the
 /// transaction's writes: its keys' live values, or the database's key count (DBSIZE).
+/// (All its keys are in the database the command runs in.)
 #[derive(Debug, Default)]
 pub struct TxView {
     /// Each key the command reads and its live value (`None`: no such key).
-    pub values: Vec<(Bytes, Option<StoredValue>)>,
+    pub values: HashMap<Bytes, Option<StoredValue>>,
     /// The key count of the command's database, for DBSIZE.
     pub count: Option<u64>,
 }
@@ -48,9 +51,8 @@ impl TxView {
     /// The value the batch read for `key`.
     pub fn value(&self, key: &[u8]) -> Result<Option<StoredValue>, RespError> {
         self.values
-            .iter()
-            .find(|(k, _)| k[..] == *key)
-            .map(|(_, v)| v.clone())
+            .get(key)
+            .cloned()
             .ok_or(RespError::Other("a key the transaction did not read"))
     }
 

@@ -159,9 +159,10 @@ impl<'a> BatchCtx<'a> {
     /// Records a keyspace notification (when they are on).
     fn notify(&mut self, db: u8, key: &Bytes, class: u32, name: &'static str) {
         if let Some(events) = self.events.as_mut() {
+            // A copy: the event may wait in subscribers' queues, the op's buffer need not.
             events.push(Event {
                 db,
-                key: key.clone(),
+                key: Bytes::copy_from_slice(key),
                 class,
                 name,
             });
@@ -777,6 +778,10 @@ impl<'a> BatchCtx<'a> {
                     _ => OpResult::Nil,
                 }
             }
+            Op::FailIfLive { db, key, error } => match self.read(*db, key)?.live {
+                None => OpResult::Nil,
+                Some(_) => OpResult::Err(*error),
+            },
             Op::CountKeys { db } => {
                 let db = *db as usize;
                 let stored = self.ks.counts[db].load(std::sync::atomic::Ordering::Relaxed);

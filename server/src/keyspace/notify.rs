@@ -198,12 +198,12 @@ mod tests {
             class: STRING,
             name: "set",
         }]);
-        let a = sub.rx.try_recv().unwrap();
+        let a = sub.try_next().unwrap();
         assert_eq!(
             (&a.channel[..], &a.payload[..]),
             (&b"__keyspace@3__:k"[..], &b"set"[..])
         );
-        let b = sub.rx.try_recv().unwrap();
+        let b = sub.try_next().unwrap();
         assert_eq!(
             (&b.channel[..], &b.payload[..]),
             (&b"__keyevent@3__:set"[..], &b"k"[..])
@@ -215,6 +215,6 @@ mod tests {
             class: STRING,
             name: "set",
         }]);
-        assert!(sub.rx.try_recv().is_err(), "class not selected");
+        assert!(sub.try_next().is_none(), "class not selected");
     }
 }

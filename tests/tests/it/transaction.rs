@@ -132,6 +132,31 @@ fn reads_inside_a_transaction_see_the_writes_before_them() {
         // Outside the transaction the same reads agree with it.
         assert_eq!(c.cmd(&["EXISTS", "a", "b"]), Reply::Int(1));
         assert_eq!(c.cmd(&["DBSIZE"]), Reply::Int(1));
+        // GETEX with an invalid expiry: nil for a key missing at its place, the error for one
+        // there; a transaction of reads with no key runs too.
+        assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+        for args in [
+            &["SET", "g", "v"][..],
+            &["GETEX", "g", "EX", "0"],
+            &["DEL", "g"],
+            &["GETEX", "g", "EX", "abc"],
+            &["OBJECT", "HELP"],
+        ] {
+            assert_eq!(c.cmd(args), Reply::Simple("QUEUED".into()));
+        }
+        let Reply::Array(replies) = c.cmd(&["EXEC"]) else {
+            panic!("EXEC")
+        };
+        assert_eq!(
+            replies[..4],
+            [
+                Reply::ok(),
+                Reply::err("ERR invalid expire time in 'getex' command"),
+                Reply::Int(1),
+                if resp3 { Reply::Null } else { Reply::NilBulk },
+            ]
+        );
+        assert!(matches!(&replies[4], Reply::Array(lines) if lines.len() > 5));
     }
 }
 
