@@ -538,5 +538,10 @@ mod tests {
             }),
             24
         );
+        let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
+        assert_eq!(error(OpError::CorruptState), 9);
+        assert_eq!(error(OpError::InvalidGetexExpire), 10);
+        let result = |r: OpResult| bincode::serialize(&r).unwrap()[0];
+        assert_eq!(result(OpResult::Err(OpError::WrongType)), 4);
     }
 }

@@ -295,13 +295,16 @@ impl PubSub {
 pub const PEER_QUEUE: usize = 16_384;
 /// Bytes of messages waiting to go to one other node at most.
 pub const PEER_BYTES: usize = 64 * 1024 * 1024;
-/// The largest message sent to the other nodes (a node-to-node frame holds 64 MiB); a larger
-/// one reaches only the subscribers of the node that took the PUBLISH.
-pub const PEER_MAX_MESSAGE: usize = 32 * 1024 * 1024;
+/// The largest message sent to the other nodes; a larger one reaches only the subscribers of
+/// the node that took the PUBLISH.
+pub const PEER_MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// Bytes sent to another node in one call at most (a larger message goes alone).
 const PEER_BATCH_BYTES: usize = 1024 * 1024;
-/// How long one call to another node may take; its messages are dropped after that.
+/// How long one call to another node may take (plus [`PEER_TIMEOUT_PER_MIB`] per MiB it
+/// carries); its messages are dropped after that.
 const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// More time for a call per MiB of messages (about 8 Mbit/s at least).
+const PEER_TIMEOUT_PER_MIB: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One published message on its way to another node: (channel, payload).
 pub type Published = (Bytes, Bytes);
@@ -420,8 +423,9 @@ async fn send_to_peer(
                 continue;
             }
         };
+        let timeout = PEER_TIMEOUT + PEER_TIMEOUT_PER_MIB * (bytes >> 20) as u32;
         if let Err(e) = endpoint
-            .call(&peer, crate::raft::network::RPC_PUBLISH, body, PEER_TIMEOUT)
+            .call(&peer, crate::raft::network::RPC_PUBLISH, body, timeout)
             .await
         {
             dropped.fetch_add(n, Ordering::Relaxed);

@@ -76,12 +76,12 @@ impl Writer {
             }
             Writer::Raft(raft, geo) => {
                 // Multi-key commands follow their first key's placement.
-                // (A WATCH check at the head of a transaction does not decide where it goes.)
-                // (Nor does an op without a key, such as DBSIZE inside a transaction.)
+                // (A WATCH check at the head of a transaction does not decide where it goes, nor
+                // does a DBSIZE inside one; a FLUSHDB first keeps the batch in this region.)
                 if let Some(home) = ops
                     .iter()
-                    .filter(|op| !matches!(op, Op::Unchanged { .. }))
-                    .find_map(Op::first_key)
+                    .find(|op| !matches!(op, Op::Unchanged { .. } | Op::CountKeys { .. }))
+                    .and_then(Op::first_key)
                     .and_then(|k| geo.remote_home(k))
                 {
                     return geo.forward_to_region(raft, &home, &ops).await;

@@ -125,6 +125,10 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         // An empty name clears it, as CLIENT SETNAME "" does.
         ctx.client.info.names().name = (!name.is_empty()).then_some(name);
     }
+    // Messages already queued for its subscriptions go out in the protocol they were sent in.
+    if let Some(sub) = ctx.client.pubsub.as_mut() {
+        super::pubsub::drain_into(sub, ctx.client.protocol, ctx.out, usize::MAX);
+    }
     ctx.client.protocol = protocol;
     let proto_num = if protocol == ProtocolVersion::Resp3 {
         3
