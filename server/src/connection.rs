@@ -186,6 +186,17 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Sends the MONITOR line of a command this connection ran to every monitor.
+    fn feed_monitors(&self, argv: &[bytes::Bytes]) {
+        let line = cmd::pubsub::monitor_line(
+            std::time::SystemTime::now(),
+            self.client.db,
+            &self.client.info.addr,
+            argv,
+        );
+        self.shared.pubsub.feed_monitors(self.client.info.id, line);
+    }
+
     /// Moves the messages waiting for this connection's subscriptions into its replies (up to
     /// the reply buffer's high-water mark; the rest wait in the subscriber's bounded queue).
     fn deliver(&mut self) {
@@ -241,6 +252,11 @@ impl Session {
             return true;
         }
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
+        if self.shared.pubsub.monitoring() {
+            for argv in &multi.queued {
+                self.feed_monitors(argv);
+            }
+        }
         // Restored if WATCH aborts the transaction (SELECT inside it then did not happen).
         let db_before = self.client.db;
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(multi.queued.len());
@@ -563,13 +579,23 @@ impl Session {
             )));
             return false;
         }
+        // MONITOR: the command as received (shown once it ran, with the database it left).
+        let monitored = self.shared.pubsub.monitoring().then(|| {
+            let mut argv = vec![name.clone()];
+            argv.extend_from_slice(args.remaining_args());
+            argv
+        });
         if let Some(multi) = self.client.multi.as_mut() {
             match spec.name {
                 "exec" => {
                     let index = cmd::index_of(spec);
                     self.tally.call(index);
                     self.client.info.last_cmd.store(index, Ordering::Relaxed);
-                    return self.exec().await;
+                    let close = self.exec().await;
+                    if let Some(argv) = monitored {
+                        self.feed_monitors(&argv);
+                    }
+                    return close;
                 }
                 "discard" | "multi" | "watch" | "quit" | "reset" => {}
                 _ => {
@@ -625,7 +651,7 @@ impl Session {
             out: &mut self.out,
             view: None,
         };
-        match (spec.handler)(&mut ctx, &mut args) {
+        let close = match (spec.handler)(&mut ctx, &mut args) {
             Ok(Outcome::Write(op)) => {
                 if self.client.silent() {
                     self.silent_pending.push(self.pending.len());
@@ -674,7 +700,11 @@ impl Session {
                 self.answer_error(&e);
                 false
             }
+        };
+        if let Some(argv) = monitored {
+            self.feed_monitors(&argv);
         }
+        close
     }
 
     /// Waits while CLIENT PAUSE holds back a command of this kind (a write, or not); false

@@ -34,8 +34,10 @@ pub struct Message {
     pub pattern: Option<Bytes>,
     /// The channel it was published to.
     pub channel: Bytes,
-    /// The payload.
+    /// The payload (for MONITOR, the line describing a command).
     pub payload: Bytes,
+    /// A MONITOR line rather than a Pub/Sub message.
+    pub monitor: bool,
 }
 
 /// Where a subscriber's messages go, and how to disconnect it when it falls behind.
@@ -55,6 +57,8 @@ pub struct Subscription {
     pub channels: HashSet<Bytes>,
     /// Subscribed patterns.
     pub patterns: HashSet<Bytes>,
+    /// MONITOR: receives a line for every command this node runs.
+    pub monitoring: bool,
     /// The sending end, registered with each channel and pattern.
     pub subscriber: Subscriber,
     /// Messages for this connection.
@@ -76,6 +80,7 @@ impl Subscription {
             client,
             channels: HashSet::new(),
             patterns: HashSet::new(),
+            monitoring: false,
             subscriber: Subscriber {
                 tx,
                 kill,
@@ -117,6 +122,10 @@ pub struct PubSub {
     subs: RwLock<Subs>,
     /// Subscribers disconnected because their queue was full.
     overflowed: AtomicU64,
+    /// MONITOR connections, by client id.
+    monitors: RwLock<HashMap<u64, Subscriber>>,
+    /// How many there are (read on every command: 0 costs one load).
+    monitor_count: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -189,12 +198,50 @@ impl PubSub {
 
     /// Drops every subscription of a connection (RESET, or it closes).
     pub fn forget(&self, sub: &mut Subscription) {
-        let mut subs = self.write();
-        for channel in std::mem::take(&mut sub.channels) {
-            subs.remove(false, &channel, sub.client);
+        {
+            let mut subs = self.write();
+            for channel in std::mem::take(&mut sub.channels) {
+                subs.remove(false, &channel, sub.client);
+            }
+            for pattern in std::mem::take(&mut sub.patterns) {
+                subs.remove(true, &pattern, sub.client);
+            }
         }
-        for pattern in std::mem::take(&mut sub.patterns) {
-            subs.remove(true, &pattern, sub.client);
+        if std::mem::take(&mut sub.monitoring) {
+            let mut monitors = self.monitors.write().unwrap_or_else(|p| p.into_inner());
+            monitors.remove(&sub.client);
+            self.monitor_count.store(monitors.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Makes `sub` a MONITOR connection.
+    pub fn monitor(&self, sub: &mut Subscription) {
+        sub.monitoring = true;
+        let mut monitors = self.monitors.write().unwrap_or_else(|p| p.into_inner());
+        monitors.insert(sub.client, sub.subscriber.clone());
+        self.monitor_count.store(monitors.len(), Ordering::Relaxed);
+    }
+
+    /// Whether any connection runs MONITOR.
+    pub fn monitoring(&self) -> bool {
+        self.monitor_count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Sends a MONITOR line to every monitor but `from` (a monitor does not see itself).
+    pub fn feed_monitors(&self, from: u64, line: Bytes) {
+        let monitors = self.monitors.read().unwrap_or_else(|p| p.into_inner());
+        for (id, monitor) in monitors.iter() {
+            if *id != from {
+                self.deliver(
+                    monitor,
+                    Message {
+                        pattern: None,
+                        channel: Bytes::new(),
+                        payload: line.clone(),
+                        monitor: true,
+                    },
+                );
+            }
         }
     }
 
@@ -229,7 +276,13 @@ impl PubSub {
             pattern: pattern.cloned(),
             channel: channel.clone(),
             payload: payload.clone(),
+            monitor: false,
         };
+        self.deliver(to, message)
+    }
+
+    /// Queues `message` for `to` (1), or disconnects `to` when its queue is full (0).
+    fn deliver(&self, to: &Subscriber, message: Message) -> usize {
         let size = message.size();
         let over_bytes = to.queued.fetch_add(size, Ordering::Relaxed) + size > SUBSCRIBER_BYTES;
         let sent = if over_bytes {

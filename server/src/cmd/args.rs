@@ -18,6 +18,11 @@ impl Args {
         }
     }
 
+    /// The arguments left, unconsumed (MONITOR shows them).
+    pub fn remaining_args(&self) -> &[Bytes] {
+        self.items.as_slice()
+    }
+
     /// Arguments left.
     pub fn remaining(&self) -> usize {
         self.items.len()

@@ -312,6 +312,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         pubsub::unsubscribe
     ),
     cmd!(
+        "monitor",
+        1,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "Listens for all requests received by the server in real-time.",
+        pubsub::monitor
+    ),
+    cmd!(
         "publish",
         3,
         FAST,

@@ -19,6 +19,9 @@ pub fn allowed_while_subscribed(name: &str) -> bool {
 
 /// The push a subscribed connection receives for a message.
 pub fn message_reply(m: Message) -> Reply {
+    if m.monitor {
+        return Reply::Status(m.payload);
+    }
     match m.pattern {
         None => Reply::Push(vec![
             Reply::Bulk(Bytes::from_static(b"message")),
@@ -197,4 +200,73 @@ pub fn pubsub(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
         }
     };
     Ok(reply.into())
+}
+
+/// MONITOR: from now on the connection gets a line for every command this node runs.
+pub fn monitor(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
+    let info = &ctx.client.info;
+    let sub = ctx
+        .client
+        .pubsub
+        .get_or_insert_with(|| Subscription::new(info.id, info.kill.clone()));
+    if !sub.monitoring {
+        ctx.shared.pubsub.monitor(sub);
+    }
+    Ok(Reply::ok().into())
+}
+
+/// The MONITOR line of a command, as Redis writes it: `<unix time.µs> [<db> <ip:port>]` then
+/// every argument quoted (AUTH's and HELLO's credentials redacted).
+pub fn monitor_line(
+    now: std::time::SystemTime,
+    db: u8,
+    addr: &std::net::SocketAddr,
+    argv: &[Bytes],
+) -> Bytes {
+    use std::fmt::Write;
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut line = format!(
+        "{}.{:06} [{db} {addr}]",
+        since.as_secs(),
+        since.subsec_micros()
+    );
+    let name = argv.first().map(|n| n.to_ascii_lowercase());
+    let (auth, hello) = (
+        name.as_deref() == Some(b"auth"),
+        name.as_deref() == Some(b"hello"),
+    );
+    // HELLO … AUTH user password: the two arguments after AUTH.
+    let mut redact_left = 0;
+    for (i, arg) in argv.iter().enumerate() {
+        line.push_str(" \"");
+        let redacted = (auth && i > 0) || redact_left > 0;
+        if redact_left > 0 {
+            redact_left -= 1;
+        } else if hello && arg.eq_ignore_ascii_case(b"auth") {
+            redact_left = 2;
+        }
+        if redacted {
+            line.push_str("(redacted)");
+        } else {
+            for &b in arg.iter() {
+                match b {
+                    b'\\' => line.push_str("\\\\"),
+                    b'"' => line.push_str("\\\""),
+                    b'\n' => line.push_str("\\n"),
+                    b'\r' => line.push_str("\\r"),
+                    b'\t' => line.push_str("\\t"),
+                    0x07 => line.push_str("\\a"),
+                    0x08 => line.push_str("\\b"),
+                    b' '..=b'~' => line.push(b as char),
+                    _ => {
+                        let _ = write!(line, "\\x{b:02x}");
+                    }
+                }
+            }
+        }
+        line.push('"');
+    }
+    Bytes::from(line)
 }

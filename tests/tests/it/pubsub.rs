@@ -215,3 +215,46 @@ fn keyspace_notifications() {
         Reply::err("ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
     );
 }
+
+/// MONITOR: a line per command another connection runs, as redis-server 7.0.15 writes it
+/// (time, database after the command, address, quoted arguments, credentials redacted);
+/// RESET ends it.
+#[test]
+fn monitor_shows_the_commands_of_other_connections() {
+    let node = Node::start(NodeOpts::default());
+    let mut monitor = node.raw();
+    assert_eq!(monitor.cmd(&["MONITOR"]), Reply::ok());
+    let mut c = node.raw();
+    assert_eq!(c.cmd(&["SET", "a b", "x\"y\n"]), Reply::ok());
+    assert!(c.cmd(&["AUTH", "secret"]).as_err().is_some());
+    assert_eq!(c.cmd(&["SELECT", "3"]), Reply::ok());
+    let port = node.port();
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let Reply::Simple(line) = monitor.read_reply() else {
+            panic!("a MONITOR line")
+        };
+        let (time, rest) = line.split_once(' ').expect("time first");
+        let (secs, micros) = time.split_once('.').expect("seconds.micros");
+        assert!(secs.parse::<u64>().is_ok() && micros.len() == 6, "{line}");
+        let rest = rest.replace(&format!(":{port}"), ":PORT");
+        lines.push(
+            rest.split_once(']')
+                .map(|(who, cmd)| (who.to_string(), cmd.to_string()))
+                .unwrap(),
+        );
+    }
+    assert_eq!(lines[0].1, r#" "SET" "a b" "x\"y\n""#);
+    assert_eq!(lines[1].1, r#" "AUTH" "(redacted)""#);
+    assert_eq!(lines[2].1, r#" "SELECT" "3""#);
+    assert!(
+        lines[0].0.starts_with("[0 127.0.0.1:") && lines[2].0.starts_with("[3 "),
+        "{lines:?}"
+    );
+    assert_eq!(monitor.cmd(&["RESET"]), Reply::Simple("RESET".into()));
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    assert!(
+        monitor.try_read_reply(Duration::from_millis(300)).is_err(),
+        "no line after RESET"
+    );
+}
