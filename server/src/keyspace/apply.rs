@@ -844,8 +844,25 @@ impl<'a> BatchCtx<'a> {
                 };
                 self.merging = true;
                 for ((db, key, _), remote) in states.iter().zip(remotes) {
-                    let Current { raw, mut state, .. } = self.read(*db, key)?;
+                    let Current {
+                        raw,
+                        mut state,
+                        live,
+                    } = self.read(*db, key)?;
                     state.merge(&remote.state());
+                    if self.events.is_some() {
+                        // Another region's write as this region now sees it: a new value is a
+                        // `set`, a key gone is a `del`.
+                        let expired = state.expire_at.is_some_and(|at| at <= self.now_ms);
+                        let now_live = if expired { None } else { state.visible() };
+                        match (&live, &now_live) {
+                            (_, Some(v)) if live.as_ref() != Some(v) => {
+                                self.notify(*db, key, STRING, "set")
+                            }
+                            (Some(_), None) => self.notify(*db, key, GENERIC, "del"),
+                            _ => {}
+                        }
+                    }
                     self.write(*db, key, raw.as_ref(), state);
                 }
                 self.merging = false;

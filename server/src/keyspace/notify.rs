@@ -3,7 +3,8 @@
 //! the changes an applied batch made.
 //!
 //! Every node applies every batch of its region, so each node notifies its own subscribers
-//! when it applies one; nothing is sent between nodes. The classes Meridian raises are generic
+//! when it applies one; nothing is sent between nodes. A write merged from another region
+//! raises `set` (a new value) or `del` (the key gone). The classes Meridian raises are generic
 //! (`g`: del, expire, persist, rename_from/to, copy_to, move_from/to), string (`$`: set,
 //! setrange, incrby, incrbyfloat, append, setbit) and expired (`x`). The other classes are
 //! accepted, as Redis accepts them, and never fire: there are no other types, keys are never

@@ -290,6 +290,38 @@ fn write_in_one_region_is_read_in_the_others_and_wait_counts_them() {
     let _: () = q(&mut con, &["SET", "geo:a:2", "two"]);
     wait_value_everywhere(&c, "geo:a:2", Some("two"));
 
+    // Another region's write raises a keyspace notification where it is merged, and a message
+    // published in a reaches a subscriber in c.
+    let cn = &c.nodes()[c.region_nodes("c")[0]];
+    let _: () = q(
+        &mut cn.client(),
+        &["CONFIG", "SET", "notify-keyspace-events", "E$"],
+    );
+    let mut ccon = cn.client();
+    let mut sub = ccon.as_pubsub();
+    sub.subscribe("__keyevent@0__:set").unwrap();
+    sub.subscribe("news").unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _: () = q(&mut con, &["SET", "geo:notify", "x"]);
+    let m = sub.get_message().expect("c's set event for a's write");
+    assert_eq!(
+        (
+            m.get_channel_name(),
+            m.get_payload::<String>().unwrap().as_str()
+        ),
+        ("__keyevent@0__:set", "geo:notify")
+    );
+    let _: i64 = q(&mut con, &["PUBLISH", "news", "from-a"]);
+    let m = sub.get_message().expect("a's message in c");
+    assert_eq!(
+        (
+            m.get_channel_name(),
+            m.get_payload::<String>().unwrap().as_str()
+        ),
+        ("news", "from-a")
+    );
+    drop(sub);
+
     // WAIT through a follower (of b): its leader, whose shippers know, answers.
     let follower = c
         .region_nodes("b")
