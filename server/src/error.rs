@@ -139,6 +139,7 @@ impl From<WriteError> for RespError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Storage(s) => RespError::Storage(s.to_string()),
+            too_large @ WriteError::TooLarge { .. } => RespError::Message(too_large.to_string()),
             other => RespError::ClusterDown(other.to_string()),
         }
     }

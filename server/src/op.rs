@@ -332,6 +332,23 @@ impl Op {
         }
     }
 
+    /// About the bytes this op takes on the wire and in the log (its keys and values; a few
+    /// bytes of framing are not counted). Bounds the size of Raft entries and replicated writes.
+    pub fn approx_size(&self) -> usize {
+        let pairs = |p: &[(Bytes, Bytes)]| p.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        16 + match self {
+            Op::Set { key, value, .. } | Op::Append { key, value, .. } => key.len() + value.len(),
+            Op::SetRange { key, value, .. } => key.len() + value.len(),
+            Op::MSet { pairs: p, .. } => pairs(p),
+            Op::Del { keys, .. } => keys.iter().map(|k| k.len() + 8).sum(),
+            Op::Merge { states, .. } => states.iter().map(|(_, k, v)| k.len() + v.len() + 16).sum(),
+            Op::Unchanged { keys, .. } => keys.iter().map(|(_, k, _)| k.len() + 16).sum(),
+            Op::Forget { tombstones } => tombstones.iter().map(|(_, k, _)| k.len() + 24).sum(),
+            Op::Rename { src, dst, .. } | Op::Copy { src, dst, .. } => src.len() + dst.len(),
+            other => other.first_key().map_or(0, Bytes::len),
+        }
+    }
+
     /// The database and key this op changes first (for logging and routing).
     pub fn first_key(&self) -> Option<&Bytes> {
         match self {

@@ -13,6 +13,10 @@ use crate::replication::Geo;
 /// Largest number of ops put into one batch (one pipelined burst may produce more batches).
 pub const MAX_OPS_PER_BATCH: usize = 1024;
 
+/// Bytes one write (a batch of ops) may carry on a node with peers: it travels whole in one
+/// Raft entry, one node-to-node frame (at most 64 MB), and its states in one shipped call.
+pub const MAX_REPLICATED_WRITE: usize = 32 * 1024 * 1024;
+
 /// Why a batch was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -42,6 +46,14 @@ pub enum WriteError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A write too large to replicate (nothing was proposed).
+    #[error("write too large to replicate: {bytes} bytes, at most {max} in a cluster")]
+    TooLarge {
+        /// About the bytes of the write.
+        bytes: usize,
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// Unix time in milliseconds.
@@ -75,6 +87,17 @@ impl Writer {
                 Ok((keyspace.apply_batch(&batch)?, 0))
             }
             Writer::Raft(raft, geo) => {
+                // With peers, a write goes whole into one frame: refused here, not by the link
+                // after it was proposed (where it failed every AppendEntries until an election).
+                if raft.endpoint.is_some() {
+                    let bytes: usize = ops.iter().map(Op::approx_size).sum();
+                    if bytes > MAX_REPLICATED_WRITE {
+                        return Err(WriteError::TooLarge {
+                            bytes,
+                            max: MAX_REPLICATED_WRITE,
+                        });
+                    }
+                }
                 // Multi-key commands follow their first key's placement.
                 // (A WATCH check at the head of a transaction does not decide where it goes, nor
                 // does a DBSIZE inside one; a FLUSHDB first keeps the batch in this region.)

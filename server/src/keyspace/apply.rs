@@ -18,7 +18,7 @@ use super::notify::{Event, EXPIRED, GENERIC, STRING};
 use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
 use super::value::{KeyState, Stamp};
 use super::write_back::Changes;
-use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES, MAX_STRING_LEN};
+use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES};
 use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
 
 /// What a batch wrote at one key so far. The data column family gets each key's final value
@@ -569,7 +569,7 @@ impl<'a> BatchCtx<'a> {
             Op::Append { db, key, value } => {
                 let cur = self.read(*db, key)?;
                 let mut buf = BytesMut::from(&cur.live.clone().unwrap_or_default()[..]);
-                if buf.len() + value.len() > MAX_STRING_LEN {
+                if buf.len() + value.len() > self.ks.max_string_len() {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 }
                 buf.extend_from_slice(value);
@@ -595,7 +595,7 @@ impl<'a> BatchCtx<'a> {
                 else {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 };
-                if end > MAX_STRING_LEN {
+                if end > self.ks.max_string_len() {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 }
                 if buf.len() < end {
@@ -614,7 +614,7 @@ impl<'a> BatchCtx<'a> {
             } => {
                 let cur = self.read(*db, key)?;
                 let byte = usize::try_from(*offset >> 3).unwrap_or(usize::MAX);
-                if byte >= MAX_STRING_LEN {
+                if byte >= self.ks.max_string_len() {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 }
                 let mut buf = cur.live.clone().unwrap_or_default().to_vec();

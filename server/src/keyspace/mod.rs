@@ -48,6 +48,9 @@ pub const DATABASES: usize = 16;
 /// Largest string value, as Redis's proto-max-bulk-len default (512 MB).
 pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
 
+/// The longest string with several regions (see [`Keyspace::max_string_len`]).
+pub const MAX_SHIPPED_STRING_LEN: usize = 32 * 1024 * 1024;
+
 /// When RocksDB's write-ahead log is synced to disk (Redis's `appendfsync`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -203,6 +206,16 @@ impl Keyspace {
     /// This region's id.
     pub fn region_id(&self) -> u8 {
         self.region_id.load(Ordering::Relaxed)
+    }
+
+    /// The longest string a write may make: with several regions, a key's whole state is
+    /// shipped in one node-to-node frame, so less than Redis's 512 MB.
+    pub fn max_string_len(&self) -> usize {
+        if self.keeps_tombstones() {
+            MAX_SHIPPED_STRING_LEN
+        } else {
+            MAX_STRING_LEN
+        }
     }
 
     /// True when deletes must leave tombstones (other regions exist).

@@ -18,6 +18,9 @@ use crate::write::now_ms;
 const QUEUE_BOUND: usize = 4096;
 /// Ops merged into one Raft entry at most.
 const MAX_OPS_PER_ENTRY: usize = 4096;
+/// Bytes of ops merged into one Raft entry at most (a larger proposal goes alone): an entry
+/// travels whole in one node-to-node frame of at most 64 MB.
+const MAX_BYTES_PER_ENTRY: usize = 16 * 1024 * 1024;
 /// Entries proposed and not yet applied at most. Few: while they are in flight, new writes
 /// queue and go together in the next entry. With 16, fifty clients writing one request at a
 /// time (`redis-benchmark -P 1`) produced entries of a few ops, each paying a log append, an
@@ -27,6 +30,8 @@ const MAX_IN_FLIGHT: usize = 4;
 
 struct Proposal {
     ops: Vec<Op>,
+    /// About the bytes of `ops`.
+    bytes: usize,
     reply: oneshot::Sender<ForwardReply>,
 }
 
@@ -47,7 +52,8 @@ impl Proposer {
     /// Proposes `ops` (merged with whatever else is queued) and waits for their results.
     pub async fn propose(&self, ops: Vec<Op>) -> ForwardReply {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Proposal { ops, reply }).await.is_err() {
+        let bytes = ops.iter().map(Op::approx_size).sum();
+        if self.tx.send(Proposal { ops, bytes, reply }).await.is_err() {
             return ForwardReply::Failed("raft is shutting down".into());
         }
         rx.await
@@ -57,17 +63,32 @@ impl Proposer {
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region: u8) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A proposal taken from the queue that did not fit the previous entry.
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         // A slot first, then everything queued meanwhile joins this entry.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        let mut n_ops = first.ops.len();
+        let mut n_bytes = first.bytes;
         let mut group = vec![first];
-        let mut n_ops = group[0].ops.len();
-        while n_ops < MAX_OPS_PER_ENTRY {
+        while n_ops < MAX_OPS_PER_ENTRY && n_bytes < MAX_BYTES_PER_ENTRY {
             match rx.try_recv() {
+                Ok(p) if n_bytes + p.bytes > MAX_BYTES_PER_ENTRY => {
+                    carried = Some(p);
+                    break;
+                }
                 Ok(p) => {
                     n_ops += p.ops.len();
+                    n_bytes += p.bytes;
                     group.push(p);
                 }
                 Err(_) => break,

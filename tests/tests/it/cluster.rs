@@ -135,6 +135,41 @@ fn writes_through_every_node_read_everywhere() {
     let m = events.get_message().expect("a set event on the follower");
     assert_eq!(m.get_payload::<String>().unwrap(), "noticed");
     drop(events);
+    // A write too large for one node-to-node frame is refused before it is proposed (it used
+    // to fail every AppendEntries until an election); a large one that fits replicates.
+    let huge = "h".repeat(33 * 1024 * 1024);
+    let err = redis::cmd("SET")
+        .arg("huge")
+        .arg(&huge)
+        .query::<()>(&mut nodes[follower].client())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("write too large to replicate"),
+        "{err}"
+    );
+    let big = "b".repeat(8 * 1024 * 1024);
+    // (redis::cmd rather than q: a failure must not print the 8 MB value.)
+    let set_big = |node: &Node, key: &str| {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(&big)
+            .query::<()>(&mut node.client())
+            .unwrap_or_else(|e| panic!("SET {key} (8 MB): {e}"))
+    };
+    set_big(&nodes[leader], "big");
+    for node in nodes {
+        let len: i64 = q(&mut node.client(), &["STRLEN", "big"]);
+        assert_eq!(len, big.len() as i64, "STRLEN big on {}", node.name());
+    }
+    // Several large writes at once (72 MB together) are not merged into one entry larger
+    // than a frame.
+    std::thread::scope(|s| {
+        for i in 0..9 {
+            let set_big = &set_big;
+            s.spawn(move || set_big(&nodes[leader], &format!("big:{i}")));
+        }
+    });
+    assert_eq!(cluster.leader(LEADER_WAIT), leader, "no election");
     // Every node agrees on the leader and the membership.
     let leader_id = cluster.status(leader).unwrap().node_id().expect("node_id");
     for (i, node) in nodes.iter().enumerate() {
