@@ -125,6 +125,10 @@ pub struct ServerConfig {
     pub write_back_mb: u64,
     /// Keyspace notifications, as Redis's `notify-keyspace-events` (e.g. `"Ex"`; empty: off).
     pub notify_keyspace_events: String,
+    /// SLOWLOG keeps commands that ran at least this many µs (negative: off), as Redis.
+    pub slowlog_log_slower_than: i64,
+    /// SLOWLOG keeps at most this many commands.
+    pub slowlog_max_len: usize,
     /// Prometheus exporter address (none = off).
     pub metrics_addr: Option<SocketAddr>,
     /// Read consistency for connections that did not send READONLY.
@@ -190,6 +194,13 @@ impl ServerConfig {
                 self.notify_keyspace_events
             ));
         }
+        if self.slowlog_max_len > crate::slowlog::MAX_LEN_LIMIT {
+            return Err(format!(
+                "slowlog-max-len is {}, at most {}",
+                self.slowlog_max_len,
+                crate::slowlog::MAX_LEN_LIMIT
+            ));
+        }
         if self.io_threads > MAX_IO_THREADS {
             return Err(format!(
                 "io-threads is {}, at most {MAX_IO_THREADS} (0 = one per core)",
@@ -215,6 +226,8 @@ impl Default for ServerConfig {
             write_back_ms: 5,
             write_back_mb: 1,
             notify_keyspace_events: String::new(),
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
             metrics_addr: None,
             read_consistency: ReadConsistency::Linearizable,
             stale_reads_on_quorum_loss: false,

@@ -643,6 +643,14 @@ impl Session {
         self.client.info.last_cmd.store(index, Ordering::Relaxed);
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
         let mark = self.out.len();
+        // SLOWLOG times reads and server commands that are not flagged fast (see slowlog.rs).
+        let timed =
+            (!spec.is_write() && spec.flags & flags::FAST == 0 && self.shared.slowlog.enabled())
+                .then(|| {
+                    let mut argv = vec![name.clone()];
+                    argv.extend_from_slice(args.remaining_args());
+                    (std::time::Instant::now(), argv)
+                });
         let mut ctx = Ctx {
             shared: &self.shared,
             client: &mut self.client,
@@ -651,7 +659,16 @@ impl Session {
             out: &mut self.out,
             view: None,
         };
-        let close = match (spec.handler)(&mut ctx, &mut args) {
+        let outcome = (spec.handler)(&mut ctx, &mut args);
+        if let Some((started, argv)) = timed {
+            let micros = started.elapsed().as_micros() as u64;
+            if micros >= self.shared.slowlog.slower_than().max(0) as u64 {
+                let name = self.client.info.names().name.clone().unwrap_or_default();
+                let addr = self.client.info.addr.to_string();
+                self.shared.slowlog.record(micros, &argv, addr, name);
+            }
+        }
+        let close = match outcome {
             Ok(Outcome::Write(op)) => {
                 if self.client.silent() {
                     self.silent_pending.push(self.pending.len());

@@ -22,5 +22,6 @@ pub mod pubsub;
 pub mod raft;
 pub mod replication;
 pub mod shutdown;
+pub mod slowlog;
 pub mod stats;
 pub mod write;

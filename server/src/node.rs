@@ -57,6 +57,10 @@ pub enum ConfigChange {
     AppendFsync(FsyncPolicy),
     /// `notify-keyspace-events` (class flags).
     NotifyKeyspaceEvents(u32),
+    /// `slowlog-log-slower-than` (µs).
+    SlowlogSlowerThan(i64),
+    /// `slowlog-max-len`.
+    SlowlogMaxLen(usize),
     /// Accepted and meaningless here (`save ""`, `timeout 0`).
     Nothing,
 }
@@ -99,6 +103,8 @@ pub struct Shared {
     pub pubsub: Arc<crate::pubsub::PubSub>,
     /// Sends this node's published messages to the other nodes.
     pub fanout: crate::pubsub::Fanout,
+    /// SLOWLOG.
+    pub slowlog: crate::slowlog::SlowLog,
 }
 
 impl Shared {
@@ -165,6 +171,11 @@ impl Shared {
             ("maxmemory", (c.hot_cache_mb * 1024 * 1024).to_string()),
             ("maxmemory-policy", "allkeys-lfu".into()),
             (
+                "slowlog-log-slower-than",
+                self.slowlog.slower_than().to_string(),
+            ),
+            ("slowlog-max-len", self.slowlog.max_len().to_string()),
+            (
                 "notify-keyspace-events",
                 crate::keyspace::notify::flags_to_string(self.keyspace.notifier.flags()),
             ),
@@ -221,6 +232,23 @@ impl Shared {
                     failed("argument(s) must be one of the following: everysec, always, no")
                 })?)
             }
+            "slowlog-log-slower-than" => ConfigChange::SlowlogSlowerThan(
+                value
+                    .parse()
+                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?,
+            ),
+            "slowlog-max-len" => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
+                let max = crate::slowlog::MAX_LEN_LIMIT as i64;
+                if !(0..=max).contains(&n) {
+                    return Err(failed(&format!(
+                        "argument must be between 0 and {max} inclusive"
+                    )));
+                }
+                ConfigChange::SlowlogMaxLen(n as usize)
+            }
             "notify-keyspace-events" => ConfigChange::NotifyKeyspaceEvents(
                 crate::keyspace::notify::parse_flags(value).ok_or_else(|| {
                     failed("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
@@ -257,6 +285,8 @@ impl Shared {
             }
             ConfigChange::AppendFsync(policy) => self.keyspace.set_fsync_policy(policy),
             ConfigChange::NotifyKeyspaceEvents(flags) => self.keyspace.notifier.set_flags(flags),
+            ConfigChange::SlowlogSlowerThan(micros) => self.slowlog.set_slower_than(micros),
+            ConfigChange::SlowlogMaxLen(len) => self.slowlog.set_max_len(len),
             ConfigChange::Nothing => {}
         }
     }
@@ -564,6 +594,8 @@ impl Node {
         let geo = Arc::new(Geo::new(&topology, &region, config.replication_backlog));
         service.attach_geo(geo.clone());
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
+        let slowlog =
+            crate::slowlog::SlowLog::new(config.slowlog_log_slower_than, config.slowlog_max_len);
         let pubsub = Arc::new(crate::pubsub::PubSub::default());
         service.attach_pubsub(pubsub.clone());
         keyspace.notifier.attach(pubsub.clone());
@@ -608,6 +640,7 @@ impl Node {
             stop: shutdown.token.clone(),
             pubsub,
             fanout,
+            slowlog,
         });
 
         if let Some(addr) = shared.config.metrics_addr {

@@ -466,6 +466,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         server::time
     ),
     cmd!(
+        "slowlog",
+        -2,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "A container for slow log commands.",
+        server::slowlog
+    ),
+    cmd!(
         "role",
         1,
         FAST,

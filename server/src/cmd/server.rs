@@ -329,6 +329,70 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespErro
     Ok(Reply::Integer(ctx.shared.last_sync_unix() as i64).into())
 }
 
+/// SLOWLOG GET [count] | LEN | RESET | HELP
+pub fn slowlog(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let sub = args.next_bytes()?;
+    let log = &ctx.shared.slowlog;
+    let reply = match Keyword::new(&sub).as_str() {
+        "GET" => {
+            let count = match args.next_opt() {
+                None => Some(10),
+                Some(raw) => match super::args::parse_int(&raw) {
+                    Ok(-1) => None,
+                    Ok(n) if n >= 0 => Some(n as usize),
+                    _ => {
+                        return Err(RespError::Other(
+                            "count should be greater than or equal to -1",
+                        ))
+                    }
+                },
+            };
+            args.finish()?;
+            Reply::Array(
+                log.newest(count)
+                    .into_iter()
+                    .map(|e| {
+                        Reply::Array(vec![
+                            Reply::Integer(e.id as i64),
+                            Reply::Integer(e.time as i64),
+                            Reply::Integer(e.micros as i64),
+                            Reply::Array(e.argv.into_iter().map(Reply::Bulk).collect()),
+                            bulk(e.addr),
+                            Reply::Bulk(e.name),
+                        ])
+                    })
+                    .collect(),
+            )
+        }
+        "LEN" => Reply::Integer(log.len() as i64),
+        "RESET" => {
+            log.reset();
+            Reply::ok()
+        }
+        "HELP" => super::help_reply(&[
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Prints this help.",
+        ]),
+        _ => {
+            return Err(RespError::UnknownSubcommand {
+                cmd: "SLOWLOG".into(),
+                sub: String::from_utf8_lossy(&sub).into_owned(),
+            })
+        }
+    };
+    Ok(reply.into())
+}
+
 /// ROLE: every node accepts writes (a follower forwards them to its leader), so to a Redis
 /// client each is a master: `master`, the applied Raft log index as its offset, no replicas
 /// (the region's replicas and their state are in `MERIDIAN RAFT` and `MERIDIAN NODES`).

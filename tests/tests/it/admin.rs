@@ -1047,3 +1047,41 @@ fn admin_edge_replies_match_redis() {
         "ERR wrong number of arguments for 'config|resetstat' command"
     );
 }
+
+/// SLOWLOG: reads and server commands that ran at least `slowlog-log-slower-than` µs, newest
+/// first, in Redis's entry shape; GET/LEN/RESET and the config parameters.
+#[test]
+fn slowlog_keeps_slow_commands() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "slowlog-log-slower-than"]),
+        ["slowlog-log-slower-than", "10000"]
+    );
+    let _: () = q(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    let _: () = q(&mut c, &["SLOWLOG", "RESET"]);
+    let _: () = q(&mut c, &["CLIENT", "SETNAME", "slow-one"]);
+    let _: Vec<String> = q(&mut c, &["KEYS", "nothing*"]);
+    let entries: Vec<Value> = q(&mut c, &["SLOWLOG", "GET", "1"]);
+    let Value::Array(entry) = &entries[0] else {
+        panic!("an entry: {entries:?}")
+    };
+    assert_eq!(entry.len(), 6);
+    assert_eq!(
+        entry[3],
+        Value::Array(vec![
+            Value::BulkString(b"KEYS".to_vec()),
+            Value::BulkString(b"nothing*".to_vec())
+        ])
+    );
+    assert_eq!(entry[5], Value::BulkString(b"slow-one".to_vec()));
+    assert!(q::<i64>(&mut c, &["SLOWLOG", "LEN"]) >= 2);
+    assert_eq!(
+        q_err(&mut c, &["SLOWLOG", "GET", "-2"]),
+        "ERR count should be greater than or equal to -1"
+    );
+    let _: () = q(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "-1"]);
+    let _: () = q(&mut c, &["SLOWLOG", "RESET"]);
+    let _: Vec<String> = q(&mut c, &["KEYS", "*"]);
+    assert_eq!(q::<i64>(&mut c, &["SLOWLOG", "LEN"]), 0, "off");
+}
