@@ -21,7 +21,7 @@ use crate::node::Shared;
 use crate::op::{ExpireSet, Op, OpResult};
 use crate::pubsub::{Message, Subscription};
 use crate::stats::LocalTally;
-use crate::write::{now_ms, MAX_OPS_PER_BATCH};
+use crate::write::{now_ms, MAX_OPS_PER_BATCH, MAX_REPLICATED_WRITE};
 
 /// Requests handled per turn before replies are written (bounds one turn's work and memory).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
@@ -36,6 +36,8 @@ struct Session {
     client: ClientState,
     out: BytesMut,
     pending: Vec<Op>,
+    /// About the bytes of `pending` (a batch stays under [`MAX_REPLICATED_WRITE`]).
+    pending_bytes: usize,
     /// Indexes in `pending` of writes whose replies are switched off (CLIENT REPLY).
     silent_pending: Vec<usize>,
     tally: LocalTally,
@@ -65,6 +67,7 @@ pub async fn serve(
         shared,
         out: BytesMut::with_capacity(READ_CHUNK),
         pending: Vec::new(),
+        pending_bytes: 0,
         silent_pending: Vec::new(),
         tally: LocalTally::default(),
         barrier_passed: false,
@@ -254,7 +257,9 @@ impl Session {
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
         if self.shared.pubsub.monitoring() {
             for argv in &multi.queued {
-                self.feed_monitors(argv);
+                if cmd::lookup(&argv[0]).is_some_and(|s| s.flags & flags::ADMIN == 0) {
+                    self.feed_monitors(argv);
+                }
             }
         }
         // Restored if WATCH aborts the transaction (SELECT inside it then did not happen).
@@ -580,11 +585,13 @@ impl Session {
             return false;
         }
         // MONITOR: the command as received (shown once it ran, with the database it left).
-        let monitored = self.shared.pubsub.monitoring().then(|| {
-            let mut argv = vec![name.clone()];
-            argv.extend_from_slice(args.remaining_args());
-            argv
-        });
+        // (ADMIN commands are not shown, as in Redis: CONFIG SET requirepass would be.)
+        let monitored =
+            (spec.flags & flags::ADMIN == 0 && self.shared.pubsub.monitoring()).then(|| {
+                let mut argv = vec![name.clone()];
+                argv.extend_from_slice(args.remaining_args());
+                argv
+            });
         if let Some(multi) = self.client.multi.as_mut() {
             match spec.name {
                 "exec" => {
@@ -665,14 +672,22 @@ impl Session {
             if micros >= self.shared.slowlog.slower_than().max(0) as u64 {
                 let name = self.client.info.names().name.clone().unwrap_or_default();
                 let addr = self.client.info.addr.to_string();
+                let argv = cmd::redact(argv);
                 self.shared.slowlog.record(micros, &argv, addr, name);
             }
         }
         let close = match outcome {
             Ok(Outcome::Write(op)) => {
+                // Pipelined writes go in batches of at most MAX_REPLICATED_WRITE bytes: only a
+                // single command (or a transaction) that large is refused.
+                let bytes = op.approx_size();
+                if !self.pending.is_empty() && self.pending_bytes + bytes > MAX_REPLICATED_WRITE {
+                    self.flush_writes().await;
+                }
                 if self.client.silent() {
                     self.silent_pending.push(self.pending.len());
                 }
+                self.pending_bytes += bytes;
                 self.pending.push(op);
                 if self.pending.len() >= MAX_OPS_PER_BATCH {
                     self.flush_writes().await;
@@ -741,10 +756,12 @@ impl Session {
         if !self.pause_gate(true).await {
             // Killed while waiting: the connection closes; its writes are dropped unapplied.
             self.pending.clear();
+            self.pending_bytes = 0;
             self.silent_pending.clear();
             return;
         }
         let ops = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let silent = std::mem::take(&mut self.silent_pending);
         let count = ops.len();
         // Later reads must see these writes (on a follower, through a new read barrier), and

@@ -125,6 +125,10 @@ impl From<OpError> for RespError {
             OpError::InvalidGetexExpire => RespError::InvalidExpire {
                 cmd: "getex".into(),
             },
+            OpError::ShippedBatchTooLarge => RespError::Other(
+                "write refused: the writes merged into this Raft entry already ship 24 MB of \
+                 changes to the other regions; retry it",
+            ),
         }
     }
 }

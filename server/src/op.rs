@@ -332,6 +332,19 @@ impl Op {
         }
     }
 
+    /// Whether the op may change keys (reads, checks and bookkeeping do not).
+    pub fn changes_keys(&self) -> bool {
+        !matches!(
+            self,
+            Op::ReadKey { .. }
+                | Op::CountKeys { .. }
+                | Op::Unchanged { .. }
+                | Op::FailIfLive { .. }
+                | Op::TrimOutbox { .. }
+                | Op::Seen { .. }
+        )
+    }
+
     /// About the bytes this op takes on the wire and in the log (its keys and values; a few
     /// bytes of framing are not counted). Bounds the size of Raft entries and replicated writes.
     pub fn approx_size(&self) -> usize {
@@ -467,6 +480,9 @@ pub enum OpError {
     /// An invalid expiry time given to GETEX.
     #[error("invalid expire time")]
     InvalidGetexExpire,
+    /// With several regions: the Raft entry's changes to ship already fill an outbox entry.
+    #[error("the changes of this entry to ship to other regions are too large")]
+    ShippedBatchTooLarge,
 }
 
 /// The outcome of one applied op, shaped so the reply follows directly.

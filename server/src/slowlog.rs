@@ -111,16 +111,18 @@ impl SlowLog {
                 }
             })
             .collect();
+        let max_len = self.max_len();
+        let mut entries = self.lock();
         let entry = Entry {
+            // Under the lock: entries stay in id order.
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             time: crate::write::now_ms() / 1000,
             micros,
             argv,
             addr,
-            name,
+            // A copy: a client's name may be a slice of its read buffer.
+            name: Bytes::copy_from_slice(&name),
         };
-        let max_len = self.max_len();
-        let mut entries = self.lock();
         entries.push_front(entry);
         entries.truncate(max_len);
     }

@@ -14,7 +14,8 @@ use crate::replication::Geo;
 pub const MAX_OPS_PER_BATCH: usize = 1024;
 
 /// Bytes one write (a batch of ops) may carry on a node with peers: it travels whole in one
-/// Raft entry, one node-to-node frame (at most 64 MB), and its states in one shipped call.
+/// Raft entry and one node-to-node frame (at most 64 MB). (The states a Raft entry ships to
+/// other regions are bounded at the apply: see `MAX_SHIPPED_BATCH_BYTES`.)
 pub const MAX_REPLICATED_WRITE: usize = 32 * 1024 * 1024;
 
 /// Why a batch was not applied.

@@ -1021,6 +1021,42 @@ pub fn help_reply(lines: &[&'static str]) -> Reply {
     )
 }
 
+/// A command's arguments with its secrets replaced by `(redacted)`, for MONITOR and SLOWLOG:
+/// AUTH's, HELLO's AUTH username and password, and the value of CONFIG SET requirepass.
+pub fn redact(mut argv: Vec<Bytes>) -> Vec<Bytes> {
+    let redacted = || Bytes::from_static(b"(redacted)");
+    let name = argv
+        .first()
+        .map(|n| n.to_ascii_lowercase())
+        .unwrap_or_default();
+    match name.as_slice() {
+        b"auth" => argv.iter_mut().skip(1).for_each(|a| *a = redacted()),
+        b"hello" => {
+            // HELLO [protover [AUTH username password] [SETNAME clientname]], by position.
+            let mut i = 2;
+            while i < argv.len() {
+                if argv[i].eq_ignore_ascii_case(b"auth") {
+                    for a in argv.iter_mut().skip(i + 1).take(2) {
+                        *a = redacted();
+                    }
+                    i += 3;
+                } else {
+                    i += 2; // SETNAME name (or anything else with one value)
+                }
+            }
+        }
+        b"config" if argv.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"set")) => {
+            for pair in argv[2..].chunks_mut(2) {
+                if pair.len() == 2 && pair[0].eq_ignore_ascii_case(b"requirepass") {
+                    pair[1] = redacted();
+                }
+            }
+        }
+        _ => {}
+    }
+    argv
+}
+
 /// The unknown-command error, quoting the first arguments like Redis.
 pub fn unknown_command(args: &[Bytes]) -> RespError {
     let name = String::from_utf8_lossy(args.first().map(|b| &b[..]).unwrap_or(b""));
@@ -1049,6 +1085,52 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), COMMANDS.len());
+    }
+
+    #[test]
+    fn secrets_are_redacted_by_position() {
+        let argv = |args: &[&str]| {
+            args.iter()
+                .map(|a| Bytes::from(a.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            redact(argv(&["AUTH", "u", "p"])),
+            argv(&["AUTH", "(redacted)", "(redacted)"])
+        );
+        assert_eq!(
+            redact(argv(&[
+                "HELLO", "3", "SETNAME", "auth", "AUTH", "user", "pass"
+            ])),
+            argv(&[
+                "HELLO",
+                "3",
+                "SETNAME",
+                "auth",
+                "AUTH",
+                "(redacted)",
+                "(redacted)"
+            ])
+        );
+        assert_eq!(
+            redact(argv(&[
+                "config",
+                "set",
+                "maxclients",
+                "5",
+                "requirepass",
+                "pw"
+            ])),
+            argv(&[
+                "config",
+                "set",
+                "maxclients",
+                "5",
+                "requirepass",
+                "(redacted)"
+            ])
+        );
+        assert_eq!(redact(argv(&["GET", "auth"])), argv(&["GET", "auth"]));
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub fn allowed_while_subscribed(name: &str) -> bool {
     )
 }
 
-/// The push a subscribed connection receives for a message.
+/// The push a subscribed connection receives for a message (a simple string for a MONITOR
+/// line).
 pub fn message_reply(m: Message) -> Reply {
     if m.monitor {
         return Reply::Status(m.payload);
@@ -216,7 +217,7 @@ pub fn monitor(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError
 }
 
 /// The MONITOR line of a command, as Redis writes it: `<unix time.µs> [<db> <ip:port>]` then
-/// every argument quoted (AUTH's and HELLO's credentials redacted).
+/// every argument quoted (secrets redacted, see [`super::redact`]).
 pub fn monitor_line(
     now: std::time::SystemTime,
     db: u8,
@@ -232,37 +233,20 @@ pub fn monitor_line(
         since.as_secs(),
         since.subsec_micros()
     );
-    let name = argv.first().map(|n| n.to_ascii_lowercase());
-    let (auth, hello) = (
-        name.as_deref() == Some(b"auth"),
-        name.as_deref() == Some(b"hello"),
-    );
-    // HELLO … AUTH user password: the two arguments after AUTH.
-    let mut redact_left = 0;
-    for (i, arg) in argv.iter().enumerate() {
+    for arg in super::redact(argv.to_vec()) {
         line.push_str(" \"");
-        let redacted = (auth && i > 0) || redact_left > 0;
-        if redact_left > 0 {
-            redact_left -= 1;
-        } else if hello && arg.eq_ignore_ascii_case(b"auth") {
-            redact_left = 2;
-        }
-        if redacted {
-            line.push_str("(redacted)");
-        } else {
-            for &b in arg.iter() {
-                match b {
-                    b'\\' => line.push_str("\\\\"),
-                    b'"' => line.push_str("\\\""),
-                    b'\n' => line.push_str("\\n"),
-                    b'\r' => line.push_str("\\r"),
-                    b'\t' => line.push_str("\\t"),
-                    0x07 => line.push_str("\\a"),
-                    0x08 => line.push_str("\\b"),
-                    b' '..=b'~' => line.push(b as char),
-                    _ => {
-                        let _ = write!(line, "\\x{b:02x}");
-                    }
+        for &b in arg.iter() {
+            match b {
+                b'\\' => line.push_str("\\\\"),
+                b'"' => line.push_str("\\\""),
+                b'\n' => line.push_str("\\n"),
+                b'\r' => line.push_str("\\r"),
+                b'\t' => line.push_str("\\t"),
+                0x07 => line.push_str("\\a"),
+                0x08 => line.push_str("\\b"),
+                b' '..=b'~' => line.push(b as char),
+                _ => {
+                    let _ = write!(line, "\\x{b:02x}");
                 }
             }
         }

@@ -21,6 +21,11 @@ use super::write_back::Changes;
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES};
 use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
 
+/// Bytes of key states one batch may ship to other regions before its further local writes
+/// are refused: with the largest single write's states (32 MB) on top, an outbox entry stays
+/// under the 64 MB node-to-node frame.
+const MAX_SHIPPED_BATCH_BYTES: usize = 24 * 1024 * 1024;
+
 /// What a batch wrote at one key so far. The data column family gets each key's final value
 /// once, when the batch is committed, in key order: RocksDB's memtable inserts sorted keys
 /// far more cheaply than random ones (its skip list resumes from the previous insert).
@@ -123,6 +128,8 @@ pub(super) struct BatchCtx<'a> {
     skip: u32,
     /// Keyspace notifications of this batch, when they are on.
     events: Option<Vec<Event>>,
+    /// Bytes of the key states this batch ships to other regions so far (counted per write).
+    shipped_bytes: usize,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -153,6 +160,7 @@ impl<'a> BatchCtx<'a> {
             expiry_changes: Vec::new(),
             skip: 0,
             events: ks.notifier.enabled().then(Vec::new),
+            shipped_bytes: 0,
         }
     }
 
@@ -257,10 +265,13 @@ impl<'a> BatchCtx<'a> {
             }
         }
         self.index_tombstone(&data_key, old_raw, old_visible, keep.then_some(&new));
-        let stored = keep.then_some(encoded);
-        self.count_delta[db as usize] += i64::from(new_visible) - i64::from(old_visible);
         // Merged remote states are not shipped again (each region ships only its own writes).
         let ship = self.local && !self.merging;
+        if ship && self.ks.keeps_tombstones() {
+            self.shipped_bytes += data_key.len() + encoded.len();
+        }
+        let stored = keep.then_some(encoded);
+        self.count_delta[db as usize] += i64::from(new_visible) - i64::from(old_visible);
         match self.overlay.entry(data_key) {
             Entry::Occupied(mut e) => {
                 let w = e.get_mut();
@@ -408,6 +419,12 @@ impl<'a> BatchCtx<'a> {
             // The rest of a transaction whose watched keys changed.
             self.skip -= 1;
             return Ok(OpResult::Nil);
+        }
+        // With several regions the batch's states are shipped as one outbox entry, in one
+        // node-to-node frame: once they pass the budget, this batch's further local writes are
+        // refused (the same on every replica) rather than making an entry that cannot ship.
+        if self.shipped_bytes > MAX_SHIPPED_BATCH_BYTES && self.local && op.changes_keys() {
+            return Ok(OpResult::Err(OpError::ShippedBatchTooLarge));
         }
         if let Err(e) = op.check_dbs() {
             if let Op::Merge { origin, .. } = op {
@@ -1219,6 +1236,39 @@ mod tests {
             let r = step(vec![by(-1)]);
             assert_eq!(r[0], OpResult::Int(max - 1));
         }
+    }
+
+    /// With several regions, a batch whose states to ship pass the budget refuses its further
+    /// local writes (the outbox entry must fit one frame); another batch takes them.
+    #[test]
+    fn a_batch_ships_a_bounded_amount_of_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = keyspace(dir.path());
+        let big = |key: &str| Op::Set {
+            db: 0,
+            key: Bytes::from(key.to_string()),
+            value: Bytes::from(vec![b'x'; 13 << 20]),
+            expire: ExpireSet::Clear,
+            cond: SetCond::Always,
+            reply: SetReply::OkOrNil,
+        };
+        let results = apply(
+            &ks,
+            10,
+            vec![
+                big("a"),
+                big("b"),
+                big("c"),
+                Op::ReadKey {
+                    db: 0,
+                    key: Bytes::from("a"),
+                },
+            ],
+        );
+        assert_eq!(results[..2], [OpResult::Ok, OpResult::Ok]);
+        assert_eq!(results[2], OpResult::Err(OpError::ShippedBatchTooLarge));
+        assert!(matches!(results[3], OpResult::Bulk(_)), "reads still run");
+        assert_eq!(apply(&ks, 20, vec![big("c")]), [OpResult::Ok]);
     }
 
     #[test]

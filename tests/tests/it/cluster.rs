@@ -169,6 +169,15 @@ fn writes_through_every_node_read_everywhere() {
             s.spawn(move || set_big(&nodes[leader], &format!("big:{i}")));
         }
     });
+    // Pipelined, five of them (40 MB) in one go: sent in batches under the bound, none refused.
+    let mut raw = nodes[leader].raw();
+    let burst: Vec<u8> = (0..5)
+        .flat_map(|i| meridian_tests::encode_command(&["SET", &format!("burst:{i}"), big.as_str()]))
+        .collect();
+    raw.send(&burst);
+    for i in 0..5 {
+        assert_eq!(raw.read_reply(), Reply::ok(), "pipelined SET burst:{i}");
+    }
     assert_eq!(cluster.leader(LEADER_WAIT), leader, "no election");
     // Every node agrees on the leader and the membership.
     let leader_id = cluster.status(leader).unwrap().node_id().expect("node_id");

@@ -227,6 +227,11 @@ fn monitor_shows_the_commands_of_other_connections() {
     let mut c = node.raw();
     assert_eq!(c.cmd(&["SET", "a b", "x\"y\n"]), Reply::ok());
     assert!(c.cmd(&["AUTH", "secret"]).as_err().is_some());
+    // Admin commands are not shown (CONFIG SET requirepass would give the password away).
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "notify-keyspace-events", ""]),
+        Reply::ok()
+    );
     assert_eq!(c.cmd(&["SELECT", "3"]), Reply::ok());
     let port = node.port();
     let mut lines = Vec::new();
