@@ -680,7 +680,11 @@ impl Session {
             Ok(Outcome::Write(op)) => {
                 // Pipelined writes go in batches of at most MAX_REPLICATED_WRITE bytes: only a
                 // single command (or a transaction) that large is refused.
-                let bytes = op.approx_size();
+                let bytes = if self.shared.raft.endpoint.is_some() {
+                    op.approx_size()
+                } else {
+                    0
+                };
                 if !self.pending.is_empty() && self.pending_bytes + bytes > MAX_REPLICATED_WRITE {
                     self.flush_writes().await;
                 }

@@ -164,6 +164,8 @@ impl RegionRaft {
         let network = Network::new(endpoint.clone());
         let started_log_store = log_store.clone();
         let hlc = keyspace.hlc();
+        // Entries are bounded in bytes only where they travel between nodes.
+        let has_peers = endpoint.is_some();
         // openraft spawns its tasks where it is created: on the Raft thread.
         let (raft, proposer) = raft_thread
             .handle()
@@ -172,7 +174,8 @@ impl RegionRaft {
                     let raft =
                         Raft::new(node_id, config, network, started_log_store, state_machine)
                             .await?;
-                    let proposer = proposer::Proposer::start(raft.clone(), hlc, region_id);
+                    let proposer =
+                        proposer::Proposer::start(raft.clone(), hlc, region_id, has_peers);
                     anyhow::Ok((raft, proposer))
                 },
                 span,

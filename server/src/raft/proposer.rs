@@ -39,20 +39,26 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Proposal>,
+    /// Entries travel to other nodes: their bytes are counted and bounded.
+    has_peers: bool,
 }
 
 impl Proposer {
     /// Starts the proposer task for `raft`.
-    pub fn start(raft: Raft, hlc: Arc<Hlc>, region: u8) -> Proposer {
+    pub fn start(raft: Raft, hlc: Arc<Hlc>, region: u8, has_peers: bool) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_BOUND);
         tokio::spawn(run(raft, rx, hlc, region));
-        Proposer { tx }
+        Proposer { tx, has_peers }
     }
 
     /// Proposes `ops` (merged with whatever else is queued) and waits for their results.
     pub async fn propose(&self, ops: Vec<Op>) -> ForwardReply {
         let (reply, rx) = oneshot::channel();
-        let bytes = ops.iter().map(Op::approx_size).sum();
+        let bytes = if self.has_peers {
+            ops.iter().map(Op::approx_size).sum()
+        } else {
+            0
+        };
         if self.tx.send(Proposal { ops, bytes, reply }).await.is_err() {
             return ForwardReply::Failed("raft is shutting down".into());
         }
