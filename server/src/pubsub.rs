@@ -5,11 +5,11 @@
 //! ([`SUBSCRIBER_QUEUE`] messages, [`SUBSCRIBER_BYTES`] bytes), and one that lets it fill is
 //! disconnected (Redis's `client-output-buffer-limit pubsub`) rather than buffered without
 //! bound. Names and payloads are copied out of the clients' read buffers, so a queued message
-//! holds only its own bytes. A message published
-//! on one node reaches the subscribers of every node of the cluster: the node that takes the
-//! PUBLISH delivers it here and sends it to each other node over the links (see
-//! [`crate::node`]); PUBLISH answers how many subscribers of the receiving node got it, as
-//! Redis Cluster does.
+//! holds only its own bytes. A message published on one node reaches the subscribers of every
+//! node of the cluster: the node that takes the PUBLISH delivers it here and sends it to each
+//! other node over the links ([`Fanout`]); PUBLISH answers how many subscribers of the
+//! receiving node got it, as Redis Cluster does. MONITOR connections get their lines through
+//! the same bounded queues.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
