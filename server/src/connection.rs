@@ -247,10 +247,10 @@ impl Session {
         // CLIENT PAUSE: decided once, before anything of the transaction runs (a pause the
         // transaction sets itself does not hold it back).
         // (A transaction of reads runs during CLIENT PAUSE WRITE, as in Redis.)
-        let writes = multi
-            .queued
-            .iter()
-            .any(|argv| cmd::lookup(&argv[0]).is_some_and(|s| s.is_write() || s.name == "wait"));
+        let writes = multi.queued.iter().any(|argv| {
+            cmd::lookup(&argv[0])
+                .is_some_and(|s| s.is_write() || matches!(s.name, "wait" | "publish"))
+        });
         if !self.pause_gate(writes).await {
             return true;
         }
@@ -351,7 +351,10 @@ impl Session {
         } else {
             self.barrier_passed = false;
             self.turn_now_ms = None;
-            match self.shared.writer.submit(ops).await {
+            let started = std::time::Instant::now();
+            let submitted = self.shared.writer.submit(ops).await;
+            self.tally.write_batch(started.elapsed());
+            match submitted {
                 Ok((mut results, index)) => {
                     if index > 0 {
                         self.client.last_write_index = index;
@@ -486,6 +489,12 @@ impl Session {
             out: &mut self.out,
             view: None,
         };
+        if spec.name == "monitor" {
+            self.tally.errors += 1;
+            return Err(
+                RespError::Other("MONITOR isn't allowed for DENY BLOCKING client").to_reply(),
+            );
+        }
         let outcome = if spec.name == "get" {
             // A GET reads inside the batch, between the transaction's writes.
             args.next_bytes().map(|key| {
@@ -618,7 +627,7 @@ impl Session {
         }
         // CLIENT PAUSE: the command waits (WAIT counts as a write: its acknowledgements would
         // be held back in Redis).
-        let write_like = spec.is_write() || spec.name == "wait";
+        let write_like = spec.is_write() || matches!(spec.name, "wait" | "publish");
         if self.shared.clients.pause.holds(write_like) {
             self.flush_writes().await; // waits for the pause itself: its ops are writes
             if !self.pause_gate(write_like).await {
@@ -772,7 +781,10 @@ impl Session {
         // their expiry decisions use a clock read after them.
         self.barrier_passed = false;
         self.turn_now_ms = None;
-        match self.shared.writer.submit(ops).await {
+        let started = std::time::Instant::now();
+        let submitted = self.shared.writer.submit(ops).await;
+        self.tally.write_batch(started.elapsed());
+        match submitted {
             Ok((results, index)) => {
                 if index > 0 {
                     self.client.last_write_index = index;

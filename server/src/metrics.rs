@@ -40,6 +40,9 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
         counter!("meridian_net_output_bytes_total").absolute(Stats::get(&s.net_output_bytes));
         counter!("meridian_expired_keys_total").absolute(Stats::get(&s.expired_keys));
         counter!("meridian_error_replies_total").absolute(Stats::get(&s.error_replies));
+        counter!("meridian_write_batches_total").absolute(Stats::get(&s.write_batches));
+        counter!("meridian_write_batch_microseconds_total")
+            .absolute(Stats::get(&s.write_batch_micros));
         for (spec, calls) in COMMANDS.iter().zip(&s.calls) {
             let n = calls.load(Ordering::Relaxed);
             if n > 0 {

@@ -354,7 +354,7 @@ impl Shared {
             let s = &self.stats;
             let _ = write!(
                 out,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\n\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\nwrite_batches:{}\r\nwrite_batch_usec:{}\r\n\r\n",
                 Stats::get(&s.connections_received),
                 Stats::get(&s.commands_processed),
                 Stats::get(&s.net_input_bytes),
@@ -366,6 +366,8 @@ impl Shared {
                 self.pubsub.numpat(),
                 self.pubsub.overflowed(),
                 self.fanout.dropped(),
+                Stats::get(&s.write_batches),
+                Stats::get(&s.write_batch_micros),
             );
         }
         if all || sections.iter().any(|s| s == "commandstats") {

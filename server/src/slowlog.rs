@@ -3,8 +3,8 @@
 //!
 //! What is timed: the running of a read or server command on its connection (KEYS, SCAN, INFO,
 //! CLIENT LIST …). Not timed: writes, whose running only builds an op (their time is the Raft
-//! round, not measured here), and commands flagged fast (GET and the like), so the hot paths
-//! pay nothing.
+//! round, which INFO's `write_batches` / `write_batch_usec` count), and commands flagged fast
+//! (GET and the like), so the hot paths pay nothing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};

@@ -20,6 +20,10 @@ pub struct Stats {
     pub expired_keys: AtomicU64,
     /// Error replies sent.
     pub error_replies: AtomicU64,
+    /// Write batches submitted by connections (a pipelined burst's writes, or an EXEC).
+    pub write_batches: AtomicU64,
+    /// Their time from submission to result, summed (µs): through Raft, or forwarded.
+    pub write_batch_micros: AtomicU64,
     /// Calls per command, indexed like [`COMMANDS`].
     pub calls: Vec<AtomicU64>,
 }
@@ -34,6 +38,8 @@ impl Default for Stats {
             net_output_bytes: AtomicU64::new(0),
             expired_keys: AtomicU64::new(0),
             error_replies: AtomicU64::new(0),
+            write_batches: AtomicU64::new(0),
+            write_batch_micros: AtomicU64::new(0),
             calls: COMMANDS.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -50,6 +56,8 @@ impl Stats {
             &self.net_output_bytes,
             &self.expired_keys,
             &self.error_replies,
+            &self.write_batches,
+            &self.write_batch_micros,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -73,6 +81,10 @@ pub struct LocalTally {
     pub errors: u64,
     /// (command index, calls) pairs touched in this burst.
     pub calls: Vec<(usize, u64)>,
+    /// Write batches submitted in this burst, and their time (µs).
+    pub write_batches: u64,
+    /// See `write_batches`.
+    pub write_micros: u64,
 }
 
 impl LocalTally {
@@ -85,8 +97,24 @@ impl LocalTally {
         }
     }
 
+    /// Counts one write batch that took `took` from submission to result.
+    pub fn write_batch(&mut self, took: std::time::Duration) {
+        self.write_batches += 1;
+        self.write_micros += took.as_micros() as u64;
+    }
+
     /// Adds the tally to the node's counters and clears it.
     pub fn flush_into(&mut self, stats: &Stats) {
+        if self.write_batches > 0 {
+            stats
+                .write_batches
+                .fetch_add(self.write_batches, Ordering::Relaxed);
+            stats
+                .write_batch_micros
+                .fetch_add(self.write_micros, Ordering::Relaxed);
+            self.write_batches = 0;
+            self.write_micros = 0;
+        }
         if self.commands > 0 {
             stats
                 .commands_processed

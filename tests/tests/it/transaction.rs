@@ -189,6 +189,16 @@ fn refused_commands_discard_the_transaction() {
     assert!(c.cmd(&["GET", "k"]).is_null());
     assert_eq!(c.cmd(&["EXEC"]), Reply::err("ERR EXEC without MULTI"));
     assert_eq!(c.cmd(&["DISCARD"]), Reply::err("ERR DISCARD without MULTI"));
+    // MONITOR inside a transaction fails when it runs, as in Redis 7.0.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["MONITOR"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![Reply::err(
+            "ERR MONITOR isn't allowed for DENY BLOCKING client"
+        )])
+    );
+    assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
     let mut r = node.client();
     assert_eq!(
         q_err(&mut r, &["WATCH"]),
