@@ -189,6 +189,24 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// What a command of this connection runs against (`view`: inside EXEC, what the batch
+    /// read for it).
+    fn ctx<'a>(
+        &'a mut self,
+        spec: &'static cmd::CommandSpec,
+        now_ms: u64,
+        view: Option<&'a TxView>,
+    ) -> Ctx<'a> {
+        Ctx {
+            shared: &self.shared,
+            client: &mut self.client,
+            now_ms,
+            spec,
+            out: &mut self.out,
+            view,
+        }
+    }
+
     /// Sends the MONITOR line of a command this connection ran to every monitor.
     fn feed_monitors(&self, argv: &[bytes::Bytes]) {
         let line = cmd::pubsub::monitor_line(
@@ -448,14 +466,7 @@ impl Session {
             };
         }
         let mark = self.out.len();
-        let mut ctx = Ctx {
-            shared: &self.shared,
-            client: &mut self.client,
-            now_ms,
-            spec: read.spec,
-            out: &mut self.out,
-            view: Some(&view),
-        };
+        let mut ctx = self.ctx(read.spec, now_ms, Some(&view));
         match (read.spec.handler)(&mut ctx, &mut read.args) {
             Ok(Outcome::Reply(reply)) => reply,
             Ok(_) => {
@@ -480,21 +491,14 @@ impl Session {
         now_ms: u64,
         close: &mut bool,
     ) -> Result<Op, Reply> {
-        let mark = self.out.len();
-        let mut ctx = Ctx {
-            shared: &self.shared,
-            client: &mut self.client,
-            now_ms,
-            spec,
-            out: &mut self.out,
-            view: None,
-        };
         if spec.name == "monitor" {
             self.tally.errors += 1;
             return Err(
                 RespError::Other("MONITOR isn't allowed for DENY BLOCKING client").to_reply(),
             );
         }
+        let mark = self.out.len();
+        let mut ctx = self.ctx(spec, now_ms, None);
         let outcome = if spec.name == "get" {
             // A GET reads inside the batch, between the transaction's writes.
             args.next_bytes().map(|key| {
@@ -667,14 +671,7 @@ impl Session {
                     argv.extend_from_slice(args.remaining_args());
                     (std::time::Instant::now(), argv)
                 });
-        let mut ctx = Ctx {
-            shared: &self.shared,
-            client: &mut self.client,
-            now_ms,
-            spec,
-            out: &mut self.out,
-            view: None,
-        };
+        let mut ctx = self.ctx(spec, now_ms, None);
         let outcome = (spec.handler)(&mut ctx, &mut args);
         if let Some((started, argv)) = timed {
             let micros = started.elapsed().as_micros() as u64;

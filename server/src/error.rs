@@ -109,6 +109,17 @@ impl RespError {
     }
 }
 
+impl RespError {
+    /// The unknown-subcommand error of container command `cmd` (upper case), quoting the
+    /// subcommand as sent.
+    pub fn unknown_subcommand(cmd: &str, sent: &[u8]) -> RespError {
+        RespError::UnknownSubcommand {
+            cmd: cmd.into(),
+            sub: String::from_utf8_lossy(sent).into_owned(),
+        }
+    }
+}
+
 impl From<OpError> for RespError {
     fn from(e: OpError) -> Self {
         match e {

@@ -384,12 +384,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             "    Options: ID <id>, ADDR <ip:port>, LADDR <ip:port>, TYPE <type>, USER <user>,",
             "    SKIPME (YES|NO).",
         ]),
-        _ => {
-            return Err(RespError::UnknownSubcommand {
-                cmd: "CLIENT".into(),
-                sub: String::from_utf8_lossy(&sub).into_owned(),
-            })
-        }
+        _ => return Err(RespError::unknown_subcommand("CLIENT", &sub)),
     };
     Ok(reply.into())
 }

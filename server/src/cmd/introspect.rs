@@ -83,7 +83,7 @@ pub fn object(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 "    Prints this help.",
             ])
             .into()),
-            _ => Err(unknown("OBJECT", &sub.sent)),
+            _ => Err(RespError::unknown_subcommand("OBJECT", &sub.sent)),
         };
     };
     let Some(value) = ctx.get(ctx.client.db, key)? else {
@@ -131,7 +131,7 @@ pub fn memory(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 "    Prints this help.",
             ])
             .into()),
-            _ => Err(unknown("MEMORY", &sub.sent)),
+            _ => Err(RespError::unknown_subcommand("MEMORY", &sub.sent)),
         };
     };
     while let Some(word) = args.next_keyword() {
@@ -147,13 +147,6 @@ pub fn memory(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
         Some(value) => Reply::Integer(usage(key, &value) as i64),
     }
     .into())
-}
-
-fn unknown(cmd: &str, sent: &[u8]) -> RespError {
-    RespError::UnknownSubcommand {
-        cmd: cmd.into(),
-        sub: String::from_utf8_lossy(sent).into_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -52,10 +52,7 @@ pub fn meridian(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
             "VERSION",
         ]),
         _ => {
-            return Err(RespError::UnknownSubcommand {
-                cmd: "MERIDIAN".into(),
-                sub: String::from_utf8_lossy(&sub).into_owned(),
-            })
+            return Err(RespError::unknown_subcommand("MERIDIAN", &sub))
         }
     };
     Ok(reply.into())

@@ -193,12 +193,7 @@ pub fn pubsub(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             "HELP",
             "    Prints this help.",
         ]),
-        _ => {
-            return Err(RespError::UnknownSubcommand {
-                cmd: "PUBSUB".into(),
-                sub: String::from_utf8_lossy(&sub).into_owned(),
-            })
-        }
+        _ => return Err(RespError::unknown_subcommand("PUBSUB", &sub)),
     };
     Ok(reply.into())
 }

@@ -142,12 +142,7 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
             "LIST",
             "GETKEYS <full-command>",
         ]),
-        _ => {
-            return Err(RespError::UnknownSubcommand {
-                cmd: "COMMAND".into(),
-                sub: String::from_utf8_lossy(&sub).into_owned(),
-            })
-        }
+        _ => return Err(RespError::unknown_subcommand("COMMAND", &sub)),
     };
     Ok(reply.into())
 }
@@ -224,12 +219,7 @@ pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             "SET <directive> <value>",
             "RESETSTAT",
         ]),
-        _ => {
-            return Err(RespError::UnknownSubcommand {
-                cmd: "CONFIG".into(),
-                sub: String::from_utf8_lossy(&sub).into_owned(),
-            })
-        }
+        _ => return Err(RespError::unknown_subcommand("CONFIG", &sub)),
     };
     Ok(reply.into())
 }
@@ -383,12 +373,7 @@ pub fn slowlog(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
             "HELP",
             "    Prints this help.",
         ]),
-        _ => {
-            return Err(RespError::UnknownSubcommand {
-                cmd: "SLOWLOG".into(),
-                sub: String::from_utf8_lossy(&sub).into_owned(),
-            })
-        }
+        _ => return Err(RespError::unknown_subcommand("SLOWLOG", &sub)),
     };
     Ok(reply.into())
 }

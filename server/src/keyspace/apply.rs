@@ -87,6 +87,13 @@ struct Current {
     live: Option<Bytes>,
 }
 
+impl Current {
+    /// The key's expiry as a write carries it to another key (RENAME, COPY, MOVE).
+    fn expiry(&self) -> ExpireSet {
+        self.state.expire_at.map_or(ExpireSet::Clear, ExpireSet::At)
+    }
+}
+
 /// The state of one batch being applied.
 pub(super) struct BatchCtx<'a> {
     ks: &'a Keyspace,
@@ -705,10 +712,7 @@ impl<'a> BatchCtx<'a> {
                 if *nx && dst_cur.live.is_some() {
                     return Ok(OpResult::Int(0));
                 }
-                let expire = src_cur
-                    .state
-                    .expire_at
-                    .map_or(ExpireSet::Clear, ExpireSet::At);
+                let expire = src_cur.expiry();
                 self.delete_key(*db, src, src_cur);
                 self.put_string(*db, dst, dst_cur, &value, expire);
                 self.notify(*db, src, GENERIC, "rename_from");
@@ -727,6 +731,7 @@ impl<'a> BatchCtx<'a> {
                 replace,
             } => {
                 let src_cur = self.read(*db, src)?;
+                let expire = src_cur.expiry();
                 let Some(value) = src_cur.live else {
                     return Ok(OpResult::Int(0));
                 };
@@ -737,10 +742,6 @@ impl<'a> BatchCtx<'a> {
                 if dst_cur.live.is_some() && !replace {
                     return Ok(OpResult::Int(0));
                 }
-                let expire = src_cur
-                    .state
-                    .expire_at
-                    .map_or(ExpireSet::Clear, ExpireSet::At);
                 self.put_string(*dst_db, dst, dst_cur, &value, expire);
                 self.notify(*dst_db, dst, GENERIC, "copy_to");
                 OpResult::Int(1)
@@ -757,10 +758,7 @@ impl<'a> BatchCtx<'a> {
                 if dst_cur.live.is_some() {
                     return Ok(OpResult::Int(0));
                 }
-                let expire = src_cur
-                    .state
-                    .expire_at
-                    .map_or(ExpireSet::Clear, ExpireSet::At);
+                let expire = src_cur.expiry();
                 self.put_string(*dst_db, key, dst_cur, &value, expire);
                 self.delete_key(*db, key, src_cur);
                 self.notify(*db, key, GENERIC, "move_from");
