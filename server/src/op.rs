@@ -65,6 +65,19 @@ pub enum ExpireCond {
     XxLt,
 }
 
+/// BITOP's operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitOpKind {
+    /// Bitwise AND of every source.
+    And,
+    /// Bitwise OR of every source.
+    Or,
+    /// Bitwise XOR of every source.
+    Xor,
+    /// Bitwise NOT of the one source.
+    Not,
+}
+
 /// One replicated write.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -292,6 +305,19 @@ pub enum Op {
         /// The error for a live key.
         error: OpError,
     },
+    /// BITOP: `dst` becomes the bitwise combination of the sources' values (missing bytes
+    /// count as zeros, the result is as long as the longest source), or is deleted when every
+    /// source is empty or missing. Replies the result's length.
+    BitOp {
+        /// Database.
+        db: DbIndex,
+        /// The operation.
+        kind: BitOpKind,
+        /// Destination key.
+        dst: Bytes,
+        /// Source keys (one for NOT).
+        srcs: Vec<Bytes>,
+    },
 }
 
 impl Op {
@@ -318,6 +344,7 @@ impl Op {
             | Op::ReadKey { db, .. }
             | Op::CountKeys { db }
             | Op::FailIfLive { db, .. }
+            | Op::BitOp { db, .. }
             | Op::FlushDb { db } => ok(*db),
             Op::Copy { db, dst_db, .. } | Op::Move { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
@@ -358,6 +385,9 @@ impl Op {
             Op::Unchanged { keys, .. } => keys.iter().map(|(_, k, _)| k.len() + 16).sum(),
             Op::Forget { tombstones } => tombstones.iter().map(|(_, k, _)| k.len() + 24).sum(),
             Op::Rename { src, dst, .. } | Op::Copy { src, dst, .. } => src.len() + dst.len(),
+            Op::BitOp { dst, srcs, .. } => {
+                dst.len() + srcs.iter().map(|k| k.len() + 8).sum::<usize>()
+            }
             other => other.first_key().map_or(0, Bytes::len),
         }
     }
@@ -381,6 +411,7 @@ impl Op {
             Op::MSet { pairs, .. } => pairs.first().map(|(k, _)| k),
             Op::Del { keys, .. } => keys.first(),
             Op::Rename { src, .. } | Op::Copy { src, .. } => Some(src),
+            Op::BitOp { dst, .. } => Some(dst),
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
             // Routed with the transaction's ops, not by the keys it watches.
@@ -570,6 +601,15 @@ mod tests {
                 error: OpError::NotInteger
             }),
             24
+        );
+        assert_eq!(
+            number(Op::BitOp {
+                db: 0,
+                kind: BitOpKind::Not,
+                dst: Bytes::from_static(b"d"),
+                srcs: Vec::new(),
+            }),
+            25
         );
         let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
         assert_eq!(error(OpError::CorruptState), 9);

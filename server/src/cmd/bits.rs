@@ -1,4 +1,4 @@
-//! Bit commands on strings: GETBIT, SETBIT, BITCOUNT, BITPOS (Redis 7.0's arguments, replies and
+//! Bit commands on strings: GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP (Redis 7.0's arguments, replies and
 //! error texts; bit 0 is the most significant bit of the first byte).
 
 use proto_resp::Reply;
@@ -8,7 +8,7 @@ use super::string::read_string;
 use super::{Args, Ctx, Outcome};
 use crate::error::RespError;
 use crate::keyspace::MAX_STRING_LEN;
-use crate::op::Op;
+use crate::op::{BitOpKind, Op};
 
 /// A bit offset: a non-negative integer below the largest string's bit count.
 fn bit_offset(args: &mut Args) -> Result<u64, RespError> {
@@ -197,6 +197,34 @@ fn find_bit(bytes: &[u8], first: u64, last: u64, bit: u8) -> Option<u64> {
         pos += 1;
     }
     None
+}
+
+/// BITOP AND|OR|XOR|NOT destkey key [key ...]
+pub fn bitop(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let word = args.next_bytes()?;
+    let kind = [
+        (&b"and"[..], BitOpKind::And),
+        (b"or", BitOpKind::Or),
+        (b"xor", BitOpKind::Xor),
+        (b"not", BitOpKind::Not),
+    ]
+    .into_iter()
+    .find(|(name, _)| word.eq_ignore_ascii_case(name))
+    .map(|(_, kind)| kind)
+    .ok_or(RespError::Syntax)?;
+    let dst = args.next_bytes()?;
+    let srcs = args.remaining_args().to_vec();
+    if kind == BitOpKind::Not && srcs.len() != 1 {
+        return Err(RespError::Other(
+            "BITOP NOT must be called with a single source key.",
+        ));
+    }
+    Ok(Outcome::Write(Op::BitOp {
+        db: ctx.client.db,
+        kind,
+        dst,
+        srcs,
+    }))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod connection;
 mod expire;
 mod introspect;
 mod keys;
+mod lcs;
 mod meridian;
 pub mod pubsub;
 pub(crate) mod server;
@@ -883,6 +884,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         string::getrange
     ),
     cmd!(
+        "lcs",
+        -3,
+        READONLY,
+        (1, 2, 1),
+        "string",
+        "Finds the longest common substring.",
+        lcs::lcs
+    ),
+    cmd!(
         "getbit",
         3,
         READONLY | FAST,
@@ -917,6 +927,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "bitmap",
         "Finds the first set (1) or clear (0) bit in a string.",
         bits::bitpos
+    ),
+    cmd!(
+        "bitop",
+        -4,
+        WRITE,
+        (2, -1, 1),
+        "bitmap",
+        "Performs bitwise operations on multiple strings, and stores the result.",
+        bits::bitop
     ),
     cmd!(
         "setrange",

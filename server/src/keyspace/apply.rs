@@ -19,7 +19,9 @@ use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
 use super::value::{KeyState, Stamp};
 use super::write_back::Changes;
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES};
-use crate::op::{ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply};
+use crate::op::{
+    BitOpKind, ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply,
+};
 
 /// Bytes of key states one batch may ship to other regions before its further local writes
 /// are refused: with the largest single write's states (32 MB) on top, an outbox entry stays
@@ -656,6 +658,32 @@ impl<'a> BatchCtx<'a> {
                 self.notify(*db, key, STRING, "setbit");
                 OpResult::Int(i64::from(old))
             }
+            Op::BitOp {
+                db,
+                kind,
+                dst,
+                srcs,
+            } => {
+                let mut values = Vec::with_capacity(srcs.len());
+                for src in srcs {
+                    values.push(self.read(*db, src)?.live.unwrap_or_default());
+                }
+                let result = bit_op(*kind, &values);
+                let cur = self.read(*db, dst)?;
+                if result.is_empty() {
+                    if cur.live.is_some() {
+                        self.delete_key(*db, dst, cur);
+                        self.notify(*db, dst, GENERIC, "del");
+                    }
+                    return Ok(OpResult::Int(0));
+                }
+                if result.len() > self.ks.max_string_len() {
+                    return Ok(OpResult::Err(OpError::StringTooLong));
+                }
+                self.put_string(*db, dst, cur, &result, ExpireSet::Clear);
+                self.notify(*db, dst, STRING, "set");
+                OpResult::Int(result.len() as i64)
+            }
             Op::Expire {
                 db,
                 key,
@@ -1095,6 +1123,36 @@ impl<'a> BatchCtx<'a> {
             }),
         );
     }
+}
+
+/// BITOP's result: as long as the longest source, shorter sources read as zero bytes.
+fn bit_op(kind: BitOpKind, sources: &[Bytes]) -> Vec<u8> {
+    let len = sources.iter().map(Bytes::len).max().unwrap_or(0);
+    let Some((first, rest)) = sources.split_first() else {
+        return Vec::new();
+    };
+    let mut out = first.to_vec();
+    out.resize(len, 0);
+    match kind {
+        BitOpKind::Not => out.iter_mut().for_each(|b| *b = !*b),
+        BitOpKind::And => {
+            for src in rest {
+                out.iter_mut().zip(src.iter()).for_each(|(o, b)| *o &= b);
+                out[src.len()..].fill(0);
+            }
+        }
+        BitOpKind::Or => {
+            for src in rest {
+                out.iter_mut().zip(src.iter()).for_each(|(o, b)| *o |= b);
+            }
+        }
+        BitOpKind::Xor => {
+            for src in rest {
+                out.iter_mut().zip(src.iter()).for_each(|(o, b)| *o ^= b);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -722,3 +722,107 @@ fn bit_commands() {
         }
     }
 }
+
+/// BITOP AND/OR/XOR/NOT (replies and stored results checked side by side with redis-server
+/// 7.0.15): shorter sources read as zeros, an all-empty result deletes the destination, the
+/// destination loses its TTL.
+#[test]
+fn bitop() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let _: () = q(&mut c, &["MSET", "a", "foobar", "b", "abcdef", "s1", "ab"]);
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "AND", "dest", "a", "b"]), 6);
+    assert_eq!(q::<String>(&mut c, &["GET", "dest"]), "`bc`ab");
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "or", "dest", "a", "b"]), 6);
+    assert_eq!(q::<String>(&mut c, &["GET", "dest"]), "goofev");
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "XOR", "dest", "a", "s1"]), 6);
+    assert_eq!(
+        q::<Vec<u8>>(&mut c, &["GET", "dest"]),
+        b"\x07\x0dobar".to_vec()
+    );
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "AND", "dest", "a", "s1"]), 6);
+    assert_eq!(
+        q::<Vec<u8>>(&mut c, &["GET", "dest"]),
+        b"`b\0\0\0\0".to_vec()
+    );
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "NOT", "dest", "s1"]), 2);
+    assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "dest"]), vec![!b'a', !b'b']);
+    // The destination is overwritten with no TTL; nothing to combine deletes it.
+    let _: () = q(&mut c, &["EXPIRE", "dest", "100"]);
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "OR", "dest", "s1"]), 2);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "dest"]), -1);
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "AND", "dest", "no1", "no2"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "dest"]), 0);
+    for (args, err) in [
+        (
+            &["BITOP", "NOT", "dest", "a", "b"][..],
+            "ERR BITOP NOT must be called with a single source key.",
+        ),
+        (&["BITOP", "NAND", "dest", "a"], "ERR syntax error"),
+        (
+            &["BITOP", "AND", "dest"],
+            "ERR wrong number of arguments for 'bitop' command",
+        ),
+    ] {
+        assert_eq!(q_err(&mut c, args), err, "{args:?}");
+    }
+}
+
+/// LCS with LEN, IDX, MINMATCHLEN and WITHMATCHLEN (Redis's documented example, replies
+/// checked side by side with redis-server 7.0.15), in RESP2 and RESP3, and its limits.
+#[test]
+fn lcs() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let _: () = q(&mut c, &["MSET", "key1", "ohmytext", "key2", "mynewtext"]);
+    assert_eq!(q::<String>(&mut c, &["LCS", "key1", "key2"]), "mytext");
+    assert_eq!(q::<i64>(&mut c, &["LCS", "key1", "key2", "LEN"]), 6);
+    assert_eq!(q::<String>(&mut c, &["LCS", "key1", "nosuch"]), "");
+    let int = Value::Int;
+    let pair = |a, b| Value::Array(vec![int(a), int(b)]);
+    let matches = Value::Array(vec![
+        Value::Array(vec![pair(4, 7), pair(5, 8), int(4)]),
+        Value::Array(vec![pair(2, 3), pair(0, 1), int(2)]),
+    ]);
+    assert_eq!(
+        q::<Value>(&mut c, &["LCS", "key1", "key2", "IDX", "WITHMATCHLEN"]),
+        Value::Array(vec![
+            Value::BulkString(b"matches".to_vec()),
+            matches.clone(),
+            Value::BulkString(b"len".to_vec()),
+            int(6),
+        ])
+    );
+    let mut c3 = node.client_resp3();
+    assert_eq!(
+        q::<Value>(&mut c3, &["LCS", "key1", "key2", "IDX", "WITHMATCHLEN"]),
+        Value::Map(vec![
+            (Value::BulkString(b"matches".to_vec()), matches),
+            (Value::BulkString(b"len".to_vec()), int(6)),
+        ])
+    );
+    assert_eq!(
+        q::<Value>(&mut c, &["LCS", "key1", "key2", "IDX", "MINMATCHLEN", "4"]),
+        Value::Array(vec![
+            Value::BulkString(b"matches".to_vec()),
+            Value::Array(vec![Value::Array(vec![pair(4, 7), pair(5, 8)])]),
+            Value::BulkString(b"len".to_vec()),
+            int(6),
+        ])
+    );
+    assert_eq!(
+        q_err(&mut c, &["LCS", "key1", "key2", "LEN", "IDX"]),
+        "ERR If you want both the length and indexes, please just use IDX."
+    );
+    assert_eq!(
+        q_err(&mut c, &["LCS", "key1", "key2", "MINMATCHLEN"]),
+        "ERR syntax error"
+    );
+    // The table of two 20,000-byte strings (1.6 GB) is over proto-max-bulk-len.
+    let long = "a".repeat(20_000);
+    let _: () = q(&mut c, &["MSET", "l1", &long, "l2", &long]);
+    assert_eq!(
+        q_err(&mut c, &["LCS", "l1", "l2"]),
+        "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"
+    );
+}
