@@ -843,5 +843,11 @@ fn op_reply(result: OpResult) -> Reply {
         OpResult::Int(n) => Reply::Integer(n),
         OpResult::Bulk(b) => Reply::Bulk(b),
         OpResult::Err(e) => RespError::from(e).to_reply(),
+        OpResult::Ints(values) => Reply::Array(
+            values
+                .into_iter()
+                .map(|v| v.map_or(Reply::Null, Reply::Integer))
+                .collect(),
+        ),
     }
 }

@@ -78,6 +78,44 @@ pub enum BitOpKind {
     Not,
 }
 
+/// BITFIELD's rule for a SET or INCRBY that leaves the field's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overflow {
+    /// Keep the low bits (the default).
+    Wrap,
+    /// Stop at the type's minimum or maximum.
+    Sat,
+    /// Write nothing and answer nil.
+    Fail,
+}
+
+/// What one BITFIELD subcommand does to its field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitFieldAction {
+    /// Read the field.
+    Get,
+    /// Store the value; answers the old one.
+    Set(i64),
+    /// Add to the field; answers the new value.
+    IncrBy(i64),
+}
+
+/// One BITFIELD subcommand on one field: `bits` wide (1-64 signed, 1-63 unsigned) at bit
+/// `offset`, most significant bit first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitFieldOp {
+    /// GET, SET or INCRBY.
+    pub action: BitFieldAction,
+    /// Signed (`i`) or unsigned (`u`) type.
+    pub signed: bool,
+    /// Field width in bits.
+    pub bits: u8,
+    /// Bit offset of the field's first bit.
+    pub offset: u64,
+    /// The OVERFLOW rule in force for this subcommand.
+    pub overflow: Overflow,
+}
+
 /// One replicated write.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -318,6 +356,17 @@ pub enum Op {
         /// Source keys (one for NOT).
         srcs: Vec<Bytes>,
     },
+    /// BITFIELD: its subcommands in order on one string; a SET or INCRBY first grows the string
+    /// with zero bytes to hold every written field (creating the key). Replies one integer (or
+    /// nil, for a write OVERFLOW FAIL refused) per subcommand.
+    BitField {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// The subcommands.
+        ops: Vec<BitFieldOp>,
+    },
 }
 
 impl Op {
@@ -345,6 +394,7 @@ impl Op {
             | Op::CountKeys { db }
             | Op::FailIfLive { db, .. }
             | Op::BitOp { db, .. }
+            | Op::BitField { db, .. }
             | Op::FlushDb { db } => ok(*db),
             Op::Copy { db, dst_db, .. } | Op::Move { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
@@ -403,6 +453,7 @@ impl Op {
             | Op::Append { key, .. }
             | Op::SetRange { key, .. }
             | Op::SetBit { key, .. }
+            | Op::BitField { key, .. }
             | Op::Move { key, .. }
             | Op::FailIfLive { key, .. }
             | Op::Expire { key, .. }
@@ -529,6 +580,8 @@ pub enum OpResult {
     Bulk(Bytes),
     /// Error reply.
     Err(OpError),
+    /// An array of integers and nils (BITFIELD).
+    Ints(Vec<Option<i64>>),
 }
 
 #[cfg(test)]
@@ -611,10 +664,19 @@ mod tests {
             }),
             25
         );
+        assert_eq!(
+            number(Op::BitField {
+                db: 0,
+                key: Bytes::from_static(b"k"),
+                ops: Vec::new(),
+            }),
+            26
+        );
         let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
         assert_eq!(error(OpError::CorruptState), 9);
         assert_eq!(error(OpError::InvalidGetexExpire), 10);
         let result = |r: OpResult| bincode::serialize(&r).unwrap()[0];
         assert_eq!(result(OpResult::Err(OpError::WrongType)), 4);
+        assert_eq!(result(OpResult::Ints(Vec::new())), 5);
     }
 }

@@ -1,4 +1,4 @@
-//! Bit commands on strings: GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP (Redis 7.0's arguments, replies and
+//! Bit commands on strings: GETBIT, SETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD, BITFIELD_RO (Redis 7.0's arguments, replies and
 //! error texts; bit 0 is the most significant bit of the first byte).
 
 use proto_resp::Reply;
@@ -7,8 +7,9 @@ use super::args::parse_int;
 use super::string::read_string;
 use super::{Args, Ctx, Outcome};
 use crate::error::RespError;
+use crate::keyspace::bitfield;
 use crate::keyspace::MAX_STRING_LEN;
-use crate::op::{BitOpKind, Op};
+use crate::op::{BitFieldAction, BitFieldOp, BitOpKind, Op, Overflow};
 
 /// A bit offset: a non-negative integer below the largest string's bit count.
 fn bit_offset(args: &mut Args) -> Result<u64, RespError> {
@@ -225,6 +226,115 @@ pub fn bitop(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         dst,
         srcs,
     }))
+}
+
+/// BITFIELD's subcommands, parsed as Redis 7.0 does (its order of checks and error texts).
+fn bitfield_ops(ctx: &Ctx<'_>, args: &mut Args) -> Result<Vec<BitFieldOp>, RespError> {
+    let mut ops = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    while let Some(word) = args.next_opt() {
+        let left = args.remaining();
+        let action = if word.eq_ignore_ascii_case(b"get") && left >= 2 {
+            BitFieldAction::Get
+        } else if word.eq_ignore_ascii_case(b"set") && left >= 3 {
+            BitFieldAction::Set(0)
+        } else if word.eq_ignore_ascii_case(b"incrby") && left >= 3 {
+            BitFieldAction::IncrBy(0)
+        } else if word.eq_ignore_ascii_case(b"overflow") && left >= 1 {
+            let rule = args.next_bytes()?;
+            overflow = [
+                (&b"wrap"[..], Overflow::Wrap),
+                (b"sat", Overflow::Sat),
+                (b"fail", Overflow::Fail),
+            ]
+            .into_iter()
+            .find(|(name, _)| rule.eq_ignore_ascii_case(name))
+            .map(|(_, rule)| rule)
+            .ok_or(RespError::Other("Invalid OVERFLOW type specified"))?;
+            continue;
+        } else {
+            return Err(RespError::Syntax);
+        };
+        let (signed, bits) = field_type(&args.next_bytes()?)?;
+        let offset = field_offset(ctx, &args.next_bytes()?, bits)?;
+        let action = match action {
+            BitFieldAction::Get => BitFieldAction::Get,
+            BitFieldAction::Set(_) => BitFieldAction::Set(args.next_i64()?),
+            BitFieldAction::IncrBy(_) => BitFieldAction::IncrBy(args.next_i64()?),
+        };
+        ops.push(BitFieldOp {
+            action,
+            signed,
+            bits,
+            offset,
+            overflow,
+        });
+    }
+    Ok(ops)
+}
+
+/// A field type: `i1`..`i64` or `u1`..`u63`.
+fn field_type(word: &[u8]) -> Result<(bool, u8), RespError> {
+    let invalid = RespError::Other(
+        "Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.",
+    );
+    let signed = match word.first() {
+        Some(b'i') => true,
+        Some(b'u') => false,
+        _ => return Err(invalid),
+    };
+    match parse_int(&word[1..]) {
+        Ok(n) if n >= 1 && n <= if signed { 64 } else { 63 } => Ok((signed, n as u8)),
+        _ => Err(invalid),
+    }
+}
+
+/// A field offset: bits, or `#n` for the n-th field of this width; below
+/// `proto-max-bulk-len` bytes.
+fn field_offset(ctx: &Ctx<'_>, word: &[u8], bits: u8) -> Result<u64, RespError> {
+    let invalid = || RespError::Other("bit offset is not an integer or out of range");
+    let (hashed, digits) = match word.split_first() {
+        Some((b'#', rest)) => (true, rest),
+        _ => (false, word),
+    };
+    let mut offset = parse_int(digits).map_err(|_| invalid())?;
+    if hashed {
+        offset = offset.wrapping_mul(i64::from(bits));
+    }
+    if offset < 0 || (offset >> 3) as u64 >= ctx.shared.config.proto_max_bulk_len as u64 {
+        return Err(invalid());
+    }
+    Ok(offset as u64)
+}
+
+/// BITFIELD key [GET type offset | SET type offset value | INCRBY type offset increment |
+/// OVERFLOW WRAP|SAT|FAIL] ...
+pub fn bitfield(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let key = args.next_bytes()?;
+    let ops = bitfield_ops(ctx, args)?;
+    // Even GET-only, it goes through the write path, as a Redis write command: read in order
+    // with every write.
+    Ok(Outcome::Write(Op::BitField {
+        db: ctx.client.db,
+        key,
+        ops,
+    }))
+}
+
+/// BITFIELD_RO key [GET type offset] ...
+pub fn bitfield_ro(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let key = args.next_bytes()?;
+    let ops = bitfield_ops(ctx, args)?;
+    if bitfield::highest_written_bit(&ops).is_some() {
+        return Err(RespError::Other(
+            "BITFIELD_RO only supports the GET subcommand",
+        ));
+    }
+    let value = read_string(ctx, &key)?
+        .map(|v| v.payload_ref())
+        .unwrap_or_default();
+    let replies = bitfield::read(&value, &ops);
+    Ok(Reply::Array(replies.into_iter().flatten().map(Reply::Integer).collect()).into())
 }
 
 #[cfg(test)]

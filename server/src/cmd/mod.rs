@@ -938,6 +938,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         bits::bitop
     ),
     cmd!(
+        "bitfield",
+        -2,
+        WRITE,
+        KEY1,
+        "bitmap",
+        "Performs arbitrary bitfield integer operations on strings.",
+        bits::bitfield
+    ),
+    cmd!(
+        "bitfield_ro",
+        -2,
+        READONLY | FAST,
+        KEY1,
+        "bitmap",
+        "Performs arbitrary read-only bitfield integer operations on strings.",
+        bits::bitfield_ro
+    ),
+    cmd!(
         "setrange",
         4,
         WRITE,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
 
+use super::bitfield;
 use super::hot::{Change, Slot};
 use super::notify::{Event, EXPIRED, GENERIC, STRING};
 use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
@@ -20,7 +21,8 @@ use super::value::{KeyState, Stamp};
 use super::write_back::Changes;
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES};
 use crate::op::{
-    BitOpKind, ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond, SetReply,
+    BitFieldAction, BitOpKind, ExpireCond, ExpireSet, Op, OpBatch, OpError, OpResult, SetCond,
+    SetReply,
 };
 
 /// Bytes of key states one batch may ship to other regions before its further local writes
@@ -644,18 +646,23 @@ impl<'a> BatchCtx<'a> {
                     return Ok(OpResult::Err(OpError::StringTooLong));
                 }
                 let mut buf = cur.live.clone().unwrap_or_default().to_vec();
+                let grown = cur.live.is_none() || buf.len() <= byte;
                 if buf.len() <= byte {
                     buf.resize(byte + 1, 0);
                 }
                 let mask = 1u8 << (7 - (*offset & 7));
                 let old = buf[byte] & mask != 0;
-                if *on {
-                    buf[byte] |= mask;
-                } else {
-                    buf[byte] &= !mask;
+                // As Redis 7.0: a bit already as asked on an existing string of that length
+                // changes nothing (no write, no event).
+                if grown || old != *on {
+                    if *on {
+                        buf[byte] |= mask;
+                    } else {
+                        buf[byte] &= !mask;
+                    }
+                    self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
+                    self.notify(*db, key, STRING, "setbit");
                 }
-                self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
-                self.notify(*db, key, STRING, "setbit");
                 OpResult::Int(i64::from(old))
             }
             Op::BitOp {
@@ -683,6 +690,37 @@ impl<'a> BatchCtx<'a> {
                 self.put_string(*db, dst, cur, &result, ExpireSet::Clear);
                 self.notify(*db, dst, STRING, "set");
                 OpResult::Int(result.len() as i64)
+            }
+            Op::BitField { db, key, ops } => {
+                let cur = self.read(*db, key)?;
+                let Some(highest) = bitfield::highest_written_bit(ops) else {
+                    let value = cur.live.unwrap_or_default();
+                    return Ok(OpResult::Ints(bitfield::read(&value, ops)));
+                };
+                let len = usize::try_from(highest >> 3).unwrap_or(usize::MAX);
+                if len >= self.ks.max_string_len() {
+                    return Ok(OpResult::Err(OpError::StringTooLong));
+                }
+                let mut buf = cur.live.clone().unwrap_or_default().to_vec();
+                // A missing key is created, a short one grown, even if no write then lands.
+                let grown = cur.live.is_none() || buf.len() <= len;
+                if buf.len() <= len {
+                    buf.resize(len + 1, 0);
+                }
+                let (replies, changed) = bitfield::run(&mut buf, ops);
+                if grown || changed {
+                    self.put_string(*db, key, cur, &buf, ExpireSet::Keep);
+                }
+                // As Redis 7.0: the event when a write landed on a created or grown string, or
+                // changed a field's value.
+                let landed = ops
+                    .iter()
+                    .zip(&replies)
+                    .any(|(op, reply)| op.action != BitFieldAction::Get && reply.is_some());
+                if changed || (grown && landed) {
+                    self.notify(*db, key, STRING, "setbit");
+                }
+                OpResult::Ints(replies)
             }
             Op::Expire {
                 db,

@@ -7,6 +7,7 @@
 //! to the pending set that a later RocksDB batch takes; then the cache is updated.
 
 mod apply;
+pub mod bitfield;
 mod hot;
 pub mod notify;
 pub mod number;

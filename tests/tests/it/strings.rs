@@ -826,3 +826,100 @@ fn lcs() {
         "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len"
     );
 }
+
+/// BITFIELD and BITFIELD_RO: field types, `#n` offsets, the three OVERFLOW rules, the string
+/// grown for writes, and the error texts (replies checked side by side with redis-server
+/// 7.0.15).
+#[test]
+fn bitfield() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let ints = |v: &[Option<i64>]| {
+        Value::Array(v.iter().map(|x| x.map_or(Value::Nil, Value::Int)).collect())
+    };
+    let bf = |c: &mut redis::Connection, args: &[&str]| q::<Value>(c, args);
+    assert_eq!(
+        bf(
+            &mut c,
+            &["BITFIELD", "k", "SET", "i8", "0", "100", "GET", "i8", "0"]
+        ),
+        ints(&[Some(0), Some(100)])
+    );
+    assert_eq!(
+        bf(
+            &mut c,
+            &["BITFIELD", "k", "INCRBY", "i8", "0", "100", "GET", "u4", "0"]
+        ),
+        ints(&[Some(-56), Some(12)])
+    );
+    assert_eq!(
+        bf(
+            &mut c,
+            &["BITFIELD", "k", "SET", "u8", "#1", "255", "GET", "u8", "8"]
+        ),
+        ints(&[Some(0), Some(255)])
+    );
+    assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "k"]), vec![0xc8, 0xff]);
+    let sat = [
+        "BITFIELD", "k", "OVERFLOW", "SAT", "INCRBY", "u2", "100", "5", "OVERFLOW", "FAIL",
+        "INCRBY", "u2", "102", "5", "OVERFLOW", "WRAP", "INCRBY", "u2", "104", "5",
+    ];
+    assert_eq!(bf(&mut c, &sat), ints(&[Some(3), None, Some(1)]));
+    assert_eq!(
+        q::<i64>(&mut c, &["STRLEN", "k"]),
+        14,
+        "grown for the writes"
+    );
+    assert_eq!(
+        bf(
+            &mut c,
+            &["BITFIELD", "k", "OVERFLOW", "SAT", "INCRBY", "i64", "200", "-1"]
+        ),
+        ints(&[Some(-1)])
+    );
+    assert_eq!(
+        bf(
+            &mut c,
+            &["BITFIELD_RO", "k", "GET", "u8", "0", "GET", "i8", "#1"]
+        ),
+        ints(&[Some(200), Some(-1)])
+    );
+    assert_eq!(
+        bf(&mut c, &["BITFIELD_RO", "nosuch", "GET", "u8", "0"]),
+        ints(&[Some(0)])
+    );
+    assert_eq!(
+        bf(&mut c, &["BITFIELD", "nosuch", "GET", "u8", "0"]),
+        ints(&[Some(0)])
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &["EXISTS", "nosuch"]),
+        0,
+        "a GET creates nothing"
+    );
+    for (args, err) in [
+        (
+            &["BITFIELD_RO", "k", "SET", "u8", "0", "1"][..],
+            "ERR BITFIELD_RO only supports the GET subcommand",
+        ),
+        (
+            &["BITFIELD", "k", "GET", "u64", "0"],
+            "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.",
+        ),
+        (
+            &["BITFIELD", "k", "GET", "u8", "-1"],
+            "ERR bit offset is not an integer or out of range",
+        ),
+        (
+            &["BITFIELD", "k", "OVERFLOW", "FOO", "GET", "u8", "0"],
+            "ERR Invalid OVERFLOW type specified",
+        ),
+        (&["BITFIELD", "k", "SET", "u8", "0"], "ERR syntax error"),
+        (
+            &["BITFIELD", "k", "INCRBY", "u8", "0", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+    ] {
+        assert_eq!(q_err(&mut c, args), err, "{args:?}");
+    }
+}
