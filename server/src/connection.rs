@@ -273,13 +273,17 @@ impl Session {
             return true;
         }
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
-        if self.shared.pubsub.monitoring() {
-            for argv in &multi.queued {
-                if cmd::lookup(&argv[0]).is_some_and(|s| s.flags & flags::ADMIN == 0) {
-                    self.feed_monitors(argv);
-                }
-            }
-        }
+        // MONITOR shows the queued commands once they ran (not when WATCH aborts them).
+        let monitored: Vec<Vec<bytes::Bytes>> = if self.shared.pubsub.monitoring() {
+            multi
+                .queued
+                .iter()
+                .filter(|argv| cmd::lookup(&argv[0]).is_some_and(|s| s.flags & flags::ADMIN == 0))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Restored if WATCH aborts the transaction (SELECT inside it then did not happen).
         let db_before = self.client.db;
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(multi.queued.len());
@@ -391,6 +395,9 @@ impl Session {
         };
         match submitted {
             Ok(results) => {
+                for argv in &monitored {
+                    self.feed_monitors(argv);
+                }
                 let mut results = results.into_iter();
                 let mut reads = Vec::new();
                 for (slot, take) in op_slots {

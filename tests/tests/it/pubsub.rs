@@ -218,7 +218,7 @@ fn keyspace_notifications() {
 
 /// MONITOR: a line per command another connection runs, as redis-server 7.0.15 writes it
 /// (time, database after the command, address, quoted arguments, credentials redacted);
-/// RESET ends it.
+/// a transaction WATCH aborts shows only MULTI and EXEC; RESET ends it.
 #[test]
 fn monitor_shows_the_commands_of_other_connections() {
     let node = Node::start(NodeOpts::default());
@@ -255,6 +255,31 @@ fn monitor_shows_the_commands_of_other_connections() {
     assert!(
         lines[0].0.starts_with("[0 127.0.0.1:") && lines[2].0.starts_with("[3 "),
         "{lines:?}"
+    );
+    // A transaction WATCH aborts shows MULTI and EXEC only: its commands did not run.
+    let mut other = node.raw();
+    assert_eq!(other.cmd(&["SELECT", "3"]), Reply::ok());
+    assert_eq!(c.cmd(&["WATCH", "w"]), Reply::ok());
+    assert_eq!(other.cmd(&["SET", "w", "1"]), Reply::ok());
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "q", "1"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(c.cmd(&["EXEC"]), Reply::NilArray);
+    let mut commands = Vec::new();
+    for _ in 0..5 {
+        let Reply::Simple(line) = monitor.read_reply() else {
+            panic!("a MONITOR line")
+        };
+        commands.push(line.split_once(']').unwrap().1.to_string());
+    }
+    assert_eq!(
+        commands,
+        [
+            r#" "SELECT" "3""#,
+            r#" "WATCH" "w""#,
+            r#" "SET" "w" "1""#,
+            r#" "MULTI""#,
+            r#" "EXEC""#
+        ]
     );
     assert_eq!(monitor.cmd(&["RESET"]), Reply::Simple("RESET".into()));
     assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
