@@ -21,6 +21,7 @@ use crate::node::Shared;
 use crate::op::{ExpireSet, Op, OpResult};
 use crate::pubsub::{Message, Subscription};
 use crate::stats::LocalTally;
+use crate::ticks;
 use crate::write::{now_ms, MAX_OPS_PER_BATCH, MAX_REPLICATED_WRITE};
 
 /// Requests handled per turn before replies are written (bounds one turn's work and memory).
@@ -36,6 +37,8 @@ struct Session {
     client: ClientState,
     out: BytesMut,
     pending: Vec<Op>,
+    /// The command (index in the table) of each op in `pending`, for INFO commandstats.
+    pending_cmds: Vec<usize>,
     /// About the bytes of `pending` (a batch stays under [`MAX_REPLICATED_WRITE`]).
     pending_bytes: usize,
     /// Indexes in `pending` of writes whose replies are switched off (CLIENT REPLY).
@@ -67,6 +70,7 @@ pub async fn serve(
         shared,
         out: BytesMut::with_capacity(READ_CHUNK),
         pending: Vec::new(),
+        pending_cmds: Vec::new(),
         pending_bytes: 0,
         silent_pending: Vec::new(),
         tally: LocalTally::default(),
@@ -97,8 +101,10 @@ pub async fn serve(
                     debug!(error = %e, "protocol error; closing");
                     session.flush_writes().await;
                     // Under CLIENT REPLY OFF or SKIP Redis sends no error text either.
+                    let reply = Reply::error(format!("ERR {e}"));
+                    session.count_errors(&reply);
                     if !session.client.silent() {
-                        session.push_reply(&Reply::error(format!("ERR {e}")));
+                        session.push_reply(&reply);
                     }
                     close = true;
                     break;
@@ -231,8 +237,22 @@ impl Session {
     }
 
     fn push_error(&mut self, err: &RespError) {
-        self.tally.errors += 1;
-        self.push_reply(&err.to_reply());
+        let reply = err.to_reply();
+        self.count_errors(&reply);
+        self.push_reply(&reply);
+    }
+
+    /// Counts the error replies in `reply` (itself, or those of an EXEC's array) for INFO.
+    fn count_errors(&mut self, reply: &Reply) {
+        match reply {
+            Reply::Error(text) => self.tally.error(text),
+            Reply::Array(items) => items.iter().for_each(|r| {
+                if let Reply::Error(text) = r {
+                    self.tally.error(text);
+                }
+            }),
+            _ => {}
+        }
     }
 
     /// The running command's reply, unless replies are switched off (CLIENT REPLY).
@@ -259,6 +279,9 @@ impl Session {
         };
         let watched = std::mem::take(&mut self.client.watched);
         if multi.failed {
+            self.tally.failed(cmd::index_of(
+                cmd::lookup(b"exec").expect("EXEC is a command"),
+            ));
             self.answer_error(&RespError::ExecAbort);
             return false;
         }
@@ -291,12 +314,15 @@ impl Session {
         let mut op_slots = Vec::new();
         let mut deferred = Vec::new();
         let mut close = false;
+        // The command of each reply slot, for INFO commandstats.
+        let mut slot_cmds = Vec::with_capacity(multi.queued.len());
         for argv in multi.queued {
             let Some(spec) = argv.first().and_then(|name| cmd::lookup(name)) else {
                 continue; // looked up when queued
             };
             let index = cmd::index_of(spec);
             self.tally.call(index);
+            slot_cmds.push(index);
             if spec.is_read() && !matches!(spec.name, "get" | "mget") {
                 // Reads its keys (or counts them) inside the batch; the command then runs on
                 // what was read there.
@@ -404,9 +430,6 @@ impl Session {
                     replies[slot] = Some(match take {
                         Take::One => {
                             let result = results.next().unwrap_or(OpResult::Nil);
-                            if matches!(result, OpResult::Err(_)) {
-                                self.tally.errors += 1;
-                            }
                             op_reply(result)
                         }
                         Take::Array(n) => {
@@ -424,7 +447,6 @@ impl Session {
                 }
             }
             Err(err) => {
-                self.tally.errors += op_slots.len() as u64;
                 for (slot, _) in op_slots {
                     replies[slot] = Some(err.clone());
                 }
@@ -436,13 +458,23 @@ impl Session {
                 Err(reply) => reply,
             });
         }
-        let replies = replies
-            .into_iter()
-            .map(|r| r.unwrap_or(Reply::Null))
-            .collect();
+        let replies = Reply::Array(
+            replies
+                .into_iter()
+                .map(|r| r.unwrap_or(Reply::Null))
+                .collect(),
+        );
+        self.count_errors(&replies);
+        if let Reply::Array(items) = &replies {
+            for (item, &cmd) in items.iter().zip(&slot_cmds) {
+                if matches!(item, Reply::Error(_)) {
+                    self.tally.failed(cmd);
+                }
+            }
+        }
         // Messages its PUBLISHes delivered to this connection go first, as in Redis.
         self.deliver();
-        self.answer(&Reply::Array(replies));
+        self.answer(&replies);
         close
     }
 
@@ -455,7 +487,6 @@ impl Session {
             let value = match results.next() {
                 Some(OpResult::Bulk(encoded)) => StoredValue::from_stored(encoded),
                 Some(OpResult::Err(e)) => {
-                    self.tally.errors += 1;
                     return op_reply(OpResult::Err(e));
                 }
                 _ => None,
@@ -466,7 +497,6 @@ impl Session {
             view.count = match results.next() {
                 Some(OpResult::Int(n)) => Some(n.max(0) as u64),
                 Some(OpResult::Err(e)) => {
-                    self.tally.errors += 1;
                     return op_reply(OpResult::Err(e));
                 }
                 _ => None,
@@ -479,13 +509,9 @@ impl Session {
             Ok(_) => {
                 // Reads answer a reply; anything else would not be the batch's view.
                 self.out.truncate(mark);
-                self.tally.errors += 1;
                 RespError::Other("not supported inside MULTI").to_reply()
             }
-            Err(e) => {
-                self.tally.errors += 1;
-                e.to_reply()
-            }
+            Err(e) => e.to_reply(),
         }
     }
 
@@ -499,7 +525,6 @@ impl Session {
         close: &mut bool,
     ) -> Result<Op, Reply> {
         if spec.name == "monitor" {
-            self.tally.errors += 1;
             return Err(
                 RespError::Other("MONITOR isn't allowed for DENY BLOCKING client").to_reply(),
             );
@@ -527,36 +552,28 @@ impl Session {
             }
             // Refused while queuing (SHUTDOWN is not allowed inside MULTI).
             Ok(Outcome::Hangup) => {
-                self.tally.errors += 1;
                 Err(RespError::Other("Command not allowed inside a transaction").to_reply())
             }
             // Commands that wait (WAIT, FLUSHALL across regions, MERIDIAN NODE …) would run
             // outside the batch: not run (the future does nothing undriven).
-            Ok(Outcome::Async(_)) => {
-                self.tally.errors += 1;
-                Err(RespError::Message(format!(
-                    "'{}' cannot run inside MULTI on this node",
-                    spec.name
-                ))
-                .to_reply())
-            }
+            Ok(Outcome::Async(_)) => Err(RespError::Message(format!(
+                "'{}' cannot run inside MULTI on this node",
+                spec.name
+            ))
+            .to_reply()),
             // Only reads answer in place, and reads are not queued.
             Ok(Outcome::Written) => {
                 self.out.truncate(mark);
-                self.tally.errors += 1;
                 Err(RespError::Other("not supported inside MULTI").to_reply())
             }
-            Err(e) => {
-                self.tally.errors += 1;
-                Err(e.to_reply())
-            }
+            Err(e) => Err(e.to_reply()),
         }
     }
 
     /// The running command's error, unless replies are switched off (counted either way).
     fn answer_error(&mut self, err: &RespError) {
         if self.client.silent() {
-            self.tally.errors += 1;
+            self.count_errors(&err.to_reply());
         } else {
             self.push_error(err);
         }
@@ -581,13 +598,16 @@ impl Session {
             self.refuse(&cmd::unknown_command(&all));
             return false;
         };
+        let index = cmd::index_of(spec);
         if let Err(e) = cmd::check_arity(spec, args.remaining() + 1) {
             self.flush_writes().await;
+            self.tally.rejected(index);
             self.refuse(&e);
             return false;
         }
         if !self.client.authenticated && spec.flags & flags::NOAUTH == 0 {
             self.flush_writes().await;
+            self.tally.rejected(index);
             self.refuse(&RespError::NoAuth);
             return false;
         }
@@ -597,6 +617,7 @@ impl Session {
             && !cmd::pubsub::allowed_while_subscribed(spec.name)
         {
             self.flush_writes().await;
+            self.tally.rejected(index);
             self.refuse(&RespError::Message(format!(
                 "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
                  are allowed in this context",
@@ -615,10 +636,11 @@ impl Session {
         if let Some(multi) = self.client.multi.as_mut() {
             match spec.name {
                 "exec" => {
-                    let index = cmd::index_of(spec);
                     self.tally.call(index);
                     self.client.info.last_cmd.store(index, Ordering::Relaxed);
+                    let started = ticks::now();
                     let close = self.exec().await;
+                    self.tally.time(index, ticks::since(started));
                     if let Some(argv) = monitored {
                         self.feed_monitors(&argv);
                     }
@@ -630,7 +652,10 @@ impl Session {
                     argv.extend(args.rest());
                     match cmd::transaction::queue(multi, spec, argv) {
                         Ok(reply) => self.answer(&reply),
-                        Err(e) => self.answer_error(&e),
+                        Err(e) => {
+                            self.tally.rejected(index);
+                            self.answer_error(&e);
+                        }
                     }
                     return false;
                 }
@@ -658,13 +683,13 @@ impl Session {
                 Ok(()) => self.barrier_passed = true,
                 Err(e) => {
                     if !self.shared.config.stale_reads_on_quorum_loss {
+                        self.tally.rejected(index);
                         self.answer_error(&RespError::from(e));
                         return false;
                     }
                 }
             }
         }
-        let index = cmd::index_of(spec);
         self.tally.call(index);
         // CLIENT LIST's `cmd=`: the command running or last run (Redis sets it before running).
         self.client.info.last_cmd.store(index, Ordering::Relaxed);
@@ -679,7 +704,12 @@ impl Session {
                     (std::time::Instant::now(), argv)
                 });
         let mut ctx = self.ctx(spec, now_ms, None);
+        let started = ticks::now();
         let outcome = (spec.handler)(&mut ctx, &mut args);
+        self.tally.time(index, ticks::since(started));
+        if outcome.is_err() {
+            self.tally.failed(index);
+        }
         if let Some((started, argv)) = timed {
             let micros = started.elapsed().as_micros() as u64;
             if micros >= self.shared.slowlog.slower_than().max(0) as u64 {
@@ -706,6 +736,7 @@ impl Session {
                 }
                 self.pending_bytes += bytes;
                 self.pending.push(op);
+                self.pending_cmds.push(index);
                 if self.pending.len() >= MAX_OPS_PER_BATCH {
                     self.flush_writes().await;
                 }
@@ -773,11 +804,13 @@ impl Session {
         if !self.pause_gate(true).await {
             // Killed while waiting: the connection closes; its writes are dropped unapplied.
             self.pending.clear();
+            self.pending_cmds.clear();
             self.pending_bytes = 0;
             self.silent_pending.clear();
             return;
         }
         let ops = std::mem::take(&mut self.pending);
+        let cmds = std::mem::take(&mut self.pending_cmds);
         self.pending_bytes = 0;
         let silent = std::mem::take(&mut self.silent_pending);
         let count = ops.len();
@@ -786,25 +819,38 @@ impl Session {
         self.barrier_passed = false;
         self.turn_now_ms = None;
         let started = std::time::Instant::now();
+        let started_ticks = ticks::now();
         let submitted = self.shared.writer.submit(ops).await;
         self.tally.write_batch(started.elapsed());
+        // Each write's share of the batch's time, for INFO commandstats.
+        let share = ticks::since(started_ticks) / count.max(1) as u64;
+        for &cmd in &cmds {
+            self.tally.time(cmd, share);
+        }
         match submitted {
             Ok((results, index)) => {
                 if index > 0 {
                     self.client.last_write_index = index;
                 }
                 for (i, result) in results.into_iter().enumerate() {
+                    let reply = op_reply(result);
+                    if matches!(reply, Reply::Error(_)) {
+                        self.count_errors(&reply);
+                        if let Some(&cmd) = cmds.get(i) {
+                            self.tally.failed(cmd);
+                        }
+                    }
                     if !silent.is_empty() && silent.contains(&i) {
                         continue;
                     }
-                    if matches!(result, OpResult::Err(_)) {
-                        self.tally.errors += 1;
-                    }
-                    self.push_reply(&op_reply(result));
+                    self.push_reply(&reply);
                 }
             }
             Err(e) => {
                 let err = RespError::from(e);
+                for &cmd in &cmds {
+                    self.tally.failed(cmd);
+                }
                 for i in 0..count {
                     if !silent.contains(&i) {
                         self.push_error(&err);

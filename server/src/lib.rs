@@ -24,4 +24,5 @@ pub mod replication;
 pub mod shutdown;
 pub mod slowlog;
 pub mod stats;
+pub mod ticks;
 pub mod write;

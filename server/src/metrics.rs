@@ -43,11 +43,28 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
         counter!("meridian_write_batches_total").absolute(Stats::get(&s.write_batches));
         counter!("meridian_write_batch_microseconds_total")
             .absolute(Stats::get(&s.write_batch_micros));
-        for (spec, calls) in COMMANDS.iter().zip(&s.calls) {
-            let n = calls.load(Ordering::Relaxed);
-            if n > 0 {
+        for (spec, c) in COMMANDS.iter().zip(&s.commands) {
+            let n = c.calls.load(Ordering::Relaxed);
+            let failed = c.failed.load(Ordering::Relaxed);
+            let rejected = c.rejected.load(Ordering::Relaxed);
+            if n + failed + rejected > 0 {
+                let micros = crate::ticks::to_micros(c.ticks.load(Ordering::Relaxed));
                 counter!("meridian_command_calls_total", "command" => spec.name).absolute(n);
+                counter!("meridian_command_microseconds_total", "command" => spec.name)
+                    .absolute(micros);
+                counter!("meridian_command_failed_calls_total", "command" => spec.name)
+                    .absolute(failed);
+                counter!("meridian_command_rejected_calls_total", "command" => spec.name)
+                    .absolute(rejected);
             }
+        }
+        let codes = s
+            .error_codes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (code, n) in codes {
+            counter!("meridian_errors_total", "code" => code).absolute(n);
         }
         let (hits, misses, bytes, entries) = shared.keyspace.cache_stats();
         counter!("meridian_hot_cache_hits_total").absolute(hits);

@@ -372,11 +372,24 @@ impl Shared {
         }
         if all || sections.iter().any(|s| s == "commandstats") {
             out.push_str("# Commandstats\r\n");
-            for (spec, calls) in COMMANDS.iter().zip(&self.stats.calls) {
-                let n = calls.load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = write!(out, "cmdstat_{}:calls={n}\r\n", spec.name);
+            for (spec, c) in COMMANDS.iter().zip(&self.stats.commands) {
+                let calls = c.calls.load(Ordering::Relaxed);
+                let rejected = c.rejected.load(Ordering::Relaxed);
+                let failed = c.failed.load(Ordering::Relaxed);
+                if calls + rejected + failed == 0 {
+                    continue;
                 }
+                let usec = crate::ticks::to_micros(c.ticks.load(Ordering::Relaxed));
+                let per_call = if calls > 0 {
+                    usec as f64 / calls as f64
+                } else {
+                    0.0
+                };
+                let _ = write!(
+                    out,
+                    "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
+                    spec.name
+                );
             }
             out.push_str("\r\n");
         }
@@ -410,6 +423,27 @@ impl Shared {
             }
             out.push_str("\r\n");
         }
+        if want("cpu") {
+            let (sys, user) = cpu_seconds(libc::RUSAGE_SELF);
+            let (sys_children, user_children) = cpu_seconds(libc::RUSAGE_CHILDREN);
+            let _ = write!(
+                out,
+                "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{sys_children:.6}\r\nused_cpu_user_children:{user_children:.6}\r\n\r\n"
+            );
+        }
+        if want("errorstats") {
+            out.push_str("# Errorstats\r\n");
+            let codes = self
+                .stats
+                .error_codes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for (code, n) in codes {
+                let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+            }
+            out.push_str("\r\n");
+        }
         if want("cluster") {
             // Not Redis Cluster: clients must not expect MOVED/ASK (regions route themselves).
             out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
@@ -431,6 +465,17 @@ impl Shared {
         }
         out
     }
+}
+
+/// System and user CPU seconds of `who` (`RUSAGE_SELF`: every thread of the node).
+fn cpu_seconds(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_stime), secs(usage.ru_utime))
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
@@ -626,7 +671,10 @@ impl Node {
             geo,
             keyspace,
             clients: ClientRegistry::default(),
-            stats: Stats::default(),
+            stats: {
+                crate::ticks::start();
+                Stats::default()
+            },
             scan_cursors: moka::sync::Cache::builder()
                 .max_capacity(MAX_SCAN_CURSORS)
                 .time_to_idle(SCAN_CURSOR_TTL)

@@ -927,6 +927,89 @@ fn info_sections() {
     assert!(f.contains_key("total_connections_received"));
 }
 
+/// INFO commandstats, errorstats and cpu in Redis 7.0's shapes (what monitoring exporters
+/// parse): calls, usec, usec_per_call, rejected_calls (refused before running: arity,
+/// queued in a transaction) and failed_calls (ran and answered an error, inside EXEC too);
+/// error replies by their first word; CPU seconds of the process. CONFIG RESETSTAT clears them.
+#[test]
+fn info_commandstats_errorstats_cpu() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]);
+    let _: () = q(&mut c, &["SET", "a", "x"]);
+    let _: String = q(&mut c, &["GET", "a"]);
+    assert!(q_err(&mut c, &["INCR", "a"]).starts_with("ERR value is not an integer"));
+    assert!(q_err(&mut c, &["SET", "a"]).starts_with("ERR wrong number"));
+    assert!(q_err(&mut c, &["NOSUCH"]).starts_with("ERR unknown command"));
+    // A transaction with a command refused while queued, then one whose INCR fails inside.
+    let mut raw = node.raw();
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    assert!(raw.cmd(&["INCR"]).as_err().is_some());
+    assert!(raw
+        .cmd(&["EXEC"])
+        .as_err()
+        .is_some_and(|e| e.starts_with("EXECABORT")));
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(raw.cmd(&["INCR", "a"]), Reply::Simple("QUEUED".into()));
+    let Reply::Array(replies) = raw.cmd(&["EXEC"]) else {
+        panic!("EXEC answers an array")
+    };
+    assert!(replies[0].as_err().is_some());
+
+    let (f, sections) = parse_info(&q::<String>(&mut c, &["INFO", "commandstats"]));
+    assert_eq!(sections, ["Commandstats"]);
+    let stat = |name: &str| -> HashMap<String, f64> {
+        f[&format!("cmdstat_{name}")]
+            .split(',')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("key=value");
+                (k.to_string(), v.parse().expect("a number"))
+            })
+            .collect()
+    };
+    let set = stat("set");
+    assert_eq!(
+        (set["calls"], set["rejected_calls"], set["failed_calls"]),
+        (1.0, 1.0, 0.0)
+    );
+    assert!(
+        set["usec"] >= 1.0,
+        "a write's time includes its Raft round: {set:?}"
+    );
+    let incr = stat("incr");
+    assert_eq!(
+        (incr["calls"], incr["rejected_calls"], incr["failed_calls"]),
+        (2.0, 1.0, 2.0)
+    );
+    let exec = stat("exec");
+    assert_eq!((exec["calls"], exec["failed_calls"]), (2.0, 1.0));
+    assert_eq!(stat("get")["calls"], 1.0);
+    assert!(stat("get")["usec_per_call"] >= 0.0);
+
+    let (f, sections) = parse_info(&q::<String>(&mut c, &["INFO", "errorstats"]));
+    assert_eq!(sections, ["Errorstats"]);
+    assert_eq!(f["errorstat_ERR"], "count=5");
+    assert_eq!(f["errorstat_EXECABORT"], "count=1");
+    let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "stats"]));
+    assert_eq!(f["total_error_replies"], "6");
+
+    let (f, sections) = parse_info(&q::<String>(&mut c, &["INFO", "cpu"]));
+    assert_eq!(sections, ["CPU"]);
+    let user: f64 = f["used_cpu_user"].parse().unwrap();
+    let sys: f64 = f["used_cpu_sys"].parse().unwrap();
+    assert!(user + sys > 0.0, "the node used some CPU: {f:?}");
+    let (_, sections) = parse_info(&q::<String>(&mut c, &["INFO"]));
+    assert!(sections.iter().any(|s| s == "CPU") && sections.iter().any(|s| s == "Errorstats"));
+    assert!(
+        !sections.iter().any(|s| s == "Commandstats"),
+        "not in the default set"
+    );
+
+    let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]);
+    let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "errorstats"]));
+    assert!(!f.contains_key("errorstat_ERR"), "{f:?}");
+}
+
 #[test]
 fn time_reply() {
     let node = Node::start(NodeOpts::default());
