@@ -720,6 +720,11 @@ impl Node {
             shared.clone(),
             shutdown.clone(),
         ));
+        if shared.raft.endpoint.is_some() {
+            shutdown
+                .tasks
+                .spawn(fanout_members_task(shared.clone(), shutdown.clone()));
+        }
         info!(%resp_addr, ms = started.elapsed().as_millis() as u64, "ready to accept connections");
         Ok(Node {
             shared,
@@ -748,6 +753,31 @@ impl Node {
             warn!(error = %e, "final WAL sync failed");
         }
         info!("bye");
+    }
+}
+
+/// Keeps Pub/Sub's fan-out in step with the region's membership (nodes added or removed with
+/// `MERIDIAN NODE`), checked every second.
+async fn fanout_members_task(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        let members: Vec<geo::PeerAddr> = {
+            let m = shared.raft.metrics();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != shared.raft.node_id)
+                .filter_map(|(_, node)| {
+                    let addr = node.peer.parse().ok()?;
+                    Some(geo::PeerAddr::new(node.name.clone(), addr))
+                })
+                .collect()
+        };
+        shared.fanout.sync_members(members);
     }
 }
 

@@ -369,15 +369,26 @@ fn published_size(m: &Published) -> usize {
 /// Sends this node's published messages to every other node of the cluster, in publish order
 /// per node, in batches: one queue and one sending task per other node. At most once: a batch
 /// a node cannot take in time, or a message its full queue cannot hold, is dropped and counted.
+///
+/// The nodes are those of the topology file, and the members of this node's region as Raft
+/// knows them ([`Fanout::sync_members`]): a node added with `MERIDIAN NODE ADD` gets messages
+/// once the membership names it, and stops getting them once it leaves.
 #[derive(Default)]
 pub struct Fanout {
-    peers: Vec<PeerQueue>,
+    /// The queue to each other node, by node name.
+    peers: RwLock<Vec<PeerQueue>>,
+    /// How to start a sender for a node that joins (none on a node without links).
+    starter: Option<(geo::Endpoint, CancellationToken)>,
     /// Messages not delivered to another node (queue full, too large, or the call failed).
     dropped: Arc<AtomicU64>,
 }
 
 /// The queue to one other node.
 struct PeerQueue {
+    /// The node's name.
+    name: String,
+    /// Named in the topology file (kept whatever the membership says).
+    from_topology: bool,
     tx: mpsc::Sender<Published>,
     /// Bytes of the messages in it.
     queued: Arc<AtomicUsize>,
@@ -390,30 +401,75 @@ impl Fanout {
         peers: Vec<geo::PeerAddr>,
         stop: CancellationToken,
     ) -> Fanout {
-        let dropped = Arc::new(AtomicU64::new(0));
-        let peers = peers
-            .into_iter()
-            .map(|peer| {
-                let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                let queued = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(send_to_peer(
-                    endpoint.clone(),
-                    peer,
-                    (rx, queued.clone()),
-                    stop.clone(),
-                    dropped.clone(),
-                ));
-                PeerQueue { tx, queued }
-            })
-            .collect();
-        Fanout { peers, dropped }
+        let fanout = Fanout {
+            peers: RwLock::new(Vec::new()),
+            starter: Some((endpoint, stop)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for peer in peers {
+            fanout.add_peer(peer, true);
+        }
+        fanout
+    }
+
+    /// Starts the queue and sender to `peer`, unless there is one.
+    fn add_peer(&self, peer: geo::PeerAddr, from_topology: bool) {
+        let Some((endpoint, stop)) = &self.starter else {
+            return;
+        };
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if peers.iter().any(|q| q.name == peer.name) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        peers.push(PeerQueue {
+            name: peer.name.clone(),
+            from_topology,
+            tx,
+            queued: queued.clone(),
+        });
+        tokio::spawn(send_to_peer(
+            endpoint.clone(),
+            peer,
+            (rx, queued),
+            stop.clone(),
+            self.dropped.clone(),
+        ));
+    }
+
+    /// Follows the region's membership (`members`: every other member's link address): starts
+    /// sending to members the topology file does not name, and stops sending to such nodes once
+    /// they left (their sender ends with its queue).
+    pub fn sync_members(&self, members: Vec<geo::PeerAddr>) {
+        let joined: Vec<_> = {
+            let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+            members
+                .iter()
+                .filter(|m| !peers.iter().any(|q| q.name == m.name))
+                .cloned()
+                .collect()
+        };
+        for peer in joined {
+            tracing::info!(peer = %peer.name, "publishing to a node that joined the region");
+            self.add_peer(peer, false);
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|q| q.from_topology || members.iter().any(|m| m.name == q.name));
+    }
+
+    /// The nodes messages go to (names), for tests and logs.
+    pub fn peer_names(&self) -> Vec<String> {
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.iter().map(|q| q.name.clone()).collect()
     }
 
     /// Queues a published message for every other node.
     pub fn send(&self, channel: &Bytes, payload: &Bytes) {
         let message = (channel.clone(), payload.clone());
         let size = published_size(&message);
-        for peer in &self.peers {
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        for peer in peers.iter() {
             let fits = size <= PEER_MAX_MESSAGE
                 && peer.queued.fetch_add(size, Ordering::Relaxed) + size <= PEER_BYTES;
             let sent = fits && peer.tx.try_send(message.clone()).is_ok();

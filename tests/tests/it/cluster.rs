@@ -435,6 +435,32 @@ fn add_and_remove_nodes() {
     let mut c4 = cluster.nodes()[n4].client();
     assert_eq!(q::<String>(&mut c4, &["GET", "m:0"]), "0");
     let _: () = q(&mut c4, &["SET", "via:n4", "yes"]);
+    // The leader started before n4 was in any topology file: it publishes to n4 once the
+    // membership names it (checked every second).
+    let mut sub4 = cluster.nodes()[n4].raw();
+    assert!(matches!(
+        sub4.cmd(&["SUBSCRIBE", "joined"]),
+        Reply::Array(_)
+    ));
+    let mut publisher = cluster.nodes()[leader].client();
+    let started = Instant::now();
+    let got = loop {
+        let _: i64 = q(&mut publisher, &["PUBLISH", "joined", "hello"]);
+        match sub4.try_read_reply(Duration::from_millis(500)) {
+            Ok(Some(message)) => break message,
+            _ if started.elapsed() < Duration::from_secs(10) => continue,
+            other => panic!("no message published on the leader reached n4: {other:?}"),
+        }
+    };
+    assert_eq!(
+        got,
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("joined"),
+            Reply::bulk("hello")
+        ])
+    );
+    drop(sub4);
 
     // Remove a follower among the original three.
     let victim = (0..3).find(|&i| i != leader).unwrap();
