@@ -38,8 +38,13 @@ pub struct ClientState {
     /// WATCHed keys: (database, key, the fingerprint of their stored encoding then; `None`:
     /// not there).
     pub watched: Vec<(u8, Bytes, Option<u64>)>,
-    /// Pub/Sub channels and patterns, once the connection subscribed to one.
+    /// Pub/Sub channels and patterns, once the connection subscribed to one (also the queue
+    /// of its tracking invalidations).
     pub pubsub: Option<Subscription>,
+    /// CLIENT TRACKING settings, while it is on.
+    pub tracking: Option<crate::tracking::TrackingOptions>,
+    /// CLIENT CACHING YES (OPTIN) or NO (OPTOUT) was given for the next command.
+    pub caching: bool,
 }
 
 /// A transaction being queued (between MULTI and EXEC).
@@ -79,6 +84,8 @@ impl ClientState {
             multi: None,
             watched: Vec::new(),
             pubsub: None,
+            tracking: None,
+            caching: false,
         }
     }
 

@@ -157,7 +157,9 @@ pub async fn serve(
             r = stream.read_buf(&mut inbuf) => r,
             Some(message) = next_message(&mut session.client.pubsub) => {
                 // Written with any others waiting, at the top of the loop.
-                session.push_reply(&cmd::pubsub::message_reply(message));
+                if let Some(reply) = cmd::pubsub::message_reply(message, session.client.protocol) {
+                    session.push_reply(&reply);
+                }
                 continue;
             }
             _ = token.cancelled() => return,
@@ -190,6 +192,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         if let Some(sub) = self.client.pubsub.as_mut() {
             self.shared.pubsub.forget(sub);
+        }
+        if self.client.tracking.is_some() {
+            self.shared.keyspace.tracking.disable(self.client.info.id);
         }
     }
 }
@@ -296,6 +301,25 @@ impl Session {
             return true;
         }
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
+        // CLIENT TRACKING: the keys the transaction reads, remembered before and after it runs.
+        let tracked: Vec<bytes::Bytes> =
+            if cmd::tracking::remembers_reads(self.client.tracking.as_ref(), self.client.caching) {
+                multi
+                    .queued
+                    .iter()
+                    .filter_map(|argv| Some((cmd::lookup(&argv[0]).filter(|s| s.is_read())?, argv)))
+                    .flat_map(|(spec, argv)| spec.key_args(argv).cloned().collect::<Vec<_>>())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        self.client.caching = false;
+        if !tracked.is_empty() {
+            self.shared
+                .keyspace
+                .tracking
+                .remember(self.client.info.id, tracked.iter());
+        }
         // MONITOR shows the queued commands once they ran (not when WATCH aborts them).
         let monitored: Vec<Vec<bytes::Bytes>> = if self.shared.pubsub.monitoring() {
             multi
@@ -465,6 +489,12 @@ impl Session {
                 .collect(),
         );
         self.count_errors(&replies);
+        if !tracked.is_empty() {
+            self.shared
+                .keyspace
+                .tracking
+                .remember(self.client.info.id, tracked.iter());
+        }
         if let Reply::Array(items) = &replies {
             for (item, &cmd) in items.iter().zip(&slot_cmds) {
                 if matches!(item, Reply::Error(_)) {
@@ -703,9 +733,36 @@ impl Session {
                     argv.extend_from_slice(args.remaining_args());
                     (std::time::Instant::now(), argv)
                 });
+        // CLIENT TRACKING: the keys of a read are remembered, to be told when they change.
+        let tracked: Option<Vec<bytes::Bytes>> = (spec.is_read()
+            && cmd::tracking::remembers_reads(self.client.tracking.as_ref(), self.client.caching))
+        .then(|| {
+            let mut argv = vec![name.clone()];
+            argv.extend_from_slice(args.remaining_args());
+            spec.key_args(&argv).cloned().collect()
+        });
+        // CLIENT CACHING applies to the next command only (inside MULTI, until EXEC).
+        if spec.name != "client" && self.client.multi.is_none() {
+            self.client.caching = false;
+        }
+        // Remembered before the read too: a change applied while it reads is told (after the
+        // reply), and the read may not see the change yet.
+        if let Some(keys) = &tracked {
+            self.shared
+                .keyspace
+                .tracking
+                .remember(self.client.info.id, keys.iter());
+        }
         let mut ctx = self.ctx(spec, now_ms, None);
         let started = ticks::now();
         let outcome = (spec.handler)(&mut ctx, &mut args);
+        // And after it: a change told before the read finished must not end its tracking.
+        if let Some(keys) = tracked {
+            self.shared
+                .keyspace
+                .tracking
+                .remember(self.client.info.id, keys.iter());
+        }
         self.tally.time(index, ticks::since(started));
         if outcome.is_err() {
             self.tally.failed(index);

@@ -25,4 +25,5 @@ pub mod shutdown;
 pub mod slowlog;
 pub mod stats;
 pub mod ticks;
+pub mod tracking;
 pub mod write;

@@ -61,6 +61,8 @@ pub enum ConfigChange {
     SlowlogSlowerThan(i64),
     /// `slowlog-max-len`.
     SlowlogMaxLen(usize),
+    /// `tracking-table-max-keys` (0: no bound).
+    TrackingTableMaxKeys(usize),
     /// Accepted and meaningless here (`save ""`, `timeout 0`).
     Nothing,
 }
@@ -176,6 +178,10 @@ impl Shared {
             ),
             ("slowlog-max-len", self.slowlog.max_len().to_string()),
             (
+                "tracking-table-max-keys",
+                self.keyspace.tracking.max_keys().to_string(),
+            ),
+            (
                 "notify-keyspace-events",
                 crate::keyspace::notify::flags_to_string(self.keyspace.notifier.flags()),
             ),
@@ -237,6 +243,17 @@ impl Shared {
                     .parse()
                     .map_err(|_| failed("argument couldn't be parsed into an integer"))?,
             ),
+            "tracking-table-max-keys" => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
+                if !(0..=i64::MAX).contains(&n) {
+                    return Err(failed(
+                        "argument must be between 0 and 9223372036854775807 inclusive",
+                    ));
+                }
+                ConfigChange::TrackingTableMaxKeys(n as usize)
+            }
             "slowlog-max-len" => {
                 let n: i64 = value
                     .parse()
@@ -287,6 +304,7 @@ impl Shared {
             ConfigChange::NotifyKeyspaceEvents(flags) => self.keyspace.notifier.set_flags(flags),
             ConfigChange::SlowlogSlowerThan(micros) => self.slowlog.set_slower_than(micros),
             ConfigChange::SlowlogMaxLen(len) => self.slowlog.set_max_len(len),
+            ConfigChange::TrackingTableMaxKeys(n) => self.keyspace.tracking.set_max_keys(n),
             ConfigChange::Nothing => {}
         }
     }
@@ -319,9 +337,10 @@ impl Shared {
         if want("clients") {
             let _ = write!(
                 out,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:{}\r\n\r\n",
                 self.clients.count(),
-                self.maxclients()
+                self.maxclients(),
+                self.keyspace.tracking.client_count()
             );
         }
         if want("memory") {
@@ -354,7 +373,7 @@ impl Shared {
             let s = &self.stats;
             let _ = write!(
                 out,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\nwrite_batches:{}\r\nwrite_batch_usec:{}\r\n\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\nwrite_batches:{}\r\nwrite_batch_usec:{}\r\ntracking_total_keys:{}\r\n\r\n",
                 Stats::get(&s.connections_received),
                 Stats::get(&s.commands_processed),
                 Stats::get(&s.net_input_bytes),
@@ -368,6 +387,7 @@ impl Shared {
                 self.fanout.dropped(),
                 Stats::get(&s.write_batches),
                 Stats::get(&s.write_batch_micros),
+                self.keyspace.tracking.key_count(),
             );
         }
         if all || sections.iter().any(|s| s == "commandstats") {
@@ -646,6 +666,7 @@ impl Node {
         let pubsub = Arc::new(crate::pubsub::PubSub::default());
         service.attach_pubsub(pubsub.clone());
         keyspace.notifier.attach(pubsub.clone());
+        keyspace.tracking.attach(pubsub.clone());
         keyspace.notifier.set_flags(
             crate::keyspace::notify::parse_flags(&config.notify_keyspace_events).unwrap_or(0),
         );

@@ -36,8 +36,26 @@ pub struct Message {
     pub channel: Bytes,
     /// The payload (for MONITOR, the line describing a command).
     pub payload: Bytes,
-    /// A MONITOR line rather than a Pub/Sub message.
-    pub monitor: bool,
+    /// A Pub/Sub message, a MONITOR line or a tracking invalidation.
+    pub kind: MessageKind,
+}
+
+/// What a queued [`Message`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A published message (`message` / `pmessage`).
+    Published,
+    /// A MONITOR line (in `payload`).
+    Monitor,
+    /// Client-side caching: these keys changed (`None`: every key, after a flush).
+    Invalidate {
+        /// The keys.
+        keys: Option<Vec<Bytes>>,
+        /// Sent to a REDIRECT client (a RESP2 one gets it as a message on
+        /// `__redis__:invalidate`); otherwise to the tracking client itself, which gets it only
+        /// as a RESP3 push.
+        redirected: bool,
+    },
 }
 
 /// Where a subscriber's messages go, and how to disconnect it when it falls behind.
@@ -68,7 +86,13 @@ pub struct Subscription {
 impl Message {
     /// The bytes a queued message counts for.
     fn size(&self) -> usize {
-        self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, Bytes::len)
+        let keys = match &self.kind {
+            MessageKind::Invalidate {
+                keys: Some(keys), ..
+            } => keys.iter().map(Bytes::len).sum(),
+            _ => 0,
+        };
+        keys + self.channel.len() + self.payload.len() + self.pattern.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -238,7 +262,7 @@ impl PubSub {
                         pattern: None,
                         channel: Bytes::new(),
                         payload: line.clone(),
-                        monitor: true,
+                        kind: MessageKind::Monitor,
                     },
                 );
             }
@@ -276,13 +300,18 @@ impl PubSub {
             pattern: pattern.cloned(),
             channel: channel.clone(),
             payload: payload.clone(),
-            monitor: false,
+            kind: MessageKind::Published,
         };
         self.deliver(to, message)
     }
 
+    /// The queue of `client` if it is subscribed to `channel` (a tracking REDIRECT target).
+    pub fn subscriber_of(&self, channel: &[u8], client: u64) -> Option<Subscriber> {
+        self.read().channels.get(channel)?.get(&client).cloned()
+    }
+
     /// Queues `message` for `to` (1), or disconnects `to` when its queue is full (0).
-    fn deliver(&self, to: &Subscriber, message: Message) -> usize {
+    pub fn deliver(&self, to: &Subscriber, message: Message) -> usize {
         let size = message.size();
         let over_bytes = to.queued.fetch_add(size, Ordering::Relaxed) + size > SUBSCRIBER_BYTES;
         let sent = if over_bytes {

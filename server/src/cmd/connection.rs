@@ -172,6 +172,7 @@ pub fn select(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
 /// RESET
 pub fn reset(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
     super::pubsub::forget_all(ctx);
+    super::tracking::stop(ctx);
     ctx.client.db = 0;
     ctx.client.info.db.store(0, Ordering::Relaxed);
     ctx.client.protocol = ProtocolVersion::Resp2;
@@ -332,6 +333,20 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             }
         }
         "KILL" => return kill(ctx, args),
+        "TRACKING" if args.remaining() == 0 => return Err(RespError::arity("client|tracking")),
+        "TRACKING" => super::tracking::tracking(ctx, args)?,
+        "CACHING" => {
+            arity(1, args)?;
+            super::tracking::caching(ctx, args)?
+        }
+        "GETREDIR" => {
+            arity(0, args)?;
+            super::tracking::getredir(ctx)
+        }
+        "TRACKINGINFO" => {
+            arity(0, args)?;
+            super::tracking::trackinginfo(ctx)
+        }
         "PAUSE" => {
             if args.remaining() == 0 {
                 return Err(RespError::arity("client|pause"));
@@ -379,6 +394,10 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             "NO-TOUCH (ON|OFF)",
             "PAUSE <timeout> [WRITE|ALL]",
             "UNPAUSE",
+            "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]] [OPTIN] [OPTOUT] [NOLOOP]",
+            "CACHING (YES|NO)",
+            "GETREDIR",
+            "TRACKINGINFO",
             "KILL <ip:port>",
             "KILL <option> <value> [<option> <value> [...]]",
             "    Options: ID <id>, ADDR <ip:port>, LADDR <ip:port>, TYPE <type>, USER <user>,",

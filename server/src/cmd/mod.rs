@@ -18,6 +18,7 @@ mod meridian;
 pub mod pubsub;
 pub(crate) mod server;
 mod string;
+pub mod tracking;
 pub mod transaction;
 
 use std::collections::HashMap;

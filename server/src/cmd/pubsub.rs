@@ -7,7 +7,7 @@ use proto_resp::{encode_reply, Reply};
 use super::args::Keyword;
 use super::{help_reply, Args, Ctx, Outcome};
 use crate::error::RespError;
-use crate::pubsub::{Message, Subscription};
+use crate::pubsub::{Message, MessageKind, Subscription};
 
 /// The commands a RESP2 connection with subscriptions may still run.
 pub fn allowed_while_subscribed(name: &str) -> bool {
@@ -19,23 +19,37 @@ pub fn allowed_while_subscribed(name: &str) -> bool {
 
 /// The push a subscribed connection receives for a message (a simple string for a MONITOR
 /// line).
-pub fn message_reply(m: Message) -> Reply {
-    if m.monitor {
-        return Reply::Status(m.payload);
-    }
-    match m.pattern {
-        None => Reply::Push(vec![
-            Reply::Bulk(Bytes::from_static(b"message")),
-            Reply::Bulk(m.channel),
-            Reply::Bulk(m.payload),
-        ]),
-        Some(pattern) => Reply::Push(vec![
-            Reply::Bulk(Bytes::from_static(b"pmessage")),
-            Reply::Bulk(pattern),
-            Reply::Bulk(m.channel),
-            Reply::Bulk(m.payload),
-        ]),
-    }
+pub fn message_reply(m: Message, protocol: proto_resp::ProtocolVersion) -> Option<Reply> {
+    let bulk = |b: &'static [u8]| Reply::Bulk(Bytes::from_static(b));
+    Some(match m.kind {
+        MessageKind::Monitor => Reply::Status(m.payload),
+        MessageKind::Invalidate { keys, redirected } => {
+            let keys = keys.map_or(Reply::Null, |k| {
+                Reply::Array(k.into_iter().map(Reply::Bulk).collect())
+            });
+            if protocol == proto_resp::ProtocolVersion::Resp3 {
+                Reply::Push(vec![bulk(b"invalidate"), keys])
+            } else if redirected {
+                Reply::Push(vec![bulk(b"message"), bulk(crate::tracking::CHANNEL), keys])
+            } else {
+                // RESP2 has no pushes on a connection that is not in the subscribed mode.
+                return None;
+            }
+        }
+        MessageKind::Published => match m.pattern {
+            None => Reply::Push(vec![
+                bulk(b"message"),
+                Reply::Bulk(m.channel),
+                Reply::Bulk(m.payload),
+            ]),
+            Some(pattern) => Reply::Push(vec![
+                bulk(b"pmessage"),
+                Reply::Bulk(pattern),
+                Reply::Bulk(m.channel),
+                Reply::Bulk(m.payload),
+            ]),
+        },
+    })
 }
 
 /// Moves the messages waiting in `sub`'s queue into `out`, while `out` holds less than
@@ -50,7 +64,9 @@ pub fn drain_into(
         let Some(message) = sub.try_next() else {
             break;
         };
-        encode_reply(&message_reply(message), protocol, out);
+        if let Some(reply) = message_reply(message, protocol) {
+            encode_reply(&reply, protocol, out);
+        }
     }
 }
 

@@ -139,6 +139,8 @@ pub(super) struct BatchCtx<'a> {
     skip: u32,
     /// Keyspace notifications of this batch, when they are on.
     events: Option<Vec<Event>>,
+    /// Keys this batch changed, while a client tracks keys (CLIENT TRACKING).
+    touched: Option<Vec<Bytes>>,
     /// Bytes of the key states this batch ships to other regions so far (counted per write).
     shipped_bytes: usize,
 }
@@ -171,6 +173,7 @@ impl<'a> BatchCtx<'a> {
             expiry_changes: Vec::new(),
             skip: 0,
             events: ks.notifier.enabled().then(Vec::new),
+            touched: ks.tracking.active().then(Vec::new),
             shipped_bytes: 0,
         }
     }
@@ -186,6 +189,17 @@ impl<'a> BatchCtx<'a> {
                 name,
             });
         }
+    }
+
+    /// The keys changed so far (for tracking clients, once the batch is committed) and whether
+    /// a database was flushed.
+    pub(super) fn take_touched(&mut self) -> (Vec<Bytes>, bool) {
+        let touched = self
+            .touched
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        (touched, self.flushed.iter().any(|f| *f))
     }
 
     /// The notifications recorded so far (to publish once the batch is committed).
@@ -259,6 +273,9 @@ impl<'a> BatchCtx<'a> {
 
     /// Writes `new` at `key`, given what was physically there.
     fn write(&mut self, db: u8, key: &[u8], old_raw: Option<&StoredValue>, new: KeyState) {
+        if let Some(touched) = self.touched.as_mut() {
+            touched.push(Bytes::copy_from_slice(key));
+        }
         let data_key = Bytes::from(rocks::data_key(db, key));
         let old_at = old_raw.and_then(StoredValue::expire_at);
         let old_visible = old_raw.is_some_and(StoredValue::is_visible);

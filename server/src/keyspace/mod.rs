@@ -190,6 +190,8 @@ pub struct Keyspace {
     collected: AtomicU64,
     /// Keyspace notifications (`notify-keyspace-events`).
     pub notifier: notify::Notifier,
+    /// Client-side caching: the keys tracking clients read, told when they change.
+    pub tracking: crate::tracking::Tracking,
 }
 
 impl Keyspace {
@@ -525,6 +527,7 @@ impl Keyspace {
             hlc: Arc::new(geo::Hlc::new()),
             collected: AtomicU64::new(0),
             notifier: notify::Notifier::default(),
+            tracking: crate::tracking::Tracking::default(),
         })
     }
 
@@ -779,9 +782,13 @@ impl Keyspace {
             .map(|op| ctx.apply(op))
             .collect::<Result<Vec<_>, _>>()?;
         let events = ctx.take_events();
+        let (touched, flushed) = ctx.take_touched();
         ctx.commit(meta, log_index)?;
         if !events.is_empty() {
             self.notifier.publish(&events);
+        }
+        if !touched.is_empty() || flushed {
+            self.tracking.invalidate(&touched, flushed);
         }
         Ok(results)
     }

@@ -16,4 +16,5 @@ mod pubsub;
 mod restart;
 mod strings;
 mod tools;
+mod tracking;
 mod transaction;
