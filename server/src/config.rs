@@ -129,6 +129,8 @@ pub struct ServerConfig {
     pub slowlog_log_slower_than: i64,
     /// SLOWLOG keeps at most this many commands.
     pub slowlog_max_len: usize,
+    /// The latency monitor records events of at least this many ms (0: off), as Redis.
+    pub latency_monitor_threshold: u64,
     /// Prometheus exporter address (none = off).
     pub metrics_addr: Option<SocketAddr>,
     /// Read consistency for connections that did not send READONLY.
@@ -228,6 +230,7 @@ impl Default for ServerConfig {
             notify_keyspace_events: String::new(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
+            latency_monitor_threshold: 0,
             metrics_addr: None,
             read_consistency: ReadConsistency::Linearizable,
             stale_reads_on_quorum_loss: false,

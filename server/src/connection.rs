@@ -670,7 +670,9 @@ impl Session {
                     self.client.info.last_cmd.store(index, Ordering::Relaxed);
                     let started = ticks::now();
                     let close = self.exec().await;
-                    self.tally.time(index, ticks::since(started));
+                    let took = ticks::since(started);
+                    self.tally.time(index, took);
+                    self.sample_latency(spec, took, now_ms());
                     if let Some(argv) = monitored {
                         self.feed_monitors(&argv);
                     }
@@ -763,7 +765,9 @@ impl Session {
                 .tracking
                 .remember(self.client.info.id, keys.iter());
         }
-        self.tally.time(index, ticks::since(started));
+        let took = ticks::since(started);
+        self.tally.time(index, took);
+        self.sample_latency(spec, took, now_ms);
         if outcome.is_err() {
             self.tally.failed(index);
         }
@@ -878,7 +882,13 @@ impl Session {
         let started = std::time::Instant::now();
         let started_ticks = ticks::now();
         let submitted = self.shared.writer.submit(ops).await;
-        self.tally.write_batch(started.elapsed());
+        let elapsed = started.elapsed();
+        self.tally.write_batch(elapsed);
+        if self.shared.latency.threshold_ms() > 0 {
+            self.shared
+                .latency
+                .sample("write-batch", elapsed.as_millis() as u64, now_ms() / 1000);
+        }
         // Each write's share of the batch's time, for INFO commandstats.
         let share = ticks::since(started_ticks) / count.max(1) as u64;
         for &cmd in &cmds {
@@ -915,6 +925,21 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Offers a command's running time to the latency monitor (when it is on).
+    fn sample_latency(&self, spec: &cmd::CommandSpec, took: u64, now_ms: u64) {
+        if self.shared.latency.threshold_ms() == 0 {
+            return;
+        }
+        let event = if spec.flags & flags::FAST != 0 {
+            "fast-command"
+        } else {
+            "command"
+        };
+        self.shared
+            .latency
+            .sample(event, ticks::to_micros(took) / 1000, now_ms / 1000);
     }
 
     /// Publishes this turn's counters.

@@ -14,6 +14,7 @@ pub mod connection;
 pub mod cpu;
 pub mod error;
 pub mod keyspace;
+pub mod latency;
 pub mod listener;
 pub mod metrics;
 pub mod node;

@@ -61,6 +61,8 @@ pub enum ConfigChange {
     SlowlogSlowerThan(i64),
     /// `slowlog-max-len`.
     SlowlogMaxLen(usize),
+    /// `latency-monitor-threshold` (ms).
+    LatencyMonitorThreshold(u64),
     /// `tracking-table-max-keys` (0: no bound).
     TrackingTableMaxKeys(usize),
     /// Accepted and meaningless here (`save ""`, `timeout 0`).
@@ -107,6 +109,8 @@ pub struct Shared {
     pub fanout: crate::pubsub::Fanout,
     /// SLOWLOG.
     pub slowlog: crate::slowlog::SlowLog,
+    /// The latency monitor (LATENCY).
+    pub latency: crate::latency::LatencyMonitor,
 }
 
 impl Shared {
@@ -178,6 +182,10 @@ impl Shared {
             ),
             ("slowlog-max-len", self.slowlog.max_len().to_string()),
             (
+                "latency-monitor-threshold",
+                self.latency.threshold_ms().to_string(),
+            ),
+            (
                 "tracking-table-max-keys",
                 self.keyspace.tracking.max_keys().to_string(),
             ),
@@ -243,6 +251,17 @@ impl Shared {
                     .parse()
                     .map_err(|_| failed("argument couldn't be parsed into an integer"))?,
             ),
+            "latency-monitor-threshold" => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
+                if n < 0 {
+                    return Err(failed(
+                        "argument must be between 0 and 9223372036854775807 inclusive",
+                    ));
+                }
+                ConfigChange::LatencyMonitorThreshold(n as u64)
+            }
             "tracking-table-max-keys" => {
                 let n: i64 = value
                     .parse()
@@ -304,6 +323,7 @@ impl Shared {
             ConfigChange::NotifyKeyspaceEvents(flags) => self.keyspace.notifier.set_flags(flags),
             ConfigChange::SlowlogSlowerThan(micros) => self.slowlog.set_slower_than(micros),
             ConfigChange::SlowlogMaxLen(len) => self.slowlog.set_max_len(len),
+            ConfigChange::LatencyMonitorThreshold(ms) => self.latency.set_threshold_ms(ms),
             ConfigChange::TrackingTableMaxKeys(n) => self.keyspace.tracking.set_max_keys(n),
             ConfigChange::Nothing => {}
         }
@@ -663,6 +683,7 @@ impl Node {
         replication::start(raft.clone(), keyspace.clone(), geo.clone(), &shutdown);
         let slowlog =
             crate::slowlog::SlowLog::new(config.slowlog_log_slower_than, config.slowlog_max_len);
+        let latency = crate::latency::LatencyMonitor::new(config.latency_monitor_threshold);
         let pubsub = Arc::new(crate::pubsub::PubSub::default());
         service.attach_pubsub(pubsub.clone());
         keyspace.notifier.attach(pubsub.clone());
@@ -712,6 +733,7 @@ impl Node {
             pubsub,
             fanout,
             slowlog,
+            latency,
         });
 
         if let Some(addr) = shared.config.metrics_addr {

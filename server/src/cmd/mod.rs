@@ -468,6 +468,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         server::time
     ),
     cmd!(
+        "latency",
+        -2,
+        ADMIN,
+        NOKEYS,
+        "server",
+        "A container for latency diagnostics commands.",
+        server::latency
+    ),
+    cmd!(
         "slowlog",
         -2,
         ADMIN,

@@ -319,6 +319,74 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespErro
     Ok(Reply::Integer(ctx.shared.last_sync_unix() as i64).into())
 }
 
+/// LATENCY LATEST | HISTORY event | RESET [event ...] | DOCTOR | HELP
+pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let sub = args.next_bytes()?;
+    let monitor = &ctx.shared.latency;
+    let reply = match Keyword::new(&sub).as_str() {
+        "LATEST" if args.remaining() == 0 => Reply::Array(
+            monitor
+                .events()
+                .into_iter()
+                .filter_map(|(name, s)| {
+                    let (time, last) = *s.samples.back()?;
+                    Some(Reply::Array(vec![
+                        Reply::Bulk(Bytes::from_static(name.as_bytes())),
+                        Reply::Integer(time as i64),
+                        Reply::Integer(last as i64),
+                        Reply::Integer(s.max as i64),
+                    ]))
+                })
+                .collect(),
+        ),
+        "HISTORY" if args.remaining() == 1 => {
+            let event = args.next_bytes()?;
+            Reply::Array(monitor.history(&event).map_or_else(Vec::new, |s| {
+                s.samples
+                    .into_iter()
+                    .map(|(time, ms)| {
+                        Reply::Array(vec![Reply::Integer(time as i64), Reply::Integer(ms as i64)])
+                    })
+                    .collect()
+            }))
+        }
+        "RESET" => {
+            let names: Vec<Bytes> = args.rest();
+            let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
+            Reply::Integer(monitor.reset(&names) as i64)
+        }
+        "DOCTOR" if args.remaining() == 0 => Reply::Verbatim(Bytes::from(monitor.doctor())),
+        "GRAPH" | "HISTOGRAM" => {
+            return Err(RespError::Message(format!(
+                "LATENCY {} is not implemented by Meridian (LATENCY HISTORY gives the samples)",
+                String::from_utf8_lossy(&sub).to_ascii_uppercase()
+            )))
+        }
+        "HELP" if args.remaining() == 0 => super::help_reply(&[
+            "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DOCTOR",
+            "    Return a human readable latency analysis report.",
+            "HISTORY <event>",
+            "    Return time-latency samples for the <event> class.",
+            "LATEST",
+            "    Return the latest latency samples for all events.",
+            "RESET [<event> ...]",
+            "    Reset latency data of one or more <event> classes.",
+            "    (default: reset all data for all event classes)",
+            "HELP",
+            "    Print this help.",
+        ]),
+        "LATEST" | "HISTORY" | "DOCTOR" | "HELP" => {
+            return Err(RespError::arity(&format!(
+                "latency|{}",
+                String::from_utf8_lossy(&sub).to_ascii_lowercase()
+            )))
+        }
+        _ => return Err(RespError::unknown_subcommand("LATENCY", &sub)),
+    };
+    Ok(reply.into())
+}
+
 /// SLOWLOG GET [count] | LEN | RESET | HELP
 pub fn slowlog(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let sub = args.next_bytes()?;

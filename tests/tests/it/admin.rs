@@ -1010,6 +1010,51 @@ fn info_commandstats_errorstats_cpu() {
     assert!(!f.contains_key("errorstat_ERR"), "{f:?}");
 }
 
+/// The latency monitor: off by default; with `latency-monitor-threshold` a slow command (an
+/// LCS of two 3,000-byte strings) becomes a `command` sample in LATEST and HISTORY; RESET
+/// forgets it.
+#[test]
+fn latency_monitor() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let long = "a".repeat(3000);
+    let _: () = q(&mut c, &["MSET", "l1", &long, "l2", &long]);
+    assert_eq!(q::<i64>(&mut c, &["LCS", "l1", "l2", "LEN"]), 3000);
+    assert_eq!(
+        q::<Value>(&mut c, &["LATENCY", "LATEST"]),
+        Value::Array(vec![])
+    );
+    let _: () = q(&mut c, &["CONFIG", "SET", "latency-monitor-threshold", "1"]);
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "latency-monitor-threshold"]),
+        ["latency-monitor-threshold", "1"]
+    );
+    assert_eq!(q::<i64>(&mut c, &["LCS", "l1", "l2", "LEN"]), 3000);
+    let latest: Vec<(String, i64, i64, i64)> = q(&mut c, &["LATENCY", "LATEST"]);
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    let (event, time, last, max) = latest[0].clone();
+    assert_eq!(event, "command");
+    assert!(last >= 1 && max >= last, "{latest:?}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - time).abs() <= 5, "sample time {time} vs {now}");
+    let history: Vec<(i64, i64)> = q(&mut c, &["LATENCY", "HISTORY", "command"]);
+    assert_eq!(history, vec![(time, last)]);
+    let doctor: String = q(&mut c, &["LATENCY", "DOCTOR"]);
+    assert!(doctor.contains("command: 1 latency spikes"), "{doctor}");
+    assert_eq!(q::<i64>(&mut c, &["LATENCY", "RESET"]), 1);
+    assert_eq!(
+        q::<Value>(&mut c, &["LATENCY", "LATEST"]),
+        Value::Array(vec![])
+    );
+    assert_eq!(
+        q_err(&mut c, &["LATENCY", "HISTORY"]),
+        "ERR wrong number of arguments for 'latency|history' command"
+    );
+}
+
 #[test]
 fn time_reply() {
     let node = Node::start(NodeOpts::default());
