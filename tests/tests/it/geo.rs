@@ -1295,3 +1295,28 @@ fn region_without_quorum_forwards_writes_to_the_nearest_region_and_reads_stale_i
     wait_value_everywhere(&c, "q:during", Some("2"));
     wait_converged(&c, "after a regained its quorum");
 }
+
+/// Client-side caching across regions: a write merged from another region invalidates what a
+/// tracking client of this region read.
+#[test]
+fn a_merged_write_invalidates_tracking_clients() {
+    let c = two_regions("");
+    let (la, lb) = (leader(&c, "a"), leader(&c, "b"));
+    let mut t = c.nodes()[lb].raw();
+    assert!(matches!(t.cmd(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(t.cmd(&["CLIENT", "TRACKING", "on"]), Reply::ok());
+    assert_eq!(t.cmd(&["GET", "cached"]), Reply::Null);
+    let mut w = c.nodes()[la].client();
+    let _: () = q(&mut w, &["SET", "cached", "from-a"]);
+    let pushed = t
+        .try_read_reply(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        pushed,
+        Some(Reply::Push(vec![
+            Reply::bulk("invalidate"),
+            Reply::Array(vec![Reply::bulk("cached")]),
+        ]))
+    );
+    assert_eq!(t.cmd(&["GET", "cached"]), Reply::bulk("from-a"));
+}
