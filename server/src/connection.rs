@@ -282,6 +282,8 @@ impl Session {
         let Some(multi) = self.client.multi.take() else {
             return false;
         };
+        // CLIENT CACHING given before MULTI covers the transaction's reads, once.
+        let caching = std::mem::take(&mut self.client.caching);
         let watched = std::mem::take(&mut self.client.watched);
         if multi.failed {
             self.tally.failed(cmd::index_of(
@@ -303,7 +305,7 @@ impl Session {
         let now_ms = *self.turn_now_ms.get_or_insert_with(now_ms);
         // CLIENT TRACKING: the keys the transaction reads, remembered before and after it runs.
         let tracked: Vec<bytes::Bytes> =
-            if cmd::tracking::remembers_reads(self.client.tracking.as_ref(), self.client.caching) {
+            if cmd::tracking::remembers_reads(self.client.tracking.as_ref(), caching) {
                 multi
                     .queued
                     .iter()
@@ -313,7 +315,6 @@ impl Session {
             } else {
                 Vec::new()
             };
-        self.client.caching = false;
         if !tracked.is_empty() {
             self.shared
                 .keyspace
@@ -502,8 +503,11 @@ impl Session {
                 }
             }
         }
-        // Messages its PUBLISHes delivered to this connection go first, as in Redis.
-        self.deliver();
+        // Messages its PUBLISHes delivered to this connection go first, as in Redis (for a
+        // tracking client, after: see `run`).
+        if self.client.tracking.is_none() {
+            self.deliver();
+        }
         self.answer(&replies);
         close
     }
@@ -743,8 +747,9 @@ impl Session {
             argv.extend_from_slice(args.remaining_args());
             spec.key_args(&argv).cloned().collect()
         });
-        // CLIENT CACHING applies to the next command only (inside MULTI, until EXEC).
-        if spec.name != "client" && self.client.multi.is_none() {
+        // CLIENT CACHING applies to the next command only (MULTI passes it to the EXEC, which
+        // takes it; DISCARD drops it).
+        if !matches!(spec.name, "client" | "multi") {
             self.client.caching = false;
         }
         // Remembered before the read too: a change applied while it reads is told (after the
@@ -806,8 +811,12 @@ impl Session {
             Ok(Outcome::Reply(reply)) => {
                 self.flush_writes().await;
                 // Messages that arrived meanwhile (a connection's own PUBLISH to a channel it
-                // subscribed) go before the reply, as in Redis.
-                self.deliver();
+                // subscribed) go before the reply, as in Redis; but not for a tracking client,
+                // whose invalidations must follow the reply they may concern (before it, the
+                // client would cache the older value the reply carries).
+                if self.client.tracking.is_none() {
+                    self.deliver();
+                }
                 self.answer(&reply);
                 false
             }

@@ -438,6 +438,7 @@ impl Op {
             Op::BitOp { dst, srcs, .. } => {
                 dst.len() + srcs.iter().map(|k| k.len() + 8).sum::<usize>()
             }
+            Op::BitField { key, ops, .. } => key.len() + ops.len() * 32,
             other => other.first_key().map_or(0, Bytes::len),
         }
     }

@@ -38,8 +38,8 @@ pub fn since(earlier: u64) -> u64 {
     raw().saturating_sub(earlier)
 }
 
-/// Ticks per microsecond, as measured since [`start`] (1,000 per µs for nanosecond ticks
-/// until then).
+/// Ticks per microsecond, as measured since [`start`] (taken as 1,000, right only for
+/// nanosecond ticks, before `start` and during its first millisecond).
 fn per_micro() -> f64 {
     let Some((clock, counter)) = ORIGIN.get() else {
         return 1000.0;

@@ -6,7 +6,8 @@
 //!   ids. When one changes, each of those clients gets one invalidation for it and the key
 //!   leaves the table (it is remembered again when read again).
 //! - BCAST: the client gets an invalidation for every changed key that starts with one of its
-//!   prefixes (every key, with none), whether it read it or not: one message per applied batch.
+//!   prefixes (every key, with none), whether it read it or not: one message per prefix and
+//!   applied batch, each key once.
 //! - A flush (FLUSHDB, FLUSHALL) invalidates everything: a nil invalidation to every tracking
 //!   client, and the table empties. As in Redis the table holds key names, not databases.
 //!
@@ -47,7 +48,7 @@ pub struct TrackingOptions {
     pub noloop: bool,
     /// REDIRECT client id (0: none).
     pub redirect: u64,
-    /// BCAST prefixes, sorted (empty with BCAST: every key).
+    /// BCAST prefixes, sorted (with BCAST and no PREFIX, the empty prefix: every key).
     pub prefixes: std::collections::BTreeSet<Bytes>,
 }
 
@@ -131,7 +132,7 @@ impl Tracking {
     }
 
     /// Turns tracking off for `client` (CLIENT TRACKING OFF, RESET, or it closed). Keys it
-    /// read stay in the table until they change.
+    /// read stay in the table until they change, or until no client tracks any more.
     pub fn disable(&self, client: u64) {
         let mut table = self.table();
         table.clients.remove(&client);
@@ -212,11 +213,14 @@ impl Tracking {
                 continue;
             };
             for prefix in prefixes {
-                let matched: Vec<Bytes> = keys
+                // Each key once, in key order (as Redis's per-prefix key set).
+                let mut matched: Vec<Bytes> = keys
                     .iter()
                     .filter(|k| k.starts_with(prefix))
                     .cloned()
                     .collect();
+                matched.sort_unstable();
+                matched.dedup();
                 if !matched.is_empty() {
                     self.send(&tracker.to, Some(matched));
                 }

@@ -1,6 +1,8 @@
 //! LCS: the longest common subsequence of two string values (Redis 7.0's arguments, replies,
 //! error texts and match order).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 use proto_resp::Reply;
 
@@ -60,8 +62,38 @@ pub fn lcs(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
             "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
         ));
     }
-    let table = LcsTable::build(&a, &b);
+    let failed =
+        || RespError::Other("Insufficient memory, failed allocating transient memory for LCS");
+    // Tables of concurrent LCS calls share that bound too (Redis runs one at a time).
+    let budget = TableBudget::take(cells as usize * 4, ctx.shared.config.proto_max_bulk_len)
+        .ok_or_else(failed)?;
+    let table = LcsTable::build(&a, &b).ok_or_else(failed)?;
+    drop(budget);
     Ok(table.reply(&a, &b, opts).into())
+}
+
+/// Bytes of LCS tables allocated now, on every connection.
+static TABLE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// A share of [`TABLE_BYTES`], given back when dropped.
+struct TableBudget(usize);
+
+impl TableBudget {
+    /// `bytes` more, unless that takes the total past `max`.
+    fn take(bytes: usize, max: usize) -> Option<TableBudget> {
+        TABLE_BYTES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= max)
+            })
+            .ok()
+            .map(|_| TableBudget(bytes))
+    }
+}
+
+impl Drop for TableBudget {
+    fn drop(&mut self) {
+        TABLE_BYTES.fetch_sub(self.0, Ordering::AcqRel);
+    }
 }
 
 /// `len[i][j]`: the length of the LCS of `a[..i]` and `b[..j]`, in one flat vector.
@@ -71,10 +103,13 @@ struct LcsTable {
 }
 
 impl LcsTable {
-    /// The dynamic-programming table of `a` and `b`.
-    fn build(a: &[u8], b: &[u8]) -> LcsTable {
+    /// The dynamic-programming table of `a` and `b`; `None` when its memory cannot be had.
+    fn build(a: &[u8], b: &[u8]) -> Option<LcsTable> {
         let cols = b.len() + 1;
-        let mut len = vec![0u32; (a.len() + 1) * cols];
+        let cells = (a.len() + 1).checked_mul(cols)?;
+        let mut len: Vec<u32> = Vec::new();
+        len.try_reserve_exact(cells).ok()?;
+        len.resize(cells, 0);
         for (i, &ai) in a.iter().enumerate() {
             // Row i + 1 from row i; `left` is the cell just filled.
             let (done, rest) = len.split_at_mut((i + 1) * cols);
@@ -86,7 +121,7 @@ impl LcsTable {
                 *cell = left;
             }
         }
-        LcsTable { cols, len }
+        Some(LcsTable { cols, len })
     }
 
     fn at(&self, i: usize, j: usize) -> u32 {
@@ -174,7 +209,7 @@ mod tests {
     #[test]
     fn finds_redis_documented_subsequence_and_ranges() {
         let (a, b) = (b"ohmytext".as_slice(), b"mynewtext".as_slice());
-        let table = LcsTable::build(a, b);
+        let table = LcsTable::build(a, b).unwrap();
         assert_eq!(table.at(a.len(), b.len()), 6);
         let Reply::Bulk(text) = table.reply(a, b, LcsOptions::default()) else {
             panic!("bulk expected");

@@ -120,6 +120,9 @@ pub fn tracking(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> 
         .keyspace
         .tracking
         .enable(ctx.client.info.id, target, bcast);
+    // A batch applying now started before this client tracked, and tells nobody of its keys:
+    // the reply waits for it, so the client's next read sees its changes.
+    ctx.shared.keyspace.wait_for_apply();
     ctx.client.tracking = Some(new);
     Ok(Reply::ok())
 }

@@ -901,7 +901,15 @@ impl Keyspace {
         self.outbox_tail.reset(outbox_last);
         self.outbox_last.store(outbox_last, Ordering::Relaxed);
         *self.lock_merged_hlcs() = stored_merged_hlcs(&self.db)?;
+        // Every key may have changed: tracking clients drop everything they cached.
+        self.tracking.invalidate(&[], true);
         Ok(())
+    }
+
+    /// Waits until the batch being applied, if any, is done: one started later sees a
+    /// tracking client that turned tracking on before this returns.
+    pub fn wait_for_apply(&self) {
+        drop(self.apply_lock.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// True when an import stopped half-way (the keyspace is partial until imported again).
