@@ -675,7 +675,7 @@ impl Session {
                     let started = ticks::now();
                     let close = self.exec().await;
                     let took = ticks::since(started);
-                    self.tally.time(index, took);
+                    self.tally.time_call(index, took);
                     self.sample_latency(spec, took, now_ms());
                     if let Some(argv) = monitored {
                         self.feed_monitors(&argv);
@@ -771,7 +771,12 @@ impl Session {
                 .remember(self.client.info.id, keys.iter());
         }
         let took = ticks::since(started);
-        self.tally.time(index, took);
+        // (A write's latency is its batch's, recorded when the batch is answered.)
+        if matches!(outcome, Ok(Outcome::Write(_))) {
+            self.tally.time(index, took);
+        } else {
+            self.tally.time_call(index, took);
+        }
         self.sample_latency(spec, took, now_ms);
         if outcome.is_err() {
             self.tally.failed(index);
@@ -899,9 +904,11 @@ impl Session {
                 .sample("write-batch", elapsed.as_millis() as u64, now_ms() / 1000);
         }
         // Each write's share of the batch's time, for INFO commandstats.
-        let share = ticks::since(started_ticks) / count.max(1) as u64;
+        let batch_ticks = ticks::since(started_ticks);
+        let share = batch_ticks / count.max(1) as u64;
         for &cmd in &cmds {
             self.tally.time(cmd, share);
+            self.tally.latency(cmd, batch_ticks);
         }
         match submitted {
             Ok((results, index)) => {

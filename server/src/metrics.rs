@@ -30,6 +30,7 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.token.cancelled() => return,
         }
+        crate::ticks::refresh();
         let s = &shared.stats;
         counter!("meridian_connections_received_total")
             .absolute(Stats::get(&s.connections_received));

@@ -433,6 +433,21 @@ impl Shared {
             }
             out.push_str("\r\n");
         }
+        if all || sections.iter().any(|s| s == "latencystats") {
+            out.push_str("# Latencystats\r\n");
+            for (spec, c) in COMMANDS.iter().zip(&self.stats.commands) {
+                let hist = c.histogram();
+                let pct = |p| crate::stats::percentile_micros(&hist, p);
+                if let (Some(p50), Some(p99), Some(p999)) = (pct(50.0), pct(99.0), pct(99.9)) {
+                    let _ = write!(
+                        out,
+                        "latency_percentiles_usec_{}:p50={p50:.3},p99={p99:.3},p99.9={p999:.3}\r\n",
+                        spec.name
+                    );
+                }
+            }
+            out.push_str("\r\n");
+        }
         if want("replication") {
             // Every node accepts writes (followers forward them): to a Redis client each is a
             // master. The Raft role and the other regions follow, in Meridian's own fields.

@@ -10,8 +10,34 @@ use crate::cmd::COMMANDS;
 /// in `total_error_replies` only.
 pub const MAX_ERROR_CODES: usize = 128;
 
+/// Buckets of a latency histogram: quarter octaves of 1/1024 µs (see [`bucket_of`]).
+pub const HIST_BUCKETS: usize = 256;
+
+/// The histogram bucket of a latency in 1/1024 µs units: its octave (floor log2) times four,
+/// plus the two bits after the leading one (a bucket is at most 25 % wide).
+pub fn bucket_of(units: u64) -> usize {
+    let v = units.max(1);
+    let octave = 63 - v.leading_zeros() as usize;
+    let quarter = if octave >= 2 {
+        ((v >> (octave - 2)) & 3) as usize
+    } else {
+        0
+    };
+    octave * 4 + quarter
+}
+
+/// The largest latency (1/1024 µs units) in bucket `b`.
+pub fn bucket_upper(b: usize) -> u64 {
+    let (octave, quarter) = (b / 4, (b % 4) as u128);
+    let upper: u128 = if octave < 2 {
+        (1u128 << (octave + 1)) - 1
+    } else {
+        ((5 + quarter) << (octave - 2)) - 1
+    };
+    upper.min(u64::MAX as u128) as u64
+}
+
 /// One command's counters (INFO commandstats).
-#[derive(Default)]
 pub struct CommandStats {
     /// Times it ran (inside EXEC included).
     pub calls: AtomicU64,
@@ -23,6 +49,49 @@ pub struct CommandStats {
     pub rejected: AtomicU64,
     /// Ran and answered an error.
     pub failed: AtomicU64,
+    /// Latency of each call, by [`bucket_of`] (INFO latencystats, LATENCY HISTOGRAM): its
+    /// running on the connection, for a write its batch's time from submission to result.
+    pub hist: Vec<AtomicU64>,
+}
+
+impl Default for CommandStats {
+    fn default() -> Self {
+        CommandStats {
+            calls: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            hist: (0..HIST_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl CommandStats {
+    /// The histogram's counts.
+    pub fn histogram(&self) -> Vec<u64> {
+        self.hist
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// The latency (µs) at percentile `p` (0-100) of a histogram: the upper end of the bucket where
+/// it falls; `None` when empty.
+pub fn percentile_micros(hist: &[u64], p: f64) -> Option<f64> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(bucket_upper(b) as f64 / 1024.0);
+        }
+    }
+    None
 }
 
 /// Counters updated by connections (per burst, not per command, to stay cheap).
@@ -89,6 +158,9 @@ impl Stats {
             for n in [&c.calls, &c.ticks, &c.rejected, &c.failed] {
                 n.store(0, Ordering::Relaxed);
             }
+            for b in &c.hist {
+                b.store(0, Ordering::Relaxed);
+            }
         }
         self.error_codes
             .lock()
@@ -103,12 +175,14 @@ impl Stats {
 }
 
 /// One command's tally within a burst.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct CommandTally {
     calls: u64,
     ticks: u64,
     rejected: u64,
     failed: u64,
+    /// (histogram bucket, calls) of this burst.
+    hist: smallvec::SmallVec<[(u8, u32); 4]>,
 }
 
 /// Per-connection tallies, added to [`Stats`] once per burst.
@@ -122,6 +196,8 @@ pub struct LocalTally {
     error_codes: Vec<(Box<str>, u64)>,
     /// Commands touched in this burst (index in [`COMMANDS`]) and their tallies.
     per_command: Vec<(usize, CommandTally)>,
+    /// Position in `per_command` of the command last counted (pipelines repeat one command).
+    last: usize,
     /// Write batches submitted in this burst, and their time (µs).
     pub write_batches: u64,
     /// See `write_batches`.
@@ -140,13 +216,17 @@ fn error_code(text: &[u8]) -> &[u8] {
 
 impl LocalTally {
     fn command(&mut self, idx: usize) -> &mut CommandTally {
-        let at = match self.per_command.iter().position(|(i, _)| *i == idx) {
-            Some(at) => at,
-            None => {
-                self.per_command.push((idx, CommandTally::default()));
-                self.per_command.len() - 1
-            }
+        let at = match self.per_command.get(self.last) {
+            Some((i, _)) if *i == idx => self.last,
+            _ => match self.per_command.iter().position(|(i, _)| *i == idx) {
+                Some(at) => at,
+                None => {
+                    self.per_command.push((idx, CommandTally::default()));
+                    self.per_command.len() - 1
+                }
+            },
         };
+        self.last = at;
         &mut self.per_command[at].1
     }
 
@@ -159,6 +239,28 @@ impl LocalTally {
     /// Adds `ticks` of time to command `idx`.
     pub fn time(&mut self, idx: usize, ticks: u64) {
         self.command(idx).ticks += ticks;
+    }
+
+    /// Adds `ticks` of time to command `idx` and records them as one call's latency.
+    pub fn time_call(&mut self, idx: usize, ticks: u64) {
+        let bucket = bucket_of(crate::ticks::units(ticks)).min(HIST_BUCKETS - 1) as u8;
+        let tally = self.command(idx);
+        tally.ticks += ticks;
+        let hist = &mut tally.hist;
+        match hist.iter_mut().find(|(b, _)| *b == bucket) {
+            Some((_, n)) => *n += 1,
+            None => hist.push((bucket, 1)),
+        }
+    }
+
+    /// Records one call of command `idx` that took `ticks` in its latency histogram.
+    pub fn latency(&mut self, idx: usize, ticks: u64) {
+        let bucket = bucket_of(crate::ticks::units(ticks)).min(HIST_BUCKETS - 1) as u8;
+        let hist = &mut self.command(idx).hist;
+        match hist.iter_mut().find(|(b, _)| *b == bucket) {
+            Some((_, n)) => *n += 1,
+            None => hist.push((bucket, 1)),
+        }
     }
 
     /// Counts command `idx` refused before it ran.
@@ -235,8 +337,12 @@ impl LocalTally {
                         counter.fetch_add(n, Ordering::Relaxed);
                     }
                 }
+                for (bucket, n) in t.hist {
+                    c.hist[bucket as usize].fetch_add(u64::from(n), Ordering::Relaxed);
+                }
             }
         }
+        self.last = 0;
         self.commands = 0;
         self.errors = 0;
     }
@@ -245,6 +351,29 @@ impl LocalTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_buckets_are_quarter_octaves_and_percentiles_their_upper_ends() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(1024), 40); // 1 µs: octave 10
+        assert_eq!(bucket_upper(40), 1279);
+        assert_eq!(bucket_of(1279), 40);
+        assert_eq!(bucket_of(1280), 41);
+        assert_eq!(bucket_upper(HIST_BUCKETS - 1), u64::MAX);
+        for units in [3u64, 1000, 1_000_000, u64::MAX / 3] {
+            assert!(bucket_upper(bucket_of(units)) >= units);
+        }
+        let mut hist = vec![0u64; HIST_BUCKETS];
+        hist[40] = 99; // about 1 µs
+        hist[60] = 1; // about 32 µs
+        assert_eq!(percentile_micros(&hist, 50.0), Some(1279.0 / 1024.0));
+        assert_eq!(percentile_micros(&hist, 99.0), Some(1279.0 / 1024.0));
+        assert_eq!(
+            percentile_micros(&hist, 99.9),
+            Some(bucket_upper(60) as f64 / 1024.0)
+        );
+        assert_eq!(percentile_micros(&[0; 4], 50.0), None);
+    }
 
     #[test]
     fn error_codes_are_the_first_word() {

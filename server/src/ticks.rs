@@ -4,19 +4,45 @@
 //! at a rate measured against the monotonic clock since [`start`], so no calibration pause is
 //! needed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The clock and the counter read together at start.
 static ORIGIN: OnceLock<(Instant, u64)> = OnceLock::new();
 
-/// Reads the counter and the clock once, as the origin of the tick rate (called at node
-/// start; later calls change nothing).
+/// Latency units (1/1024 µs, so that powers of two are whole microseconds) per tick, as f64
+/// bits: measured at [`start`], refreshed by [`refresh`].
+static UNITS_PER_TICK: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the counter and the clock once, as the origin of the tick rate, and measures the
+/// rate over a millisecond (called at node start; later calls change nothing).
 pub fn start() {
-    ORIGIN.get_or_init(|| (Instant::now(), raw()));
+    ORIGIN.get_or_init(|| {
+        let origin = (Instant::now(), raw());
+        while origin.0.elapsed() < Duration::from_millis(1) {
+            std::hint::spin_loop();
+        }
+        origin
+    });
+    refresh();
+}
+
+/// Measures the tick rate again since start (once a second, by the metrics task).
+pub fn refresh() {
+    UNITS_PER_TICK.store((1024.0 / per_micro()).to_bits(), Ordering::Relaxed);
+}
+
+/// `ticks` in latency units (1/1024 µs), at the last measured rate.
+#[inline]
+pub fn units(ticks: u64) -> u64 {
+    let per_tick = f64::from_bits(UNITS_PER_TICK.load(Ordering::Relaxed));
+    let per_tick = if per_tick > 0.0 { per_tick } else { 1.024 };
+    (ticks as f64 * per_tick) as u64
 }
 
 #[cfg(target_arch = "x86_64")]
+#[inline]
 fn raw() -> u64 {
     // SAFETY: RDTSC exists on every x86-64 CPU and has no memory effects.
     unsafe { core::arch::x86_64::_rdtsc() }
@@ -29,11 +55,13 @@ fn raw() -> u64 {
 }
 
 /// The counter now.
+#[inline]
 pub fn now() -> u64 {
     raw()
 }
 
 /// Ticks elapsed since `earlier` (0 if the counter appears to have gone back).
+#[inline]
 pub fn since(earlier: u64) -> u64 {
     raw().saturating_sub(earlier)
 }

@@ -356,7 +356,35 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
             Reply::Integer(monitor.reset(&names) as i64)
         }
         "DOCTOR" if args.remaining() == 0 => Reply::Verbatim(Bytes::from(monitor.doctor())),
-        "GRAPH" | "HISTOGRAM" => {
+        "HISTOGRAM" => {
+            let names: Vec<Bytes> = args.rest();
+            let mut out = Vec::new();
+            for (spec, c) in COMMANDS.iter().zip(&ctx.shared.stats.commands) {
+                let named = names.is_empty()
+                    || names
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(spec.name.as_bytes()));
+                let calls = c.calls.load(std::sync::atomic::Ordering::Relaxed);
+                if !named || calls == 0 {
+                    continue;
+                }
+                out.push((
+                    Reply::Bulk(Bytes::from_static(spec.name.as_bytes())),
+                    Reply::Map(vec![
+                        (
+                            Reply::Bulk(Bytes::from_static(b"calls")),
+                            Reply::Integer(calls as i64),
+                        ),
+                        (
+                            Reply::Bulk(Bytes::from_static(b"histogram_usec")),
+                            Reply::Map(power_of_two_histogram(&c.histogram())),
+                        ),
+                    ]),
+                ));
+            }
+            Reply::Map(out)
+        }
+        "GRAPH" => {
             return Err(RespError::Message(format!(
                 "LATENCY {} is not implemented by Meridian (LATENCY HISTORY gives the samples)",
                 String::from_utf8_lossy(&sub).to_ascii_uppercase()
@@ -370,6 +398,9 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
             "    Return time-latency samples for the <event> class.",
             "LATEST",
             "    Return the latest latency samples for all events.",
+            "HISTOGRAM [<command> ...]",
+            "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+            "    If no commands are specified then all histograms are replied.",
             "RESET [<event> ...]",
             "    Reset latency data of one or more <event> classes.",
             "    (default: reset all data for all event classes)",
@@ -385,6 +416,27 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
         _ => return Err(RespError::unknown_subcommand("LATENCY", &sub)),
     };
     Ok(reply.into())
+}
+
+/// A latency histogram (quarter octaves of 1/1024 µs) as LATENCY HISTOGRAM shows it:
+/// cumulative counts at power-of-two microseconds, for each power that adds some.
+fn power_of_two_histogram(hist: &[u64]) -> Vec<(Reply, Reply)> {
+    let octave = |o: usize| -> u64 { hist.iter().skip(o * 4).take(4).sum() };
+    let mut cumulative = 0;
+    let mut out = Vec::new();
+    for j in 0..54usize {
+        // Label 1 µs: everything below 1024 units; label 2^j: the octave just below it.
+        let n: u64 = if j == 0 {
+            (0..10).map(octave).sum()
+        } else {
+            octave(9 + j)
+        };
+        if n > 0 {
+            cumulative += n;
+            out.push((Reply::Integer(1i64 << j), Reply::Integer(cumulative as i64)));
+        }
+    }
+    out
 }
 
 /// SLOWLOG GET [count] | LEN | RESET | HELP

@@ -1053,6 +1053,43 @@ fn latency_monitor() {
         q_err(&mut c, &["LATENCY", "HISTORY"]),
         "ERR wrong number of arguments for 'latency|history' command"
     );
+
+    // Per-command latency: INFO latencystats percentiles and LATENCY HISTOGRAM (cumulative
+    // counts at powers of two µs), writes included (their batch's time through Raft).
+    let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]);
+    for i in 0..100 {
+        let _: Option<String> = q(&mut c, &["GET", &format!("k{i}")]);
+    }
+    let _: () = q(&mut c, &["SET", "k0", "v"]);
+    let (f, sections) = parse_info(&q::<String>(&mut c, &["INFO", "latencystats"]));
+    assert_eq!(sections, ["Latencystats"]);
+    for cmd in ["get", "set"] {
+        let line = &f[&format!("latency_percentiles_usec_{cmd}")];
+        let p: Vec<f64> = line
+            .split(',')
+            .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+            .collect();
+        assert!(
+            p.len() == 3 && p[0] > 0.0 && p[0] <= p[1] && p[1] <= p[2],
+            "{line}"
+        );
+    }
+    let Value::Array(hist) = q::<Value>(&mut c, &["LATENCY", "HISTOGRAM", "get", "nosuch"]) else {
+        panic!("a map")
+    };
+    assert_eq!(hist[0], Value::BulkString(b"get".to_vec()), "{hist:?}");
+    let Value::Array(fields) = &hist[1] else {
+        panic!("{hist:?}")
+    };
+    assert_eq!(fields[1], Value::Int(100));
+    let Value::Array(buckets) = &fields[3] else {
+        panic!("{fields:?}")
+    };
+    assert_eq!(
+        buckets.last(),
+        Some(&Value::Int(100)),
+        "cumulative: {buckets:?}"
+    );
 }
 
 #[test]
