@@ -633,7 +633,10 @@ impl Session {
             return false;
         };
         let index = cmd::index_of(spec);
-        if let Err(e) = cmd::check_arity(spec, args.remaining() + 1) {
+        let checked = cmd::check_arity(spec, args.remaining() + 1).and_then(|()| {
+            cmd::check_subcommand(spec, args.remaining_args().first(), args.remaining() + 1)
+        });
+        if let Err(e) = checked {
             self.flush_writes().await;
             self.tally.rejected(index);
             self.refuse(&e);

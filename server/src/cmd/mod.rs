@@ -1058,6 +1058,129 @@ pub fn check_arity(spec: &CommandSpec, argc: usize) -> Result<(), RespError> {
     Ok(())
 }
 
+/// The subcommands of the container commands Meridian implements, with Redis 7.0's arity
+/// (counting the container and the subcommand; negative: at least). Checked before a
+/// container runs and when it is queued in MULTI (Redis refuses a bad one at queue time).
+const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
+    (
+        "client",
+        &[
+            ("id", 2),
+            ("setname", 3),
+            ("getname", 2),
+            ("list", -2),
+            ("info", 2),
+            ("setinfo", 4),
+            ("no-evict", 3),
+            ("no-touch", 3),
+            ("reply", 3),
+            ("kill", -3),
+            ("pause", -3),
+            ("unpause", 2),
+            ("tracking", -3),
+            ("caching", 3),
+            ("getredir", 2),
+            ("trackinginfo", 2),
+            ("help", 2),
+        ],
+    ),
+    (
+        "config",
+        &[
+            ("get", -3),
+            ("set", -4),
+            ("resetstat", 2),
+            ("rewrite", 2),
+            ("help", 2),
+        ],
+    ),
+    (
+        "command",
+        &[
+            ("count", 2),
+            ("info", -2),
+            ("docs", -2),
+            ("list", -2),
+            ("getkeys", -3),
+            ("help", 2),
+        ],
+    ),
+    (
+        "object",
+        &[
+            ("encoding", 3),
+            ("refcount", 3),
+            ("idletime", 3),
+            ("freq", 3),
+            ("help", 2),
+        ],
+    ),
+    ("memory", &[("usage", -3), ("help", 2)]),
+    (
+        "slowlog",
+        &[("get", -2), ("len", 2), ("reset", 2), ("help", 2)],
+    ),
+    (
+        "pubsub",
+        &[("channels", -2), ("numsub", -2), ("numpat", 2), ("help", 2)],
+    ),
+    (
+        "latency",
+        &[
+            ("latest", 2),
+            ("history", 3),
+            ("reset", -2),
+            ("doctor", 2),
+            ("graph", 3),
+            ("histogram", -2),
+            ("help", 2),
+        ],
+    ),
+];
+
+/// Checks a container command's subcommand (`sub`: the request's second argument; `argc`: its
+/// arguments, name included): Redis's unknown-subcommand and `'container|sub'` arity errors.
+/// Other commands pass.
+pub fn check_subcommand(
+    spec: &'static CommandSpec,
+    sub: Option<&Bytes>,
+    argc: usize,
+) -> Result<(), RespError> {
+    static BY_INDEX: OnceLock<Vec<Option<&'static [(&'static str, i32)]>>> = OnceLock::new();
+    let table = BY_INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .map(|c| {
+                SUBCOMMANDS
+                    .iter()
+                    .find(|(name, _)| *name == c.name)
+                    .map(|(_, subs)| *subs)
+            })
+            .collect()
+    });
+    let Some(subs) = table.get(index_of(spec)).copied().flatten() else {
+        return Ok(());
+    };
+    // COMMAND alone lists every command.
+    let Some(sub) = sub else {
+        return Ok(());
+    };
+    let Some((name, arity)) = subs
+        .iter()
+        .find(|(name, _)| sub.eq_ignore_ascii_case(name.as_bytes()))
+    else {
+        return Err(RespError::unknown_subcommand(
+            &spec.name.to_ascii_uppercase(),
+            sub,
+        ));
+    };
+    let (argc, arity) = (argc as i64, i64::from(*arity));
+    if (arity > 0 && argc != arity) || (arity < 0 && argc < -arity) {
+        return Err(RespError::arity(&format!("{}|{name}", spec.name)));
+    }
+    Ok(())
+}
+
 /// The reply of a `<COMMAND> HELP` subcommand: one status line per entry.
 pub fn help_reply(lines: &[&'static str]) -> Reply {
     Reply::Array(

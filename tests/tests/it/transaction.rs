@@ -339,3 +339,43 @@ fn a_transaction_is_bounded_and_waits_for_client_pause() {
     assert_eq!(c.cmd(&["RESET"]), Reply::Simple("RESET".into()));
     assert_eq!(c.cmd(&["EXEC"]), Reply::err("ERR EXEC without MULTI"));
 }
+
+/// A container command with an unknown subcommand or the wrong number of arguments is refused
+/// when queued, and EXEC then discards the transaction (as Redis 7.0, compared side by side);
+/// outside MULTI the same errors come before the command runs.
+#[test]
+fn bad_subcommands_are_refused_when_queued() {
+    let node = Node::start(NodeOpts::default());
+    let mut raw = node.raw();
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    for (args, err) in [
+        (
+            &["CLIENT", "FOO"][..],
+            "ERR unknown subcommand 'FOO'. Try CLIENT HELP.",
+        ),
+        (
+            &["CLIENT", "SETNAME"],
+            "ERR wrong number of arguments for 'client|setname' command",
+        ),
+        (
+            &["CONFIG", "GET"],
+            "ERR wrong number of arguments for 'config|get' command",
+        ),
+        (
+            &["SLOWLOG", "LEN", "x"],
+            "ERR wrong number of arguments for 'slowlog|len' command",
+        ),
+    ] {
+        assert_eq!(raw.cmd(args), Reply::Error(err.into()), "{args:?}");
+    }
+    assert_eq!(raw.cmd(&["CLIENT", "ID"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(
+        raw.cmd(&["EXEC"]),
+        Reply::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(
+        raw.cmd(&["OBJECT", "HELP", "x"]),
+        Reply::Error("ERR wrong number of arguments for 'object|help' command".into())
+    );
+    assert!(matches!(raw.cmd(&["COMMAND", "COUNT"]), Reply::Int(_)));
+}
