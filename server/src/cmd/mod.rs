@@ -1058,10 +1058,13 @@ pub fn check_arity(spec: &CommandSpec, argc: usize) -> Result<(), RespError> {
     Ok(())
 }
 
+/// A container's subcommands: (name, arity).
+type Subcommands = &'static [(&'static str, i32)];
+
 /// The subcommands of the container commands Meridian implements, with Redis 7.0's arity
 /// (counting the container and the subcommand; negative: at least). Checked before a
 /// container runs and when it is queued in MULTI (Redis refuses a bad one at queue time).
-const SUBCOMMANDS: &[(&str, &[(&str, i32)])] = &[
+const SUBCOMMANDS: &[(&str, Subcommands)] = &[
     (
         "client",
         &[
@@ -1146,7 +1149,7 @@ pub fn check_subcommand(
     sub: Option<&Bytes>,
     argc: usize,
 ) -> Result<(), RespError> {
-    static BY_INDEX: OnceLock<Vec<Option<&'static [(&'static str, i32)]>>> = OnceLock::new();
+    static BY_INDEX: OnceLock<Vec<Option<Subcommands>>> = OnceLock::new();
     let table = BY_INDEX.get_or_init(|| {
         COMMANDS
             .iter()
