@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -132,6 +132,10 @@ pub struct ClientInfo {
     pub sub: AtomicUsize,
     /// Subscribed patterns (CLIENT LIST `psub=`).
     pub psub: AtomicUsize,
+    /// CLIENT TRACKING (CLIENT LIST `redir=` and flag `t`): -1 off, 0 on, else the REDIRECT id.
+    pub tracking: AtomicI64,
+    /// CLIENT TRACKING in BCAST mode (CLIENT LIST flag `B`).
+    pub tracking_bcast: AtomicBool,
 }
 
 /// Names a client gave itself.
@@ -173,19 +177,35 @@ impl ClientInfo {
             self.sub.load(Ordering::Relaxed),
             self.psub.load(Ordering::Relaxed),
         );
+        let redir = self.tracking.load(Ordering::Relaxed);
+        // Redis's letters, in its order: P(ub/sub), t(racking), B(CAST); N for none.
+        let mut flags = String::new();
+        if sub + psub > 0 {
+            flags.push('P');
+        }
+        if redir >= 0 {
+            flags.push('t');
+        }
+        if self.tracking_bcast.load(Ordering::Relaxed) {
+            flags.push('B');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
             text(&names.name),
             age,
             idle,
-            if sub + psub > 0 { "P" } else { "N" },
+            flags,
             self.db.load(Ordering::Relaxed),
             sub,
             psub,
             cmd,
+            redir,
             self.resp.load(Ordering::Relaxed),
             text(&names.lib_name),
             text(&names.lib_ver),
@@ -313,6 +333,8 @@ impl ClientRegistry {
             kill,
             sub: AtomicUsize::new(0),
             psub: AtomicUsize::new(0),
+            tracking: AtomicI64::new(-1),
+            tracking_bcast: AtomicBool::new(false),
         });
         self.clients
             .lock()

@@ -1,6 +1,8 @@
 //! CLIENT TRACKING, CACHING, GETREDIR and TRACKINGINFO (Redis 7.0's options, replies and error
 //! texts); the table and the invalidations are in [`crate::tracking`].
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use proto_resp::Reply;
 
@@ -123,6 +125,9 @@ pub fn tracking(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> 
     // A batch applying now started before this client tracked, and tells nobody of its keys:
     // the reply waits for it, so the client's next read sees its changes.
     ctx.shared.keyspace.wait_for_apply();
+    let info = &ctx.client.info;
+    info.tracking.store(new.redirect as i64, Ordering::Relaxed);
+    info.tracking_bcast.store(new.bcast, Ordering::Relaxed);
     ctx.client.tracking = Some(new);
     Ok(Reply::ok())
 }
@@ -131,6 +136,11 @@ pub fn tracking(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> 
 pub fn stop(ctx: &mut Ctx<'_>) {
     if ctx.client.tracking.take().is_some() {
         ctx.shared.keyspace.tracking.disable(ctx.client.info.id);
+        ctx.client.info.tracking.store(-1, Ordering::Relaxed);
+        ctx.client
+            .info
+            .tracking_bcast
+            .store(false, Ordering::Relaxed);
     }
     ctx.client.caching = false;
 }

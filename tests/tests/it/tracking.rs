@@ -27,6 +27,14 @@ fn default_mode_optin_bcast_and_flush() {
     assert_eq!(t.cmd(&["CLIENT", "GETREDIR"]), Reply::Int(-1));
     assert_eq!(t.cmd(&["CLIENT", "TRACKING", "on"]), Reply::ok());
     assert_eq!(t.cmd(&["CLIENT", "GETREDIR"]), Reply::Int(0));
+    let Reply::Verbatim(_, line) = t.cmd(&["CLIENT", "INFO"]) else {
+        panic!("CLIENT INFO text")
+    };
+    let line = String::from_utf8(line).unwrap();
+    assert!(
+        line.contains(" flags=t ") && line.contains(" redir=0 "),
+        "{line}"
+    );
     // Keys it read are told once when they change; keys it did not read are not.
     assert_eq!(w.cmd(&["SET", "a", "1"]), Reply::ok());
     assert_eq!(t.cmd(&["GET", "a"]), Reply::bulk("1"));
