@@ -284,6 +284,7 @@ impl Session {
         };
         // CLIENT CACHING given before MULTI covers the transaction's reads, once.
         let caching = std::mem::take(&mut self.client.caching);
+        let exec_started = ticks::now();
         let watched = std::mem::take(&mut self.client.watched);
         if multi.failed {
             self.tally.failed(cmd::index_of(
@@ -503,6 +504,11 @@ impl Session {
                 }
             }
         }
+        // Each queued command's latency is the transaction's (they are answered together).
+        let took = ticks::since(exec_started);
+        for &cmd in &slot_cmds {
+            self.tally.latency(cmd, took);
+        }
         // Messages its PUBLISHes delivered to this connection go first, as in Redis (for a
         // tracking client, after: see `run`).
         if self.client.tracking.is_none() {
@@ -638,7 +644,10 @@ impl Session {
         });
         if let Err(e) = checked {
             self.flush_writes().await;
-            self.tally.rejected(index);
+            // (As Redis: an unknown subcommand counts against no command.)
+            if !matches!(e, RespError::UnknownSubcommand { .. }) {
+                self.tally.rejected(index);
+            }
             self.refuse(&e);
             return false;
         }
@@ -774,8 +783,9 @@ impl Session {
                 .remember(self.client.info.id, keys.iter());
         }
         let took = ticks::since(started);
-        // (A write's latency is its batch's, recorded when the batch is answered.)
-        if matches!(outcome, Ok(Outcome::Write(_))) {
+        // (A write's latency is its batch's, recorded when the batch is answered; a command
+        // that waits, once it is done.)
+        if matches!(outcome, Ok(Outcome::Write(_) | Outcome::Async(_))) {
             self.tally.time(index, took);
         } else {
             self.tally.time_call(index, took);
@@ -838,6 +848,7 @@ impl Session {
             Ok(Outcome::Async(future)) => {
                 self.flush_writes().await;
                 let reply = future.await;
+                self.tally.latency(index, ticks::since(started));
                 // It may have written or waited: later commands re-check.
                 self.barrier_passed = false;
                 self.turn_now_ms = None;

@@ -115,7 +115,8 @@ impl RespError {
     pub fn unknown_subcommand(cmd: &str, sent: &[u8]) -> RespError {
         RespError::UnknownSubcommand {
             cmd: cmd.into(),
-            sub: String::from_utf8_lossy(sent).into_owned(),
+            // As Redis (`%.128s`): a long argument is not echoed whole.
+            sub: String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned(),
         }
     }
 }

@@ -410,44 +410,6 @@ impl Shared {
                 self.keyspace.tracking.key_count(),
             );
         }
-        if all || sections.iter().any(|s| s == "commandstats") {
-            out.push_str("# Commandstats\r\n");
-            for (spec, c) in COMMANDS.iter().zip(&self.stats.commands) {
-                let calls = c.calls.load(Ordering::Relaxed);
-                let rejected = c.rejected.load(Ordering::Relaxed);
-                let failed = c.failed.load(Ordering::Relaxed);
-                if calls + rejected + failed == 0 {
-                    continue;
-                }
-                let usec = crate::ticks::to_micros(c.ticks.load(Ordering::Relaxed));
-                let per_call = if calls > 0 {
-                    usec as f64 / calls as f64
-                } else {
-                    0.0
-                };
-                let _ = write!(
-                    out,
-                    "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
-                    spec.name
-                );
-            }
-            out.push_str("\r\n");
-        }
-        if all || sections.iter().any(|s| s == "latencystats") {
-            out.push_str("# Latencystats\r\n");
-            for (spec, c) in COMMANDS.iter().zip(&self.stats.commands) {
-                let hist = c.histogram();
-                let pct = |p| crate::stats::percentile_micros(&hist, p);
-                if let (Some(p50), Some(p99), Some(p999)) = (pct(50.0), pct(99.0), pct(99.9)) {
-                    let _ = write!(
-                        out,
-                        "latency_percentiles_usec_{}:p50={p50:.3},p99={p99:.3},p99.9={p999:.3}\r\n",
-                        spec.name
-                    );
-                }
-            }
-            out.push_str("\r\n");
-        }
         if want("replication") {
             // Every node accepts writes (followers forward them): to a Redis client each is a
             // master. The Raft role and the other regions follow, in Meridian's own fields.
@@ -486,6 +448,29 @@ impl Shared {
                 "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{sys_children:.6}\r\nused_cpu_user_children:{user_children:.6}\r\n\r\n"
             );
         }
+        if all || sections.iter().any(|s| s == "commandstats") {
+            out.push_str("# Commandstats\r\n");
+            for (spec, c) in COMMANDS.iter().zip(&self.stats.commands) {
+                let calls = c.calls.load(Ordering::Relaxed);
+                let rejected = c.rejected.load(Ordering::Relaxed);
+                let failed = c.failed.load(Ordering::Relaxed);
+                if calls + rejected + failed == 0 {
+                    continue;
+                }
+                let usec = crate::ticks::to_micros(c.ticks.load(Ordering::Relaxed));
+                let per_call = if calls > 0 {
+                    usec as f64 / calls as f64
+                } else {
+                    0.0
+                };
+                let _ = write!(
+                    out,
+                    "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
+                    spec.name
+                );
+            }
+            out.push_str("\r\n");
+        }
         if want("errorstats") {
             out.push_str("# Errorstats\r\n");
             let codes = self
@@ -496,6 +481,21 @@ impl Shared {
                 .clone();
             for (code, n) in codes {
                 let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+            }
+            out.push_str("\r\n");
+        }
+        if all || sections.iter().any(|s| s == "latencystats") {
+            out.push_str("# Latencystats\r\n");
+            for (spec, c) in COMMANDS.iter().zip(&self.stats.commands) {
+                let hist = c.histogram();
+                let pct = |p| crate::stats::percentile_micros(&hist, p);
+                if let (Some(p50), Some(p99), Some(p999)) = (pct(50.0), pct(99.0), pct(99.9)) {
+                    let _ = write!(
+                        out,
+                        "latency_percentiles_usec_{}:p50={p50:.3},p99={p99:.3},p99.9={p999:.3}\r\n",
+                        spec.name
+                    );
+                }
             }
             out.push_str("\r\n");
         }

@@ -83,7 +83,8 @@ pub fn percentile_micros(hist: &[u64], p: f64) -> Option<f64> {
     if total == 0 {
         return None;
     }
-    let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+    // HdrHistogram's rule, as Redis: the value at rank p% of the count, rounded.
+    let rank = (((p / 100.0) * total as f64 + 0.5) as u64).max(1);
     let mut seen = 0;
     for (b, n) in hist.iter().enumerate() {
         seen += n;

@@ -68,8 +68,10 @@ pub fn lcs(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let budget = TableBudget::take(cells as usize * 4, ctx.shared.config.proto_max_bulk_len)
         .ok_or_else(failed)?;
     let table = LcsTable::build(&a, &b).ok_or_else(failed)?;
+    let reply = table.reply(&a, &b, opts);
+    drop(table);
     drop(budget);
-    Ok(table.reply(&a, &b, opts).into())
+    Ok(reply.into())
 }
 
 /// Bytes of LCS tables allocated now, on every connection.

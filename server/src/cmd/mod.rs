@@ -1061,7 +1061,8 @@ pub fn check_arity(spec: &CommandSpec, argc: usize) -> Result<(), RespError> {
 /// A container's subcommands: (name, arity).
 type Subcommands = &'static [(&'static str, i32)];
 
-/// The subcommands of the container commands Meridian implements, with Redis 7.0's arity
+/// The subcommands of the container commands Meridian implements, with Redis's arity (7.0;
+/// 7.2 for CLIENT SETINFO and NO-TOUCH)
 /// (counting the container and the subcommand; negative: at least). Checked before a
 /// container runs and when it is queued in MULTI (Redis refuses a bad one at queue time).
 const SUBCOMMANDS: &[(&str, Subcommands)] = &[

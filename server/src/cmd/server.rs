@@ -319,7 +319,7 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespErro
     Ok(Reply::Integer(ctx.shared.last_sync_unix() as i64).into())
 }
 
-/// LATENCY LATEST | HISTORY event | RESET [event ...] | DOCTOR | HELP
+/// LATENCY LATEST | HISTORY event | RESET [event ...] | DOCTOR | HISTOGRAM [command ...] | HELP
 pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let sub = args.next_bytes()?;
     let monitor = &ctx.shared.latency;
@@ -364,7 +364,8 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
                     || names
                         .iter()
                         .any(|n| n.eq_ignore_ascii_case(spec.name.as_bytes()));
-                let calls = c.calls.load(std::sync::atomic::Ordering::Relaxed);
+                let hist = c.histogram();
+                let calls: u64 = hist.iter().sum();
                 if !named || calls == 0 {
                     continue;
                 }
@@ -377,7 +378,7 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
                         ),
                         (
                             Reply::Bulk(Bytes::from_static(b"histogram_usec")),
-                            Reply::Map(power_of_two_histogram(&c.histogram())),
+                            Reply::Map(power_of_two_histogram(&hist)),
                         ),
                     ]),
                 ));
@@ -424,7 +425,7 @@ fn power_of_two_histogram(hist: &[u64]) -> Vec<(Reply, Reply)> {
     let octave = |o: usize| -> u64 { hist.iter().skip(o * 4).take(4).sum() };
     let mut cumulative = 0;
     let mut out = Vec::new();
-    for j in 0..54usize {
+    for j in 0..55usize {
         // Label 1 µs: everything below 1024 units; label 2^j: the octave just below it.
         let n: u64 = if j == 0 {
             (0..10).map(octave).sum()

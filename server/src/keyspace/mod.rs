@@ -909,7 +909,13 @@ impl Keyspace {
     /// Waits until the batch being applied, if any, is done: one started later sees a
     /// tracking client that turned tracking on before this returns.
     pub fn wait_for_apply(&self) {
-        drop(self.apply_lock.lock().unwrap_or_else(|p| p.into_inner()));
+        let wait = || drop(self.apply_lock.lock().unwrap_or_else(|p| p.into_inner()));
+        // On a connection worker, other tasks move to another worker meanwhile (a snapshot
+        // install holds the lock for long).
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
     }
 
     /// True when an import stopped half-way (the keyspace is partial until imported again).

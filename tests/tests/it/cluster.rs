@@ -28,7 +28,8 @@ fn readonly_get(port: u16, key: &str) -> Reply {
 #[test]
 fn writes_through_every_node_read_everywhere() {
     // Writes may wait long: nine concurrent 8 MB SETs below replicate 144 MB to the followers,
-    // which took more than the default 5 s when the suite's other clusters shared the 2 cores.
+    // which took more than the default 5 s when the suite's other clusters shared the 2 cores
+    // (the test's clients then wait up to their own 15 s).
     let cluster =
         Cluster::start(ClusterSpec::region(3).with_toml("[raft]\nwrite-timeout-ms = 30000\n"));
     let leader = cluster.leader(LEADER_WAIT);
