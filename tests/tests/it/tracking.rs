@@ -194,3 +194,81 @@ fn a_follower_tells_its_clients_of_writes_through_the_leader() {
     assert_eq!(next_push(&mut t), Some(invalidate(&["shared"])));
     assert_eq!(t.cmd(&["GET", "shared"]), Reply::bulk("1"));
 }
+
+/// A tracking client that keeps what it reads until told otherwise holds no stale value once
+/// writes stop: reads race a writer on another connection for two seconds (an invalidation
+/// must never arrive before the reply carrying the value it makes stale).
+#[test]
+fn a_client_cache_is_never_left_stale() {
+    let node = Node::start(NodeOpts::default());
+    let keys: Vec<String> = (0..10).map(|i| format!("race:{i}")).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut w = node.raw();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(matches!(
+                    w.cmd(&["INCR", &keys[n % keys.len()]]),
+                    Reply::Int(_)
+                ));
+                n += 1;
+            }
+        });
+        let mut t = node.raw();
+        assert!(matches!(t.cmd(&["HELLO", "3"]), Reply::Map(_)));
+        assert_eq!(t.cmd(&["CLIENT", "TRACKING", "on"]), Reply::ok());
+        let mut cache: std::collections::HashMap<String, Reply> = Default::default();
+        // Applies an invalidation; false for any other reply.
+        let apply = |cache: &mut std::collections::HashMap<String, Reply>, r: &Reply| match r {
+            Reply::Push(items) if items.first() == Some(&Reply::bulk("invalidate")) => {
+                match &items[1] {
+                    Reply::Array(ks) => ks.iter().for_each(|k| {
+                        if let Reply::Bulk(k) = k {
+                            cache.remove(&String::from_utf8_lossy(k).into_owned());
+                        }
+                    }),
+                    _ => cache.clear(),
+                }
+                true
+            }
+            _ => false,
+        };
+        let started = std::time::Instant::now();
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(2) {
+            let key = &keys[i % keys.len()];
+            i += 1;
+            let request: &[&str] = if cache.contains_key(key) {
+                &["PING"]
+            } else {
+                &["GET", key]
+            };
+            t.send(&meridian_tests::encode_command(request));
+            let reply = loop {
+                let r = t.read_reply();
+                if !apply(&mut cache, &r) {
+                    break r;
+                }
+            };
+            if request[0] == "GET" {
+                cache.insert(key.clone(), reply);
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().expect("the writer");
+        // The last invalidations arrive before the reply to a PING sent after the writes.
+        std::thread::sleep(Duration::from_millis(100));
+        t.send(&meridian_tests::encode_command(&["PING"]));
+        while apply(&mut cache, &t.read_reply()) {}
+        let mut c = node.raw();
+        for (key, cached) in &cache {
+            let now = c.cmd(&["GET", key]);
+            let now = match now {
+                Reply::NilBulk => Reply::Null,
+                other => other,
+            };
+            assert_eq!(&now, cached, "{key} stale in the client's cache");
+        }
+    });
+}
