@@ -226,21 +226,23 @@ impl Shared {
                 "CONFIG SET failed (possibly related to argument '{name}') - {why}"
             ))
         };
+        // An integer in `lo..=hi`, with Redis's two error texts.
+        let int_in = |lo: i64, hi: i64| -> Result<i64, RespError> {
+            let n: i64 = value
+                .parse()
+                .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
+            if !(lo..=hi).contains(&n) {
+                return Err(failed(&format!(
+                    "argument must be between {lo} and {hi} inclusive"
+                )));
+            }
+            Ok(n)
+        };
         Ok(match name {
             "requirepass" => {
                 ConfigChange::RequirePass((!value.is_empty()).then(|| value.to_string()))
             }
-            "maxclients" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
-                if !(1..=4_294_967_295).contains(&n) {
-                    return Err(failed(
-                        "argument must be between 1 and 4294967295 inclusive",
-                    ));
-                }
-                ConfigChange::MaxClients(n as usize)
-            }
+            "maxclients" => ConfigChange::MaxClients(int_in(1, 4_294_967_295)? as usize),
             "appendfsync" => {
                 ConfigChange::AppendFsync(FsyncPolicy::parse(value).ok_or_else(|| {
                     failed("argument(s) must be one of the following: everysec, always, no")
@@ -252,39 +254,15 @@ impl Shared {
                     .map_err(|_| failed("argument couldn't be parsed into an integer"))?,
             ),
             "latency-monitor-threshold" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
-                if n < 0 {
-                    return Err(failed(
-                        "argument must be between 0 and 9223372036854775807 inclusive",
-                    ));
-                }
-                ConfigChange::LatencyMonitorThreshold(n as u64)
+                ConfigChange::LatencyMonitorThreshold(int_in(0, i64::MAX)? as u64)
             }
             "tracking-table-max-keys" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
-                if !(0..=i64::MAX).contains(&n) {
-                    return Err(failed(
-                        "argument must be between 0 and 9223372036854775807 inclusive",
-                    ));
-                }
-                ConfigChange::TrackingTableMaxKeys(n as usize)
+                ConfigChange::TrackingTableMaxKeys(int_in(0, i64::MAX)? as usize)
             }
-            "slowlog-max-len" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
-                let max = crate::slowlog::MAX_LEN_LIMIT as i64;
-                if !(0..=max).contains(&n) {
-                    return Err(failed(&format!(
-                        "argument must be between 0 and {max} inclusive"
-                    )));
-                }
-                ConfigChange::SlowlogMaxLen(n as usize)
-            }
+            "slowlog-max-len" => ConfigChange::SlowlogMaxLen(int_in(
+                0,
+                crate::slowlog::MAX_LEN_LIMIT as i64,
+            )? as usize),
             "notify-keyspace-events" => ConfigChange::NotifyKeyspaceEvents(
                 crate::keyspace::notify::parse_flags(value).ok_or_else(|| {
                     failed("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
