@@ -59,12 +59,7 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
                     .absolute(rejected);
             }
         }
-        let codes = s
-            .error_codes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for (code, n) in codes {
+        for (code, n) in s.error_counts() {
             counter!("meridian_errors_total", "code" => code).absolute(n);
         }
         let (hits, misses, bytes, entries) = shared.keyspace.cache_stats();

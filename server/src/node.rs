@@ -451,13 +451,7 @@ impl Shared {
         }
         if want("errorstats") {
             out.push_str("# Errorstats\r\n");
-            let codes = self
-                .stats
-                .error_codes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            for (code, n) in codes {
+            for (code, n) in self.stats.error_counts() {
                 let _ = write!(out, "errorstat_{code}:count={n}\r\n");
             }
             out.push_str("\r\n");

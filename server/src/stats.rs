@@ -169,6 +169,14 @@ impl Stats {
             .clear();
     }
 
+    /// Error replies per code, as now (INFO errorstats, Prometheus).
+    pub fn error_counts(&self) -> BTreeMap<String, u64> {
+        self.error_codes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
@@ -244,14 +252,9 @@ impl LocalTally {
 
     /// Adds `ticks` of time to command `idx` and records them as one call's latency.
     pub fn time_call(&mut self, idx: usize, ticks: u64) {
-        let bucket = bucket_of(crate::ticks::units(ticks)).min(HIST_BUCKETS - 1) as u8;
-        let tally = self.command(idx);
-        tally.ticks += ticks;
-        let hist = &mut tally.hist;
-        match hist.iter_mut().find(|(b, _)| *b == bucket) {
-            Some((_, n)) => *n += 1,
-            None => hist.push((bucket, 1)),
-        }
+        // (The second lookup hits `last`.)
+        self.time(idx, ticks);
+        self.latency(idx, ticks);
     }
 
     /// Records one call of command `idx` that took `ticks` in its latency histogram.
