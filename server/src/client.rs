@@ -89,6 +89,16 @@ impl ClientState {
         }
     }
 
+    /// The connection's message queue, made on first use (and published in [`ClientInfo::queue`]).
+    pub fn queue(&mut self) -> &mut Subscription {
+        let info = &self.info;
+        self.pubsub.get_or_insert_with(|| {
+            let sub = Subscription::new(info.id, info.kill.clone());
+            let _ = info.queue.set(sub.subscriber.clone());
+            sub
+        })
+    }
+
     /// Channels plus patterns subscribed to (RESP2 connections with any are in the subscribed
     /// mode, where only the Pub/Sub commands, PING, QUIT and RESET run).
     pub fn subscriptions(&self) -> usize {
@@ -136,6 +146,11 @@ pub struct ClientInfo {
     pub tracking: AtomicI64,
     /// CLIENT TRACKING in BCAST mode (CLIENT LIST flag `B`).
     pub tracking_bcast: AtomicBool,
+    /// Its REDIRECT target closed (CLIENT TRACKINGINFO flag `broken_redirect`).
+    pub tracking_redirect_broken: AtomicBool,
+    /// The sending end of its message queue, once it has one (a RESP3 connection, or one that
+    /// subscribed, monitors or tracks): where another client's REDIRECT sends invalidations.
+    pub queue: std::sync::OnceLock<crate::pubsub::Subscriber>,
 }
 
 /// Names a client gave itself.
@@ -335,6 +350,8 @@ impl ClientRegistry {
             psub: AtomicUsize::new(0),
             tracking: AtomicI64::new(-1),
             tracking_bcast: AtomicBool::new(false),
+            tracking_redirect_broken: AtomicBool::new(false),
+            queue: std::sync::OnceLock::new(),
         });
         self.clients
             .lock()
@@ -362,6 +379,15 @@ impl ClientRegistry {
             .collect();
         all.sort_by_key(|c| c.id);
         all
+    }
+
+    /// The connected client with this id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// Number of connected clients.

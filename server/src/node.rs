@@ -80,7 +80,7 @@ pub struct Shared {
     /// Where writes go.
     pub writer: Writer,
     /// Connected clients.
-    pub clients: ClientRegistry,
+    pub clients: Arc<ClientRegistry>,
     /// Counters.
     pub stats: Stats,
     /// SCAN cursor → last key returned.
@@ -674,7 +674,8 @@ impl Node {
         let pubsub = Arc::new(crate::pubsub::PubSub::default());
         service.attach_pubsub(pubsub.clone());
         keyspace.notifier.attach(pubsub.clone());
-        keyspace.tracking.attach(pubsub.clone());
+        let clients = Arc::new(ClientRegistry::default());
+        keyspace.tracking.attach(pubsub.clone(), clients.clone());
         keyspace.notifier.set_flags(
             crate::keyspace::notify::parse_flags(&config.notify_keyspace_events).unwrap_or(0),
         );
@@ -699,7 +700,7 @@ impl Node {
             writer: Writer::Raft(raft.clone(), geo.clone()),
             geo,
             keyspace,
-            clients: ClientRegistry::default(),
+            clients,
             stats: {
                 crate::ticks::start();
                 Stats::default()

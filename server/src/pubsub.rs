@@ -56,6 +56,11 @@ pub enum MessageKind {
         /// as a RESP3 push.
         redirected: bool,
     },
+    /// Client-side caching: the REDIRECT target `to` has closed (a RESP3 push only).
+    RedirectBroken {
+        /// The target's id.
+        to: u64,
+    },
 }
 
 /// Where a subscriber's messages go, and how to disconnect it when it falls behind.
@@ -303,11 +308,6 @@ impl PubSub {
             kind: MessageKind::Published,
         };
         self.deliver(to, message)
-    }
-
-    /// The queue of `client` if it is subscribed to `channel` (a tracking REDIRECT target).
-    pub fn subscriber_of(&self, channel: &[u8], client: u64) -> Option<Subscriber> {
-        self.read().channels.get(channel)?.get(&client).cloned()
     }
 
     /// Queues `message` for `to` (1), or disconnects `to` when its queue is full (0).

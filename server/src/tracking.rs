@@ -19,6 +19,12 @@
 //! at most `tracking-table-max-keys` keys: past that, keys are invalidated (and dropped) to
 //! make room, as in Redis. NOLOOP is accepted but not honoured: a client is also told of its
 //! own writes (one extra invalidation, never a stale read).
+//!
+//! REDIRECT, as in Redis: a RESP3 target gets `invalidate` pushes whether it subscribed or not; a
+//! RESP2 target gets them as `message`s on `__redis__:invalidate` while it is in the subscribed
+//! mode (subscribed to anything), and nothing otherwise. When the target has closed, the tracking
+//! client (RESP3) gets a `tracking-redir-broken` push instead, each time, and CLIENT
+//! TRACKINGINFO shows `broken_redirect`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,9 +32,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 
+use crate::client::{ClientInfo, ClientRegistry};
 use crate::pubsub::{Message, MessageKind, PubSub, Subscriber};
 
-/// The channel a RESP2 REDIRECT client subscribes to for invalidations.
+/// The channel a RESP2 REDIRECT target gets invalidations on (while in the subscribed mode).
 pub const CHANNEL: &[u8] = b"__redis__:invalidate";
 
 /// Keys the table remembers by default (Redis's `tracking-table-max-keys`).
@@ -57,8 +64,13 @@ pub struct TrackingOptions {
 pub enum Target {
     /// Its own queue.
     Own(Subscriber),
-    /// The client with this id, through its subscription to [`CHANNEL`].
-    Redirect(u64),
+    /// Another client (REDIRECT).
+    Redirect {
+        /// The target's id.
+        to: u64,
+        /// The tracking client itself: told when the target is gone.
+        from: Arc<ClientInfo>,
+    },
 }
 
 /// One tracking client.
@@ -84,8 +96,10 @@ pub struct Tracking {
     active: AtomicUsize,
     /// Keys remembered at most.
     max_keys: AtomicUsize,
-    /// For REDIRECT targets (set once at start).
+    /// Delivery (set once at start).
     pubsub: OnceLock<Arc<PubSub>>,
+    /// The node's clients, to find REDIRECT targets (set once at start).
+    clients: OnceLock<Arc<ClientRegistry>>,
 }
 
 impl Default for Tracking {
@@ -95,6 +109,7 @@ impl Default for Tracking {
             active: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS),
             pubsub: OnceLock::new(),
+            clients: OnceLock::new(),
         }
     }
 }
@@ -104,9 +119,10 @@ impl Tracking {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Delivers through `pubsub` from now on (set once at start).
-    pub fn attach(&self, pubsub: Arc<PubSub>) {
+    /// Delivers through `pubsub` to `clients` from now on (set once at start).
+    pub fn attach(&self, pubsub: Arc<PubSub>, clients: Arc<ClientRegistry>) {
         let _ = self.pubsub.set(pubsub);
+        let _ = self.clients.set(clients);
     }
 
     /// Whether any client tracks (checked once per applied batch).
@@ -232,22 +248,37 @@ impl Tracking {
         let Some(pubsub) = self.pubsub.get() else {
             return;
         };
+        let message = |kind| Message {
+            pattern: None,
+            channel: Bytes::new(),
+            payload: Bytes::new(),
+            kind,
+        };
         let (subscriber, redirected) = match to {
             Target::Own(s) => (s.clone(), false),
-            Target::Redirect(id) => match pubsub.subscriber_of(CHANNEL, *id) {
-                Some(s) => (s, true),
-                // Redis tells a RESP3 client its redirect broke; the message is lost either way.
-                None => return,
-            },
+            Target::Redirect { to, from } => {
+                let target = self.clients.get().and_then(|c| c.get(*to));
+                let Some(target) = target else {
+                    // Gone: the tracking client is told (RESP3), and the message is lost.
+                    from.tracking_redirect_broken.store(true, Ordering::Relaxed);
+                    if let Some(own) = from.queue.get() {
+                        pubsub.deliver(own, message(MessageKind::RedirectBroken { to: *to }));
+                    }
+                    return;
+                };
+                let resp3 = target.resp.load(Ordering::Relaxed) == 3;
+                let subscribed = target.sub.load(Ordering::Relaxed) > 0
+                    || target.psub.load(Ordering::Relaxed) > 0;
+                match target.queue.get() {
+                    Some(queue) if resp3 || subscribed => (queue.clone(), true),
+                    // A RESP2 client outside the subscribed mode cannot be told.
+                    _ => return,
+                }
+            }
         };
         pubsub.deliver(
             &subscriber,
-            Message {
-                pattern: None,
-                channel: Bytes::new(),
-                payload: Bytes::new(),
-                kind: MessageKind::Invalidate { keys, redirected },
-            },
+            message(MessageKind::Invalidate { keys, redirected }),
         );
     }
 }
@@ -282,7 +313,7 @@ mod tests {
     #[test]
     fn default_mode_invalidates_read_keys_once_and_bcast_by_prefix() {
         let tracking = Tracking::default();
-        tracking.attach(Arc::new(PubSub::default()));
+        tracking.attach(Arc::new(PubSub::default()), Arc::default());
         let mut a = Subscription::new(1, CancellationToken::new());
         let mut b = Subscription::new(2, CancellationToken::new());
         tracking.enable(1, Target::Own(a.subscriber.clone()), None);

@@ -130,6 +130,10 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         super::pubsub::drain_into(sub, ctx.client.protocol, ctx.out, usize::MAX);
     }
     ctx.client.protocol = protocol;
+    if protocol == ProtocolVersion::Resp3 {
+        // A RESP3 client may be another's REDIRECT target: it needs a queue to be pushed to.
+        ctx.client.queue();
+    }
     let proto_num = if protocol == ProtocolVersion::Resp3 {
         3
     } else {

@@ -36,6 +36,15 @@ pub fn message_reply(m: Message, protocol: proto_resp::ProtocolVersion) -> Optio
                 return None;
             }
         }
+        MessageKind::RedirectBroken { to } => {
+            if protocol != proto_resp::ProtocolVersion::Resp3 {
+                return None;
+            }
+            Reply::Push(vec![
+                bulk(b"tracking-redir-broken"),
+                Reply::Integer(to as i64),
+            ])
+        }
         MessageKind::Published => match m.pattern {
             None => Reply::Push(vec![
                 bulk(b"message"),
@@ -85,11 +94,7 @@ pub fn subscribe(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespErro
     let pattern = ctx.spec.name == "psubscribe";
     let kind = if pattern { "psubscribe" } else { "subscribe" };
     for name in args.rest() {
-        let info = &ctx.client.info;
-        let sub = ctx
-            .client
-            .pubsub
-            .get_or_insert_with(|| Subscription::new(info.id, info.kill.clone()));
+        let sub = ctx.client.queue();
         // A copy: the name stays as long as the subscription, the request's buffer need not.
         let name = Bytes::copy_from_slice(&name);
         ctx.shared.pubsub.subscribe(sub, name.clone(), pattern);
@@ -216,11 +221,7 @@ pub fn pubsub(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
 
 /// MONITOR: from now on the connection gets a line for every command this node runs.
 pub fn monitor(ctx: &mut Ctx<'_>, _args: &mut Args) -> Result<Outcome, RespError> {
-    let info = &ctx.client.info;
-    let sub = ctx
-        .client
-        .pubsub
-        .get_or_insert_with(|| Subscription::new(info.id, info.kill.clone()));
+    let sub = ctx.client.queue();
     if !sub.monitoring {
         ctx.shared.pubsub.monitor(sub);
     }

@@ -9,7 +9,6 @@ use proto_resp::Reply;
 use super::args::Keyword;
 use super::{Args, Ctx};
 use crate::error::RespError;
-use crate::pubsub::Subscription;
 use crate::tracking::{overlapping, Target, TrackingOptions};
 
 /// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX prefix ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP]
@@ -106,15 +105,17 @@ pub fn tracking(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Reply, RespError> 
     }
     new.prefixes = all;
     let target = if new.redirect != 0 {
-        Target::Redirect(new.redirect)
+        Target::Redirect {
+            to: new.redirect,
+            from: ctx.client.info.clone(),
+        }
     } else {
-        let info = &ctx.client.info;
-        let sub = ctx
-            .client
-            .pubsub
-            .get_or_insert_with(|| Subscription::new(info.id, info.kill.clone()));
-        Target::Own(sub.subscriber.clone())
+        Target::Own(ctx.client.queue().subscriber.clone())
     };
+    ctx.client
+        .info
+        .tracking_redirect_broken
+        .store(false, Ordering::Relaxed);
     let bcast = new
         .bcast
         .then(|| new.prefixes.iter().cloned().collect::<Vec<_>>());
@@ -204,6 +205,14 @@ pub fn trackinginfo(ctx: &Ctx<'_>) -> Reply {
         }
         if t.noloop {
             flags.push(bulk("noloop"));
+        }
+        if ctx
+            .client
+            .info
+            .tracking_redirect_broken
+            .load(Ordering::Relaxed)
+        {
+            flags.push(bulk("broken_redirect"));
         }
     }
     Reply::Map(vec![

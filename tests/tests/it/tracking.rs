@@ -1,5 +1,5 @@
 //! Client-side caching (CLIENT TRACKING): invalidations for the keys a client read, BCAST by
-//! prefix, OPTIN, REDIRECT to a RESP2 subscriber, flushes, the table's bound, and a region whose
+//! prefix, OPTIN, REDIRECT (to a RESP2 subscriber, a RESP3 client, a closed one), flushes, the table's bound, and a region whose
 //! nodes each tell their own clients. Replies were compared with redis-server 7.0.15.
 
 use std::time::Duration;
@@ -176,6 +176,91 @@ fn redirect_to_a_resp2_subscriber_and_the_table_bound() {
     };
     let info = String::from_utf8(info).unwrap();
     assert!(info.contains("tracking_total_keys:2"), "{info}");
+}
+
+/// REDIRECT as Redis does it: a RESP3 target is pushed to without subscribing, a RESP2 one in
+/// the subscribed mode (to any channel) gets messages on `__redis__:invalidate`, and once the
+/// target closed a RESP3 tracking client is told `tracking-redir-broken` and TRACKINGINFO says
+/// `broken_redirect` until tracking is turned on again.
+#[test]
+fn redirect_to_a_resp3_client_a_resp2_subscriber_and_a_closed_one() {
+    let node = Node::start(NodeOpts::default());
+    let id = |c: &mut meridian_tests::RawConn| match c.cmd(&["CLIENT", "ID"]) {
+        Reply::Int(id) => id.to_string(),
+        other => panic!("an id, got {other:?}"),
+    };
+    let mut w = node.raw();
+    // A RESP3 target that never subscribed.
+    let mut target3 = node.raw();
+    assert!(matches!(target3.cmd(&["HELLO", "3"]), Reply::Map(_)));
+    let mut t = node.raw();
+    let to = id(&mut target3);
+    assert_eq!(
+        t.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &to]),
+        Reply::ok()
+    );
+    assert_eq!(t.cmd(&["GET", "k1"]), Reply::NilBulk);
+    assert_eq!(w.cmd(&["SET", "k1", "v"]), Reply::ok());
+    assert_eq!(next_push(&mut target3), Some(invalidate(&["k1"])));
+    // A RESP2 target subscribed to another channel.
+    let mut target2 = node.raw();
+    let to2 = id(&mut target2);
+    assert!(matches!(
+        target2.cmd(&["SUBSCRIBE", "other"]),
+        Reply::Array(_)
+    ));
+    let mut t2 = node.raw();
+    assert_eq!(
+        t2.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &to2]),
+        Reply::ok()
+    );
+    assert_eq!(t2.cmd(&["GET", "k2"]), Reply::NilBulk);
+    assert_eq!(w.cmd(&["SET", "k2", "v"]), Reply::ok());
+    assert_eq!(
+        next_push(&mut target2),
+        Some(Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("__redis__:invalidate"),
+            Reply::Array(vec![Reply::bulk("k2")]),
+        ]))
+    );
+    // A target that closed: the RESP3 tracking client is told, each time.
+    let mut gone = node.raw();
+    let gone_id = id(&mut gone);
+    let mut t3 = node.raw();
+    assert!(matches!(t3.cmd(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(
+        t3.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &gone_id]),
+        Reply::ok()
+    );
+    assert_eq!(t3.cmd(&["GET", "k3"]), Reply::Null);
+    drop(gone);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while matches!(w.cmd(&["CLIENT", "LIST", "ID", &gone_id]), Reply::Bulk(ref b) if !b.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed client leaves CLIENT LIST"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(w.cmd(&["SET", "k3", "v"]), Reply::ok());
+    assert_eq!(
+        next_push(&mut t3),
+        Some(Reply::Push(vec![
+            Reply::bulk("tracking-redir-broken"),
+            Reply::Int(gone_id.parse().unwrap()),
+        ]))
+    );
+    let broken = |c: &mut meridian_tests::RawConn| {
+        format!("{:?}", c.cmd(&["CLIENT", "TRACKINGINFO"])).contains("broken_redirect")
+    };
+    assert!(broken(&mut t3));
+    assert_eq!(
+        t3.cmd(&["CLIENT", "TRACKING", "on", "REDIRECT", &to]),
+        Reply::ok()
+    );
+    assert!(!broken(&mut t3), "turning tracking on again clears it");
 }
 
 /// Each node tells its own tracking clients about the batches it applies: a client on a
