@@ -51,6 +51,15 @@ pub enum RespError {
         /// The subcommand as sent.
         sub: String,
     },
+    /// A known subcommand with arguments its handler refuses (Redis's
+    /// `addReplySubcommandSyntaxError`).
+    #[error("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try {cmd} HELP.")]
+    SubcommandSyntax {
+        /// The container command, upper case.
+        cmd: String,
+        /// The subcommand as sent.
+        sub: String,
+    },
     /// `-NOAUTH`.
     #[error("NOAUTH Authentication required.")]
     NoAuth,
@@ -116,6 +125,15 @@ impl RespError {
         RespError::UnknownSubcommand {
             cmd: cmd.into(),
             // As Redis (`%.128s`): a long argument is not echoed whole.
+            sub: String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned(),
+        }
+    }
+
+    /// Redis's "unknown subcommand or wrong number of arguments" error for `cmd`'s subcommand
+    /// `sent` (echoed at most 128 bytes).
+    pub fn subcommand_syntax(cmd: &str, sent: &[u8]) -> RespError {
+        RespError::SubcommandSyntax {
+            cmd: cmd.into(),
             sub: String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned(),
         }
     }

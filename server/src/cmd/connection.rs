@@ -213,39 +213,26 @@ fn validate_name(name: Bytes) -> Result<Bytes, RespError> {
     Ok(name)
 }
 
-/// CLIENT subcommand [args]
+/// CLIENT subcommand [args] (the subcommand's arity was checked against [`super::SUBCOMMANDS`]
+/// before it ran).
 pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let sub = args.next_bytes()?;
     let word = super::args::Keyword::new(&sub);
-    let arity = |n: usize, args: &Args| -> Result<(), RespError> {
-        if args.remaining() != n {
-            Err(RespError::Message(format!(
-                "wrong number of arguments for 'client|{}' command",
-                String::from_utf8_lossy(&sub).to_ascii_lowercase()
-            )))
-        } else {
-            Ok(())
-        }
-    };
     let reply = match word.as_str() {
         "ID" => {
-            arity(0, args)?;
             Reply::Integer(ctx.client.info.id as i64)
         }
         "SETNAME" => {
-            arity(1, args)?;
             let name = validate_name(args.next_bytes()?)?;
             let mut names = ctx.client.info.names();
             names.name = (!name.is_empty()).then_some(name);
             Reply::ok()
         }
         "GETNAME" => {
-            arity(0, args)?;
             let names = ctx.client.info.names();
             names.name.clone().map_or(Reply::Null, Reply::Bulk)
         }
         "SETINFO" => {
-            arity(2, args)?;
             let attr = args.next_bytes()?;
             let value = args.next_bytes()?;
             let mut names = ctx.client.info.names();
@@ -303,20 +290,17 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             Reply::Verbatim(Bytes::from(text))
         }
         "INFO" => {
-            arity(0, args)?;
             let mut line = ctx.client.info.describe();
             line.push('\n');
             Reply::Verbatim(Bytes::from(line))
         }
         "NO-EVICT" | "NO-TOUCH" => {
-            arity(1, args)?;
             match super::args::Keyword::new(&args.next_bytes()?).as_str() {
                 "ON" | "OFF" => Reply::ok(),
                 _ => return Err(RespError::Syntax),
             }
         }
         "REPLY" => {
-            arity(1, args)?;
             // As in Redis: ON answers OK; OFF and SKIP are themselves not answered.
             match super::args::Keyword::new(&args.next_bytes()?).as_str() {
                 "ON" => {
@@ -337,29 +321,19 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             }
         }
         "KILL" => return kill(ctx, args),
-        "TRACKING" if args.remaining() == 0 => return Err(RespError::arity("client|tracking")),
         "TRACKING" => super::tracking::tracking(ctx, args)?,
         "CACHING" => {
-            arity(1, args)?;
             super::tracking::caching(ctx, args)?
         }
         "GETREDIR" => {
-            arity(0, args)?;
             super::tracking::getredir(ctx)
         }
         "TRACKINGINFO" => {
-            arity(0, args)?;
             super::tracking::trackinginfo(ctx)
         }
         "PAUSE" => {
-            if args.remaining() == 0 {
-                return Err(RespError::arity("client|pause"));
-            }
             if args.remaining() > 2 {
-                return Err(RespError::Message(
-                    "unknown subcommand or wrong number of arguments for 'PAUSE'. Try CLIENT HELP."
-                        .into(),
-                ));
+                return Err(RespError::subcommand_syntax("CLIENT", &sub));
             }
             let ms = super::args::parse_int(&args.next_bytes()?)
                 .map_err(|_| RespError::Other("timeout is not an integer or out of range"))?;
@@ -381,11 +355,9 @@ pub fn client(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             Reply::ok()
         }
         "UNPAUSE" => {
-            arity(0, args)?;
             ctx.shared.clients.pause.unpause();
             Reply::ok()
         }
-        "HELP" if args.remaining() > 0 => return Err(RespError::arity("client|help")),
         "HELP" => super::help_reply(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "ID",

@@ -10,36 +10,21 @@ use crate::error::RespError;
 use crate::keyspace::{number::parse_i64_strict, HotCache, StoredValue};
 
 /// A container command's subcommand: its name upper-cased, as sent, and the key of those that
-/// take one (`exact`: the key is the last argument), with Redis's arity errors.
+/// take one (their arity was checked against [`super::SUBCOMMANDS`] before the command ran).
 struct Sub {
     name: String,
     sent: Bytes,
     key: Option<Bytes>,
 }
 
-fn sub_and_key(
-    cmd: &str,
-    args: &mut Args,
-    with_key: &[&str],
-    exact: bool,
-) -> Result<Sub, RespError> {
+fn sub_and_key(args: &mut Args, with_key: &[&str]) -> Result<Sub, RespError> {
     let sent = args.next_bytes()?;
     let name = Keyword::new(&sent).as_str().to_string();
-    if !with_key.contains(&name.as_str()) {
-        return Ok(Sub {
-            name,
-            sent,
-            key: None,
-        });
-    }
-    if args.remaining() == 0 || (exact && args.remaining() != 1) {
-        return Err(RespError::arity(&format!(
-            "{}|{}",
-            cmd.to_ascii_lowercase(),
-            name.to_ascii_lowercase()
-        )));
-    }
-    let key = Some(args.next_bytes()?);
+    let key = if with_key.contains(&name.as_str()) {
+        Some(args.next_bytes()?)
+    } else {
+        None
+    };
     Ok(Sub { name, sent, key })
 }
 
@@ -59,12 +44,7 @@ fn string_encoding(payload: &[u8]) -> &'static str {
 
 /// OBJECT ENCODING | FREQ | IDLETIME | REFCOUNT key, OBJECT HELP
 pub fn object(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    let sub = sub_and_key(
-        "OBJECT",
-        args,
-        &["ENCODING", "FREQ", "IDLETIME", "REFCOUNT"],
-        true,
-    )?;
+    let sub = sub_and_key(args, &["ENCODING", "FREQ", "IDLETIME", "REFCOUNT"])?;
     let Some(key) = &sub.key else {
         return match sub.name.as_str() {
             "HELP" => Ok(help_reply(&[
@@ -119,7 +99,7 @@ fn usage(key: &[u8], value: &StoredValue) -> u64 {
 
 /// MEMORY USAGE key [SAMPLES count], MEMORY HELP
 pub fn memory(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    let sub = sub_and_key("MEMORY", args, &["USAGE"], false)?;
+    let sub = sub_and_key(args, &["USAGE"])?;
     let Some(key) = &sub.key else {
         return match sub.name.as_str() {
             "HELP" => Ok(help_reply(&[

@@ -1105,7 +1105,7 @@ const SUBCOMMANDS: &[(&str, Subcommands)] = &[
             ("info", -2),
             ("docs", -2),
             ("list", -2),
-            ("getkeys", -3),
+            ("getkeys", -4),
             ("help", 2),
         ],
     ),

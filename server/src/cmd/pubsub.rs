@@ -171,16 +171,10 @@ pub fn publish(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
 /// PUBSUB CHANNELS [pattern] | NUMSUB [channel…] | NUMPAT | HELP (this node's subscribers)
 pub fn pubsub(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let sub = args.next_bytes()?;
-    let arity = || {
-        RespError::arity(&format!(
-            "pubsub|{}",
-            String::from_utf8_lossy(&sub).to_ascii_lowercase()
-        ))
-    };
     let reply = match Keyword::new(&sub).as_str() {
         "CHANNELS" => {
             if args.remaining() > 1 {
-                return Err(arity());
+                return Err(RespError::subcommand_syntax("PUBSUB", &sub));
             }
             let pattern = args.next_opt();
             let mut channels = ctx.shared.pubsub.channels(pattern.as_deref());
@@ -196,12 +190,7 @@ pub fn pubsub(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 })
                 .collect(),
         ),
-        "NUMPAT" => {
-            if args.remaining() > 0 {
-                return Err(arity());
-            }
-            Reply::Integer(ctx.shared.pubsub.numpat() as i64)
-        }
+        "NUMPAT" => Reply::Integer(ctx.shared.pubsub.numpat() as i64),
         "HELP" => help_reply(&[
             "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "CHANNELS [<pattern>]",

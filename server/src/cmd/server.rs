@@ -48,12 +48,7 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()).into());
     };
     let reply = match Keyword::new(&sub).as_str() {
-        "COUNT" => {
-            if args.remaining() > 0 {
-                return Err(RespError::arity("command|count"));
-            }
-            Reply::Integer(COMMANDS.len() as i64)
-        }
+        "COUNT" => Reply::Integer(COMMANDS.len() as i64),
         "LIST" => {
             // COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern]
             let filter: Option<Option<bytes::Bytes>> = match args.remaining() {
@@ -117,10 +112,6 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         }
         "GETKEYS" => {
             let argv = args.rest();
-            // COMMAND GETKEYS <command> <arg> ...: at least one argument after the name.
-            if argv.len() < 2 {
-                return Err(RespError::arity("command|getkeys"));
-            }
             let spec =
                 super::lookup(&argv[0]).ok_or(RespError::Other("Invalid command specified"))?;
             let argc = argv.len() as i32;
@@ -202,9 +193,6 @@ pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             Reply::ok()
         }
         "RESETSTAT" => {
-            if args.remaining() > 0 {
-                return Err(RespError::arity("config|resetstat"));
-            }
             ctx.shared.stats.reset();
             Reply::ok()
         }
@@ -324,7 +312,7 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
     let sub = args.next_bytes()?;
     let monitor = &ctx.shared.latency;
     let reply = match Keyword::new(&sub).as_str() {
-        "LATEST" if args.remaining() == 0 => Reply::Array(
+        "LATEST" => Reply::Array(
             monitor
                 .events()
                 .into_iter()
@@ -339,7 +327,7 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
                 })
                 .collect(),
         ),
-        "HISTORY" if args.remaining() == 1 => {
+        "HISTORY" => {
             let event = args.next_bytes()?;
             Reply::Array(monitor.history(&event).map_or_else(Vec::new, |s| {
                 s.samples
@@ -355,7 +343,7 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
             let names: Vec<&[u8]> = names.iter().map(|n| &n[..]).collect();
             Reply::Integer(monitor.reset(&names) as i64)
         }
-        "DOCTOR" if args.remaining() == 0 => Reply::Verbatim(Bytes::from(monitor.doctor())),
+        "DOCTOR" => Reply::Verbatim(Bytes::from(monitor.doctor())),
         "HISTOGRAM" => {
             let names: Vec<Bytes> = args.rest();
             let mut out = Vec::new();
@@ -391,7 +379,7 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
                 String::from_utf8_lossy(&sub).to_ascii_uppercase()
             )))
         }
-        "HELP" if args.remaining() == 0 => super::help_reply(&[
+        "HELP" => super::help_reply(&[
             "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "DOCTOR",
             "    Return a human readable latency analysis report.",
@@ -408,12 +396,6 @@ pub fn latency(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
             "HELP",
             "    Print this help.",
         ]),
-        "LATEST" | "HISTORY" | "DOCTOR" | "HELP" => {
-            return Err(RespError::arity(&format!(
-                "latency|{}",
-                String::from_utf8_lossy(&sub).to_ascii_lowercase()
-            )))
-        }
         _ => return Err(RespError::unknown_subcommand("LATENCY", &sub)),
     };
     Ok(reply.into())
@@ -458,7 +440,9 @@ pub fn slowlog(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError>
                     }
                 },
             };
-            args.finish()?;
+            if args.remaining() > 0 {
+                return Err(RespError::subcommand_syntax("SLOWLOG", &sub));
+            }
             Reply::Array(
                 log.newest(count)
                     .into_iter()

@@ -684,6 +684,24 @@ fn command_count_info_docs_list() {
         q_err(&mut c, &["COMMAND", "BOGUS"]),
         "ERR unknown subcommand 'BOGUS'. Try COMMAND HELP."
     );
+    // Arity comes from the subcommand table; arguments a known subcommand refuses get Redis's
+    // other text (both compared with redis-server 7.0.15).
+    assert_eq!(
+        q_err(&mut c, &["COMMAND", "GETKEYS", "get"]),
+        "ERR wrong number of arguments for 'command|getkeys' command"
+    );
+    assert_eq!(
+        q_err(&mut c, &["PUBSUB", "channels", "a", "b"]),
+        "ERR unknown subcommand or wrong number of arguments for 'channels'. Try PUBSUB HELP."
+    );
+    assert_eq!(
+        q_err(&mut c, &["CLIENT", "PauSe", "1", "ALL", "x"]),
+        "ERR unknown subcommand or wrong number of arguments for 'PauSe'. Try CLIENT HELP."
+    );
+    assert_eq!(
+        q_err(&mut c, &["SLOWLOG", "get", "1", "2"]),
+        "ERR unknown subcommand or wrong number of arguments for 'get'. Try SLOWLOG HELP."
+    );
 }
 
 /// The scheduling policy of every thread of a process, from field 41 of
