@@ -32,7 +32,7 @@ pub use hot::HotCache;
 pub use value::{plain_string_at, KeyState, Stamp, StoredValue, ValueType};
 pub use write_back::WriteBackOptions;
 
-use crate::op::{OpBatch, OpResult};
+use crate::op::{Op, OpBatch, OpResult};
 use outbox_tail::OutboxTail;
 use write_back::{Changes, WriteBack};
 
@@ -51,6 +51,10 @@ pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
 
 /// The longest string with several regions (see [`Keyspace::max_string_len`]).
 pub const MAX_SHIPPED_STRING_LEN: usize = 32 * 1024 * 1024;
+
+/// Batches of at least this many ops touch their keys' hot-cache entries before applying
+/// them (see [`HotCache::warm`]).
+const WARM_MIN_OPS: usize = 8;
 
 /// When RocksDB's write-ahead log is synced to disk (Redis's `appendfsync`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -775,6 +779,17 @@ impl Keyspace {
         log_index: Option<u64>,
     ) -> Result<Vec<OpResult>, StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.ops.len() >= WARM_MIN_OPS {
+            self.hot.warm(batch.ops.iter().filter_map(|op| match op {
+                Op::Set { db, key, .. }
+                | Op::IncrBy { db, key, .. }
+                | Op::GetEx { db, key, .. }
+                | Op::GetDel { db, key, .. }
+                | Op::Append { db, key, .. }
+                | Op::Expire { db, key, .. } => Some((*db, &key[..])),
+                _ => None,
+            }));
+        }
         let mut ctx = apply::BatchCtx::new(self, batch);
         let results = batch
             .ops
