@@ -118,10 +118,12 @@ pub struct ServerConfig {
     pub write_buffer_mb: Option<u64>,
     /// In a topology of one region, applied writes wait in memory at most this long (ms) and
     /// go to RocksDB together, on a thread of their own (0: each applied Raft entry is its own
-    /// RocksDB write on the Raft thread). The Raft log holds them meanwhile.
+    /// RocksDB write on the Raft thread). The Raft log holds them meanwhile. A key written again
+    /// meanwhile goes to RocksDB once, with its last state.
     pub write_back_ms: u64,
-    /// ... or until they take this many MiB (at twice this, the Raft thread writes them itself;
-    /// with the set being written and its RocksDB batch, they take about six times this at most).
+    /// ... or until they take this many MiB, counting each key's last state once (at twice
+    /// this, the Raft thread writes them itself; with the set being written and its RocksDB
+    /// batch, they take about six times this at most).
     pub write_back_mb: u64,
     /// Keyspace notifications, as Redis's `notify-keyspace-events` (e.g. `"Ex"`; empty: off).
     pub notify_keyspace_events: String,
@@ -225,8 +227,8 @@ impl Default for ServerConfig {
             hot_cache_mb: 256,
             block_cache_mb: 32,
             write_buffer_mb: None,
-            write_back_ms: 5,
-            write_back_mb: 1,
+            write_back_ms: 1000,
+            write_back_mb: 16,
             notify_keyspace_events: String::new(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
@@ -356,7 +358,7 @@ mod tests {
     #[test]
     fn write_back_is_read_and_bounded() {
         let cfg = parse_config("").unwrap();
-        assert_eq!((cfg.server.write_back_ms, cfg.server.write_back_mb), (5, 1));
+        assert_eq!((cfg.server.write_back_ms, cfg.server.write_back_mb), (1000, 16));
         let cfg = parse_config("[server]\nwrite-back-ms = 0\nwrite-back-mb = 0\n").unwrap();
         assert_eq!(cfg.server.write_back_ms, 0);
         let err = parse_config("[server]\nwrite-back-ms = 60000\n")

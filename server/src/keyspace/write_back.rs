@@ -58,7 +58,7 @@ pub(super) struct Changes {
     expiry: Map<Vec<u8>, bool>,
     /// Meta key → value (key counts, the applied position, the membership).
     meta: Map<Vec<u8>, Vec<u8>>,
-    /// Approximate bytes held (keys and values, as added; overwrites are not subtracted).
+    /// Approximate bytes held (keys and values; an overwritten change no longer counts).
     bytes: usize,
 }
 
@@ -85,20 +85,27 @@ impl Changes {
 
     /// Adds the changes of one applied batch.
     pub fn data(&mut self, key: Bytes, value: Option<StoredValue>) {
-        self.bytes += key.len() + value.as_ref().map_or(0, StoredValue::len) + 48;
-        self.data.insert(key, value);
+        let size = |v: &Option<StoredValue>| key.len() + v.as_ref().map_or(0, StoredValue::len) + 48;
+        self.bytes += size(&value);
+        if let Some(old) = self.data.insert(key.clone(), value) {
+            self.bytes -= size(&old);
+        }
     }
 
     /// Adds a put (`true`) or delete of an expiry index record.
     pub fn expiry(&mut self, key: Vec<u8>, put: bool) {
-        self.bytes += key.len() + 32;
-        self.expiry.insert(key, put);
+        let size = key.len() + 32;
+        if self.expiry.insert(key, put).is_none() {
+            self.bytes += size;
+        }
     }
 
     /// Adds a meta record.
     pub fn meta(&mut self, key: &[u8], value: Vec<u8>) {
         self.bytes += key.len() + value.len() + 32;
-        self.meta.insert(key.to_vec(), value);
+        if let Some(old) = self.meta.insert(key.to_vec(), value) {
+            self.bytes -= key.len() + old.len() + 32;
+        }
     }
 
     /// One RocksDB batch with every change, data keys in order.
