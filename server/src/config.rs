@@ -358,7 +358,10 @@ mod tests {
     #[test]
     fn write_back_is_read_and_bounded() {
         let cfg = parse_config("").unwrap();
-        assert_eq!((cfg.server.write_back_ms, cfg.server.write_back_mb), (1000, 16));
+        assert_eq!(
+            (cfg.server.write_back_ms, cfg.server.write_back_mb),
+            (1000, 16)
+        );
         let cfg = parse_config("[server]\nwrite-back-ms = 0\nwrite-back-mb = 0\n").unwrap();
         assert_eq!(cfg.server.write_back_ms, 0);
         let err = parse_config("[server]\nwrite-back-ms = 60000\n")

@@ -361,9 +361,10 @@ impl Shared {
         if want("persistence") {
             let _ = write!(
                 out,
-                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:ok\r\nrdb_last_save_time:{}\r\nstorage_engine:rocksdb\r\n\r\n",
+                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:ok\r\nrdb_last_save_time:{}\r\nstorage_engine:rocksdb\r\nwrite_back:{}\r\n\r\n",
                 self.keyspace.fsync_policy().name(),
-                self.last_sync_unix()
+                self.last_sync_unix(),
+                self.keyspace.write_back_mode()
             );
         }
         if want("stats") {

@@ -1108,7 +1108,7 @@ impl<'a> BatchCtx<'a> {
         for (db, count) in new_counts.iter().enumerate() {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
-        self.publish();
+        let _ = self.publish();
         if let Some(upto) = self.trim_outbox {
             self.ks.outbox_tail.trim(upto);
         }
@@ -1161,12 +1161,14 @@ impl<'a> BatchCtx<'a> {
         for (db, count) in new_counts.iter().enumerate() {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
-        self.publish();
+        let rewrites = self.publish();
+        self.ks.note_writes(self.overlay.len(), rewrites);
         added
     }
 
-    /// Puts the batch's new values in the hot cache.
-    fn publish(&self) {
+    /// Puts the batch's new values in the hot cache; returns how many were rewrites (see
+    /// [`HotCache::publish`](super::HotCache::publish)).
+    fn publish(&self) -> usize {
         let flushed = self.flushed.iter().any(|f| *f);
         self.ks.hot.publish(
             flushed,
@@ -1176,7 +1178,7 @@ impl<'a> BatchCtx<'a> {
                 value: &w.value,
                 slot: w.slot.as_ref(),
             }),
-        );
+        )
     }
 }
 

@@ -25,8 +25,9 @@
 //! evict from a sample of the reads. Entries, their weights and the byte bound remain moka's.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use moka::sync::Cache;
 use smallvec::SmallVec;
@@ -59,7 +60,10 @@ pub type Slot = SlotOf<[u8]>;
 /// A [`Slot`] with room of type `R` (`[u8; N]`, unsized to `[u8]` behind the `Arc`).
 pub struct SlotOf<R: ?Sized> {
     /// The value length moka charged for this slot (its weight was computed at insert).
-    charged_len: usize,
+    charged_len: u32,
+    /// When an applied write last stored this slot, in ms on the cache's clock (0: only a read
+    /// filled it). Tells the write-back whether keys are being rewritten (see `publish`).
+    written_at: AtomicU32,
     held: Mutex<Held<R>>,
 }
 
@@ -75,13 +79,14 @@ struct Held<R: ?Sized> {
 const ABSENT: u8 = u8::MAX;
 
 impl Slot {
-    fn new(value: Cached) -> Arc<Slot> {
+    /// A slot holding `value`, stored by an applied write at `written_at` (0: filled by a read).
+    fn new(value: Cached, written_at: u32) -> Arc<Slot> {
         match value.as_ref().map_or(0, StoredValue::len) {
-            1..=63 => SlotOf::<[u8; 63]>::with(value),
-            64..=127 => SlotOf::<[u8; 127]>::with(value),
-            128..=191 => SlotOf::<[u8; 191]>::with(value),
+            1..=63 => SlotOf::<[u8; 63]>::with(value, written_at),
+            64..=127 => SlotOf::<[u8; 127]>::with(value, written_at),
+            128..=191 => SlotOf::<[u8; 191]>::with(value, written_at),
             // Nothing to hold in a room: absent, or shared.
-            _ => SlotOf::<[u8; 0]>::with(value),
+            _ => SlotOf::<[u8; 0]>::with(value, written_at),
         }
     }
 
@@ -125,13 +130,14 @@ impl Slot {
     /// moka charged (the byte bound holds) and not under half of it (the charge stays close).
     fn fits(&self, value: &Cached) -> bool {
         let len = value.as_ref().map_or(0, StoredValue::len);
-        len <= self.charged_len && len * 2 >= self.charged_len
+        let charged = self.charged_len as usize;
+        len <= charged && len * 2 >= charged
     }
 }
 
 impl<const N: usize> SlotOf<[u8; N]> {
     /// A slot with room for `N` bytes holding `value`.
-    fn with(value: Cached) -> Arc<Slot> {
+    fn with(value: Cached, written_at: u32) -> Arc<Slot> {
         let mut held = Held {
             shared: None,
             len: ABSENT,
@@ -139,7 +145,10 @@ impl<const N: usize> SlotOf<[u8; N]> {
         };
         (&mut held as &mut Held<[u8]>).put(&value);
         Arc::new(SlotOf {
-            charged_len: value.as_ref().map_or(0, StoredValue::len),
+            // Values past 4 GiB do not exist (strings are at most 512 MiB).
+            charged_len: u32::try_from(value.as_ref().map_or(0, StoredValue::len))
+                .unwrap_or(u32::MAX),
+            written_at: AtomicU32::new(written_at),
             held: Mutex::new(held),
         })
     }
@@ -220,6 +229,10 @@ pub struct HotCache {
     /// moka inserts and invalidations so far (changed only under `fill_lock`).
     replacements: AtomicU64,
     fill_lock: Mutex<()>,
+    /// The clock of the slots' `written_at`.
+    clock: Instant,
+    /// See [`HotCache::set_rewrite_window`].
+    rewrite_window_ms: AtomicU32,
 }
 
 /// The index of the slots moka holds.
@@ -243,7 +256,8 @@ impl HotCache {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &HotKey, slot: &Arc<Slot>| {
-                u32::try_from(k.len() + slot.charged_len + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                u32::try_from(k.len() + slot.charged_len as usize + ENTRY_OVERHEAD)
+                    .unwrap_or(u32::MAX)
             })
             // Every slot leaving moka (evicted, refused at admission, replaced, invalidated)
             // leaves the index, unless the index already holds a newer slot for the key.
@@ -259,7 +273,21 @@ impl HotCache {
             generation: AtomicU64::new(0),
             replacements: AtomicU64::new(0),
             fill_lock: Mutex::new(()),
+            clock: Instant::now(),
+            rewrite_window_ms: AtomicU32::new(0),
         }
+    }
+
+    /// Counts, from now on, a write that stores a slot written less than `ms` ago as a
+    /// rewrite (see [`HotCache::publish`]; 0: none is).
+    pub fn set_rewrite_window(&self, ms: u32) {
+        self.rewrite_window_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Milliseconds on the cache's clock, never 0 (it wraps after 49 days; only differences
+    /// under a window are compared).
+    fn clock_ms(&self) -> u32 {
+        (self.clock.elapsed().as_millis() as u32).max(1)
     }
 
     /// Looks a key up: `None` = not cached, `Some(None)` = known not to exist.
@@ -310,8 +338,8 @@ impl HotCache {
 
     /// Inserts a new slot for `key`: into the index first, so moka's listener, which runs
     /// when moka refuses or later drops the slot, always finds it there to remove.
-    fn insert(&self, key: &[u8], value: Cached) {
-        let slot = Slot::new(value);
+    fn insert(&self, key: &[u8], value: Cached, written_at: u32) {
+        let slot = Slot::new(value, written_at);
         self.index
             .pin()
             .insert(HotKey::from_slice(key), slot.clone());
@@ -334,19 +362,20 @@ impl HotCache {
         let _guard = self.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
             self.replacements.fetch_add(1, Ordering::AcqRel);
-            self.insert(data_key, value);
+            self.insert(data_key, value, 0);
         }
     }
 
     /// Publishes the effects of an applied write batch that began reading the cache when
     /// [`HotCache::replacements`] said `replacements_before` (`flushed`: a database was
-    /// emptied).
+    /// emptied). Returns how many of the changes were rewrites: stored into a slot that an
+    /// applied write had stored less than the rewrite window ago.
     pub fn publish<'a>(
         &self,
         flushed: bool,
         replacements_before: u64,
         changes: impl Iterator<Item = Change<'a>>,
-    ) {
+    ) -> usize {
         let _guard = self.fill_lock.lock().unwrap_or_else(|p| p.into_inner());
         // Nothing replaced a slot the batch read: those slots are still moka's.
         let slots_current =
@@ -356,14 +385,21 @@ impl HotCache {
             self.index.pin().clear();
         }
         let mut inserted = false;
+        let now = self.clock_ms();
+        let window = self.rewrite_window_ms.load(Ordering::Relaxed);
+        let mut rewrites = 0;
         for change in changes {
             match change.slot {
                 Some(slot) if slots_current && slot.fits(change.value) => {
                     slot.store(change.value);
+                    let before = slot.written_at.swap(now, Ordering::Relaxed);
+                    if before != 0 && now.wrapping_sub(before) < window {
+                        rewrites += 1;
+                    }
                 }
                 _ => {
                     inserted = true;
-                    self.insert(change.key, change.value.clone());
+                    self.insert(change.key, change.value.clone(), now);
                 }
             }
         }
@@ -371,6 +407,7 @@ impl HotCache {
             self.replacements.fetch_add(1, Ordering::AcqRel);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
+        rewrites
     }
 
     /// The bytes charged against the bound for an entry of this key and value length (MEMORY
@@ -419,13 +456,52 @@ mod tests {
     }
 
     /// Publishes one key's new value as a batch that read `slot` when the count was `before`.
-    fn publish(hot: &HotCache, before: u64, key: &[u8], new: &Cached, slot: Option<&Arc<Slot>>) {
+    fn publish(
+        hot: &HotCache,
+        before: u64,
+        key: &[u8],
+        new: &Cached,
+        slot: Option<&Arc<Slot>>,
+    ) -> usize {
         let change = Change {
             key,
             value: new,
             slot,
         };
-        hot.publish(false, before, std::iter::once(change));
+        hot.publish(false, before, std::iter::once(change))
+    }
+
+    #[test]
+    fn a_write_within_the_window_of_the_last_is_a_rewrite() {
+        let (hot, key) = cache_holding("aaaa");
+        hot.set_rewrite_window(60_000);
+        // Filled by a read, then written: not a rewrite; written again at once: one.
+        let slot = hot.slot(key).unwrap();
+        assert_eq!(
+            publish(&hot, hot.replacements(), key, &value("bbbb"), Some(&slot)),
+            0
+        );
+        assert_eq!(
+            publish(&hot, hot.replacements(), key, &value("cccc"), Some(&slot)),
+            1
+        );
+        // A key the cache did not hold is inserted: not a rewrite, but its next write is.
+        let other: &[u8] = b"\0other";
+        assert_eq!(
+            publish(&hot, hot.replacements(), other, &value("x"), None),
+            0
+        );
+        let slot = hot.slot(other).unwrap();
+        assert_eq!(
+            publish(&hot, hot.replacements(), other, &value("y"), Some(&slot)),
+            1
+        );
+        // With no window, nothing is.
+        hot.set_rewrite_window(0);
+        assert_eq!(
+            publish(&hot, hot.replacements(), other, &value("z"), Some(&slot)),
+            0
+        );
     }
 
     #[test]
@@ -451,15 +527,15 @@ mod tests {
         // in-place store moves a value between the room and the shared form.
         for len in [0, 1, 20, 28, 29, 92, 93, 156, 157, 400] {
             let v = value(&"x".repeat(len));
-            let slot = Slot::new(v.clone());
+            let slot = Slot::new(v.clone(), 0);
             assert_eq!(slot.value(), v, "{len}");
             let shorter = value(&"y".repeat(len * 3 / 4));
             slot.store(&shorter);
             assert_eq!(slot.value(), shorter, "{len}");
         }
-        let slot = Slot::new(None);
+        let slot = Slot::new(None, 0);
         assert_eq!(slot.value(), None);
-        let big = Slot::new(value(&"z".repeat(300)));
+        let big = Slot::new(value(&"z".repeat(300)), 0);
         big.store(&None);
         assert_eq!(big.value(), None);
     }
@@ -496,7 +572,7 @@ mod tests {
         publish(&hot, hot.replacements(), key, &longer, Some(&slot));
         let now = hot.slot(key).unwrap();
         assert!(!Arc::ptr_eq(&slot, &now));
-        assert_eq!(now.charged_len, longer.as_ref().unwrap().len());
+        assert_eq!(now.charged_len as usize, longer.as_ref().unwrap().len());
         // Deleting (no value) is far under half the charge: inserted anew as well.
         publish(&hot, hot.replacements(), key, &None, Some(&now));
         assert!(!Arc::ptr_eq(&now, &hot.slot(key).unwrap()));

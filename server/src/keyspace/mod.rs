@@ -516,7 +516,16 @@ impl Keyspace {
             outbox_last: AtomicU64::new(outbox_last),
             outbox_storage_reads: AtomicU64::new(0),
             merged_hlcs: Mutex::new(merged_hlcs),
-            hot: HotCache::new(options.hot_cache_bytes),
+            hot: {
+                let hot = HotCache::new(options.hot_cache_bytes);
+                // A write within the write-back window of the key's last one is a rewrite.
+                if let Some(wb) = options.write_back {
+                    hot.set_rewrite_window(
+                        u32::try_from(wb.window.as_millis()).unwrap_or(u32::MAX),
+                    );
+                }
+                hot
+            },
             db,
             counts,
             fsync: Mutex::new(options.fsync),
@@ -1013,6 +1022,23 @@ impl Keyspace {
     }
 
     /// Adds an applied batch's changes to the pending set.
+    /// INFO's `write_back`: `off`, `short` (keys are not being rewritten: the short window) or
+    /// `coalescing` (the configured window).
+    pub fn write_back_mode(&self) -> &'static str {
+        match &self.write_back {
+            None => "off",
+            Some(wb) if wb.coalescing() => "coalescing",
+            Some(_) => "short",
+        }
+    }
+
+    /// Counts an applied batch's key writes for the write-back's choice of window.
+    fn note_writes(&self, writes: usize, rewrites: usize) {
+        if let Some(write_back) = &self.write_back {
+            write_back.note_writes(writes, rewrites);
+        }
+    }
+
     fn defer_changes(&self, fill: impl FnOnce(&mut Changes)) -> Result<(), StorageError> {
         match &self.write_back {
             Some(write_back) => write_back.add(fill),

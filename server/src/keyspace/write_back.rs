@@ -20,12 +20,20 @@
 //! last moments is found by a later pass (reads hide the key meanwhile), and a record pending
 //! deletion points at a key whose expiry changed, which the expiry op leaves alone.
 //!
+//! The long window pays only while keys are rewritten within it: the pending set then takes
+//! each key's last state once, and RocksDB gets a fraction of the writes. Writes of keys not
+//! written lately (a bulk load of new keys) gain nothing from waiting and would only make the
+//! set, and each RocksDB write of it, larger. So the writer uses the configured window and
+//! bound only while at least a quarter of recent writes were rewrites (the hot cache tells:
+//! see [`HotCache::publish`](super::HotCache::publish)), and [`SHORT_WINDOW`] and
+//! [`SHORT_BYTES`] otherwise.
+//!
 //! Memory: the set being filled reaches twice `bytes` at most (then the applying thread
 //! writes it itself), the set being written as much again, and its RocksDB batch copies it
 //! while it is written: about six times `bytes` at the worst.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,6 +44,13 @@ use tracing::warn;
 
 use super::value::StoredValue;
 use super::{rocks, StorageError};
+
+/// The window while keys are not being rewritten (see the module doc).
+pub const SHORT_WINDOW: Duration = Duration::from_millis(5);
+/// The byte bound while keys are not being rewritten.
+pub const SHORT_BYTES: usize = 1 << 20;
+/// Writes counted before the writer decides whether keys are being rewritten.
+const MIN_WRITES_TO_DECIDE: u64 = 1000;
 
 /// Bounds of the pending set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +100,8 @@ impl Changes {
 
     /// Adds the changes of one applied batch.
     pub fn data(&mut self, key: Bytes, value: Option<StoredValue>) {
-        let size = |v: &Option<StoredValue>| key.len() + v.as_ref().map_or(0, StoredValue::len) + 48;
+        let size =
+            |v: &Option<StoredValue>| key.len() + v.as_ref().map_or(0, StoredValue::len) + 48;
         self.bytes += size(&value);
         if let Some(old) = self.data.insert(key.clone(), value) {
             self.bytes -= size(&old);
@@ -159,6 +175,11 @@ pub(super) struct WriteBack {
     /// Something is pending (readers skip the lock when not); changed under `pending`.
     any: AtomicBool,
     stop: AtomicBool,
+    /// Writes of keys, and of those the rewrites, since the writer last decided.
+    writes: AtomicU64,
+    rewrites: AtomicU64,
+    /// Keys are being rewritten: the configured bounds apply, not the short ones.
+    coalescing: AtomicBool,
     /// The writer thread, until [`WriteBack::close`] joins it.
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -178,6 +199,9 @@ impl WriteBack {
             writing: Mutex::new(()),
             any: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
+            rewrites: AtomicU64::new(0),
+            coalescing: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
         let writer = this.clone();
@@ -186,6 +210,43 @@ impl WriteBack {
             .spawn(move || writer.run())?;
         *this.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok(this)
+    }
+
+    /// Counts one applied batch's key writes, `rewrites` of them of keys written within the
+    /// window.
+    pub fn note_writes(&self, writes: usize, rewrites: usize) {
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        self.rewrites.fetch_add(rewrites as u64, Ordering::Relaxed);
+    }
+
+    /// The window and byte bound now: the configured ones while keys are being rewritten.
+    fn bounds(&self) -> (Duration, usize) {
+        if self.coalescing.load(Ordering::Relaxed) {
+            (self.options.window, self.options.bytes)
+        } else {
+            (
+                self.options.window.min(SHORT_WINDOW),
+                self.options.bytes.min(SHORT_BYTES),
+            )
+        }
+    }
+
+    /// Decides, from the writes counted since the last decision, whether keys are being
+    /// rewritten (at least a quarter of them), once enough were counted.
+    fn decide(&self) {
+        let writes = self.writes.load(Ordering::Relaxed);
+        if writes < MIN_WRITES_TO_DECIDE {
+            return;
+        }
+        let rewrites = self.rewrites.swap(0, Ordering::Relaxed);
+        self.writes.fetch_sub(writes, Ordering::Relaxed);
+        self.coalescing
+            .store(rewrites.saturating_mul(4) >= writes, Ordering::Relaxed);
+    }
+
+    /// Whether the configured (long) bounds apply now (INFO).
+    pub fn coalescing(&self) -> bool {
+        self.coalescing.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -220,10 +281,11 @@ impl WriteBack {
             pending.dirty_since.get_or_insert_with(Instant::now);
             pending.dirty.bytes
         };
-        if over >= self.options.bytes.saturating_mul(2) {
+        let bytes = self.bounds().1;
+        if over >= bytes.saturating_mul(2) {
             return self.write_pending();
         }
-        if over >= self.options.bytes {
+        if over >= bytes {
             self.wake.notify_one();
         }
         Ok(())
@@ -232,6 +294,7 @@ impl WriteBack {
     /// Writes every pending change to RocksDB; returns once they are there.
     pub fn write_pending(&self) -> Result<(), StorageError> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.decide();
         let taken = {
             let mut pending = self.lock();
             if pending.dirty.is_empty() {
@@ -287,15 +350,14 @@ impl WriteBack {
                     if self.stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let due = pending.dirty_since.map(|since| since + self.options.window);
-                    if pending.dirty.bytes >= self.options.bytes
-                        || due.is_some_and(|due| due <= Instant::now())
+                    let (window, bytes) = self.bounds();
+                    let due = pending.dirty_since.map(|since| since + window);
+                    if pending.dirty.bytes >= bytes || due.is_some_and(|due| due <= Instant::now())
                     {
                         break;
                     }
-                    let wait = due.map_or(self.options.window, |due| {
-                        due.saturating_duration_since(Instant::now())
-                    });
+                    let wait =
+                        due.map_or(window, |due| due.saturating_duration_since(Instant::now()));
                     pending = self
                         .wake
                         .wait_timeout(pending, wait)
@@ -316,5 +378,37 @@ impl WriteBack {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_long_window_applies_only_while_keys_are_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let options = WriteBackOptions {
+            window: Duration::from_secs(1),
+            bytes: 16 << 20,
+        };
+        let wb = WriteBack::start(db, options).unwrap();
+        let short = (SHORT_WINDOW, SHORT_BYTES);
+        assert_eq!(wb.bounds(), short, "short until rewrites are seen");
+        // Too few writes to decide: unchanged.
+        wb.note_writes(10, 10);
+        wb.decide();
+        assert_eq!(wb.bounds(), short);
+        // A quarter or more rewrites: the configured bounds.
+        wb.note_writes(1000, 250);
+        wb.decide();
+        assert!(wb.coalescing());
+        assert_eq!(wb.bounds(), (options.window, options.bytes));
+        // New keys only (a bulk load): short again.
+        wb.note_writes(5000, 100);
+        wb.decide();
+        assert_eq!(wb.bounds(), short);
+        wb.close();
     }
 }
