@@ -104,7 +104,7 @@ impl Changes {
             |v: &Option<StoredValue>| key.len() + v.as_ref().map_or(0, StoredValue::len) + 48;
         self.bytes += size(&value);
         if let Some(old) = self.data.insert(key.clone(), value) {
-            self.bytes -= size(&old);
+            self.bytes = self.bytes.saturating_sub(size(&old));
         }
     }
 
@@ -120,7 +120,7 @@ impl Changes {
     pub fn meta(&mut self, key: &[u8], value: Vec<u8>) {
         self.bytes += key.len() + value.len() + 32;
         if let Some(old) = self.meta.insert(key.to_vec(), value) {
-            self.bytes -= key.len() + old.len() + 32;
+            self.bytes = self.bytes.saturating_sub(key.len() + old.len() + 32);
         }
     }
 
