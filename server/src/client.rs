@@ -368,13 +368,16 @@ impl ClientRegistry {
             .remove(&id);
     }
 
-    /// Connected clients, ordered by id.
+    /// Connected clients, ordered by id. A client being closed (CLIENT KILL, shutdown) is gone
+    /// already, as in Redis, which frees a killed client at once: a second CLIENT KILL of it
+    /// counts 0 even while its connection task is still ending.
     pub fn list(&self) -> Vec<Arc<ClientInfo>> {
         let mut all: Vec<_> = self
             .clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .filter(|c| !c.kill.is_cancelled())
             .cloned()
             .collect();
         all.sort_by_key(|c| c.id);
@@ -387,6 +390,7 @@ impl ClientRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
+            .filter(|c| !c.kill.is_cancelled())
             .cloned()
     }
 
