@@ -14,8 +14,7 @@
 //! Each node keeps the table of its own clients and sends the invalidations when it applies a
 //! batch, so a change made through any node of the region, or merged from another region,
 //! reaches the clients of every node. Invalidations go through the client's bounded Pub/Sub
-//! queue (RESP3 pushes), or with REDIRECT to the client that subscribed to
-//! `__redis__:invalidate` (a RESP2 one gets them as messages on that channel). The table holds
+//! queue (RESP3 pushes), or with REDIRECT to another client's queue (see below). The table holds
 //! at most `tracking-table-max-keys` keys: past that, keys are invalidated (and dropped) to
 //! make room, as in Redis. NOLOOP is accepted but not honoured: a client is also told of its
 //! own writes (one extra invalidation, never a stale read).
