@@ -119,7 +119,9 @@ pub struct ServerConfig {
     /// In a topology of one region, applied writes wait in memory at most this long (ms) and
     /// go to RocksDB together, on a thread of their own (0: each applied Raft entry is its own
     /// RocksDB write on the Raft thread). The Raft log holds them meanwhile. A key written again
-    /// meanwhile goes to RocksDB once, with its last state.
+    /// meanwhile goes to RocksDB once, with its last state. This window (and `write_back_mb`)
+    /// applies only while keys are being rewritten; otherwise 5 ms and 1 MiB do (see
+    /// `keyspace::write_back`).
     pub write_back_ms: u64,
     /// ... or until they take this many MiB, counting each key's last state once (at twice
     /// this, the Raft thread writes them itself; with the set being written and its RocksDB
