@@ -425,9 +425,10 @@ impl Session {
         } else {
             self.barrier_passed = false;
             self.turn_now_ms = None;
-            let started = std::time::Instant::now();
+            let started = ticks::now();
             let submitted = self.shared.writer.submit(ops).await;
-            self.tally.write_batch(started.elapsed());
+            self.tally
+                .write_batch(ticks::to_micros(ticks::since(started)));
             match submitted {
                 Ok((mut results, index)) => {
                     if index > 0 {
@@ -749,7 +750,7 @@ impl Session {
                 .then(|| {
                     let mut argv = vec![name.clone()];
                     argv.extend_from_slice(args.remaining_args());
-                    (std::time::Instant::now(), argv)
+                    argv
                 });
         // CLIENT TRACKING: the keys of a read are remembered, to be told when they change.
         let tracked: Option<Vec<bytes::Bytes>> = (spec.is_read()
@@ -794,8 +795,8 @@ impl Session {
         if outcome.is_err() {
             self.tally.failed(index);
         }
-        if let Some((started, argv)) = timed {
-            let micros = started.elapsed().as_micros() as u64;
+        if let Some(argv) = timed {
+            let micros = ticks::to_micros(took);
             if micros >= self.shared.slowlog.slower_than().max(0) as u64 {
                 let name = self.client.info.names().name.clone().unwrap_or_default();
                 let addr = self.client.info.addr.to_string();
@@ -907,18 +908,17 @@ impl Session {
         // their expiry decisions use a clock read after them.
         self.barrier_passed = false;
         self.turn_now_ms = None;
-        let started = std::time::Instant::now();
-        let started_ticks = ticks::now();
+        let started = ticks::now();
         let submitted = self.shared.writer.submit(ops).await;
-        let elapsed = started.elapsed();
-        self.tally.write_batch(elapsed);
+        let batch_ticks = ticks::since(started);
+        let micros = ticks::to_micros(batch_ticks);
+        self.tally.write_batch(micros);
         if self.shared.latency.threshold_ms() > 0 {
             self.shared
                 .latency
-                .sample("write-batch", elapsed.as_millis() as u64, now_ms() / 1000);
+                .sample("write-batch", micros / 1000, now_ms() / 1000);
         }
         // Each write's share of the batch's time, for INFO commandstats.
-        let batch_ticks = ticks::since(started_ticks);
         let share = batch_ticks / count.max(1) as u64;
         for &cmd in &cmds {
             self.tally.time(cmd, share);
