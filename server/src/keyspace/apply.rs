@@ -98,6 +98,51 @@ impl Current {
     }
 }
 
+/// What a write needs to know of the value it replaces.
+struct Replaced<'r> {
+    /// A value is stored, maybe expired or a tombstone (so RocksDB may hold one).
+    stored: bool,
+    /// Its expiry (its record in the expiry index).
+    expire_at: Option<u64>,
+    /// It counts as a key (DBSIZE).
+    visible: bool,
+    /// The value itself when it is stored but not visible (a tombstone's index record may go).
+    hidden: Option<&'r StoredValue>,
+}
+
+impl<'r> Replaced<'r> {
+    /// What `old_raw` (the stored value, if any) tells.
+    fn of(old_raw: Option<&'r StoredValue>) -> Replaced<'r> {
+        let visible = old_raw.is_some_and(StoredValue::is_visible);
+        Replaced {
+            stored: old_raw.is_some(),
+            expire_at: old_raw.and_then(StoredValue::expire_at),
+            visible,
+            hidden: old_raw.filter(|_| !visible),
+        }
+    }
+
+    /// Nothing stored.
+    const NOTHING: Replaced<'static> = Replaced {
+        stored: false,
+        expire_at: None,
+        visible: false,
+        hidden: None,
+    };
+
+    /// What `encoded` tells if it holds a plain string (`None`: any other state), read where
+    /// it lies, without copying or decoding it.
+    fn plain_string(encoded: &[u8]) -> Option<Replaced<'static>> {
+        let expire_at = super::value::plain_string_expiry(encoded)?;
+        Some(Replaced {
+            stored: true,
+            expire_at,
+            visible: true,
+            hidden: None,
+        })
+    }
+}
+
 /// The state of one batch being applied.
 pub(super) struct BatchCtx<'a> {
     ks: &'a Keyspace,
@@ -273,12 +318,17 @@ impl<'a> BatchCtx<'a> {
 
     /// Writes `new` at `key`, given what was physically there.
     fn write(&mut self, db: u8, key: &[u8], old_raw: Option<&StoredValue>, new: KeyState) {
+        self.write_over(db, key, Replaced::of(old_raw), new);
+    }
+
+    /// Writes `new` at `key` over what `old` tells of the value there.
+    fn write_over(&mut self, db: u8, key: &[u8], old: Replaced<'_>, new: KeyState) {
         if let Some(touched) = self.touched.as_mut() {
             touched.push(Bytes::copy_from_slice(key));
         }
         let data_key = Bytes::from(rocks::data_key(db, key));
-        let old_at = old_raw.and_then(StoredValue::expire_at);
-        let old_visible = old_raw.is_some_and(StoredValue::is_visible);
+        let old_at = old.expire_at;
+        let old_visible = old.visible;
         let encoded = new.encode();
         let new_visible = encoded.is_visible();
         // A single region never needs tombstones: nobody can send an older state.
@@ -292,7 +342,7 @@ impl<'a> BatchCtx<'a> {
                 self.expiry_change(rocks::expiry_key(db, at, key), true);
             }
         }
-        self.index_tombstone(&data_key, old_raw, old_visible, keep.then_some(&new));
+        self.index_tombstone(&data_key, old.hidden, keep.then_some(&new));
         // Merged remote states are not shipped again (each region ships only its own writes).
         let ship = self.local && !self.merging;
         if ship && self.ks.keeps_tombstones() {
@@ -315,27 +365,26 @@ impl<'a> BatchCtx<'a> {
                 e.insert(Written {
                     value: stored,
                     ship,
-                    in_storage: old_raw.is_some(),
+                    in_storage: old.stored,
                     slot,
                 });
             }
         }
     }
 
-    /// Keeps the tombstone index in step with one key's change from `old_raw` to `new`
-    /// (`None`: nothing stored).
+    /// Keeps the tombstone index in step with one key's change to `new` (`None`: nothing
+    /// stored) from a value that was not visible, `hidden` (`None`: a visible one or nothing).
     fn index_tombstone(
         &mut self,
         data_key: &[u8],
-        old_raw: Option<&StoredValue>,
-        old_visible: bool,
+        hidden: Option<&StoredValue>,
         new: Option<&KeyState>,
     ) {
         let meta = self.cf(rocks::CF_META);
         let new_stamp = new
             .filter(|s| s.is_collectable_tombstone())
             .map(|s| s.reg_stamp);
-        if let Some(old) = old_raw.filter(|_| !old_visible) {
+        if let Some(old) = hidden {
             let old = old.state();
             if old.is_collectable_tombstone() && Some(old.reg_stamp) != new_stamp {
                 self.batch.delete_cf(
@@ -434,6 +483,66 @@ impl<'a> BatchCtx<'a> {
         self.write(db, key, raw.as_ref(), state);
     }
 
+    /// A plain SET (no condition, no reply but OK, no KEEPTTL) of a key holding a plain string or
+    /// nothing, in a region that keeps no tombstones: the new state is a fresh string whatever
+    /// the old one was, so the old value is neither copied out of where it lies (its cache slot,
+    /// this batch's overlay) nor decoded; only its expiry is read. Returns false, having written
+    /// nothing, where the general path must run (the key holds counters or a tombstone).
+    fn set_plain(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        value: &Bytes,
+        expire: ExpireSet,
+    ) -> Result<bool, StorageError> {
+        let expire_at = match expire {
+            ExpireSet::Clear => None,
+            ExpireSet::At(at) => Some(at),
+            ExpireSet::Keep => return Ok(false),
+        };
+        if self.merging || self.ks.keeps_tombstones() {
+            return Ok(false);
+        }
+        let Some(old) = self.peek_plain(db, key)? else {
+            return Ok(false);
+        };
+        let new = KeyState::string_shared(value.clone(), self.stamp, expire_at);
+        self.write_over(db, key, old, new);
+        Ok(true)
+    }
+
+    /// What a write over `key` replaces, where the key holds a plain string or nothing as this
+    /// batch sees it (read where [`BatchCtx::read_raw`] finds it, without copying it); `None`
+    /// for any other state.
+    fn peek_plain(
+        &mut self,
+        db: u8,
+        key: &[u8],
+    ) -> Result<Option<Replaced<'static>>, StorageError> {
+        let data_key = rocks::data_key(db, key);
+        if let Some(w) = self.overlay.get(data_key.as_slice()) {
+            return Ok(match &w.value {
+                None => Some(Replaced::NOTHING),
+                Some(v) => Replaced::plain_string(v.as_bytes()),
+            });
+        }
+        if self.flushed[db as usize] {
+            return Ok(Some(Replaced::NOTHING));
+        }
+        if let Some(slot) = self.ks.hot.slot(&data_key) {
+            let old = slot.with_encoded(|encoded| match encoded {
+                None => Some(Replaced::NOTHING),
+                Some(e) => Replaced::plain_string(e),
+            });
+            self.last_slot = Some((data_key, slot));
+            return Ok(old);
+        }
+        Ok(match self.ks.read_storage(&data_key)? {
+            None => Some(Replaced::NOTHING),
+            Some(v) => Replaced::plain_string(v.as_bytes()),
+        })
+    }
+
     /// Deletes a key (leaves a tombstone where tombstones are kept).
     fn delete_key(&mut self, db: u8, key: &[u8], cur: Current) {
         let Current { raw, mut state, .. } = cur;
@@ -473,6 +582,16 @@ impl<'a> BatchCtx<'a> {
                 cond,
                 reply,
             } => {
+                if *cond == SetCond::Always
+                    && *reply == SetReply::OkOrNil
+                    && self.set_plain(*db, key, value, *expire)?
+                {
+                    self.notify(*db, key, STRING, "set");
+                    if matches!(expire, ExpireSet::At(_)) {
+                        self.notify(*db, key, GENERIC, "expire");
+                    }
+                    return Ok(OpResult::Ok);
+                }
                 let cur = self.read(*db, key)?;
                 let live = cur.live.clone();
                 let allowed = match cond {
@@ -503,8 +622,10 @@ impl<'a> BatchCtx<'a> {
                     }
                 }
                 for (k, v) in pairs {
-                    let cur = self.read(*db, k)?;
-                    self.put_string(*db, k, cur, v, ExpireSet::Clear);
+                    if !self.set_plain(*db, k, v, ExpireSet::Clear)? {
+                        let cur = self.read(*db, k)?;
+                        self.put_string(*db, k, cur, v, ExpireSet::Clear);
+                    }
                     self.notify(*db, k, STRING, "set");
                 }
                 if *nx {
@@ -1273,6 +1394,73 @@ mod tests {
 
     fn all(_: u8) -> u64 {
         u64::MAX
+    }
+
+    #[test]
+    fn a_plain_set_writes_what_the_general_path_writes() {
+        let b = |s: &str| Bytes::from(s.to_string());
+        let set_k = |value: &str, expire, reply| Op::Set {
+            db: 0,
+            key: b("k"),
+            value: b(value),
+            expire,
+            cond: SetCond::Always,
+            reply,
+        };
+        let incr_k = || Op::IncrBy {
+            db: 0,
+            key: b("k"),
+            delta: 5,
+        };
+        let plain = |value: &str| set_k(value, ExpireSet::Clear, SetReply::OkOrNil);
+        // What the key holds: ops of a first batch, then ops of the batch whose last op is the
+        // SET under test (the overlay path).
+        let cases: Vec<(Vec<Op>, Vec<Op>)> = vec![
+            (vec![], vec![]),
+            (vec![plain("old")], vec![]),
+            (
+                vec![set_k("old", ExpireSet::At(9_000_000), SetReply::OkOrNil)],
+                vec![],
+            ),
+            // Expired at the batches' now_ms (1), not yet removed.
+            (
+                vec![set_k("old", ExpireSet::At(1), SetReply::OkOrNil)],
+                vec![],
+            ),
+            (vec![incr_k()], vec![]),
+            (vec![plain("7"), incr_k()], vec![]),
+            (vec![plain("old")], vec![del("k")]),
+            (vec![], vec![plain("first")]),
+            (vec![plain("7")], vec![incr_k()]),
+        ];
+        for (before, same_batch) in cases {
+            for expire in [ExpireSet::Clear, ExpireSet::At(5_000_000)] {
+                for reopen in [false, true] {
+                    // SET's flag reply takes the general path and writes the same state.
+                    let outcome = |reply: SetReply| {
+                        let dir = tempfile::tempdir().expect("tempdir");
+                        let mut ks = single_region_keyspace(dir.path());
+                        apply(&ks, 1 << 16, before.clone());
+                        if reopen {
+                            // Cold cache: the old value comes from RocksDB.
+                            drop(ks);
+                            ks = single_region_keyspace(dir.path());
+                        }
+                        let mut ops = same_batch.clone();
+                        ops.push(set_k("new", expire, reply));
+                        apply(&ks, 2 << 16, ops);
+                        let stored = ks.get_raw(0, b"k").expect("read");
+                        let expiries = ks.due_expiries(u64::MAX, 100).expect("expiries");
+                        (stored, ks.dbsize(0), expiries)
+                    };
+                    assert_eq!(
+                        outcome(SetReply::OkOrNil),
+                        outcome(SetReply::Flag),
+                        "before {before:?}, same batch {same_batch:?}, {expire:?}, reopen {reopen}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl Slot {
     /// Runs `f` on the held encoding (`None`: known not to exist) without copying it out:
     /// under the slot's lock for a value in the room (at most 191 bytes), on a shared value
     /// after the lock is released (so a large one does not hold the apply up).
-    fn with_encoded<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    pub fn with_encoded<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let held = self.lock();
         if let Some(shared) = held.shared.clone() {
             drop(held);

@@ -157,6 +157,14 @@ impl KeyState {
         }
     }
 
+    /// A fresh string value sharing `value`'s buffer (the op's), for an encoding made next.
+    pub fn string_shared(value: Bytes, stamp: Stamp, expire_at: Option<u64>) -> KeyState {
+        KeyState {
+            value,
+            ..KeyState::string(b"", stamp, expire_at)
+        }
+    }
+
     /// What `e` adds to the value beyond what the register observed (`None`: nothing, as an
     /// entry of a collected incarnation).
     fn unobserved(&self, e: &PnEntry) -> Option<(u64, u64)> {
@@ -454,6 +462,16 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
         return Some(None);
     }
     Some(Some(&encoded[layout_of(encoded).0..]))
+}
+
+/// The expiry of a plain string's encoding (no counters, not deleted), read where the encoding
+/// lies, without copying or decoding it: `Some(expiry)` for a plain string, `None` for any
+/// other state (a SET over it must decode it).
+pub fn plain_string_expiry(encoded: &[u8]) -> Option<Option<u64>> {
+    if counters_len_of(encoded) != 0 || encoded[19] & FLAG_DELETED != 0 {
+        return None;
+    }
+    Some(expire_at_of(encoded))
 }
 
 /// An encoded key state; cheap to clone (shares the buffer).
