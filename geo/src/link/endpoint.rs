@@ -28,6 +28,34 @@ const INITIAL_CONGESTION_WINDOW: u64 = 1 << 20;
 /// Bound on waiting for in-flight work at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// quinn's tokio runtime, pinned to the runtime that started the endpoint. quinn spawns a
+/// connection's driver (packet building, encryption, UDP sends, ACK processing) on the runtime
+/// of whoever dials: a link first dialed by openraft's replication would otherwise be driven on
+/// the node's Raft thread, the busiest one.
+#[derive(Debug)]
+struct PinnedRuntime {
+    handle: tokio::runtime::Handle,
+}
+
+impl quinn::Runtime for PinnedRuntime {
+    fn new_timer(&self, at: std::time::Instant) -> std::pin::Pin<Box<dyn quinn::AsyncTimer>> {
+        let _runtime = self.handle.enter();
+        quinn::TokioRuntime.new_timer(at)
+    }
+
+    fn spawn(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+        self.handle.spawn(future);
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        let _runtime = self.handle.enter();
+        quinn::TokioRuntime.wrap_udp_socket(socket)
+    }
+}
+
 /// One node's QUIC endpoint: serves inbound RPCs and dials peers. Cheap to clone.
 ///
 /// Dropping the last clone stops the background tasks and closes every connection, like
@@ -210,7 +238,9 @@ impl Endpoint {
             addr: config.bind,
             source,
         })?;
-        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(PinnedRuntime {
+            handle: tokio::runtime::Handle::current(),
+        });
         let plain = runtime
             .wrap_udp_socket(socket)
             .map_err(|source| LinkError::Bind {
