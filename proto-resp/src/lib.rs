@@ -49,3 +49,4 @@ pub use encode::{encode_bulk, encode_reply, ProtocolVersion, Reply};
 pub use error::ProtoError;
 pub use limits::Limits;
 pub use reply_decode::{decode_reply, ReplyDecodeError};
+pub use scan::pipelined_get_keys;

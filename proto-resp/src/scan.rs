@@ -41,6 +41,36 @@ pub(crate) fn find_byte_or_nul(hay: &[u8], needle: u8) -> Option<usize> {
         .map(|i| base + i)
 }
 
+/// The keys of the GETs at the front of `buf`: consecutive complete requests of exactly the
+/// shape `*2 $3 GET $n key` (the command in any case), up to `max` of them; stops at the first
+/// request of any other shape or an incomplete one. Decodes nothing and consumes nothing: for
+/// hints (prefetching the keys' cache entries before the requests run), never for meaning.
+pub fn pipelined_get_keys(buf: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    let mut left = max;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let after = rest.strip_prefix(b"*2\r\n$3\r\n")?;
+        let (cmd, after) = after.split_at_checked(3)?;
+        if !cmd.eq_ignore_ascii_case(b"GET") {
+            return None;
+        }
+        let after = after.strip_prefix(b"\r\n$")?;
+        let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        let len: usize = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
+        let after = after[digits..].strip_prefix(b"\r\n")?;
+        let key = after.get(..len)?;
+        rest = after[len..].strip_prefix(b"\r\n")?;
+        left -= 1;
+        Some(key)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +106,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pipelined_get_keys_reads_only_complete_gets_at_the_front() {
+        fn keys(buf: &[u8], max: usize) -> Vec<&[u8]> {
+            pipelined_get_keys(buf, max).collect()
+        }
+        let two = b"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n*2\r\n$3\r\nget\r\n$0\r\n\r\n";
+        assert_eq!(keys(two, 10), vec![&b"foo"[..], &b""[..]]);
+        assert_eq!(keys(two, 1), vec![&b"foo"[..]]);
+        // Stops at another command, an incomplete request, a bad length or a missing CRLF.
+        let then_set = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\nc\r\n*2\r\n$3\r\nGET\r\n$1\r\nd\r\n";
+        assert_eq!(keys(then_set, 10), vec![&b"a"[..]]);
+        assert!(keys(b"*2\r\n$3\r\nGET\r\n$5\r\nab", 10).is_empty());
+        assert!(keys(b"*2\r\n$3\r\nGET\r\n$x\r\nab\r\n", 10).is_empty());
+        assert!(keys(b"*2\r\n$3\r\nGET\r\n$2\r\nabXY", 10).is_empty());
+        assert!(keys(b"*2\r\n$3\r\nGET\r\n$99999999999\r\n", 10).is_empty());
+        assert!(keys(b"GET foo\r\n", 10).is_empty());
+        assert!(keys(b"", 10).is_empty());
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use proto_resp::{decode_request, encode_reply, Limits, ProtocolVersion, Reply, Request};
+use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,11 @@ use crate::write::{now_ms, MAX_OPS_PER_BATCH, MAX_REPLICATED_WRITE};
 
 /// Requests handled per turn before replies are written (bounds one turn's work and memory).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
+/// Pipelined GETs at the front of a turn whose keys' cache entries are fetched before the first
+/// runs, at most (more would push the first ones out of the CPU's caches before they run).
+/// GET -P16 (`redis-benchmark -t get -c 50 -P 16 -r 100000 -d 64`, one node, 3 alternating
+/// rounds): server CPU per GET 1.48-1.55 -> 1.29-1.33 us, 826k-867k -> 939k-958k GET/s.
+const WARM_GETS: usize = 64;
 /// Reply bytes buffered before they are written out mid-turn.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// Read buffer growth step.
@@ -81,6 +87,16 @@ pub async fn serve(
     loop {
         let mut close = false;
         let mut processed = 0;
+        // Pipelined GETs: their keys' cache entries are fetched together, before the first
+        // runs, instead of one cache miss after another as each runs.
+        {
+            let gets: SmallVec<[&[u8]; WARM_GETS]> =
+                proto_resp::pipelined_get_keys(&inbuf, WARM_GETS).collect();
+            if gets.len() > 1 {
+                let db = session.client.db;
+                session.shared.keyspace.warm_reads(db, gets.into_iter());
+            }
+        }
         while processed < MAX_REQUESTS_PER_TURN && session.out.len() < OUT_HIGH_WATER {
             // Killed (CLIENT KILL) or shutting down: no further request of this client runs.
             if token.is_cancelled() {

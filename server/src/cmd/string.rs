@@ -259,8 +259,16 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 
 /// MGET key [key ...]
 pub fn mget(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    let mut out = Vec::with_capacity(args.remaining());
-    for key in args.rest() {
+    let keys = args.rest();
+    if ctx.view.is_none() && keys.len() > 1 {
+        // The keys' cache entries fetched together, not one miss after another.
+        let db = ctx.client.db;
+        ctx.shared
+            .keyspace
+            .warm_reads(db, keys.iter().map(|k| &k[..]));
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
         let v = ctx.get(ctx.client.db, &key)?;
         out.push(match v {
             Some(v) if v.kind() == ValueType::String => Reply::Bulk(v.payload()),

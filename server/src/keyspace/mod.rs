@@ -593,6 +593,13 @@ impl Keyspace {
         found
     }
 
+    /// Brings the hot-cache entries of `keys` (of database `db`) into the CPU's caches, so that
+    /// reads of them that follow find them there (see [`HotCache::warm`]): for the GETs a
+    /// connection has pipelined.
+    pub fn warm_reads<'k>(&self, db: u8, keys: impl Iterator<Item = &'k [u8]>) {
+        self.hot.warm(keys.map(|key| (db, key)));
+    }
+
     /// The stored value of `key` even if expired (not yet removed).
     fn get_raw(&self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
         let data_key = inline_data_key(db, key);
