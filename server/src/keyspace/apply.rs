@@ -1255,6 +1255,9 @@ impl<'a> BatchCtx<'a> {
             new_counts[db] = self.ks.counts[db].load(std::sync::atomic::Ordering::Relaxed) + delta;
         }
         let added = self.ks.defer_changes(|changes: &mut Changes| {
+            if self.overlay.len() >= super::WARM_MIN_OPS {
+                changes.warm(self.overlay.keys().map(|k| &k[..]));
+            }
             for (key, w) in &self.overlay {
                 match &w.value {
                     Some(value) => changes.data(key.clone(), Some(value.clone())),

@@ -195,7 +195,7 @@ thread_local! {
 
 /// Asks the CPU to bring `len` bytes from `ptr` into its caches, without waiting for them.
 #[inline]
-fn prefetch(ptr: *const u8, len: usize) {
+pub(super) fn prefetch(ptr: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for offset in (0..len).step_by(64) {
         // SAFETY: a prefetch is a hint: it never faults and reads nothing the program sees,

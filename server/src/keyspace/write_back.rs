@@ -64,11 +64,87 @@ pub struct WriteBackOptions {
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
+/// Data key → its new encoded state (`None`: deleted): a hash table that can also be probed
+/// without comparing keys (see [`DataChanges::warm`]).
+#[derive(Clone, Default)]
+struct DataChanges {
+    table: hashbrown::HashTable<(Bytes, Option<StoredValue>)>,
+    hasher: ahash::RandomState,
+}
+
+impl DataChanges {
+    fn with_capacity(keys: usize) -> DataChanges {
+        DataChanges {
+            table: hashbrown::HashTable::with_capacity(keys),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Option<StoredValue>> {
+        self.table
+            .find(self.hash(key), |(k, _)| k[..] == *key)
+            .map(|(_, v)| v)
+    }
+
+    /// Sets `key`'s change; returns the one it replaces.
+    fn insert(&mut self, key: Bytes, value: Option<StoredValue>) -> Option<Option<StoredValue>> {
+        let hash = self.hash(&key);
+        let hasher = &self.hasher;
+        match self
+            .table
+            .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(&k[..]))
+        {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                Some(std::mem::replace(&mut e.get_mut().1, value))
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((key, value));
+                None
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Bytes, Option<StoredValue>)> {
+        self.table.iter()
+    }
+
+    /// Brings into the CPU's caches, for the inserts of `keys` that follow, the table entries
+    /// they land on and the key and value those hold. Probes without comparing keys (the probe
+    /// never matches), so one key's misses do not wait for another's: an insert over a pending
+    /// key otherwise misses on the table, then on the stored key it compares, then on the old
+    /// value it drops, one after the other.
+    fn warm<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
+        use super::hot::prefetch;
+        for key in keys {
+            let _ = self.table.find(self.hash(key), |(k, v)| {
+                prefetch(k.as_ptr(), 1);
+                if let Some(v) = v {
+                    // The value's shared count sits just before its bytes.
+                    prefetch(v.as_bytes().as_ptr().wrapping_sub(16), 1);
+                }
+                false
+            });
+        }
+    }
+}
+
 /// Changes of applied batches not yet in RocksDB: the last change of each key.
 #[derive(Clone, Default)]
 pub(super) struct Changes {
     /// Data key → its new encoded state (`None`: deleted).
-    data: Map<Bytes, Option<StoredValue>>,
+    data: DataChanges,
     /// Expiry index key → put (true) or delete (false).
     expiry: Map<Vec<u8>, bool>,
     /// Meta key → value (key counts, the applied position, the membership).
@@ -81,7 +157,7 @@ impl Changes {
     /// Empty, with room for `keys` data keys.
     fn with_capacity(keys: usize) -> Changes {
         Changes {
-            data: Map::with_capacity_and_hasher(keys, ahash::RandomState::new()),
+            data: DataChanges::with_capacity(keys),
             ..Changes::default()
         }
     }
@@ -93,17 +169,24 @@ impl Changes {
     /// Takes `newer`'s changes over these.
     fn absorb(&mut self, newer: Changes) {
         self.bytes += newer.bytes;
-        self.data.extend(newer.data);
+        for (key, value) in newer.data.table {
+            self.data.insert(key, value);
+        }
         self.expiry.extend(newer.expiry);
         self.meta.extend(newer.meta);
     }
 
+    /// Prepares the inserts of `keys`' changes that follow (see [`DataChanges::warm`]).
+    pub fn warm<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
+        self.data.warm(keys);
+    }
+
     /// Adds the changes of one applied batch.
     pub fn data(&mut self, key: Bytes, value: Option<StoredValue>) {
-        let size =
-            |v: &Option<StoredValue>| key.len() + v.as_ref().map_or(0, StoredValue::len) + 48;
+        let key_len = key.len();
+        let size = |v: &Option<StoredValue>| key_len + v.as_ref().map_or(0, StoredValue::len) + 48;
         self.bytes += size(&value);
-        if let Some(old) = self.data.insert(key.clone(), value) {
+        if let Some(old) = self.data.insert(key, value) {
             self.bytes = self.bytes.saturating_sub(size(&old));
         }
     }
@@ -128,7 +211,8 @@ impl Changes {
     fn to_batch(&self, db: &DB) -> WriteBatch {
         let mut batch = WriteBatch::default();
         let data = rocks::cf(db, rocks::CF_DATA);
-        let mut keys: Vec<(&Bytes, &Option<StoredValue>)> = self.data.iter().collect();
+        let mut keys: Vec<(&Bytes, &Option<StoredValue>)> =
+            self.data.iter().map(|(k, v)| (k, v)).collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, value) in keys {
             match value {
@@ -384,6 +468,37 @@ impl WriteBack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_changes_keep_each_keys_last_state_once() {
+        let value = |s: &str| {
+            Some(StoredValue::new(
+                super::super::ValueType::String,
+                None,
+                s.as_bytes(),
+            ))
+        };
+        let mut changes = Changes::with_capacity(4);
+        changes.data(Bytes::from_static(b"\0a"), value("1"));
+        changes.data(Bytes::from_static(b"\0b"), value("2"));
+        let bytes = changes.bytes;
+        // Warming probes without changing anything, for keys pending or not.
+        changes.warm([&b"\0a"[..], b"\0zz"].into_iter());
+        changes.data(Bytes::from_static(b"\0a"), value("3"));
+        changes.data(Bytes::from_static(b"\0b"), None);
+        assert_eq!(changes.data.len(), 2);
+        assert_eq!(changes.data.get(b"\0a"), Some(&value("3")));
+        assert_eq!(changes.data.get(b"\0b"), Some(&None));
+        assert_eq!(changes.data.get(b"\0c"), None);
+        assert!(changes.bytes < bytes, "a replaced change no longer counts");
+        let mut older = Changes::with_capacity(1);
+        older.data(Bytes::from_static(b"\0b"), value("0"));
+        older.data(Bytes::from_static(b"\0c"), value("4"));
+        older.absorb(changes);
+        assert_eq!(older.data.len(), 3);
+        assert_eq!(older.data.get(b"\0b"), Some(&None), "the newer change wins");
+        assert_eq!(older.data.get(b"\0c"), Some(&value("4")));
+    }
 
     #[test]
     fn the_long_window_applies_only_while_keys_are_rewritten() {
