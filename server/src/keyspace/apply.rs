@@ -1260,7 +1260,7 @@ impl<'a> BatchCtx<'a> {
             }
             for (key, w) in &self.overlay {
                 match &w.value {
-                    Some(value) => changes.data(key.clone(), Some(value.clone())),
+                    Some(value) => changes.data(key.clone(), Some(value)),
                     None if w.in_storage => changes.data(key.clone(), None),
                     None => {}
                 }

@@ -64,11 +64,65 @@ pub struct WriteBackOptions {
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-/// Data key → its new encoded state (`None`: deleted): a hash table that can also be probed
-/// without comparing keys (see [`DataChanges::warm`]).
+/// Longest encoding a pending change keeps in its table entry (longer ones are shared).
+const INLINE_VALUE: usize = 110;
+
+/// A key's pending change, as its table entry holds it.
+///
+/// Short encodings are copied into the entry rather than kept as the shared buffer the batch
+/// encoded: a buffer held by the set for up to a second was cold when the next change of its
+/// key dropped it (a cache miss and a free on the Raft thread, for every rewrite), and the
+/// allocator then handed out cold blocks to new encodings; copied, the batch's buffers die
+/// with the batch, and a rewrite overwrites the entry it has already brought into the cache.
+#[derive(Clone)]
+enum PendingValue {
+    /// The key is deleted.
+    Deleted,
+    /// An encoding of up to [`INLINE_VALUE`] bytes.
+    Inline { len: u8, bytes: [u8; INLINE_VALUE] },
+    /// A longer encoding.
+    Shared(StoredValue),
+}
+
+impl PendingValue {
+    fn of(value: Option<&StoredValue>) -> PendingValue {
+        match value {
+            None => PendingValue::Deleted,
+            Some(v) if v.len() <= INLINE_VALUE => {
+                let mut bytes = [0u8; INLINE_VALUE];
+                bytes[..v.len()].copy_from_slice(v.as_bytes());
+                PendingValue::Inline {
+                    len: v.len() as u8,
+                    bytes,
+                }
+            }
+            Some(v) => PendingValue::Shared(v.clone()),
+        }
+    }
+
+    /// The encoding (`None`: deleted).
+    fn encoded(&self) -> Option<&[u8]> {
+        match self {
+            PendingValue::Deleted => None,
+            PendingValue::Inline { len, bytes } => Some(&bytes[..usize::from(*len)]),
+            PendingValue::Shared(v) => Some(v.as_bytes()),
+        }
+    }
+
+    /// A copy as a value (`None`: deleted).
+    fn to_value(&self) -> Option<StoredValue> {
+        match self {
+            PendingValue::Shared(v) => Some(v.clone()),
+            other => other.encoded().map(StoredValue::copy_of),
+        }
+    }
+}
+
+/// Data key → its pending change: a hash table that can also be probed without comparing keys
+/// (see [`DataChanges::warm`]).
 #[derive(Clone, Default)]
 struct DataChanges {
-    table: hashbrown::HashTable<(Bytes, Option<StoredValue>)>,
+    table: hashbrown::HashTable<(Bytes, PendingValue)>,
     hasher: ahash::RandomState,
 }
 
@@ -92,14 +146,14 @@ impl DataChanges {
         self.table.len()
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Option<StoredValue>> {
+    fn get(&self, key: &[u8]) -> Option<&PendingValue> {
         self.table
             .find(self.hash(key), |(k, _)| k[..] == *key)
             .map(|(_, v)| v)
     }
 
-    /// Sets `key`'s change; returns the one it replaces.
-    fn insert(&mut self, key: Bytes, value: Option<StoredValue>) -> Option<Option<StoredValue>> {
+    /// Sets `key`'s change; returns the encoded length of the one it replaces (0: a delete).
+    fn insert(&mut self, key: Bytes, value: Option<&StoredValue>) -> Option<usize> {
         let hash = self.hash(&key);
         let hasher = &self.hasher;
         match self
@@ -107,33 +161,31 @@ impl DataChanges {
             .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(&k[..]))
         {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
-                Some(std::mem::replace(&mut e.get_mut().1, value))
+                let held = &mut e.get_mut().1;
+                let old = held.encoded().map_or(0, <[u8]>::len);
+                *held = PendingValue::of(value);
+                Some(old)
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((key, value));
+                e.insert((key, PendingValue::of(value)));
                 None
             }
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(Bytes, Option<StoredValue>)> {
+    fn iter(&self) -> impl Iterator<Item = &(Bytes, PendingValue)> {
         self.table.iter()
     }
 
     /// Brings into the CPU's caches, for the inserts of `keys` that follow, the table entries
-    /// they land on and the key and value those hold. Probes without comparing keys (the probe
-    /// never matches), so one key's misses do not wait for another's: an insert over a pending
-    /// key otherwise misses on the table, then on the stored key it compares, then on the old
-    /// value it drops, one after the other.
+    /// they land on and the keys those hold. Probes without comparing keys (the probe never
+    /// matches), so one key's misses do not wait for another's: an insert over a pending key
+    /// otherwise misses on the table, then on the stored key it compares, one after the other.
     fn warm<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
         use super::hot::prefetch;
         for key in keys {
-            let _ = self.table.find(self.hash(key), |(k, v)| {
+            let _ = self.table.find(self.hash(key), |(k, _)| {
                 prefetch(k.as_ptr(), 1);
-                if let Some(v) = v {
-                    // The value's shared count sits just before its bytes.
-                    prefetch(v.as_bytes().as_ptr().wrapping_sub(16), 1);
-                }
                 false
             });
         }
@@ -170,7 +222,7 @@ impl Changes {
     fn absorb(&mut self, newer: Changes) {
         self.bytes += newer.bytes;
         for (key, value) in newer.data.table {
-            self.data.insert(key, value);
+            self.data.insert(key, value.to_value().as_ref());
         }
         self.expiry.extend(newer.expiry);
         self.meta.extend(newer.meta);
@@ -182,12 +234,12 @@ impl Changes {
     }
 
     /// Adds the changes of one applied batch.
-    pub fn data(&mut self, key: Bytes, value: Option<StoredValue>) {
+    pub fn data(&mut self, key: Bytes, value: Option<&StoredValue>) {
+        let size = |value_len: usize| key.len() + value_len + 48;
+        self.bytes += size(value.map_or(0, StoredValue::len));
         let key_len = key.len();
-        let size = |v: &Option<StoredValue>| key_len + v.as_ref().map_or(0, StoredValue::len) + 48;
-        self.bytes += size(&value);
-        if let Some(old) = self.data.insert(key, value) {
-            self.bytes = self.bytes.saturating_sub(size(&old));
+        if let Some(old_len) = self.data.insert(key, value) {
+            self.bytes = self.bytes.saturating_sub(key_len + old_len + 48);
         }
     }
 
@@ -211,12 +263,12 @@ impl Changes {
     fn to_batch(&self, db: &DB) -> WriteBatch {
         let mut batch = WriteBatch::default();
         let data = rocks::cf(db, rocks::CF_DATA);
-        let mut keys: Vec<(&Bytes, &Option<StoredValue>)> =
+        let mut keys: Vec<(&Bytes, &PendingValue)> =
             self.data.iter().map(|(k, v)| (k, v)).collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, value) in keys {
-            match value {
-                Some(v) => batch.put_cf(data, key, v.as_bytes()),
+            match value.encoded() {
+                Some(v) => batch.put_cf(data, key, v),
                 None => batch.delete_cf(data, key),
             }
         }
@@ -346,9 +398,14 @@ impl WriteBack {
         }
         let pending = self.lock();
         if let Some(v) = pending.dirty.data.get(data_key) {
-            return Some(v.clone());
+            return Some(v.to_value());
         }
-        pending.flushing.as_ref()?.data.get(data_key).cloned()
+        pending
+            .flushing
+            .as_ref()?
+            .data
+            .get(data_key)
+            .map(PendingValue::to_value)
     }
 
     /// Adds one applied batch's changes (`fill` adds them to the pending set, under its lock).
@@ -471,33 +528,35 @@ mod tests {
 
     #[test]
     fn pending_changes_keep_each_keys_last_state_once() {
-        let value = |s: &str| {
-            Some(StoredValue::new(
-                super::super::ValueType::String,
-                None,
-                s.as_bytes(),
-            ))
-        };
+        let value = |s: &str| StoredValue::new(super::super::ValueType::String, None, s.as_bytes());
+        let long = "x".repeat(INLINE_VALUE + 10);
+        let get = |changes: &Changes, key: &[u8]| changes.data.get(key).map(PendingValue::to_value);
         let mut changes = Changes::with_capacity(4);
-        changes.data(Bytes::from_static(b"\0a"), value("1"));
-        changes.data(Bytes::from_static(b"\0b"), value("2"));
+        changes.data(Bytes::from_static(b"\0a"), Some(&value("1")));
+        changes.data(Bytes::from_static(b"\0b"), Some(&value("2")));
+        changes.data(Bytes::from_static(b"\0l"), Some(&value(&long)));
         let bytes = changes.bytes;
         // Warming probes without changing anything, for keys pending or not.
         changes.warm([&b"\0a"[..], b"\0zz"].into_iter());
-        changes.data(Bytes::from_static(b"\0a"), value("3"));
+        changes.data(Bytes::from_static(b"\0a"), Some(&value("3")));
         changes.data(Bytes::from_static(b"\0b"), None);
-        assert_eq!(changes.data.len(), 2);
-        assert_eq!(changes.data.get(b"\0a"), Some(&value("3")));
-        assert_eq!(changes.data.get(b"\0b"), Some(&None));
-        assert_eq!(changes.data.get(b"\0c"), None);
+        assert_eq!(changes.data.len(), 3);
+        assert_eq!(get(&changes, b"\0a"), Some(Some(value("3"))));
+        assert_eq!(get(&changes, b"\0b"), Some(None));
+        assert_eq!(
+            get(&changes, b"\0l"),
+            Some(Some(value(&long))),
+            "a long value is shared"
+        );
+        assert_eq!(get(&changes, b"\0c"), None);
         assert!(changes.bytes < bytes, "a replaced change no longer counts");
         let mut older = Changes::with_capacity(1);
-        older.data(Bytes::from_static(b"\0b"), value("0"));
-        older.data(Bytes::from_static(b"\0c"), value("4"));
+        older.data(Bytes::from_static(b"\0b"), Some(&value("0")));
+        older.data(Bytes::from_static(b"\0c"), Some(&value("4")));
         older.absorb(changes);
-        assert_eq!(older.data.len(), 3);
-        assert_eq!(older.data.get(b"\0b"), Some(&None), "the newer change wins");
-        assert_eq!(older.data.get(b"\0c"), Some(&value("4")));
+        assert_eq!(older.data.len(), 4);
+        assert_eq!(get(&older, b"\0b"), Some(None), "the newer change wins");
+        assert_eq!(get(&older, b"\0c"), Some(Some(value("4"))));
     }
 
     #[test]
