@@ -28,9 +28,9 @@ use crate::write::{now_ms, MAX_OPS_PER_BATCH, MAX_REPLICATED_WRITE};
 /// Requests handled per turn before replies are written (bounds one turn's work and memory).
 const MAX_REQUESTS_PER_TURN: usize = 4096;
 /// Pipelined GETs at the front of a turn whose keys' cache entries are fetched before the first
-/// runs, at most (more would push the first ones out of the CPU's caches before they run).
+/// runs, at most: a bound on the work done ahead (64 covers a 16-deep pipeline; not tuned).
 /// GET -P16 (`redis-benchmark -t get -c 50 -P 16 -r 100000 -d 64`, one node, 3 alternating
-/// rounds): server CPU per GET 1.48-1.55 -> 1.29-1.33 us, 826k-867k -> 939k-958k GET/s.
+/// rounds): server CPU per GET 1.37-1.57 -> 1.21-1.29 us, 804k-923k -> 966k-1.04M GET/s.
 const WARM_GETS: usize = 64;
 /// Reply bytes buffered before they are written out mid-turn.
 const OUT_HIGH_WATER: usize = 1024 * 1024;

@@ -306,10 +306,10 @@ impl HotCache {
         self.lookup(data_key, Arc::clone)
     }
 
-    /// Touches the index entries and slots of `data_keys` without recording or returning
-    /// anything, so that the lookups a batch makes next find them in the CPU's caches: one
-    /// key's lookup misses the cache several times in a row, and here the misses of different
-    /// keys overlap instead of following each other.
+    /// Touches the index entries and slots of `keys` (database, key) without recording or
+    /// returning anything, so that the lookups made next (a write batch's, pipelined GETs',
+    /// MGET's) find them in the CPU's caches: one key's lookup misses the cache several times
+    /// in a row, and here the misses of different keys overlap instead of following each other.
     pub fn warm<'k>(&self, keys: impl Iterator<Item = (u8, &'k [u8])>) {
         let index = self.index.pin();
         let mut data_key = Vec::with_capacity(64);
