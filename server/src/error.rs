@@ -124,8 +124,7 @@ impl RespError {
     pub fn unknown_subcommand(cmd: &str, sent: &[u8]) -> RespError {
         RespError::UnknownSubcommand {
             cmd: cmd.into(),
-            // As Redis (`%.128s`): a long argument is not echoed whole.
-            sub: String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned(),
+            sub: echoed(sent),
         }
     }
 
@@ -134,9 +133,14 @@ impl RespError {
     pub fn subcommand_syntax(cmd: &str, sent: &[u8]) -> RespError {
         RespError::SubcommandSyntax {
             cmd: cmd.into(),
-            sub: String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned(),
+            sub: echoed(sent),
         }
     }
+}
+
+/// A subcommand as sent, for an error text: as Redis (`%.128s`), a long one is not echoed whole.
+fn echoed(sent: &[u8]) -> String {
+    String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned()
 }
 
 impl From<OpError> for RespError {

@@ -98,6 +98,14 @@ impl Current {
     }
 }
 
+/// Where a batch finds a key's stored value (see [`BatchCtx::locate`]).
+enum Located {
+    /// The value itself (`None`: nothing stored), from the batch's overlay or from storage.
+    Value(Option<StoredValue>),
+    /// The hot-cache slot holding it, read in place.
+    Slot(Arc<Slot>),
+}
+
 /// What a write needs to know of the value it replaces.
 struct Replaced<'r> {
     /// A value is stored, maybe expired or a tombstone (so RocksDB may hold one).
@@ -252,21 +260,30 @@ impl<'a> BatchCtx<'a> {
         self.events.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// The value physically stored (maybe expired or a tombstone), as this batch sees it.
-    fn read_raw(&mut self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
+    /// Where `key`'s physically stored value is, as this batch sees it: the batch's own write,
+    /// nothing (its database was flushed in the batch), a hot-cache slot (remembered for the
+    /// key's next write), or storage (the pending set, then RocksDB).
+    fn locate(&mut self, db: u8, key: &[u8]) -> Result<Located, StorageError> {
         let data_key = rocks::data_key(db, key);
         if let Some(w) = self.overlay.get(data_key.as_slice()) {
-            return Ok(w.value.clone());
+            return Ok(Located::Value(w.value.clone()));
         }
         if self.flushed[db as usize] {
-            return Ok(None);
+            return Ok(Located::Value(None));
         }
         if let Some(slot) = self.ks.hot.slot(&data_key) {
-            let cached = slot.value();
-            self.last_slot = Some((data_key, slot));
-            return Ok(cached);
+            self.last_slot = Some((data_key, slot.clone()));
+            return Ok(Located::Slot(slot));
         }
-        self.ks.read_storage(&data_key)
+        Ok(Located::Value(self.ks.read_storage(&data_key)?))
+    }
+
+    /// The value physically stored (maybe expired or a tombstone), as this batch sees it.
+    fn read_raw(&mut self, db: u8, key: &[u8]) -> Result<Option<StoredValue>, StorageError> {
+        Ok(match self.locate(db, key)? {
+            Located::Value(value) => value,
+            Located::Slot(slot) => slot.value(),
+        })
     }
 
     /// What `key` holds as this batch sees it.
@@ -485,8 +502,8 @@ impl<'a> BatchCtx<'a> {
 
     /// A plain SET (no condition, no reply but OK, no KEEPTTL) of a key holding a plain string or
     /// nothing, in a region that keeps no tombstones: the new state is a fresh string whatever
-    /// the old one was, so the old value is neither copied out of where it lies (its cache slot,
-    /// this batch's overlay) nor decoded; only its expiry is read. Returns false, having written
+    /// the old one was, so the old value is neither copied out of its cache slot nor decoded;
+    /// only its expiry is read. Returns false, having written
     /// nothing, where the general path must run (the key holds counters or a tombstone).
     fn set_plain(
         &mut self,
@@ -512,34 +529,20 @@ impl<'a> BatchCtx<'a> {
     }
 
     /// What a write over `key` replaces, where the key holds a plain string or nothing as this
-    /// batch sees it (read where [`BatchCtx::read_raw`] finds it, without copying it); `None`
-    /// for any other state.
+    /// batch sees it (found by [`BatchCtx::locate`], as every read of the batch; a cached value
+    /// is read in its slot, not copied out); `None` for any other state.
     fn peek_plain(
         &mut self,
         db: u8,
         key: &[u8],
     ) -> Result<Option<Replaced<'static>>, StorageError> {
-        let data_key = rocks::data_key(db, key);
-        if let Some(w) = self.overlay.get(data_key.as_slice()) {
-            return Ok(match &w.value {
-                None => Some(Replaced::NOTHING),
-                Some(v) => Replaced::plain_string(v.as_bytes()),
-            });
-        }
-        if self.flushed[db as usize] {
-            return Ok(Some(Replaced::NOTHING));
-        }
-        if let Some(slot) = self.ks.hot.slot(&data_key) {
-            let old = slot.with_encoded(|encoded| match encoded {
-                None => Some(Replaced::NOTHING),
-                Some(e) => Replaced::plain_string(e),
-            });
-            self.last_slot = Some((data_key, slot));
-            return Ok(old);
-        }
-        Ok(match self.ks.read_storage(&data_key)? {
+        let plain = |encoded: Option<&[u8]>| match encoded {
             None => Some(Replaced::NOTHING),
-            Some(v) => Replaced::plain_string(v.as_bytes()),
+            Some(e) => Replaced::plain_string(e),
+        };
+        Ok(match self.locate(db, key)? {
+            Located::Value(value) => plain(value.as_ref().map(|v| &v.as_bytes()[..])),
+            Located::Slot(slot) => slot.with_encoded(plain),
         })
     }
 

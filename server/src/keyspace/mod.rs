@@ -1028,7 +1028,6 @@ impl Keyspace {
             && !self.keeps_tombstones()
     }
 
-    /// Adds an applied batch's changes to the pending set.
     /// INFO's `write_back`: `off`, `short` (keys are not being rewritten: the short window) or
     /// `coalescing` (the configured window).
     pub fn write_back_mode(&self) -> &'static str {
@@ -1046,6 +1045,7 @@ impl Keyspace {
         }
     }
 
+    /// Adds an applied batch's changes to the pending set.
     fn defer_changes(&self, fill: impl FnOnce(&mut Changes)) -> Result<(), StorageError> {
         match &self.write_back {
             Some(write_back) => write_back.add(fill),

@@ -153,7 +153,7 @@ impl DataChanges {
     }
 
     /// Sets `key`'s change; returns the encoded length of the one it replaces (0: a delete).
-    fn insert(&mut self, key: Bytes, value: Option<&StoredValue>) -> Option<usize> {
+    fn insert(&mut self, key: Bytes, value: PendingValue) -> Option<usize> {
         let hash = self.hash(&key);
         let hasher = &self.hasher;
         match self
@@ -163,11 +163,11 @@ impl DataChanges {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
                 let held = &mut e.get_mut().1;
                 let old = held.encoded().map_or(0, <[u8]>::len);
-                *held = PendingValue::of(value);
+                *held = value;
                 Some(old)
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((key, PendingValue::of(value)));
+                e.insert((key, value));
                 None
             }
         }
@@ -222,7 +222,7 @@ impl Changes {
     fn absorb(&mut self, newer: Changes) {
         self.bytes += newer.bytes;
         for (key, value) in newer.data.table {
-            self.data.insert(key, value.to_value().as_ref());
+            self.data.insert(key, value);
         }
         self.expiry.extend(newer.expiry);
         self.meta.extend(newer.meta);
@@ -235,11 +235,11 @@ impl Changes {
 
     /// Adds the changes of one applied batch.
     pub fn data(&mut self, key: Bytes, value: Option<&StoredValue>) {
-        let size = |value_len: usize| key.len() + value_len + 48;
-        self.bytes += size(value.map_or(0, StoredValue::len));
         let key_len = key.len();
-        if let Some(old_len) = self.data.insert(key, value) {
-            self.bytes = self.bytes.saturating_sub(key_len + old_len + 48);
+        let size = |value_len: usize| key_len + value_len + 48;
+        self.bytes += size(value.map_or(0, StoredValue::len));
+        if let Some(old_len) = self.data.insert(key, PendingValue::of(value)) {
+            self.bytes = self.bytes.saturating_sub(size(old_len));
         }
     }
 
