@@ -261,7 +261,9 @@ impl Changes {
 
     /// One RocksDB batch with every change, data keys in order.
     fn to_batch(&self, db: &DB) -> WriteBatch {
-        let mut batch = WriteBatch::default();
+        // Room for all of it at once (`bytes` counts more per record than the batch takes): a
+        // batch grown as it fills copies what it holds at every doubling.
+        let mut batch = WriteBatch::with_capacity_bytes(self.bytes + 64);
         let data = rocks::cf(db, rocks::CF_DATA);
         let mut keys: Vec<(&Bytes, &PendingValue)> =
             self.data.iter().map(|(k, v)| (k, v)).collect();

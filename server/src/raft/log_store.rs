@@ -400,13 +400,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let cf = rocks::cf(self.db(), CF_LOG);
-        let mut batch = WriteBatch::default();
-        let mut appended = Vec::new();
+        let mut encoded = Vec::new();
         for entry in entries {
             // A follower that becomes leader must stamp after every entry in its log, applied
             // or not: entries of one region carry increasing HLCs.
             observe_stamp(&self.keyspace, &entry);
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
+            encoded.push((entry, bytes));
+        }
+        // Room for every entry at once: a batch grown as it fills copies what it holds at
+        // every doubling (an entry of a few hundred SETs is tens of kilobytes).
+        let room: usize = encoded.iter().map(|(_, b)| b.len() + 24).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(room + 16);
+        let mut appended = Vec::with_capacity(encoded.len());
+        for (entry, bytes) in encoded {
             batch.put_cf(cf, entry.log_id.index.to_be_bytes(), &bytes);
             appended.push((entry, bytes.len()));
         }
