@@ -778,6 +778,9 @@ impl Node {
         if let Err(e) = self.shared.raft.raft.shutdown().await {
             warn!(error = %e, "raft shutdown failed");
         }
+        if let Err(e) = self.shared.raft.log_store.write_unsaved_committed() {
+            warn!(error = %e, "saving the commit index failed");
+        }
         if let Some(endpoint) = &self.shared.raft.endpoint {
             endpoint.shutdown().await;
         }

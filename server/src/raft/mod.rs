@@ -149,12 +149,12 @@ impl RegionRaft {
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);
-        // Only followers read recent entries back (to replicate them): a region of one
-        // node keeps none in memory.
+        // Replication reads recent entries back once per follower, the apply once: a region
+        // of one node keeps only the entries in flight.
         let cache = if members.len() > 1 {
             log_store::REPLICATION_CACHE_BYTES
         } else {
-            0
+            log_store::APPLY_CACHE_BYTES
         };
         let log_store = LogStore::new(keyspace.clone(), cache);
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
@@ -163,6 +163,7 @@ impl RegionRaft {
         let raft_thread = thread::RaftThread::start("meridian-raft")?;
         let network = Network::new(endpoint.clone());
         let started_log_store = log_store.clone();
+        let late_commits = log_store.clone();
         let hlc = keyspace.hlc();
         // Entries are bounded in bytes only where they travel between nodes.
         let has_peers = endpoint.is_some();
@@ -174,6 +175,7 @@ impl RegionRaft {
                     let raft =
                         Raft::new(node_id, config, network, started_log_store, state_machine)
                             .await?;
+                    tokio::spawn(late_commits.write_late_commits());
                     let proposer =
                         proposer::Proposer::start(raft.clone(), hlc, region_id, has_peers);
                     anyhow::Ok((raft, proposer))
