@@ -27,7 +27,7 @@ pub struct RaftConfig {
     /// Leader heartbeat interval, ms.
     pub heartbeat_ms: u64,
     /// Election timeout lower bound, ms (upper bound: twice this). Leader leases last this
-    /// minus a heartbeat.
+    /// minus 2.5 heartbeats (see `raft::lease_ms`).
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots.
     pub snapshot_every: u64,

@@ -348,10 +348,10 @@ impl RegionRaft {
             )
         };
         if state == ServerState::Leader {
-            let lease_ms = self
-                .settings
-                .election_timeout_ms
-                .saturating_sub(self.settings.heartbeat_ms);
+            let lease_ms = lease_ms(
+                self.settings.election_timeout_ms,
+                self.settings.heartbeat_ms,
+            );
             if voters <= 1 || since_ack.is_some_and(|ms| ms < lease_ms) {
                 return Ok(());
             }
@@ -414,5 +414,30 @@ impl RegionRaft {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out confirming leadership".into()),
         }
+    }
+}
+
+/// How long after a quorum last acknowledged it a leader serves reads on its own, in ms: the
+/// election timeout (no other node becomes leader before that runs out since it last heard
+/// from this one), minus a heartbeat, minus how old openraft's `millis_since_quorum_ack` can be
+/// when it is read: openraft computes it when its core wakes, at the latest on its tick, every
+/// 1.5 heartbeats, and the figure then stands still until the next wake. (Counted from the
+/// figure alone, a leader cut off from its region served reads up to 1.5 heartbeats past its
+/// lease.) 0 with an election timeout under 2.5 heartbeats: every read takes a read-index round.
+fn lease_ms(election_timeout_ms: u64, heartbeat_ms: u64) -> u64 {
+    election_timeout_ms.saturating_sub(heartbeat_ms + heartbeat_ms * 3 / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_ms;
+
+    #[test]
+    fn the_lease_allows_for_the_age_of_openrafts_figure() {
+        // 300 ms election timeout, 50 ms heartbeat: 300 - 50 - 75.
+        assert_eq!(lease_ms(300, 50), 175);
+        assert_eq!(lease_ms(1000, 100), 750);
+        // Too short an election timeout for a lease: none.
+        assert_eq!(lease_ms(100, 50), 0);
     }
 }
