@@ -403,9 +403,7 @@ impl LogStore {
         }
         Ok(())
     }
-}
 
-impl LogStore {
     /// Writes a commit index still waiting for an append (at shutdown, and every
     /// [`COMMITTED_SAVE_EVERY`] from [`LogStore::write_late_commits`]).
     pub fn write_unsaved_committed(&self) -> Result<(), StorageError> {
