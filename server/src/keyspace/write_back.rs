@@ -151,6 +151,11 @@ impl DataChanges {
         self.table.capacity()
     }
 
+    /// Empties the table, keeping its memory.
+    fn clear(&mut self) {
+        self.table.clear();
+    }
+
     fn get(&self, key: &[u8]) -> Option<&PendingValue> {
         self.table
             .find(self.hash(key), |(k, _)| k[..] == *key)
@@ -225,7 +230,7 @@ impl Changes {
 
     /// Empties the set, keeping its tables' memory.
     fn clear(&mut self) {
-        self.data.table.clear();
+        self.data.clear();
         self.expiry.clear();
         self.meta.clear();
         self.bytes = 0;

@@ -75,6 +75,14 @@ struct Committed {
     saved_at: Option<Instant>,
 }
 
+impl Committed {
+    /// `latest` has just gone to RocksDB.
+    fn mark_saved(&mut self) {
+        self.unsaved = false;
+        self.saved_at = Some(Instant::now());
+    }
+}
+
 /// The newest log entries, contiguous, as appended: the leader replicates from here instead
 /// of reading and decoding each entry back from RocksDB once per follower.
 #[derive(Default)]
@@ -272,14 +280,16 @@ impl LogStore {
 
     /// The commit index openraft last saved (for MERIDIAN RAFT).
     pub fn committed_index(&self) -> Option<u64> {
+        self.last_committed().ok().flatten().map(|id| id.index)
+    }
+
+    /// The commit index openraft last saved: in memory since this process saved one, else as
+    /// RocksDB holds it.
+    fn last_committed(&self) -> Result<Option<LogId>, StorageError> {
         if let Some(latest) = self.committed().latest {
-            return Some(latest.index);
+            return Ok(Some(latest));
         }
-        self.get_meta::<Option<LogId>>(KEY_COMMITTED)
-            .ok()
-            .flatten()
-            .flatten()
-            .map(|id| id.index)
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
     /// Entries `start..end` (exclusive), from memory when all are there, cut after
@@ -393,8 +403,7 @@ impl LogStore {
         wo.set_sync(self.keyspace.fsync_policy() == FsyncPolicy::Always);
         self.db().write_opt(batch, &wo).map_err(write_err)?;
         if carries_committed {
-            committed.unsaved = false;
-            committed.saved_at = Some(Instant::now());
+            committed.mark_saved();
         }
         drop(committed);
         let mut recent = self.recent();
@@ -407,11 +416,14 @@ impl LogStore {
     /// Writes a commit index still waiting for an append (at shutdown, and every
     /// [`COMMITTED_SAVE_EVERY`] from [`LogStore::write_late_commits`]).
     pub fn write_unsaved_committed(&self) -> Result<(), StorageError> {
-        let mut state = self.committed();
+        self.write_if_unsaved(&mut self.committed())
+    }
+
+    /// Writes `state`'s commit index on its own if RocksDB does not have it yet.
+    fn write_if_unsaved(&self, state: &mut Committed) -> Result<(), StorageError> {
         if state.unsaved {
             self.put_meta(KEY_COMMITTED, &state.latest, false)?;
-            state.unsaved = false;
-            state.saved_at = Some(Instant::now());
+            state.mark_saved();
         }
         Ok(())
     }
@@ -494,24 +506,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let mut state = self.committed();
         state.latest = committed;
+        state.unsaved = true;
         if state
             .saved_at
             .is_some_and(|at| at.elapsed() < COMMITTED_SAVE_EVERY)
         {
-            state.unsaved = true;
             return Ok(());
         }
-        self.put_meta(KEY_COMMITTED, &committed, false)?;
-        state.unsaved = false;
-        state.saved_at = Some(Instant::now());
-        Ok(())
+        self.write_if_unsaved(&mut state)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        if let Some(latest) = self.committed().latest {
-            return Ok(Some(latest));
-        }
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        self.last_committed()
     }
 
     async fn append<I>(
