@@ -781,12 +781,16 @@ impl Node {
         if let Err(e) = self.shared.raft.log_store.write_unsaved_committed() {
             warn!(error = %e, "saving the commit index failed");
         }
+        if !self.shared.raft.stop_thread().await {
+            warn!("the raft thread did not stop within 10 s");
+        }
         if let Some(endpoint) = &self.shared.raft.endpoint {
             endpoint.shutdown().await;
         }
         if let Err(e) = self.shared.sync_now() {
             warn!(error = %e, "final WAL sync failed");
         }
+        self.shared.keyspace.close();
         info!("bye");
     }
 }

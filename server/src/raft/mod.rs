@@ -120,7 +120,7 @@ pub struct RegionRaft {
     /// openraft's metrics channel, kept so the hot path only borrows it.
     metrics: tokio::sync::watch::Receiver<types::RaftMetrics>,
     /// The thread openraft's tasks and the proposer run on (stopped with this group).
-    _thread: thread::RaftThread,
+    thread: thread::RaftThread,
 }
 
 impl RegionRaft {
@@ -186,7 +186,7 @@ impl RegionRaft {
         let me = Arc::new(RegionRaft {
             metrics: raft.metrics(),
             proposer,
-            _thread: raft_thread,
+            thread: raft_thread,
             keyspace,
             inbound: crate::replication::Inbound::default(),
             read_batcher: read::ReadIndexBatcher::default(),
@@ -323,6 +323,13 @@ impl RegionRaft {
             }
             Err(e) => ForwardReply::Failed(format!("forwarding to the leader: {e}")),
         }
+    }
+
+    /// Stops the Raft thread after [`openraft::Raft::shutdown`] and waits (up to 10 s) until
+    /// it has dropped its tasks, and with them their handles on the keyspace; `false` if it
+    /// did not stop in time.
+    pub async fn stop_thread(&self) -> bool {
+        self.thread.stop(Duration::from_secs(10)).await
     }
 
     /// Blocks until a read on this node would be linearizable: a leader inside its lease
