@@ -8,6 +8,9 @@
 #      with config/local-cluster.sh); each is stopped before the next starts;
 #   3. against each target — redis, single, the region's leader, one of its followers — and
 #      each pipeline depth: `redis-benchmark --csv -t set,get -c 50 -n $N -r 100000 -d 64 -P p`;
+#      then, against redis, single and the leader, a `-t get` run once the servers are idle
+#      ("GET, settled": without the work the SETs left behind, which in a region of three
+#      nodes on these two cores is three nodes' write-back, flushes and compactions);
 #   4. repeats 2-3 $BENCH_ROUNDS times with fresh servers (this machine's speed drifts by ±20 %
 #      within minutes, so one run proves little);
 #   5. prints a markdown table (median rps, p50, p99 of the rounds, error replies) and the
@@ -113,15 +116,48 @@ probe_follower() {
 # ---------------------------------------------------------------- measurements
 # Per round: RPS[target,test,P,round] (likewise P50, P99); ERRS[target,P] sums the rounds.
 # After the rounds, RPS[target,test,P] (and P50, P99) hold the medians.
-declare -A RPS P50 P99 ERRS
+declare -A RPS P50 P99 ERRS SETTLE
 NOTES=()
 
 # errors PORT: the server's error replies so far.
 errors() { info_field "$1" total_error_replies stats; }
 
-# bench TARGET PORT ROUND: redis-benchmark at every pipeline depth; fills RPS/P50/P99/ERRS.
+# cpu_ticks PID...: the CPU time (user + system, in clock ticks) the processes used so far.
+cpu_ticks() {
+  local pid total=0 t
+  for pid in "$@"; do
+    t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + t))
+  done
+  echo "$total"
+}
+
+# wait_idle PID...: waits until the processes together use at most 10 % of a core over 200 ms
+# (the work a write run left behind is done: the write-back of applied changes, memtable
+# flushes, compactions, followers catching up), 10 s at most; sets SETTLED_MS.
+wait_idle() {
+  local hz before after waited=0
+  hz=$(getconf CLK_TCK)
+  before=$(cpu_ticks "$@")
+  while [ "$waited" -lt 10000 ]; do
+    sleep 0.2
+    waited=$((waited + 200))
+    after=$(cpu_ticks "$@")
+    if [ $(((after - before) * 1000 / hz)) -le 20 ]; then
+      break
+    fi
+    before=$after
+  done
+  SETTLED_MS=$waited
+}
+
+# bench TARGET PORT ROUND [PID...]: redis-benchmark at every pipeline depth; fills
+# RPS/P50/P99/ERRS. With the server's PIDs, each depth also gets a GET run after the servers
+# have gone idle (test GET_SETTLED): the GET right after the SET run shares the cores with the
+# work the SETs left behind, in a region on three nodes.
 bench() {
   local target=$1 port=$2 r=$3 p f e0 e1 t
+  shift 3
   for p in $PIPELINES; do
     f="$OUT/$target-P$p-r$r.csv"
     log "round $r: redis-benchmark -> $target (port $port), -P $p, -n $N"
@@ -136,6 +172,18 @@ bench() {
       [ -n "${RPS[$target,$t,$p,$r]}" ] || die "no $t row in $f"
     done
     ERRS[$target,$p]=$((${ERRS[$target,$p]:-0} + e1 - e0))
+    [ $# -gt 0 ] || continue
+    wait_idle "$@"
+    SETTLE[$target,$p,$r]=$SETTLED_MS
+    f="$OUT/$target-P$p-r$r-settled.csv"
+    log "round $r: redis-benchmark -> $target, -P $p, GET after ${SETTLED_MS} ms of settling"
+    redis-benchmark -h 127.0.0.1 -p "$port" -t get -c "$CLIENTS" -n "$N" -r "$KEYS" \
+      -d "$DATA" -P "$p" --csv >"$f" 2>"$OUT/$target-P$p-r$r-settled.err" \
+      || die "redis-benchmark against $target failed: $(tail -n 3 "$OUT/$target-P$p-r$r-settled.err")"
+    RPS[$target,GET_SETTLED,$p,$r]=$(csv "$f" GET rps)
+    P50[$target,GET_SETTLED,$p,$r]=$(csv "$f" GET p50_latency_ms)
+    P99[$target,GET_SETTLED,$p,$r]=$(csv "$f" GET p99_latency_ms)
+    [ -n "${RPS[$target,GET_SETTLED,$p,$r]}" ] || die "no GET row in $f"
   done
 }
 
@@ -144,7 +192,8 @@ take_medians() {
   local target t p r rps p50 p99
   for target in redis single leader follower; do
     for p in $PIPELINES; do
-      for t in SET GET; do
+      for t in SET GET GET_SETTLED; do
+        [ -n "${RPS[$target,$t,$p,1]:-}" ] || continue
         rps="" p50="" p99=""
         for r in $(seq "$ROUNDS"); do
           rps+=" ${RPS[$target,$t,$p,$r]}"
@@ -202,12 +251,13 @@ report() {
   echo "|---|---|---|---|---|---|---|---|"
   for target in redis single leader follower; do
     for p in $PIPELINES; do
-      for t in SET GET; do
+      for t in SET GET GET_SETTLED; do
+        [ -n "${RPS[$target,$t,$p,1]:-}" ] || continue
         rounds=""
         for r in $(seq "$ROUNDS"); do
           rounds+="${rounds:+ / }$(printf '%.0f' "${RPS[$target,$t,$p,$r]}")"
         done
-        echo "| $target | $t | $p | $(printf '%.0f' "${RPS[$target,$t,$p]}") | $rounds | ${P50[$target,$t,$p]} | ${P99[$target,$t,$p]} | ${ERRS[$target,$p]} |"
+        echo "| $target | ${t/GET_SETTLED/GET, settled} | $p | $(printf '%.0f' "${RPS[$target,$t,$p]}") | $rounds | ${P50[$target,$t,$p]} | ${P99[$target,$t,$p]} | ${ERRS[$target,$p]} |"
       done
     done
   done
@@ -219,8 +269,22 @@ report() {
     ratio_row "single / redis, GET" single redis GET "$p" 1.0
     ratio_row "leader (3 nodes) / single, SET" leader single SET "$p" 0.5
     ratio_row "leader (3 nodes) / single, GET" leader single GET "$p" 1.0
+    ratio_row "leader (3 nodes) / single, GET, settled" leader single GET_SETTLED "$p" 1.0
+    ratio_row "single / redis, GET, settled" single redis GET_SETTLED "$p" ""
     ratio_row "follower / leader, SET" follower leader SET "$p" ""
     ratio_row "follower / leader, GET" follower leader GET "$p" ""
+  done
+  echo
+  echo "\"GET, settled\": a \`-t get\` run after the servers went idle (at most 10 % of a core over"
+  echo "200 ms, 10 s at most) following the SET and GET runs; settling took (ms, each round):"
+  for target in redis single leader; do
+    for p in $PIPELINES; do
+      rounds=""
+      for r in $(seq "$ROUNDS"); do
+        rounds+="${rounds:+ / }${SETTLE[$target,$p,$r]:-?}"
+      done
+      echo "$target -P $p: $rounds;"
+    done
   done
   if [ ${#NOTES[@]} -gt 0 ]; then
     echo
@@ -239,18 +303,19 @@ main() {
   for r in $(seq "$ROUNDS"); do
     free_port
     start_redis "$WORK/redis-$r" "$PORT" "$WORK/redis-$r/redis.log"
-    bench redis "$PORT" "$r"
+    bench redis "$PORT" "$r" "$SERVER_PID"
     stop_pids "$SERVER_PID"
 
     free_port
     start_meridian "$WORK/single-$r" "$PORT" "$WORK/single-$r/meridian.log"
-    bench single "$PORT" "$r"
+    bench single "$PORT" "$r" "$SERVER_PID"
     stop_pids "$SERVER_PID"
 
     start_region "$r"
     FIRST_TERM=""
     leader_check "before the runs (round $r)"
-    bench leader "$LEADER_PORT" "$r"
+    # shellcheck disable=SC2046 # one PID per word
+    bench leader "$LEADER_PORT" "$r" $(cat "$CLUSTER_DIR"/*/pid)
     leader_check "during the leader runs (round $r)"
     bench follower "$FOLLOWER_PORT" "$r"
     leader_check "during the follower runs (round $r)"
