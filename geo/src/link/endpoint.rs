@@ -27,6 +27,11 @@ const INITIAL_CONGESTION_WINDOW: u64 = 1 << 20;
 
 /// Bound on waiting for in-flight work at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Bound on waiting at shutdown for the closed connections to drain (so peers hear of the
+/// close rather than time out). The close is sent at once; draining waits out three probe
+/// timeouts, and a link that was still dialling a peer that is down waited the whole
+/// [`SHUTDOWN_GRACE`] (the last node of a region to stop took 2 s).
+const CLOSE_DRAIN_GRACE: Duration = Duration::from_millis(300);
 
 /// quinn's tokio runtime, pinned to the runtime that started the endpoint. quinn spawns a
 /// connection's driver (packet building, encryption, UDP sends, ACK processing) on the runtime
@@ -374,9 +379,12 @@ impl Endpoint {
             .quinn
             .close(VarInt::from_u32(close::SHUTDOWN), b"shutdown");
         inner.tasks.close();
+        let started = std::time::Instant::now();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, inner.tasks.wait()).await;
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, inner.quinn.wait_idle()).await;
-        info!(node = %inner.node_name, "link endpoint stopped");
+        let tasks_ms = started.elapsed().as_millis() as u64;
+        let _ = tokio::time::timeout(CLOSE_DRAIN_GRACE, inner.quinn.wait_idle()).await;
+        let idle_ms = started.elapsed().as_millis() as u64 - tasks_ms;
+        info!(node = %inner.node_name, tasks_ms, idle_ms, "link endpoint stopped");
     }
 }
 
