@@ -1263,8 +1263,8 @@ impl<'a> BatchCtx<'a> {
             }
             for (key, w) in &self.overlay {
                 match &w.value {
-                    Some(value) => changes.data(key.clone(), Some(value)),
-                    None if w.in_storage => changes.data(key.clone(), None),
+                    Some(value) => changes.data(key, Some(value)),
+                    None if w.in_storage => changes.data(key, None),
                     None => {}
                 }
             }
