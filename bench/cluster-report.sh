@@ -132,19 +132,22 @@ cpu_ticks() {
   echo "$total"
 }
 
-# wait_idle PID...: waits until the processes together use at most 10 % of a core over 200 ms
-# (the work a write run left behind is done: the write-back of applied changes, memtable
-# flushes, compactions, followers catching up), 10 s at most; sets SETTLED_MS.
+# wait_idle PID...: waits until the processes together have used at most 10 % of a core in
+# each 200 ms for 1.4 s in a row (the work a write run left behind is done: the write-back of
+# applied changes, which waits up to `write-back-ms`, 1 s, before it writes, then memtable
+# flushes, compactions), 15 s at most; sets SETTLED_MS.
 wait_idle() {
-  local hz before after waited=0
+  local hz before after waited=0 quiet=0
   hz=$(getconf CLK_TCK)
   before=$(cpu_ticks "$@")
-  while [ "$waited" -lt 10000 ]; do
+  while [ "$waited" -lt 15000 ] && [ "$quiet" -lt 1400 ]; do
     sleep 0.2
     waited=$((waited + 200))
     after=$(cpu_ticks "$@")
     if [ $(((after - before) * 1000 / hz)) -le 20 ]; then
-      break
+      quiet=$((quiet + 200))
+    else
+      quiet=0
     fi
     before=$after
   done
@@ -275,8 +278,9 @@ report() {
     ratio_row "follower / leader, GET" follower leader GET "$p" ""
   done
   echo
-  echo "\"GET, settled\": a \`-t get\` run after the servers went idle (at most 10 % of a core over"
-  echo "200 ms, 10 s at most) following the SET and GET runs; settling took (ms, each round):"
+  echo "\"GET, settled\": a \`-t get\` run after the servers went idle (at most 10 % of a core in"
+  echo "each 200 ms for 1.4 s in a row, 15 s at most) following the SET and GET runs; settling took"
+  echo "(ms, each round):"
   for target in redis single leader; do
     for p in $PIPELINES; do
       rounds=""
