@@ -124,8 +124,9 @@ pub struct RegionRaft {
 }
 
 impl RegionRaft {
-    /// Starts this node's Raft member. `members` is the region's initial membership, used to
-    /// bootstrap when the group was never initialised and this node is the first member.
+    /// Starts this node's Raft member on `raft_thread` (openraft's tasks and the proposer run
+    /// there). `members` is the region's initial membership, used to bootstrap when the group
+    /// was never initialised and this node is the first member.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         node_id: NodeId,
@@ -136,6 +137,7 @@ impl RegionRaft {
         members: BTreeMap<NodeId, MeridianNode>,
         settings: RaftSettings,
         region_id: u8,
+        raft_thread: thread::RaftThread,
     ) -> anyhow::Result<Arc<RegionRaft>> {
         let config = openraft::Config {
             cluster_name,
@@ -160,7 +162,6 @@ impl RegionRaft {
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
         let state_machine = StateMachine::new(keyspace.clone(), snapshot_path)?;
         let span = tracing::info_span!("raft", region = %region, node = node_id);
-        let raft_thread = thread::RaftThread::start("meridian-raft")?;
         let network = Network::new(endpoint.clone());
         let started_log_store = log_store.clone();
         let late_commits = log_store.clone();
