@@ -162,7 +162,7 @@ impl RegionRaft {
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
         let state_machine = StateMachine::new(keyspace.clone(), snapshot_path)?;
         let span = tracing::info_span!("raft", region = %region, node = node_id);
-        let network = Network::new(endpoint.clone());
+        let network = Network::new(node_id, endpoint.clone());
         let started_log_store = log_store.clone();
         let late_commits = log_store.clone();
         let hlc = keyspace.hlc();

@@ -2,8 +2,10 @@
 //! (the link layer dials lazily and redials after failures), and the serving side, a thin
 //! adapter from inbound RPCs onto `raft.append_entries` / `vote` / `install_snapshot`.
 //!
-//! Transport failures become `RPCError::Unreachable` (openraft backs off and retries); errors
-//! returned by the peer's Raft travel back serialised and become `RemoteError`.
+//! A call that got no answer in time becomes `RPCError::Timeout` (openraft retries at once);
+//! other transport failures become `RPCError::Unreachable` (openraft backs off for 500 ms, then
+//! retries); errors returned by the peer's Raft travel back serialised and become
+//! `RemoteError`.
 
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ use bytes::Bytes;
 use geo::link::PeerAddr;
 use geo::rpc::RpcError;
 use geo::Endpoint;
-use openraft::error::{NetworkError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{NetworkError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -44,18 +46,21 @@ const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Network {
     endpoint: Option<Endpoint>,
+    /// This node's Raft id (timeouts name it).
+    me: NodeId,
 }
 
 impl Network {
-    /// A network over `endpoint` (None for a region of one node: no peers to call).
-    pub fn new(endpoint: Option<Endpoint>) -> Network {
-        Network { endpoint }
+    /// Node `me`'s network over `endpoint` (None for a region of one node: no peers to call).
+    pub fn new(me: NodeId, endpoint: Option<Endpoint>) -> Network {
+        Network { endpoint, me }
     }
 }
 
 /// A client for one target node.
 pub struct PeerClient {
     endpoint: Option<Endpoint>,
+    me: NodeId,
     target: NodeId,
     peer: Option<PeerAddr>,
 }
@@ -71,6 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             .map(|addr| PeerAddr::new(node.name.clone(), addr));
         PeerClient {
             endpoint: self.endpoint.clone(),
+            me: self.me,
             target,
             peer,
         }
@@ -119,16 +125,38 @@ impl PeerClient {
             .max(Duration::from_millis(50));
         let reply = endpoint.call(peer, kind, body, timeout).await.map_err(
             |e: RpcError| -> typ::RPCError<E> {
-                if e.is_transport() {
-                    openraft::error::RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    openraft::error::RPCError::Network(NetworkError::new(&e))
+                match e {
+                    // A peer that answers late is not unreachable: as Unreachable, a reply
+                    // that missed openraft's deadline (one heartbeat interval) stopped
+                    // replication to that follower for 500 ms, which on a busy machine happened
+                    // about once a second under write load.
+                    RpcError::Timeout { timeout, .. } => {
+                        openraft::error::RPCError::Timeout(Timeout {
+                            action: rpc_type(kind),
+                            id: self.me,
+                            target: self.target,
+                            timeout,
+                        })
+                    }
+                    e if e.is_transport() => {
+                        openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+                    }
+                    e => openraft::error::RPCError::Network(NetworkError::new(&e)),
                 }
             },
         )?;
         let result: Result<Resp, typ::RaftError<E>> = decode(&reply)
             .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
         result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// openraft's name for an RPC kind (for its timeout errors).
+fn rpc_type(kind: u16) -> RPCTypes {
+    match kind {
+        RPC_VOTE => RPCTypes::Vote,
+        RPC_SNAPSHOT => RPCTypes::InstallSnapshot,
+        _ => RPCTypes::AppendEntries,
     }
 }
 
