@@ -2,8 +2,9 @@
 //! (the link layer dials lazily and redials after failures), and the serving side, a thin
 //! adapter from inbound RPCs onto `raft.append_entries` / `vote` / `install_snapshot`.
 //!
-//! A call that got no answer in time becomes `RPCError::Timeout` (openraft retries at once);
-//! other transport failures become `RPCError::Unreachable` (openraft backs off for 500 ms, then
+//! A call that got no answer in time becomes `RPCError::Timeout` (openraft retries at once),
+//! unless the peer's last [`TIMEOUTS_BEFORE_UNREACHABLE`] calls all timed out; that, and other
+//! transport failures, become `RPCError::Unreachable` (openraft backs off for 500 ms, then
 //! retries); errors returned by the peer's Raft travel back serialised and become
 //! `RemoteError`.
 
@@ -41,6 +42,11 @@ pub const RPC_PUBLISH: u16 = 30;
 
 /// Upper bound of one Raft RPC when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls to a peer that time out in a row before the next is reported as `Unreachable`: one
+/// late answer is a busy peer (retried at once), several are a peer that is gone (a dead
+/// peer's calls time out until its connection idles out, and retried at once they filled the
+/// log with four lines every 75 ms).
+const TIMEOUTS_BEFORE_UNREACHABLE: u32 = 3;
 
 /// Hands out network clients for openraft.
 #[derive(Clone)]
@@ -63,6 +69,8 @@ pub struct PeerClient {
     me: NodeId,
     target: NodeId,
     peer: Option<PeerAddr>,
+    /// Calls that timed out since the last answer.
+    timeouts_in_a_row: u32,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -79,6 +87,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             me: self.me,
             target,
             peer,
+            timeouts_in_a_row: 0,
         }
     }
 }
@@ -101,7 +110,7 @@ struct Text(String);
 
 impl PeerClient {
     async fn call<Req, Resp, E>(
-        &self,
+        &mut self,
         kind: u16,
         req: &Req,
         option: &RPCOption,
@@ -123,28 +132,34 @@ impl PeerClient {
             .hard_ttl()
             .min(DEFAULT_RPC_TIMEOUT * 6)
             .max(Duration::from_millis(50));
-        let reply = endpoint.call(peer, kind, body, timeout).await.map_err(
-            |e: RpcError| -> typ::RPCError<E> {
-                match e {
-                    // A peer that answers late is not unreachable: as Unreachable, a reply
-                    // that missed openraft's deadline (one heartbeat interval) stopped
-                    // replication to that follower for 500 ms, which on a busy machine happened
-                    // about once a second under write load.
-                    RpcError::Timeout { timeout, .. } => {
-                        openraft::error::RPCError::Timeout(Timeout {
-                            action: rpc_type(kind),
-                            id: self.me,
-                            target: self.target,
-                            timeout,
-                        })
-                    }
-                    e if e.is_transport() => {
-                        openraft::error::RPCError::Unreachable(Unreachable::new(&e))
-                    }
-                    e => openraft::error::RPCError::Network(NetworkError::new(&e)),
+        let called = endpoint.call(peer, kind, body, timeout).await;
+        self.timeouts_in_a_row = match &called {
+            Err(RpcError::Timeout { .. }) => self.timeouts_in_a_row.saturating_add(1),
+            _ => 0,
+        };
+        let timeouts_in_a_row = self.timeouts_in_a_row;
+        let reply = called.map_err(|e: RpcError| -> typ::RPCError<E> {
+            match e {
+                // A peer that answers late is not unreachable: as Unreachable, a reply
+                // that missed openraft's deadline (one heartbeat interval) stopped
+                // replication to that follower for 500 ms, which on a busy machine happened
+                // about once a second under write load.
+                RpcError::Timeout { timeout, .. }
+                    if timeouts_in_a_row < TIMEOUTS_BEFORE_UNREACHABLE =>
+                {
+                    openraft::error::RPCError::Timeout(Timeout {
+                        action: rpc_type(kind),
+                        id: self.me,
+                        target: self.target,
+                        timeout,
+                    })
                 }
-            },
-        )?;
+                e if e.is_transport() => {
+                    openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+                }
+                e => openraft::error::RPCError::Network(NetworkError::new(&e)),
+            }
+        })?;
         let result: Result<Resp, typ::RaftError<E>> = decode(&reply)
             .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
         result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
