@@ -180,8 +180,7 @@ bench() {
     SETTLE[$target,$p,$r]=$SETTLED_MS
     f="$OUT/$target-P$p-r$r-settled.csv"
     log "round $r: redis-benchmark -> $target, -P $p, GET after ${SETTLED_MS} ms of settling"
-    redis-benchmark -h 127.0.0.1 -p "$port" -t get -c "$CLIENTS" -n "$N" -r "$KEYS" \
-      -d "$DATA" -P "$p" --csv >"$f" 2>"$OUT/$target-P$p-r$r-settled.err" \
+    redis_bench "$port" "$p" "$f" "$OUT/$target-P$p-r$r-settled.err" get \
       || die "redis-benchmark against $target failed: $(tail -n 3 "$OUT/$target-P$p-r$r-settled.err")"
     RPS[$target,GET_SETTLED,$p,$r]=$(csv "$f" GET rps)
     P50[$target,GET_SETTLED,$p,$r]=$(csv "$f" GET p50_latency_ms)

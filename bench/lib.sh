@@ -233,10 +233,11 @@ cleanup_on_exit() {
 
 # ---------------------------------------------------------------- measurements and reports
 
-# redis_bench PORT PIPELINE CSV ERR: `redis-benchmark -t set,get` with $CLIENTS connections,
-# $N requests, $KEYS keys, $DATA-byte values, -P PIPELINE; CSV output to CSV, stderr to ERR.
+# redis_bench PORT PIPELINE CSV ERR [TESTS]: `redis-benchmark -t TESTS` (default set,get) with
+# $CLIENTS connections, $N requests, $KEYS keys, $DATA-byte values, -P PIPELINE; CSV output to
+# CSV, stderr to ERR.
 redis_bench() {
-  redis-benchmark -h 127.0.0.1 -p "$1" -t set,get -c "$CLIENTS" -n "$N" -r "$KEYS" \
+  redis-benchmark -h 127.0.0.1 -p "$1" -t "${5:-set,get}" -c "$CLIENTS" -n "$N" -r "$KEYS" \
     -d "$DATA" -P "$2" --csv >"$3" 2>"$4"
 }
 

@@ -180,7 +180,7 @@ const KEY_INLINE: usize = 32;
 /// of its own) and the index (in its entry) each hold one; with the bytes inline a lookup
 /// compares them in that allocation instead of following one more pointer (with `Bytes` keys
 /// that miss was about a tenth of a GET's CPU time under load).
-type HotKey = SmallVec<[u8; KEY_INLINE]>;
+pub(super) type HotKey = SmallVec<[u8; KEY_INLINE]>;
 
 /// One lookup in this many (per thread) is recorded by moka for its eviction policy. A recorded
 /// lookup costs about as much as the rest of a cached GET (moka's hash-table probe, its read

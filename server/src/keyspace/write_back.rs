@@ -39,7 +39,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use smallvec::SmallVec;
 use tracing::warn;
 
 use super::value::StoredValue;
@@ -118,11 +117,11 @@ impl PendingValue {
     }
 }
 
-/// A data key as the pending set holds it: copied into the table entry (up to 32 bytes), not
-/// shared with the batch that wrote it. Shared, each first clone of the batch's key allocated
-/// the `Bytes` reference count, and dropping it freed it (together about 5 % of the Raft
-/// thread at SET -P16 on every node of a region).
-type PendingKey = SmallVec<[u8; 32]>;
+/// A data key as the pending set holds it: copied into the table entry (inline like the hot
+/// cache's keys), not shared with the batch that wrote it. Shared, each first clone of the
+/// batch's key allocated the `Bytes` reference count, and dropping it freed it (together about
+/// 5 % of the Raft thread at SET -P16 on every node of a region).
+type PendingKey = super::hot::HotKey;
 
 /// Data key → its pending change: a hash table that can also be probed without comparing keys
 /// (see [`DataChanges::warm`]).
