@@ -32,6 +32,10 @@ const MAX_REQUESTS_PER_TURN: usize = 4096;
 /// GET -P16 (`redis-benchmark -t get -c 50 -P 16 -r 100000 -d 64`, one node, 3 alternating
 /// rounds): server CPU per GET 1.37-1.57 -> 1.21-1.29 us, 804k-923k -> 966k-1.04M GET/s.
 const WARM_GETS: usize = 64;
+/// How long a request already running may still take once its connection is killed or the node
+/// stops (a write waiting for a quorum that has gone would otherwise hold the shutdown for its
+/// whole write timeout).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reply bytes buffered before they are written out mid-turn.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// Read buffer growth step.
@@ -85,49 +89,17 @@ pub async fn serve(
     };
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        let mut close = false;
-        let mut processed = 0;
-        // Pipelined GETs: their keys' cache entries are fetched together, before the first
-        // runs, instead of one cache miss after another as each runs.
-        {
-            let gets: SmallVec<[&[u8]; WARM_GETS]> =
-                proto_resp::pipelined_get_keys(&inbuf, WARM_GETS).collect();
-            if gets.len() > 1 {
-                let db = session.client.db;
-                session.shared.keyspace.warm_reads(db, gets.into_iter());
-            }
-        }
-        while processed < MAX_REQUESTS_PER_TURN && session.out.len() < OUT_HIGH_WATER {
-            // Killed (CLIENT KILL) or shutting down: no further request of this client runs.
-            if token.is_cancelled() {
-                return;
-            }
-            limits.unauthenticated = !session.client.authenticated;
-            match decode_request(&mut inbuf, &limits) {
-                Ok(Some(request)) => {
-                    processed += 1;
-                    if session.handle(request).await {
-                        close = true;
-                        break;
-                    }
-                    session.deliver();
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(error = %e, "protocol error; closing");
-                    session.flush_writes().await;
-                    // Under CLIENT REPLY OFF or SKIP Redis sends no error text either.
-                    let reply = Reply::error(format!("ERR {e}"));
-                    session.count_errors(&reply);
-                    if !session.client.silent() {
-                        session.push_reply(&reply);
-                    }
-                    close = true;
-                    break;
-                }
-            }
-        }
-        session.flush_writes().await;
+        // The requests buffered now, run in order. Once the connection is killed or the node
+        // stops, a request still waiting (for a quorum that is gone, say) gets a grace period,
+        // then the connection closes without its reply, as Redis closes its clients.
+        let turn = tokio::select! {
+            biased;
+            turn = run_turn(&mut session, &mut inbuf, &mut limits, &token) => turn,
+            () = cancelled_then(&token, STOP_GRACE) => None,
+        };
+        let Some(Turn { close, processed }) = turn else {
+            return;
+        };
         session.finish_turn();
         session.deliver();
         if !session.out.is_empty() {
@@ -194,6 +166,74 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// How one turn of a connection ended.
+struct Turn {
+    /// The connection is to be closed once the replies are written (QUIT, protocol error).
+    close: bool,
+    /// Requests handled.
+    processed: usize,
+}
+
+/// Runs the complete requests buffered in `inbuf` (up to a turn's bounds) and waits for their
+/// writes; `None` when the connection was killed or the node is stopping.
+async fn run_turn(
+    session: &mut Session,
+    inbuf: &mut BytesMut,
+    limits: &mut Limits,
+    token: &CancellationToken,
+) -> Option<Turn> {
+    let mut close = false;
+    let mut processed = 0;
+    // Pipelined GETs: their keys' cache entries are fetched together, before the first
+    // runs, instead of one cache miss after another as each runs.
+    {
+        let gets: SmallVec<[&[u8]; WARM_GETS]> =
+            proto_resp::pipelined_get_keys(inbuf, WARM_GETS).collect();
+        if gets.len() > 1 {
+            let db = session.client.db;
+            session.shared.keyspace.warm_reads(db, gets.into_iter());
+        }
+    }
+    while processed < MAX_REQUESTS_PER_TURN && session.out.len() < OUT_HIGH_WATER {
+        // Killed (CLIENT KILL) or shutting down: no further request of this client runs.
+        if token.is_cancelled() {
+            return None;
+        }
+        limits.unauthenticated = !session.client.authenticated;
+        match decode_request(inbuf, limits) {
+            Ok(Some(request)) => {
+                processed += 1;
+                if session.handle(request).await {
+                    close = true;
+                    break;
+                }
+                session.deliver();
+            }
+            Ok(None) => break,
+            Err(e) => {
+                debug!(error = %e, "protocol error; closing");
+                session.flush_writes().await;
+                // Under CLIENT REPLY OFF or SKIP Redis sends no error text either.
+                let reply = Reply::error(format!("ERR {e}"));
+                session.count_errors(&reply);
+                if !session.client.silent() {
+                    session.push_reply(&reply);
+                }
+                close = true;
+                break;
+            }
+        }
+    }
+    session.flush_writes().await;
+    Some(Turn { close, processed })
+}
+
+/// Completes `grace` after `token` is cancelled.
+async fn cancelled_then(token: &CancellationToken, grace: std::time::Duration) {
+    token.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 /// The next message for a connection's subscriptions (never, while it has none).

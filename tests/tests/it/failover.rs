@@ -616,3 +616,48 @@ fn partitioned_leader_refuses_linearizable_reads() {
     );
     assert_eq!(readonly_get(nodes[old].port(), "part:k"), Reply::bulk("v2"));
 }
+
+/// A leader whose followers are gone stops promptly on SIGTERM: a write still waiting for the
+/// quorum holds the shutdown about a second, not its whole write timeout (30 s here; before,
+/// the node waited the timeout, or the 10 s bound on its tasks), and its client sees the
+/// connection close instead of an OK.
+#[test]
+fn leader_without_quorum_stops_promptly_on_sigterm() {
+    let mut cluster =
+        Cluster::start(ClusterSpec::region(3).with_toml("[raft]\nwrite-timeout-ms = 30000\n"));
+    let leader = cluster.leader(LEADER_WAIT);
+    for i in 0..cluster.nodes().len() {
+        if i != leader {
+            cluster.node_mut(i).kill();
+        }
+    }
+    let mut c = cluster.nodes()[leader].client();
+    let write = std::thread::spawn(move || {
+        redis::cmd("SET")
+            .arg("stuck")
+            .arg("v")
+            .query::<()>(&mut c)
+            .map_err(|e| err_text(&e))
+    });
+    // The write is proposed and waits for acknowledgements that cannot come.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = cluster
+        .node_mut(leader)
+        .stop()
+        .expect("the leader was running");
+    let took = started.elapsed();
+    report(&format!(
+        "leader without quorum: exit {took:?} after SIGTERM"
+    ));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "SIGTERM to exit took {took:?} with a write waiting"
+    );
+    let outcome = write.join().unwrap();
+    assert!(
+        outcome.is_err(),
+        "the write that had no quorum was acknowledged"
+    );
+}
