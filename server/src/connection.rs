@@ -705,6 +705,14 @@ impl Session {
             if !matches!(e, RespError::UnknownSubcommand { .. }) {
                 self.tally.rejected(index);
             }
+            if spec.name == "exec" && self.client.multi.take().is_some() {
+                // As Redis: a refused EXEC ends the transaction (and its WATCHes).
+                self.client.watched.clear();
+                let why = e.to_string();
+                let why = why.strip_prefix("ERR ").unwrap_or(&why).to_string();
+                self.answer_error(&RespError::ExecAbortBecause(why));
+                return false;
+            }
             self.refuse(&e);
             return false;
         }

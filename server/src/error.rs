@@ -96,6 +96,9 @@ pub enum RespError {
     /// EXEC of a transaction that had a command refused while queuing.
     #[error("EXECABORT Transaction discarded because of previous errors.")]
     ExecAbort,
+    /// EXEC refused inside MULTI (wrong arity): the transaction is discarded, as in Redis.
+    #[error("EXECABORT Transaction discarded because of: {0}")]
+    ExecAbortBecause(String),
     /// No leader / no quorum / timeout: the cluster cannot take the request right now.
     #[error("CLUSTERDOWN {0}")]
     ClusterDown(String),

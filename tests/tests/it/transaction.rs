@@ -189,6 +189,17 @@ fn refused_commands_discard_the_transaction() {
     assert!(c.cmd(&["GET", "k"]).is_null());
     assert_eq!(c.cmd(&["EXEC"]), Reply::err("ERR EXEC without MULTI"));
     assert_eq!(c.cmd(&["DISCARD"]), Reply::err("ERR DISCARD without MULTI"));
+    // EXEC with arguments ends the transaction, as in Redis: nothing queued runs.
+    assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(c.cmd(&["SET", "k", "v"]), Reply::Simple("QUEUED".into()));
+    assert_eq!(
+        c.cmd(&["EXEC", "x"]),
+        Reply::err(
+            "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+        )
+    );
+    assert!(c.cmd(&["GET", "k"]).is_null(), "not queued, not applied");
+    assert_eq!(c.cmd(&["DISCARD"]), Reply::err("ERR DISCARD without MULTI"));
     // MONITOR inside a transaction fails when it runs, as in Redis 7.0.
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(c.cmd(&["MONITOR"]), Reply::Simple("QUEUED".into()));
