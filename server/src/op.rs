@@ -367,6 +367,17 @@ pub enum Op {
         /// The subcommands.
         ops: Vec<BitFieldOp>,
     },
+    /// INCRBYFLOAT with the increment as the client wrote it (a finite float), so that an
+    /// increment of more digits than a double holds is added exactly. (`IncrByFloat`, which
+    /// carries a double, stays for entries written before.)
+    IncrByDecimal {
+        /// Database.
+        db: DbIndex,
+        /// Key.
+        key: Bytes,
+        /// The increment's text.
+        delta: Bytes,
+    },
 }
 
 impl Op {
@@ -384,6 +395,7 @@ impl Op {
             | Op::GetEx { db, .. }
             | Op::IncrBy { db, .. }
             | Op::IncrByFloat { db, .. }
+            | Op::IncrByDecimal { db, .. }
             | Op::Append { db, .. }
             | Op::SetRange { db, .. }
             | Op::SetBit { db, .. }
@@ -451,6 +463,7 @@ impl Op {
             | Op::GetEx { key, .. }
             | Op::IncrBy { key, .. }
             | Op::IncrByFloat { key, .. }
+            | Op::IncrByDecimal { key, .. }
             | Op::Append { key, .. }
             | Op::SetRange { key, .. }
             | Op::SetBit { key, .. }
@@ -672,6 +685,14 @@ mod tests {
                 ops: Vec::new(),
             }),
             26
+        );
+        assert_eq!(
+            number(Op::IncrByDecimal {
+                db: 0,
+                key: Bytes::from_static(b"k"),
+                delta: Bytes::from_static(b"1"),
+            }),
+            27
         );
         let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
         assert_eq!(error(OpError::CorruptState), 9);

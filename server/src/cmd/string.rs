@@ -5,6 +5,7 @@ use proto_resp::{encode_bulk, encode_reply, Reply};
 
 use super::{Args, Ctx, Outcome};
 use crate::error::RespError;
+use crate::keyspace::number::parse_f64_strict;
 use crate::keyspace::{plain_string_at, StoredValue, ValueType, MAX_STRING_LEN};
 use crate::op::{ExpireSet, Op, OpError, SetCond, SetReply};
 
@@ -406,11 +407,13 @@ pub fn decrby(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
 /// INCRBYFLOAT key increment
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
-    let delta = args.next_f64()?;
-    if !delta.is_finite() {
+    let delta = args.next_bytes()?;
+    let value = parse_f64_strict(&delta).ok_or(RespError::NotFloat)?;
+    if !value.is_finite() {
         return Err(RespError::NanOrInfinity);
     }
-    Ok(Outcome::Write(Op::IncrByFloat {
+    // The text as written: added exactly, whatever a double would round it to.
+    Ok(Outcome::Write(Op::IncrByDecimal {
         db: ctx.client.db,
         key,
         delta,

@@ -721,14 +721,21 @@ impl<'a> BatchCtx<'a> {
                 self.notify(*db, key, STRING, "incrby");
                 OpResult::Int(next)
             }
-            Op::IncrByFloat { db, key, delta } => {
+            Op::IncrByFloat { db, key, .. } | Op::IncrByDecimal { db, key, .. } => {
                 let cur = self.read(*db, key)?;
                 if let Some(v) = &cur.live {
                     if parse_f64_strict(v).is_none() {
                         return Ok(OpResult::Err(OpError::NotFloat));
                     }
                 }
-                let Some(text) = incr_by_float(cur.live.as_deref(), *delta) else {
+                let sum = match op {
+                    Op::IncrByDecimal { delta, .. } => incr_by_float(cur.live.as_deref(), delta),
+                    Op::IncrByFloat { delta, .. } => {
+                        incr_by_float(cur.live.as_deref(), format!("{delta}").as_bytes())
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let Some(text) = sum else {
                     return Ok(OpResult::Err(OpError::NanOrInfinity));
                 };
                 self.put_string(*db, key, cur, text.as_bytes(), ExpireSet::Keep);

@@ -194,25 +194,24 @@ impl Decimal {
 }
 
 /// INCRBYFLOAT's new value as stored and answered: `current` (the stored text, `None` for a
-/// missing key) plus `delta`, or `None` when the result is not a finite number.
+/// missing key) plus `delta` (the increment's text, a finite float), or `None` when the
+/// result is not a finite number.
 ///
 /// Redis adds in long double and prints 17 decimals, so 0.1 + 0.2 reads "0.3" there; in
 /// doubles it reads 0.30000000000000004. Meridian adds exactly in decimal: the stored text
-/// and the delta's shortest decimal form (the command's argument as the user wrote it,
-/// whenever it has at most 17 significant digits), rounded to 17 decimals. Sums too wide for
-/// that (significant digits past 38) are added in doubles instead. Either way every replica
+/// and the increment as the user wrote it, rounded to 17 decimals. Sums too wide for that
+/// (significant digits past 38) are added in doubles instead. Either way every replica
 /// computes the same text on any CPU.
-pub fn incr_by_float(current: Option<&[u8]>, delta: f64) -> Option<String> {
+pub fn incr_by_float(current: Option<&[u8]>, delta: &[u8]) -> Option<String> {
     let base = current.unwrap_or(b"0");
-    let delta_text = format!("{delta}");
     let exact = parse_decimal(base)
-        .zip(parse_decimal(delta_text.as_bytes()))
+        .zip(parse_decimal(delta))
         .and_then(|(a, b)| a.add(b))
         .and_then(Decimal::format);
     let text = match exact {
         Some(text) => text,
         None => {
-            let sum = parse_f64_strict(base)? + delta;
+            let sum = parse_f64_strict(base)? + parse_f64_strict(delta)?;
             if !sum.is_finite() {
                 return None;
             }
@@ -228,8 +227,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn incrbyfloat_adds_the_increment_as_written() {
+        // Redis's long double holds these; a double would round the increment.
+        let add = |cur: &str, d: &str| incr_by_float(Some(cur.as_bytes()), d.as_bytes());
+        assert_eq!(
+            add("1", "10000000000000001").as_deref(),
+            Some("10000000000000002")
+        );
+        assert_eq!(
+            add("1", "12345678901234567890").as_deref(),
+            Some("12345678901234567891")
+        );
+        assert_eq!(
+            add("5", "9223372036854775808").as_deref(),
+            Some("9223372036854775813")
+        );
+        assert_eq!(
+            add("0", "1.23456789012345678").as_deref(),
+            Some("1.23456789012345678")
+        );
+        assert_eq!(
+            add("100", "-100.00000000000000001").as_deref(),
+            Some("-0.00000000000000001")
+        );
+        assert_eq!(add("1", "1e3").as_deref(), Some("1001"));
+        // Too wide for the exact sum: doubles, as before.
+        assert!(add("1", "1e300").is_some());
+    }
+
+    #[test]
     fn incrbyfloat_adds_exactly_in_decimal() {
-        let add = |cur: Option<&str>, d: f64| incr_by_float(cur.map(str::as_bytes), d);
+        let add = |cur: Option<&str>, d: f64| {
+            incr_by_float(cur.map(str::as_bytes), format!("{d}").as_bytes())
+        };
         // As Redis reads them (its long double hides the double's error).
         assert_eq!(add(Some("0.1"), 0.2).as_deref(), Some("0.3"));
         assert_eq!(add(Some("1.1"), 2.2).as_deref(), Some("3.3"));

@@ -558,6 +558,17 @@ fn incrbyfloat() {
     assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "i", "-1.5"]), "10");
     // After INCRBYFLOAT an integer result is an integer again.
     assert_eq!(q::<i64>(&mut c, &["INCR", "i"]), 11);
+    // The increment as written, even with more digits than a double keeps (as Redis).
+    assert_eq!(q::<Value>(&mut c, &["SET", "w", "1"]), Value::Okay);
+    assert_eq!(
+        q::<String>(&mut c, &["INCRBYFLOAT", "w", "12345678901234567890"]),
+        "12345678901234567891"
+    );
+    assert_eq!(q::<Value>(&mut c, &["SET", "w", "100"]), Value::Okay);
+    assert_eq!(
+        q::<String>(&mut c, &["INCRBYFLOAT", "w", "-100.00000000000000001"]),
+        "-0.00000000000000001"
+    );
 
     assert_eq!(q::<Value>(&mut c, &["SET", "s", "abc"]), Value::Okay);
     assert_eq!(
