@@ -174,8 +174,10 @@ impl Shared {
             ("save", String::new()),
             ("requirepass", s.requirepass.unwrap_or_default()),
             ("maxclients", s.maxclients.to_string()),
+            // The bound is the hot cache's; keys are never evicted (RocksDB keeps every one),
+            // which is what job queues (Sidekiq, BullMQ) check for at start.
             ("maxmemory", (c.hot_cache_mb * 1024 * 1024).to_string()),
-            ("maxmemory-policy", "allkeys-lfu".into()),
+            ("maxmemory-policy", "noeviction".into()),
             (
                 "slowlog-log-slower-than",
                 self.slowlog.slower_than().to_string(),
@@ -227,10 +229,13 @@ impl Shared {
             ))
         };
         // An integer in `lo..=hi`, with Redis's two error texts.
+        // (Read as Redis reads integers: no sign `+`, no leading zeros.)
+        let int = || {
+            crate::keyspace::number::parse_i64_strict(value.as_bytes())
+                .ok_or_else(|| failed("argument couldn't be parsed into an integer"))
+        };
         let int_in = |lo: i64, hi: i64| -> Result<i64, RespError> {
-            let n: i64 = value
-                .parse()
-                .map_err(|_| failed("argument couldn't be parsed into an integer"))?;
+            let n = int()?;
             if !(lo..=hi).contains(&n) {
                 return Err(failed(&format!(
                     "argument must be between {lo} and {hi} inclusive"
@@ -248,11 +253,7 @@ impl Shared {
                     failed("argument(s) must be one of the following: everysec, always, no")
                 })?)
             }
-            "slowlog-log-slower-than" => ConfigChange::SlowlogSlowerThan(
-                value
-                    .parse()
-                    .map_err(|_| failed("argument couldn't be parsed into an integer"))?,
-            ),
+            "slowlog-log-slower-than" => ConfigChange::SlowlogSlowerThan(int()?),
             "latency-monitor-threshold" => {
                 ConfigChange::LatencyMonitorThreshold(int_in(0, i64::MAX)? as u64)
             }
@@ -351,7 +352,7 @@ impl Shared {
             let used = hot_bytes + memtables + block_cache;
             let _ = write!(
                 out,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:allkeys-lfu\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
                 human(used),
                 human(rss),
                 self.config.hot_cache_mb * 1024 * 1024,

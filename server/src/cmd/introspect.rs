@@ -55,7 +55,7 @@ pub fn object(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
                 "FREQ <key>",
                 "    Not kept by Meridian (its hot cache's frequency sketch is not per key).",
                 "IDLETIME <key>",
-                "    Not kept (the eviction policy is LFU, as with Redis's allkeys-lfu).",
+                "    Not kept (the hot cache keeps keys by frequency, as Redis's allkeys-lfu does).",
                 "REFCOUNT <key>",
                 "    Return the number of references of the value associated with the specified",
                 "    <key>.",

@@ -766,6 +766,11 @@ fn config_get_set() {
         assert_eq!(v.len(), 2, "CONFIG GET {p} = {v:?}");
         assert_eq!(v[0], p);
     }
+    // Keys are never evicted (job queues such as Sidekiq and BullMQ check for this).
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxmemory-policy"]),
+        vec!["maxmemory-policy", "noeviction"]
+    );
     // Patterns and several parameters.
     let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "append*"]);
     assert!(v.chunks(2).any(|p| p[0] == "appendfsync"), "{v:?}");
@@ -793,6 +798,15 @@ fn config_get_set() {
         "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - argument(s) \
          must be one of the following: everysec, always, no"
     );
+    // Integers as Redis reads them: no `+`, no leading zeros.
+    for odd in ["+10", "010", "-0", " 1"] {
+        assert_eq!(
+            q_err(&mut c, &["CONFIG", "SET", "slowlog-max-len", odd]),
+            "ERR CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument \
+             couldn't be parsed into an integer",
+            "{odd:?}"
+        );
+    }
     // All or nothing, as in Redis: a bad parameter anywhere changes none of them.
     for bad in [
         &["maxclients", "100", "nosuchparam", "1"][..],
