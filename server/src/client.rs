@@ -35,9 +35,8 @@ pub struct ClientState {
     pub skip_current: bool,
     /// Inside MULTI: the commands queued so far.
     pub multi: Option<MultiState>,
-    /// WATCHed keys: (database, key, the fingerprint of their stored encoding then; `None`:
-    /// not there).
-    pub watched: Vec<(u8, Bytes, Option<u64>)>,
+    /// WATCHed keys and what they held then.
+    pub watched: Vec<WatchedKey>,
     /// Pub/Sub channels and patterns, once the connection subscribed to one (also the queue
     /// of its tracking invalidations).
     pub pubsub: Option<Subscription>,
@@ -45,6 +44,19 @@ pub struct ClientState {
     pub tracking: Option<crate::tracking::TrackingOptions>,
     /// CLIENT CACHING YES (OPTIN) or NO (OPTOUT) was given for the next command.
     pub caching: bool,
+}
+
+/// A WATCHed key and what it held when watched.
+#[derive(Clone, Debug)]
+pub struct WatchedKey {
+    /// Database.
+    pub db: u8,
+    /// Key.
+    pub key: Bytes,
+    /// The fingerprint of its stored encoding; `None`: it was missing (or expired).
+    pub fingerprint: Option<u64>,
+    /// Its churn counter, read before the key (see `Keyspace::churn`).
+    pub churn: u64,
 }
 
 /// A transaction being queued (between MULTI and EXEC).

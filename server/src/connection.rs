@@ -467,10 +467,16 @@ impl Session {
         let watching = !watched.is_empty();
         if watching {
             // Checked where the batch lands in the log; the rest is skipped if a key changed.
+            let churn = watched.iter().map(|w| w.churn).collect();
+            let keys = watched
+                .into_iter()
+                .map(|w| (w.db, w.key, w.fingerprint))
+                .collect();
             ops.insert(
                 0,
-                Op::Unchanged {
-                    keys: watched,
+                Op::UnchangedSince {
+                    keys,
+                    churn,
                     then: ops.len() as u32,
                 },
             );

@@ -378,6 +378,18 @@ pub enum Op {
         /// The increment's text.
         delta: Bytes,
     },
+    /// EXEC after WATCH, as [`Op::Unchanged`], and a key missing when watched must also have
+    /// the same churn counter (see `Keyspace::churn`): not created and removed again since.
+    /// (`Unchanged` stays for entries written before.)
+    UnchangedSince {
+        /// (database, key, the fingerprint of its stored encoding when watched; `None`: it did
+        /// not exist).
+        keys: Vec<(DbIndex, Bytes, Option<u64>)>,
+        /// Each key's churn counter when watched, in the order of `keys`.
+        churn: Vec<u64>,
+        /// Ops after this one that belong to the transaction.
+        then: u32,
+    },
 }
 
 impl Op {
@@ -411,7 +423,9 @@ impl Op {
             Op::Copy { db, dst_db, .. } | Op::Move { db, dst_db, .. } => ok(*db) && ok(*dst_db),
             Op::Merge { states, .. } => states.iter().all(|(db, _, _)| ok(*db)),
             Op::Forget { tombstones } => tombstones.iter().all(|(db, _, _)| ok(*db)),
-            Op::Unchanged { keys, .. } => keys.iter().all(|(db, _, _)| ok(*db)),
+            Op::Unchanged { keys, .. } | Op::UnchangedSince { keys, .. } => {
+                keys.iter().all(|(db, _, _)| ok(*db))
+            }
             Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => true,
         };
         if fine {
@@ -428,6 +442,7 @@ impl Op {
             Op::ReadKey { .. }
                 | Op::CountKeys { .. }
                 | Op::Unchanged { .. }
+                | Op::UnchangedSince { .. }
                 | Op::FailIfLive { .. }
                 | Op::TrimOutbox { .. }
                 | Op::Seen { .. }
@@ -445,6 +460,7 @@ impl Op {
             Op::Del { keys, .. } => keys.iter().map(|k| k.len() + 8).sum(),
             Op::Merge { states, .. } => states.iter().map(|(_, k, v)| k.len() + v.len() + 16).sum(),
             Op::Unchanged { keys, .. } => keys.iter().map(|(_, k, _)| k.len() + 16).sum(),
+            Op::UnchangedSince { keys, .. } => keys.iter().map(|(_, k, _)| k.len() + 24).sum(),
             Op::Forget { tombstones } => tombstones.iter().map(|(_, k, _)| k.len() + 24).sum(),
             Op::Rename { src, dst, .. } | Op::Copy { src, dst, .. } => src.len() + dst.len(),
             Op::BitOp { dst, srcs, .. } => {
@@ -480,7 +496,7 @@ impl Op {
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
             // Routed with the transaction's ops, not by the keys it watches.
-            Op::Unchanged { .. } => None,
+            Op::Unchanged { .. } | Op::UnchangedSince { .. } => None,
             Op::FlushDb { .. }
             | Op::FlushAll
             | Op::CountKeys { .. }
@@ -693,6 +709,14 @@ mod tests {
                 delta: Bytes::from_static(b"1"),
             }),
             27
+        );
+        assert_eq!(
+            number(Op::UnchangedSince {
+                keys: Vec::new(),
+                churn: Vec::new(),
+                then: 0
+            }),
+            28
         );
         let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
         assert_eq!(error(OpError::CorruptState), 9);

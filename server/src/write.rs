@@ -104,7 +104,12 @@ impl Writer {
                 // does a DBSIZE inside one; a FLUSHDB first keeps the batch in this region.)
                 if let Some(home) = ops
                     .iter()
-                    .find(|op| !matches!(op, Op::Unchanged { .. } | Op::CountKeys { .. }))
+                    .find(|op| {
+                        !matches!(
+                            op,
+                            Op::Unchanged { .. } | Op::UnchangedSince { .. } | Op::CountKeys { .. }
+                        )
+                    })
                     .and_then(Op::first_key)
                     .and_then(|k| geo.remote_home(k))
                 {

@@ -10,10 +10,11 @@
 //! SCAN and RANDOMKEY, which read the whole keyspace, are refused inside MULTI (the transaction
 //! is then discarded at EXEC).
 //!
-//! WATCH remembers a fingerprint of each key's stored encoding (every write restamps it); EXEC
-//! puts an [`Op::Unchanged`](crate::op::Op::Unchanged) with them at the head of the batch, which
-//! every replica checks where the batch lands in the log: if a watched key changed, the rest of the
-//! transaction is skipped and EXEC answers nil. The running of EXEC lives in the connection
+//! WATCH remembers a fingerprint of each key's stored encoding (every write restamps it) and,
+//! for a missing key, its churn counter (so that a key created and removed again counts as a
+//! change, as in Redis); EXEC puts an [`Op::UnchangedSince`](crate::op::Op::UnchangedSince)
+//! with them at the head of the batch, which every replica checks where the batch lands in the
+//! log: if a watched key changed, the rest of the transaction is skipped and EXEC answers nil. The running of EXEC lives in the connection
 //! ([`crate::connection`]), which owns the writer's batches.
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use proto_resp::Reply;
 
 use super::{Args, CommandSpec, Ctx, Outcome};
-use crate::client::MultiState;
+use crate::client::{MultiState, WatchedKey};
 use crate::error::RespError;
 use crate::keyspace::StoredValue;
 
@@ -105,12 +106,19 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
                 "too many watched keys (at most {MAX_WATCHED})"
             )));
         }
-        let now = ctx
+        // The churn counter first: a key created and removed again after this reads as a change.
+        let churn = ctx.shared.keyspace.churn(db, &key);
+        let fingerprint = ctx
             .shared
             .keyspace
             .get(db, &key, ctx.now_ms)?
             .map(|v| v.fingerprint());
-        ctx.client.watched.push((db, key, now));
+        ctx.client.watched.push(WatchedKey {
+            db,
+            key,
+            fingerprint,
+            churn,
+        });
     }
     Ok(Reply::ok().into())
 }

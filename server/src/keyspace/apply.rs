@@ -196,6 +196,11 @@ pub(super) struct BatchCtx<'a> {
     touched: Option<Vec<Bytes>>,
     /// Bytes of the key states this batch ships to other regions so far (counted per write).
     shipped_bytes: usize,
+    /// Churn counter slot → bumps by this batch (see [`Keyspace::churn`]).
+    churn_delta: HashMap<u16, u64>,
+    /// Applying an op whose deletes are expiry's or collection's own (they bump no churn
+    /// counter: Redis does not abort a WATCH of a key already expired when watched).
+    quiet_churn: bool,
 }
 
 impl<'a> BatchCtx<'a> {
@@ -228,6 +233,8 @@ impl<'a> BatchCtx<'a> {
             events: ks.notifier.enabled().then(Vec::new),
             touched: ks.tracking.active().then(Vec::new),
             shipped_bytes: 0,
+            churn_delta: HashMap::new(),
+            quiet_churn: false,
         }
     }
 
@@ -367,6 +374,12 @@ impl<'a> BatchCtx<'a> {
         }
         let stored = keep.then_some(encoded);
         self.count_delta[db as usize] += i64::from(new_visible) - i64::from(old_visible);
+        // A key created or removed (or written over while missing) churns its slot.
+        let churned = !old_visible || !new_visible;
+        if churned && !self.quiet_churn {
+            let slot = super::churn_slot(db, key) as u16;
+            *self.churn_delta.entry(slot).or_insert(0) += 1;
+        }
         match self.overlay.entry(data_key) {
             Entry::Occupied(mut e) => {
                 let w = e.get_mut();
@@ -546,6 +559,34 @@ impl<'a> BatchCtx<'a> {
         })
     }
 
+    /// The churn counters this batch changed, with their new values.
+    fn new_churn(&self) -> Vec<(u16, u64)> {
+        self.churn_delta
+            .iter()
+            .map(|(slot, bumps)| {
+                let stored =
+                    self.ks.churn[usize::from(*slot)].load(std::sync::atomic::Ordering::Relaxed);
+                (*slot, stored + bumps)
+            })
+            .collect()
+    }
+
+    /// Makes the batch's churn counters visible to WATCH (after its keys were published: a
+    /// WATCH that reads the counter, then the key, may only see the key newer than the counter,
+    /// which aborts its transaction needlessly at worst).
+    fn store_churn(&self, churn: &[(u16, u64)]) {
+        for (slot, value) in churn {
+            self.ks.churn[usize::from(*slot)].store(*value, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// `key`'s churn counter as this point of the batch sees it.
+    fn churn_now(&self, db: u8, key: &[u8]) -> u64 {
+        let slot = super::churn_slot(db, key);
+        let stored = self.ks.churn[slot].load(std::sync::atomic::Ordering::Relaxed);
+        stored + self.churn_delta.get(&(slot as u16)).copied().unwrap_or(0)
+    }
+
     /// Deletes a key (leaves a tombstone where tombstones are kept).
     fn delete_key(&mut self, db: u8, key: &[u8], cur: Current) {
         let Current { raw, mut state, .. } = cur;
@@ -571,7 +612,7 @@ impl<'a> BatchCtx<'a> {
                 self.refused_origins.push(*origin);
             }
             // A bad WATCH check fails closed: its transaction is skipped.
-            if let Op::Unchanged { then, .. } = op {
+            if let Op::Unchanged { then, .. } | Op::UnchangedSince { then, .. } = op {
                 self.skip = *then;
             }
             return Ok(OpResult::Err(e));
@@ -979,13 +1020,22 @@ impl<'a> BatchCtx<'a> {
                 self.notify(*dst_db, key, GENERIC, "move_to");
                 OpResult::Int(1)
             }
-            Op::Unchanged { keys, then } => {
+            Op::Unchanged { keys, then } | Op::UnchangedSince { keys, then, .. } => {
+                let churn = match op {
+                    Op::UnchangedSince { churn, .. } => Some(churn),
+                    _ => None,
+                };
                 let mut same = true;
-                for (db, key, watched) in keys {
+                for (i, (db, key, watched)) in keys.iter().enumerate() {
                     let cur = self.read(*db, key)?;
                     same &= match watched {
-                        // Absent (or expired) when watched: unchanged while still not live.
-                        None => cur.live.is_none(),
+                        // Absent (or expired) when watched: unchanged while still not live and
+                        // (where the check carries it) no key of its churn slot was created or
+                        // removed since: the key was not created and removed again.
+                        None => {
+                            cur.live.is_none()
+                                && churn.is_none_or(|c| c.get(i) == Some(&self.churn_now(*db, key)))
+                        }
                         // The same encoding (every write restamps it), not expired since.
                         Some(w) => {
                             cur.live.is_some()
@@ -1020,7 +1070,9 @@ impl<'a> BatchCtx<'a> {
                 let cur = self.read(*db, key)?;
                 match cur.raw {
                     Some(_) if cur.state.expire_at == Some(*at_ms) && *at_ms <= self.now_ms => {
+                        self.quiet_churn = true;
                         self.delete_key(*db, key, cur);
+                        self.quiet_churn = false;
                         self.notify(*db, key, EXPIRED, "expired");
                         OpResult::Int(1)
                     }
@@ -1125,9 +1177,12 @@ impl<'a> BatchCtx<'a> {
             }
             Op::Forget { tombstones } => {
                 let mut dropped = 0;
+                self.quiet_churn = true;
                 for (db, key, stamp) in tombstones {
-                    dropped += i64::from(self.forget(*db, key, *stamp)?);
+                    let forgot = self.forget(*db, key, *stamp);
+                    dropped += i64::from(forgot.inspect_err(|_| self.quiet_churn = false)?);
                 }
+                self.quiet_churn = false;
                 OpResult::Int(dropped)
             }
         })
@@ -1234,12 +1289,18 @@ impl<'a> BatchCtx<'a> {
                 );
             }
         }
+        let churn = self.new_churn();
+        for (slot, value) in &churn {
+            self.batch
+                .put_cf(meta, rocks::churn_key(*slot), value.to_be_bytes());
+        }
         let batch = std::mem::take(&mut self.batch);
         self.ks.db.write_opt(batch, &self.ks.write_options())?;
         for (db, count) in new_counts.iter().enumerate() {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = self.publish();
+        self.store_churn(&churn);
         if let Some(upto) = self.trim_outbox {
             self.ks.outbox_tail.trim(upto);
         }
@@ -1260,6 +1321,7 @@ impl<'a> BatchCtx<'a> {
     /// Commits a batch of a single-region keyspace by adding its changes to the keyspace's
     /// pending set (written to RocksDB later, see `write_back`).
     fn commit_later(self, extra_meta: &[(&[u8], Vec<u8>)]) -> Result<(), StorageError> {
+        let churn = self.new_churn();
         let mut new_counts = [0i64; DATABASES];
         for (db, delta) in self.count_delta.iter().enumerate() {
             new_counts[db] = self.ks.counts[db].load(std::sync::atomic::Ordering::Relaxed) + delta;
@@ -1289,6 +1351,9 @@ impl<'a> BatchCtx<'a> {
                     );
                 }
             }
+            for (slot, value) in &churn {
+                changes.meta(&rocks::churn_key(*slot), value.to_be_bytes().to_vec());
+            }
         });
         // The changes are pending even if writing the set out failed (the error stops the
         // Raft group, and the writer retries): counts and cache follow them either way.
@@ -1296,6 +1361,7 @@ impl<'a> BatchCtx<'a> {
             self.ks.counts[db].store(*count, std::sync::atomic::Ordering::Relaxed);
         }
         let rewrites = self.publish();
+        self.store_churn(&churn);
         self.ks.note_writes(self.overlay.len(), rewrites);
         added
     }
@@ -1776,7 +1842,7 @@ mod tests {
             .map(|raw| u64::from_be_bytes(raw.try_into().expect("8 bytes")))
     }
 
-    fn apply_with_index(ks: &Keyspace, index: u64, ops: Vec<Op>) {
+    fn apply_with_index(ks: &Keyspace, index: u64, ops: Vec<Op>) -> Vec<OpResult> {
         let batch = OpBatch {
             now_ms: 1,
             hlc: index * 10,
@@ -1788,7 +1854,7 @@ mod tests {
             &[(b"applied", index.to_be_bytes().to_vec())],
             Some(index),
         )
-        .expect("apply");
+        .expect("apply")
     }
 
     fn set_expiring(key: &str, at_ms: u64) -> Op {
@@ -1872,6 +1938,43 @@ mod tests {
         assert!(in_rocksdb(&ks, b"d").is_some());
         assert_eq!(applied_index(&ks), Some(4));
         assert_eq!(ks.dbsize(0), 3);
+    }
+
+    #[test]
+    fn churn_counters_count_creations_and_removals_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watch = |keys: &[&str], churn: Vec<u64>| Op::UnchangedSince {
+            keys: keys
+                .iter()
+                .map(|k| (0, Bytes::from(k.to_string()), None))
+                .collect(),
+            churn,
+            then: 0,
+        };
+        let (a_then, b_then) = {
+            // Through the write-back set: the counters go out with the data.
+            let ks = write_back_keyspace(dir.path(), 3_600_000, 1 << 30);
+            let start = ks.churn(0, b"a");
+            apply_with_index(&ks, 1, vec![set("a")]);
+            assert_eq!(ks.churn(0, b"a"), start + 1, "created");
+            apply_with_index(&ks, 2, vec![set("a")]);
+            assert_eq!(ks.churn(0, b"a"), start + 1, "rewritten: no churn");
+            // Created and removed within one batch; a check after it in the batch sees both.
+            let results = apply_with_index(
+                &ks,
+                3,
+                vec![del("a"), set("a"), del("a"), watch(&["a"], vec![start + 1])],
+            );
+            assert_eq!(results[3], OpResult::Nil, "{results:?}");
+            assert_eq!(ks.churn(0, b"a"), start + 4);
+            (ks.churn(0, b"a"), ks.churn(0, b"b"))
+        };
+        // Reopened (the pending changes were written at close): the same counters, and a
+        // check against them passes.
+        let ks = single_region_keyspace(dir.path());
+        assert_eq!((ks.churn(0, b"a"), ks.churn(0, b"b")), (a_then, b_then));
+        let results = apply(&ks, 10, vec![watch(&["a", "b"], vec![a_then, b_then])]);
+        assert_eq!(results, vec![OpResult::Ok]);
     }
 
     /// Applies `ops` as the local log entry at `index` (outbox entries are keyed by it).

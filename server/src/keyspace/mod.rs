@@ -56,6 +56,44 @@ pub const MAX_SHIPPED_STRING_LEN: usize = 32 * 1024 * 1024;
 /// them (see [`HotCache::warm`]).
 const WARM_MIN_OPS: usize = 8;
 
+/// Churn counters kept (see [`Keyspace::churn`]): keys share one by a hash of their name, so
+/// a WATCH of a missing key is aborted by churn of one key in this many (a spurious abort,
+/// which the client retries, never a missed change).
+pub const CHURN_SLOTS: usize = 4096;
+
+/// The churn counter slot of `key` in `db`: 64-bit FNV-1a, the same on every machine (every
+/// replica evaluates WATCH checks with it).
+pub fn churn_slot(db: u8, key: &[u8]) -> usize {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let hash = std::iter::once(&db)
+        .chain(key)
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME));
+    (hash % CHURN_SLOTS as u64) as usize
+}
+
+/// Reads the stored churn counters into `churn` (zero where none is stored).
+fn load_churn(db: &DB, churn: &[AtomicU64]) -> Result<(), StorageError> {
+    for counter in churn {
+        counter.store(0, Ordering::Relaxed);
+    }
+    let meta = rocks::cf(db, rocks::CF_META);
+    let from = IteratorMode::From(rocks::CHURN_PREFIX, Direction::Forward);
+    for item in db.iterator_cf(meta, from) {
+        let (k, v) = item?;
+        let Some(slot) = k.strip_prefix(rocks::CHURN_PREFIX) else {
+            break;
+        };
+        let (Ok(slot), Ok(value)) = (<[u8; 2]>::try_from(slot), <[u8; 8]>::try_from(&v[..])) else {
+            continue;
+        };
+        if let Some(counter) = churn.get(usize::from(u16::from_be_bytes(slot))) {
+            counter.store(u64::from_be_bytes(value), Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
 /// When RocksDB's write-ahead log is synced to disk (Redis's `appendfsync`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +230,8 @@ pub struct Keyspace {
     hlc: Arc<geo::Hlc>,
     /// Tombstones dropped by tombstone collection since start.
     collected: AtomicU64,
+    /// The churn counters, [`CHURN_SLOTS`] of them (see [`Keyspace::churn`]).
+    churn: Box<[AtomicU64]>,
     /// Keyspace notifications (`notify-keyspace-events`).
     pub notifier: notify::Notifier,
     /// Client-side caching: the keys tracking clients read, told when they change.
@@ -223,6 +263,15 @@ impl Keyspace {
         } else {
             MAX_STRING_LEN
         }
+    }
+
+    /// The churn counter of `key`'s slot: how many applied writes created, removed, or wrote
+    /// over a missing key of that slot (expiry's own deletes aside). WATCH of a missing key
+    /// records it, so EXEC notices the key created and removed again meanwhile (Redis aborts
+    /// then; "missing, then missing" alone looked unchanged). Stored with the data, so every
+    /// replica, restarted or fed a snapshot, holds the same counters at the same log position.
+    pub fn churn(&self, db: u8, key: &[u8]) -> u64 {
+        self.churn[churn_slot(db, key)].load(Ordering::Acquire)
     }
 
     /// True when deletes must leave tombstones (other regions exist).
@@ -505,6 +554,8 @@ impl Keyspace {
         }
         let outbox_last = outbox_last_index(&db)?;
         let merged_hlcs = stored_merged_hlcs(&db)?;
+        let churn: Box<[AtomicU64]> = (0..CHURN_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        load_churn(&db, &churn)?;
         let db = Arc::new(db);
         let write_back = match options.write_back {
             Some(wb) => Some(WriteBack::start(db.clone(), wb).map_err(StorageError::WriterThread)?),
@@ -539,6 +590,7 @@ impl Keyspace {
             log_is_wal: AtomicBool::new(false),
             hlc: Arc::new(geo::Hlc::new()),
             collected: AtomicU64::new(0),
+            churn,
             notifier: notify::Notifier::default(),
             tracking: crate::tracking::Tracking::default(),
         })
@@ -939,6 +991,7 @@ impl Keyspace {
                 .map_or(0, i64::from_be_bytes);
             count.store(n, Ordering::Relaxed);
         }
+        load_churn(&self.db, &self.churn)?;
         self.hot.publish(true, 0, std::iter::empty());
         let outbox_last = outbox_last_index(&self.db)?;
         self.outbox_tail.reset(outbox_last);

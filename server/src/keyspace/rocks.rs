@@ -162,6 +162,15 @@ pub fn count_key(db: u8) -> [u8; 6] {
     [b'c', b'o', b'u', b'n', b't', db]
 }
 
+/// Prefix of the meta keys of the churn counters (see `Keyspace::churn`).
+pub const CHURN_PREFIX: &[u8] = b"churn";
+
+/// Meta key of churn counter `slot`.
+pub fn churn_key(slot: u16) -> [u8; 7] {
+    let [hi, lo] = slot.to_be_bytes();
+    [b'c', b'h', b'u', b'r', b'n', hi, lo]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

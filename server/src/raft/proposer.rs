@@ -169,7 +169,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
 fn clamp_watch_checks(ops: &mut [Op]) {
     let len = ops.len();
     for (i, op) in ops.iter_mut().enumerate() {
-        if let Op::Unchanged { then, .. } = op {
+        if let Op::Unchanged { then, .. } | Op::UnchangedSince { then, .. } = op {
             *then = (*then).min((len - i - 1) as u32);
         }
     }

@@ -268,6 +268,63 @@ fn watch_aborts_exec_when_a_watched_key_changed() {
     assert_eq!(exec_incr(&mut me), Reply::Array(vec![Reply::Int(1)]));
 }
 
+/// WATCH of a missing key: a key created and removed again before EXEC aborts the transaction,
+/// as in Redis (the key reads "missing" both times), whoever wrote it and however it went
+/// away; a key that was already expired when watched and is then removed by expiry does not
+/// (Redis 7.0), nor does churn of other keys.
+#[test]
+fn watch_of_a_missing_key_sees_it_created_and_removed_again() {
+    let node = Node::start(NodeOpts::default());
+    let mut me = node.raw();
+    let mut other = node.client();
+    let exec_ping = |me: &mut meridian_tests::RawConn| {
+        assert_eq!(me.cmd(&["MULTI"]), Reply::ok());
+        assert_eq!(me.cmd(&["PING"]), Reply::Simple("QUEUED".into()));
+        me.cmd(&["EXEC"])
+    };
+    let ran = Reply::Array(vec![Reply::Simple("PONG".into())]);
+    let churns: [&[&[&str]]; 4] = [
+        &[&["SET", "k", "v"], &["DEL", "k"]],
+        &[&["SET", "k", "v"], &["GETDEL", "k"]],
+        &[&["SET", "k", "v"], &["RENAME", "k", "elsewhere"]],
+        &[&["SET", "k", "v", "PXAT", "1"]],
+    ];
+    for writes in churns {
+        assert_eq!(me.cmd(&["WATCH", "k"]), Reply::ok());
+        for w in writes {
+            let _: redis::Value = q(&mut other, w);
+        }
+        assert_eq!(exec_ping(&mut me), Reply::NilArray, "after {writes:?}");
+    }
+    // The watching client's own create-and-delete counts too (as in Redis).
+    assert_eq!(me.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(me.cmd(&["SET", "k", "mine"]), Reply::ok());
+    assert_eq!(me.cmd(&["DEL", "k"]), Reply::Int(1));
+    assert_eq!(exec_ping(&mut me), Reply::NilArray);
+    // Untouched, or only other keys created and removed: runs.
+    assert_eq!(me.cmd(&["WATCH", "k"]), Reply::ok());
+    assert_eq!(exec_ping(&mut me), ran);
+    assert_eq!(me.cmd(&["WATCH", "k"]), Reply::ok());
+    let _: () = q(&mut other, &["SET", "unrelated", "v"]);
+    let _: i64 = q(&mut other, &["DEL", "unrelated"]);
+    assert_eq!(exec_ping(&mut me), ran);
+    // Expired when watched, then removed by active expiry: no change, as in Redis 7.0.
+    let _: i64 = q(&mut other, &["DEL", "elsewhere"]);
+    let _: () = q(&mut other, &["SET", "gone", "v", "PX", "30"]);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(me.cmd(&["WATCH", "gone"]), Reply::ok());
+    meridian_tests::eventually(
+        std::time::Duration::from_secs(5),
+        "expiry removes it",
+        || {
+            let n: i64 = q(&mut other, &["DBSIZE"]);
+            anyhow::ensure!(n == 0, "{n} keys left");
+            Ok(())
+        },
+    );
+    assert_eq!(exec_ping(&mut me), ran);
+}
+
 /// Two clients append a pair of tokens per transaction, many times at once: every pair stays
 /// together in the final string (the writes of one EXEC are one batch).
 #[test]
