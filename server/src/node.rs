@@ -131,6 +131,26 @@ impl Shared {
             .maxclients
     }
 
+    /// The memory the node accounts for (INFO `used_memory`): the hot cache, RocksDB's
+    /// memtables and block cache. Raises the recorded peak.
+    pub fn used_memory(&self) -> u64 {
+        let (_, _, hot_bytes, _) = self.keyspace.cache_stats();
+        let used = hot_bytes
+            + self
+                .keyspace
+                .rocks_property("rocksdb.cur-size-all-mem-tables")
+            + self.keyspace.block_cache_usage();
+        self.stats
+            .used_memory_peak
+            .fetch_max(used, Ordering::Relaxed);
+        used
+    }
+
+    /// The largest [`Shared::used_memory`] seen (INFO `used_memory_peak`).
+    pub fn used_memory_peak(&self) -> u64 {
+        self.stats.used_memory_peak.load(Ordering::Relaxed)
+    }
+
     /// Unix seconds of the last WAL sync.
     pub fn last_sync_unix(&self) -> u64 {
         self.last_sync.load(Ordering::Relaxed)
@@ -349,12 +369,14 @@ impl Shared {
                 .rocks_property("rocksdb.cur-size-all-mem-tables");
             let block_cache = self.keyspace.block_cache_usage();
             let rss = rss_bytes();
-            let used = hot_bytes + memtables + block_cache;
+            let used = self.used_memory();
+            let peak = self.used_memory_peak();
             let _ = write!(
                 out,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
                 human(used),
                 human(rss),
+                human(peak),
                 self.config.hot_cache_mb * 1024 * 1024,
                 self.config.hot_cache_mb * 1024 * 1024,
             );
@@ -362,18 +384,19 @@ impl Shared {
         if want("persistence") {
             let _ = write!(
                 out,
-                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:ok\r\nrdb_last_save_time:{}\r\nstorage_engine:rocksdb\r\nwrite_back:{}\r\n\r\n",
-                self.keyspace.fsync_policy().name(),
+                "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\nappendfsync:{}\r\nstorage_engine:rocksdb\r\nwrite_back:{}\r\n\r\n",
                 self.last_sync_unix(),
+                self.keyspace.fsync_policy().name(),
                 self.keyspace.write_back_mode()
             );
         }
         if want("stats") {
             let (hits, misses, _, _) = self.keyspace.cache_stats();
             let s = &self.stats;
+            let (ops_per_sec, input_kbps, output_kbps) = s.rates.current();
             let _ = write!(
                 out,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\nwrite_batches:{}\r\nwrite_batch_usec:{}\r\ntracking_total_keys:{}\r\n\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{ops_per_sec}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:{input_kbps:.2}\r\ninstantaneous_output_kbps:{output_kbps:.2}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\ntotal_error_replies:{}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_clients_dropped:{}\r\npubsub_peer_messages_dropped:{}\r\nwrite_batches:{}\r\nwrite_batch_usec:{}\r\ntracking_total_keys:{}\r\n\r\n",
                 Stats::get(&s.connections_received),
                 Stats::get(&s.commands_processed),
                 Stats::get(&s.net_input_bytes),
@@ -395,7 +418,8 @@ impl Shared {
             // master. The Raft role and the other regions follow, in Meridian's own fields.
             let _ = write!(
                 out,
-                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nregion:{}\r\nraft_role:{}\r\ntombstones:{}\r\ntombstones_collected:{}\r\noutbox_memory_bytes:{}\r\noutbox_storage_reads:{}\r\n",
+                "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\nregion:{}\r\nraft_role:{}\r\ntombstones:{}\r\ntombstones_collected:{}\r\noutbox_memory_bytes:{}\r\noutbox_storage_reads:{}\r\n",
+                self.raft.applied_index(),
                 self.geo.region,
                 if self.raft.is_leader() { "leader" } else { "follower" },
                 self.keyspace.tombstones_indexed(100_000).unwrap_or(0),
@@ -768,6 +792,9 @@ impl Node {
             .spawn(fsync_task(shared.clone(), shutdown.clone()));
         shutdown
             .tasks
+            .spawn(rates_task(shared.clone(), shutdown.clone()));
+        shutdown
+            .tasks
             .spawn(active_expiry_task(shared.clone(), shutdown.clone()));
         shutdown.tasks.spawn(crate::metrics::publish_task(
             shared.clone(),
@@ -839,6 +866,22 @@ async fn fanout_members_task(shared: Arc<Shared>, shutdown: Shutdown) {
                 .collect()
         };
         shared.fanout.sync_members(members);
+    }
+}
+
+/// Samples INFO's instantaneous rates every 100 ms, and the memory peak every second.
+async fn rates_task(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0u64.. {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        shared.stats.rates.sample(&shared.stats);
+        if n % 10 == 0 {
+            let _ = shared.used_memory();
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::cmd::COMMANDS;
 
@@ -119,6 +120,69 @@ pub struct Stats {
     pub commands: Vec<CommandStats>,
     /// Error replies per error code (the reply's first word), for INFO errorstats.
     pub error_codes: Mutex<BTreeMap<String, u64>>,
+    /// INFO's `instantaneous_*` rates.
+    pub rates: Rates,
+    /// The largest `used_memory` INFO or the rate sampler saw (`used_memory_peak`).
+    pub used_memory_peak: AtomicU64,
+}
+
+/// Samples the instantaneous rates average over (Redis's `STATS_METRIC_SAMPLES`).
+const RATE_SAMPLES: usize = 16;
+
+/// INFO's `instantaneous_ops_per_sec`, `instantaneous_input_kbps` and
+/// `instantaneous_output_kbps`, computed as Redis does: [`Rates::sample`] every 100 ms records
+/// how fast each counter grew since the last sample; a rate is the mean of the last 16.
+#[derive(Default)]
+pub struct Rates {
+    inner: Mutex<RateSamples>,
+}
+
+#[derive(Default)]
+struct RateSamples {
+    /// When the last sample was taken, and the counters then (commands, bytes in, bytes out).
+    last: Option<(Instant, [u64; 3])>,
+    /// Per second, per counter, the newest [`RATE_SAMPLES`] (a ring).
+    samples: [[f64; 3]; RATE_SAMPLES],
+    /// Where the next sample goes in the ring.
+    next: usize,
+}
+
+impl Rates {
+    /// Records one sample of `stats`' counters.
+    pub fn sample(&self, stats: &Stats) {
+        let now = Instant::now();
+        let counters = [
+            Stats::get(&stats.commands_processed),
+            Stats::get(&stats.net_input_bytes),
+            Stats::get(&stats.net_output_bytes),
+        ];
+        let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((then, before)) = r.last {
+            let secs = now.duration_since(then).as_secs_f64();
+            if secs > 0.0 {
+                let mut rates = [0.0; 3];
+                for (i, rate) in rates.iter_mut().enumerate() {
+                    *rate = counters[i].saturating_sub(before[i]) as f64 / secs;
+                }
+                let at = r.next;
+                r.samples[at] = rates;
+                r.next = (at + 1) % RATE_SAMPLES;
+            }
+        }
+        r.last = Some((now, counters));
+    }
+
+    /// Commands per second, and kilobytes per second read and written.
+    pub fn current(&self) -> (u64, f64, f64) {
+        let r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mean = |i: usize| r.samples.iter().map(|s| s[i]).sum::<f64>() / RATE_SAMPLES as f64;
+        (mean(0).round() as u64, mean(1) / 1024.0, mean(2) / 1024.0)
+    }
+
+    /// Forgets every sample (CONFIG RESETSTAT).
+    pub fn reset(&self) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = RateSamples::default();
+    }
 }
 
 impl Default for Stats {
@@ -135,6 +199,8 @@ impl Default for Stats {
             write_batch_micros: AtomicU64::new(0),
             commands: COMMANDS.iter().map(|_| CommandStats::default()).collect(),
             error_codes: Mutex::new(BTreeMap::new()),
+            rates: Rates::default(),
+            used_memory_peak: AtomicU64::new(0),
         }
     }
 }
@@ -167,6 +233,7 @@ impl Stats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.rates.reset();
     }
 
     /// Error replies per code, as now (INFO errorstats, Prometheus).

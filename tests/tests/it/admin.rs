@@ -957,6 +957,26 @@ fn info_sections() {
     assert!(f.contains_key("used_memory"));
     let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "stats"]));
     assert!(f.contains_key("total_connections_received"));
+    // Fields dashboards and exporters read, as Redis names them.
+    let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "everything"]));
+    for field in [
+        "used_memory_peak",
+        "evicted_keys",
+        "instantaneous_input_kbps",
+        "rdb_changes_since_last_save",
+        "master_repl_offset",
+    ] {
+        assert!(f.contains_key(field), "INFO lacks {field}");
+    }
+    assert!(f["used_memory_peak"].parse::<u64>().unwrap() >= used);
+    // The rate of commands, sampled every 100 ms over the last 1.6 s, as Redis.
+    let busy = std::time::Instant::now();
+    while busy.elapsed() < std::time::Duration::from_millis(800) {
+        let _: () = q(&mut c, &["PING"]);
+    }
+    let (f, _) = parse_info(&q::<String>(&mut c, &["INFO", "stats"]));
+    let rate: u64 = f["instantaneous_ops_per_sec"].parse().unwrap();
+    assert!(rate > 0, "instantaneous_ops_per_sec {rate} while pinging");
 }
 
 /// INFO commandstats, errorstats and cpu in Redis 7.0's shapes (what monitoring exporters
