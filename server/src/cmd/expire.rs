@@ -14,7 +14,8 @@ fn expire_generic(
     absolute: bool,
 ) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
-    let amount = args.next_i64()?;
+    // As Redis: the options are checked before the time is read.
+    let amount = args.next_bytes()?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     while let Some(raw) = args.next_opt() {
         match Keyword::new(&raw).as_str() {
@@ -40,6 +41,7 @@ fn expire_generic(
             "GT and LT options at the same time are not compatible",
         ));
     }
+    let amount = super::args::parse_int(&amount)?;
     // GT already fails on a key without expiry, so XX adds nothing to it.
     let cond = match (nx, xx, gt, lt) {
         (true, ..) => ExpireCond::Nx,

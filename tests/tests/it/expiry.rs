@@ -105,6 +105,15 @@ fn expire_conditions_nx_xx_gt_lt() {
         q_err(&mut c, &["EXPIRE", "k", "10", "bogus"]),
         "ERR Unsupported option bogus"
     );
+    // The options are checked before the time, as in Redis.
+    assert_eq!(
+        q_err(&mut c, &["EXPIRE", "k", "abc", "bogus"]),
+        "ERR Unsupported option bogus"
+    );
+    assert_eq!(
+        q_err(&mut c, &["EXPIRE", "k", "abc", "NX"]),
+        "ERR value is not an integer or out of range"
+    );
     // Nothing above changed the TTL.
     assert_eq!(q::<String>(&mut c, &["PEXPIRETIME", "k"]), pat);
 }
