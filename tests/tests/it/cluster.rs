@@ -76,6 +76,31 @@ fn writes_through_every_node_read_everywhere() {
         .query(&mut nodes[follower].client())
         .expect("EXEC through a follower");
     assert_eq!((n, got.as_str(), len, exists), (6, "6", 1, 1));
+    // WATCH through a follower of a key missing there; created and removed again through the
+    // leader: every replica skips the transaction (the check runs on each, in log order).
+    let mut watcher = nodes[follower].raw();
+    assert_eq!(watcher.cmd(&["WATCH", "tx:lock"]), Reply::ok());
+    let mut other = nodes[leader].client();
+    let _: () = q(&mut other, &["SET", "tx:lock", "theirs"]);
+    let _: i64 = q(&mut other, &["DEL", "tx:lock"]);
+    assert_eq!(watcher.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        watcher.cmd(&["SET", "tx:lock", "mine"]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert_eq!(watcher.cmd(&["EXEC"]), Reply::NilArray);
+    // Untouched since WATCH: it runs, on every replica.
+    assert_eq!(watcher.cmd(&["WATCH", "tx:lock"]), Reply::ok());
+    assert_eq!(watcher.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        watcher.cmd(&["SET", "tx:lock", "mine"]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert_eq!(watcher.cmd(&["EXEC"]), Reply::Array(vec![Reply::ok()]));
+    for node in nodes {
+        let v: Option<String> = q(&mut node.client(), &["GET", "tx:lock"]);
+        assert_eq!(v.as_deref(), Some("mine"), "tx:lock on {}", node.name());
+    }
     // RESP3 through a follower: values, a write, and MERIDIAN RAFT as a map.
     let mut c3 = nodes[follower].client_resp3();
     let v: Value = q(&mut c3, &["GET", "via:0"]);
