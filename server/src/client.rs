@@ -55,8 +55,8 @@ pub struct WatchedKey {
     pub key: Bytes,
     /// The fingerprint of its stored encoding; `None`: it was missing (or expired).
     pub fingerprint: Option<u64>,
-    /// Its churn counter, read before the key (see `Keyspace::churn`).
-    pub churn: u64,
+    /// Its churn epoch and counter, read before the key (see `Keyspace::churn`).
+    pub churn: (u64, u64),
 }
 
 /// A transaction being queued (between MULTI and EXEC).

@@ -32,9 +32,8 @@ const MAX_REQUESTS_PER_TURN: usize = 4096;
 /// GET -P16 (`redis-benchmark -t get -c 50 -P 16 -r 100000 -d 64`, one node, 3 alternating
 /// rounds): server CPU per GET 1.37-1.57 -> 1.21-1.29 us, 804k-923k -> 966k-1.04M GET/s.
 const WARM_GETS: usize = 64;
-/// How long a request already running may still take once its connection is killed or the node
-/// stops (a write waiting for a quorum that has gone would otherwise hold the shutdown for its
-/// whole write timeout).
+/// How long a request already running may still take once the node stops (a write waiting for
+/// a quorum that has gone would otherwise hold the shutdown for its whole write timeout).
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reply bytes buffered before they are written out mid-turn.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
@@ -88,14 +87,17 @@ pub async fn serve(
         turn_now_ms: None,
     };
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    // (Its stop token is borrowed by every turn while the session is borrowed mutably.)
+    let node = session.shared.clone();
     loop {
-        // The requests buffered now, run in order. Once the connection is killed or the node
-        // stops, a request still waiting (for a quorum that is gone, say) gets a grace period,
-        // then the connection closes without its reply, as Redis closes its clients.
+        // The requests buffered now, run in order. Once the node stops, a request still
+        // waiting (for a quorum that is gone, say) gets a grace period, then the connection
+        // closes without its reply, as Redis closes its clients. (CLIENT KILL lets a running
+        // request finish: MERIDIAN NODE ADD, say, is not cut half-way.)
         let turn = tokio::select! {
             biased;
             turn = run_turn(&mut session, &mut inbuf, &mut limits, &token) => turn,
-            () = cancelled_then(&token, STOP_GRACE) => None,
+            () = cancelled_then(&node.stop, STOP_GRACE) => None,
         };
         let Some(Turn { close, processed }) = turn else {
             return;
@@ -477,6 +479,7 @@ impl Session {
                 Op::UnchangedSince {
                     keys,
                     churn,
+                    region: self.shared.keyspace.region_id(),
                     then: ops.len() as u32,
                 },
             );

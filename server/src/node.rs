@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client::ClientRegistry;
 use crate::cmd::COMMANDS;
@@ -917,6 +917,14 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
         // not while CLIENT PAUSE holds writes back (the data stays still, as in Redis).
         if !shared.raft.is_leader() || shared.clients.pause.holds(true) {
             continue;
+        }
+        // A region without a churn epoch yet (new, or upgraded): start one, so that WATCH
+        // checks compare churn counters every replica counts alike (see Keyspace::churn_epoch).
+        // Into this region's log only, never forwarded.
+        if shared.keyspace.churn_epoch() == 0 {
+            if let Err(e) = shared.raft.write(vec![Op::ChurnEpoch]).await {
+                debug!(error = %e, "starting the churn epoch failed; retried at the next tick");
+            }
         }
         let due = match shared
             .keyspace

@@ -380,16 +380,23 @@ pub enum Op {
     },
     /// EXEC after WATCH, as [`Op::Unchanged`], and a key missing when watched must also have
     /// the same churn counter (see `Keyspace::churn`): not created and removed again since.
-    /// (`Unchanged` stays for entries written before.)
+    /// The counters are compared only in the region that read them and in the churn epoch
+    /// they were read in; elsewhere the check is `Unchanged`'s. (`Unchanged` stays for entries
+    /// written before.)
     UnchangedSince {
         /// (database, key, the fingerprint of its stored encoding when watched; `None`: it did
         /// not exist).
         keys: Vec<(DbIndex, Bytes, Option<u64>)>,
-        /// Each key's churn counter when watched, in the order of `keys`.
-        churn: Vec<u64>,
+        /// Each key's (churn epoch, churn counter) when watched, in the order of `keys`.
+        churn: Vec<(u64, u64)>,
+        /// The region whose counters these are.
+        region: u8,
         /// Ops after this one that belong to the transaction.
         then: u32,
     },
+    /// Zeroes the churn counters and starts a churn epoch at this entry's log index (proposed
+    /// once by a leader that finds none).
+    ChurnEpoch,
 }
 
 impl Op {
@@ -426,7 +433,7 @@ impl Op {
             Op::Unchanged { keys, .. } | Op::UnchangedSince { keys, .. } => {
                 keys.iter().all(|(db, _, _)| ok(*db))
             }
-            Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } => true,
+            Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } | Op::ChurnEpoch => true,
         };
         if fine {
             Ok(())
@@ -443,6 +450,7 @@ impl Op {
                 | Op::CountKeys { .. }
                 | Op::Unchanged { .. }
                 | Op::UnchangedSince { .. }
+                | Op::ChurnEpoch
                 | Op::FailIfLive { .. }
                 | Op::TrimOutbox { .. }
                 | Op::Seen { .. }
@@ -496,7 +504,7 @@ impl Op {
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
             // Routed with the transaction's ops, not by the keys it watches.
-            Op::Unchanged { .. } | Op::UnchangedSince { .. } => None,
+            Op::Unchanged { .. } | Op::UnchangedSince { .. } | Op::ChurnEpoch => None,
             Op::FlushDb { .. }
             | Op::FlushAll
             | Op::CountKeys { .. }
@@ -714,10 +722,12 @@ mod tests {
             number(Op::UnchangedSince {
                 keys: Vec::new(),
                 churn: Vec::new(),
+                region: 0,
                 then: 0
             }),
             28
         );
+        assert_eq!(number(Op::ChurnEpoch), 29);
         let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
         assert_eq!(error(OpError::CorruptState), 9);
         assert_eq!(error(OpError::InvalidGetexExpire), 10);

@@ -84,6 +84,11 @@ fn raft_state(raft: &RegionRaft) -> Reply {
         pair("millis_since_quorum_ack", opt(m.millis_since_quorum_ack)),
         pair("voters", Reply::Array(voters)),
         pair("learners", Reply::Array(learners)),
+        // The log index from which WATCH checks compare churn counters (0: not yet).
+        pair(
+            "churn_epoch",
+            Reply::Integer(raft.keyspace.churn_epoch() as i64),
+        ),
     ])
 }
 

@@ -107,7 +107,8 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
             )));
         }
         // The churn counter first: a key created and removed again after this reads as a change.
-        let churn = ctx.shared.keyspace.churn(db, &key);
+        let keyspace = &ctx.shared.keyspace;
+        let churn = (keyspace.churn_epoch(), keyspace.churn(db, &key));
         let fingerprint = ctx
             .shared
             .keyspace

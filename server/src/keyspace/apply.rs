@@ -198,13 +198,18 @@ pub(super) struct BatchCtx<'a> {
     shipped_bytes: usize,
     /// Churn counter slot → bumps by this batch (see [`Keyspace::churn`]).
     churn_delta: HashMap<u16, u64>,
-    /// Applying an op whose deletes are expiry's or collection's own (they bump no churn
-    /// counter: Redis does not abort a WATCH of a key already expired when watched).
+    /// Applying expiry's own delete (it bumps no churn counter: Redis does not abort a WATCH
+    /// of a key already expired when watched).
     quiet_churn: bool,
+    /// The churn epoch this batch starts (an `Op::ChurnEpoch` in it): the counters restart
+    /// from zero at it.
+    new_churn_epoch: Option<u64>,
+    /// The log index of the entry being applied (`None` outside the Raft log: unit tests).
+    log_index: Option<u64>,
 }
 
 impl<'a> BatchCtx<'a> {
-    pub(super) fn new(ks: &'a Keyspace, batch: &OpBatch) -> BatchCtx<'a> {
+    pub(super) fn new(ks: &'a Keyspace, batch: &OpBatch, log_index: Option<u64>) -> BatchCtx<'a> {
         let my_region = ks.region_id();
         BatchCtx {
             ks,
@@ -235,6 +240,8 @@ impl<'a> BatchCtx<'a> {
             shipped_bytes: 0,
             churn_delta: HashMap::new(),
             quiet_churn: false,
+            new_churn_epoch: None,
+            log_index,
         }
     }
 
@@ -374,8 +381,9 @@ impl<'a> BatchCtx<'a> {
         }
         let stored = keep.then_some(encoded);
         self.count_delta[db as usize] += i64::from(new_visible) - i64::from(old_visible);
-        // A key created or removed (or written over while missing) churns its slot.
-        let churned = !old_visible || !new_visible;
+        // A key created or removed (or written over while missing or expired) churns its slot.
+        let old_live = old_visible && old_at.is_none_or(|at| at > self.now_ms);
+        let churned = !old_live || !new_visible;
         if churned && !self.quiet_churn {
             let slot = super::churn_slot(db, key) as u16;
             *self.churn_delta.entry(slot).or_insert(0) += 1;
@@ -559,32 +567,48 @@ impl<'a> BatchCtx<'a> {
         })
     }
 
+    /// A churn counter as stored before this batch (zero once the batch started an epoch).
+    fn stored_churn(&self, slot: usize) -> u64 {
+        if self.new_churn_epoch.is_some() {
+            return 0;
+        }
+        self.ks.churn[slot].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The churn epoch as this point of the batch sees it.
+    fn current_churn_epoch(&self) -> u64 {
+        self.new_churn_epoch
+            .unwrap_or_else(|| self.ks.churn_epoch())
+    }
+
     /// The churn counters this batch changed, with their new values.
     fn new_churn(&self) -> Vec<(u16, u64)> {
         self.churn_delta
             .iter()
-            .map(|(slot, bumps)| {
-                let stored =
-                    self.ks.churn[usize::from(*slot)].load(std::sync::atomic::Ordering::Relaxed);
-                (*slot, stored + bumps)
-            })
+            .map(|(slot, bumps)| (*slot, self.stored_churn(usize::from(*slot)) + bumps))
             .collect()
     }
 
-    /// Makes the batch's churn counters visible to WATCH (after its keys were published: a
-    /// WATCH that reads the counter, then the key, may only see the key newer than the counter,
-    /// which aborts its transaction needlessly at worst).
+    /// Makes the batch's churn counters (and epoch) visible to WATCH, after its keys were
+    /// published: a WATCH that reads the counter, then the key, may only see the key newer
+    /// than the counter, which aborts its transaction needlessly at worst.
     fn store_churn(&self, churn: &[(u16, u64)]) {
+        use std::sync::atomic::Ordering::Release;
+        if let Some(epoch) = self.new_churn_epoch {
+            for counter in self.ks.churn.iter() {
+                counter.store(0, Release);
+            }
+            self.ks.churn_epoch.store(epoch, Release);
+        }
         for (slot, value) in churn {
-            self.ks.churn[usize::from(*slot)].store(*value, std::sync::atomic::Ordering::Release);
+            self.ks.churn[usize::from(*slot)].store(*value, Release);
         }
     }
 
     /// `key`'s churn counter as this point of the batch sees it.
     fn churn_now(&self, db: u8, key: &[u8]) -> u64 {
         let slot = super::churn_slot(db, key);
-        let stored = self.ks.churn[slot].load(std::sync::atomic::Ordering::Relaxed);
-        stored + self.churn_delta.get(&(slot as u16)).copied().unwrap_or(0)
+        self.stored_churn(slot) + self.churn_delta.get(&(slot as u16)).copied().unwrap_or(0)
     }
 
     /// Deletes a key (leaves a tombstone where tombstones are kept).
@@ -1020,11 +1044,25 @@ impl<'a> BatchCtx<'a> {
                 self.notify(*dst_db, key, GENERIC, "move_to");
                 OpResult::Int(1)
             }
+            Op::ChurnEpoch => {
+                // (Outside the log, a number that still changes with each new epoch.)
+                let epoch = self
+                    .log_index
+                    .unwrap_or_else(|| self.current_churn_epoch() + 1);
+                self.new_churn_epoch = Some(epoch);
+                self.churn_delta.clear();
+                OpResult::Ok
+            }
             Op::Unchanged { keys, then } | Op::UnchangedSince { keys, then, .. } => {
+                // The counters compare only where they were read (this region), in the epoch
+                // they were read in; otherwise the check is the fingerprints' alone.
                 let churn = match op {
-                    Op::UnchangedSince { churn, .. } => Some(churn),
+                    Op::UnchangedSince { churn, region, .. } if *region == self.ks.region_id() => {
+                        Some(churn)
+                    }
                     _ => None,
                 };
+                let epoch = self.current_churn_epoch();
                 let mut same = true;
                 for (i, (db, key, watched)) in keys.iter().enumerate() {
                     let cur = self.read(*db, key)?;
@@ -1034,7 +1072,9 @@ impl<'a> BatchCtx<'a> {
                         // removed since: the key was not created and removed again.
                         None => {
                             cur.live.is_none()
-                                && churn.is_none_or(|c| c.get(i) == Some(&self.churn_now(*db, key)))
+                                && churn.and_then(|c| c.get(i)).is_none_or(|(e, n)| {
+                                    *e != epoch || epoch == 0 || *n == self.churn_now(*db, key)
+                                })
                         }
                         // The same encoding (every write restamps it), not expired since.
                         Some(w) => {
@@ -1177,12 +1217,9 @@ impl<'a> BatchCtx<'a> {
             }
             Op::Forget { tombstones } => {
                 let mut dropped = 0;
-                self.quiet_churn = true;
                 for (db, key, stamp) in tombstones {
-                    let forgot = self.forget(*db, key, *stamp);
-                    dropped += i64::from(forgot.inspect_err(|_| self.quiet_churn = false)?);
+                    dropped += i64::from(self.forget(*db, key, *stamp)?);
                 }
-                self.quiet_churn = false;
                 OpResult::Int(dropped)
             }
         })
@@ -1203,6 +1240,7 @@ impl<'a> BatchCtx<'a> {
             && self.merged_hlc.is_empty()
             && self.seen.is_empty()
             && self.expiry_changes.is_empty()
+            && self.new_churn_epoch.is_none()
         {
             return Ok(());
         }
@@ -1213,6 +1251,7 @@ impl<'a> BatchCtx<'a> {
             && self.watermarks.is_empty()
             && self.merged_hlc.is_empty()
             && self.seen.is_empty()
+            && self.new_churn_epoch.is_none()
         {
             return self.commit_later(extra_meta);
         }
@@ -1288,6 +1327,16 @@ impl<'a> BatchCtx<'a> {
                     new_counts[db].to_be_bytes(),
                 );
             }
+        }
+        if let Some(epoch) = self.new_churn_epoch {
+            // The counters restart from zero: the old records go (the epoch's key, which sorts
+            // after every counter's, is written again below).
+            let mut end = rocks::CHURN_PREFIX.to_vec();
+            end.extend_from_slice(&[0xff, 0xff, 0xff]);
+            self.batch
+                .delete_range_cf(meta, rocks::CHURN_PREFIX, &end[..]);
+            self.batch
+                .put_cf(meta, rocks::CHURN_EPOCH_KEY, epoch.to_be_bytes());
         }
         let churn = self.new_churn();
         for (slot, value) in &churn {
@@ -1940,41 +1989,208 @@ mod tests {
         assert_eq!(ks.dbsize(0), 3);
     }
 
-    #[test]
-    fn churn_counters_count_creations_and_removals_and_survive_a_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let watch = |keys: &[&str], churn: Vec<u64>| Op::UnchangedSince {
+    /// A WATCH check of missing `keys`, watched with (churn epoch, counter) `churn` in
+    /// region 0.
+    fn watch_missing(keys: &[&str], churn: Vec<(u64, u64)>) -> Op {
+        Op::UnchangedSince {
             keys: keys
                 .iter()
                 .map(|k| (0, Bytes::from(k.to_string()), None))
                 .collect(),
             churn,
+            region: 0,
             then: 0,
-        };
+        }
+    }
+
+    /// Applies `ops` at `now_ms` (the batch's clock), stamped `hlc`, from region `origin`.
+    fn apply_at(ks: &Keyspace, now_ms: u64, hlc: u64, origin: u8, ops: Vec<Op>) -> Vec<OpResult> {
+        ks.apply_batch(&OpBatch {
+            now_ms,
+            hlc,
+            origin,
+            ops: ops.into(),
+        })
+        .expect("apply")
+    }
+
+    #[test]
+    fn churn_counters_count_creations_and_removals_and_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let (a_then, b_then) = {
             // Through the write-back set: the counters go out with the data.
             let ks = write_back_keyspace(dir.path(), 3_600_000, 1 << 30);
-            let start = ks.churn(0, b"a");
-            apply_with_index(&ks, 1, vec![set("a")]);
-            assert_eq!(ks.churn(0, b"a"), start + 1, "created");
-            apply_with_index(&ks, 2, vec![set("a")]);
-            assert_eq!(ks.churn(0, b"a"), start + 1, "rewritten: no churn");
+            assert_eq!(ks.churn_epoch(), 0, "no epoch yet");
+            apply_with_index(&ks, 1, vec![set("a"), Op::ChurnEpoch]);
+            assert_eq!(ks.churn_epoch(), 1, "the epoch is its entry's index");
+            assert_eq!(ks.churn(0, b"a"), 0, "counted before the epoch: zeroed");
+            apply_with_index(&ks, 2, vec![del("a")]);
+            assert_eq!(ks.churn(0, b"a"), 1, "removed");
+            apply_with_index(&ks, 3, vec![set("a"), set("a")]);
+            assert_eq!(ks.churn(0, b"a"), 2, "created, then rewritten: one churn");
             // Created and removed within one batch; a check after it in the batch sees both.
             let results = apply_with_index(
                 &ks,
-                3,
-                vec![del("a"), set("a"), del("a"), watch(&["a"], vec![start + 1])],
+                4,
+                vec![
+                    del("a"),
+                    set("a"),
+                    del("a"),
+                    watch_missing(&["a"], vec![(1, 2)]),
+                ],
             );
             assert_eq!(results[3], OpResult::Nil, "{results:?}");
-            assert_eq!(ks.churn(0, b"a"), start + 4);
+            assert_eq!(ks.churn(0, b"a"), 5);
             (ks.churn(0, b"a"), ks.churn(0, b"b"))
         };
-        // Reopened (the pending changes were written at close): the same counters, and a
-        // check against them passes.
+        // Reopened (the pending changes were written at close): the same counters and epoch,
+        // and a check against them passes.
         let ks = single_region_keyspace(dir.path());
+        assert_eq!(ks.churn_epoch(), 1);
         assert_eq!((ks.churn(0, b"a"), ks.churn(0, b"b")), (a_then, b_then));
-        let results = apply(&ks, 10, vec![watch(&["a", "b"], vec![a_then, b_then])]);
+        let results = apply(
+            &ks,
+            10,
+            vec![watch_missing(&["a", "b"], vec![(1, a_then), (1, b_then)])],
+        );
         assert_eq!(results, vec![OpResult::Ok]);
+        // Watched in another epoch, or without one: the counters are not compared (the
+        // check is the fingerprints' alone), the same way on every replica.
+        let results = apply(&ks, 11, vec![watch_missing(&["a"], vec![(7, 999)])]);
+        assert_eq!(results, vec![OpResult::Ok]);
+    }
+
+    /// Two replicas that counted different histories before the epoch (one replayed entries
+    /// after an upgrade that the other applied uncounted) hold the same counters from it on,
+    /// and a replica fed a snapshot holds the counters and epoch of its source.
+    #[test]
+    fn replicas_agree_on_churn_from_the_epoch_and_through_snapshots() {
+        let (d1, d2, d3) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let (r1, r2) = (
+            single_region_keyspace(d1.path()),
+            single_region_keyspace(d2.path()),
+        );
+        apply_with_index(&r1, 1, vec![set("a"), del("a"), set("b")]);
+        apply_with_index(&r2, 1, vec![set("b")]);
+        assert_ne!(r1.churn(0, b"a"), r2.churn(0, b"a"));
+        for r in [&r1, &r2] {
+            apply_with_index(r, 2, vec![Op::ChurnEpoch]);
+            apply_with_index(r, 3, vec![set("c"), del("b"), set("a")]);
+        }
+        let slots = |ks: &Keyspace| -> Vec<u64> {
+            (0..super::super::CHURN_SLOTS)
+                .map(|i| ks.churn[i].load(std::sync::atomic::Ordering::Relaxed))
+                .collect()
+        };
+        assert_eq!(slots(&r1), slots(&r2));
+        assert_eq!((r1.churn_epoch(), r2.churn_epoch()), (2, 2));
+        // A snapshot of r1 imported elsewhere carries them.
+        let r3 = single_region_keyspace(d3.path());
+        apply_with_index(&r3, 1, vec![set("x"), del("x")]);
+        let mut image = Vec::new();
+        r1.export_to(&mut image, &[], |_, _| Ok(())).unwrap();
+        r3.import_from(&mut image.as_slice(), &[]).unwrap();
+        assert_eq!(slots(&r3), slots(&r1));
+        assert_eq!(r3.churn_epoch(), 2);
+    }
+
+    /// Expiry's own removal churns nothing (Redis 7.0 does not abort a WATCH of a key already
+    /// expired when watched); a key rewritten while expired does, even if expiry removes it
+    /// again before EXEC (Redis aborts: the SET touched it).
+    #[test]
+    fn churn_of_expired_keys_follows_redis() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = single_region_keyspace(dir.path());
+        apply_at(&ks, 1, 1, 0, vec![Op::ChurnEpoch, set_expiring("k", 20)]);
+        let k = || Bytes::from_static(b"k");
+        // Watched at t=30: stored, expired.
+        let watched = (ks.churn_epoch(), ks.churn(0, b"k"));
+        assert!(
+            ks.get(0, b"k", 30).unwrap().is_none(),
+            "missing when watched"
+        );
+        apply_at(
+            &ks,
+            31,
+            31 << 16,
+            0,
+            vec![Op::ExpireIfDue {
+                db: 0,
+                key: k(),
+                at_ms: 20,
+            }],
+        );
+        assert_eq!(
+            ks.churn(0, b"k"),
+            watched.1,
+            "expiry's removal churns nothing"
+        );
+        let check = || watch_missing(&["k"], vec![watched]);
+        assert_eq!(
+            apply_at(&ks, 32, 32 << 16, 0, vec![check()]),
+            vec![OpResult::Ok]
+        );
+        // Stored and expired again; another client sets it while expired; expiry removes it.
+        apply_at(&ks, 40, 40 << 16, 0, vec![set_expiring("k", 50)]);
+        let watched = (ks.churn_epoch(), ks.churn(0, b"k"));
+        apply_at(&ks, 60, 60 << 16, 0, vec![set_expiring("k", 70)]);
+        apply_at(
+            &ks,
+            80,
+            80 << 16,
+            0,
+            vec![Op::ExpireIfDue {
+                db: 0,
+                key: k(),
+                at_ms: 70,
+            }],
+        );
+        let check = watch_missing(&["k"], vec![watched]);
+        assert_eq!(
+            apply_at(&ks, 90, 90 << 16, 0, vec![check]),
+            vec![OpResult::Nil]
+        );
+    }
+
+    /// A transaction forwarded to another region is checked there without the counters,
+    /// which count that region's own history.
+    #[test]
+    fn another_regions_counters_are_not_compared() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (
+            single_region_keyspace(da.path()),
+            single_region_keyspace(db.path()),
+        );
+        a.set_geo(1, true);
+        b.set_geo(0, true);
+        apply_at(&a, 1, 1 << 16, 1, vec![Op::ChurnEpoch]);
+        apply_at(&b, 1, 1 << 16, 0, vec![Op::ChurnEpoch]);
+        // Region 1 creates and removes x in one entry; region 0 merges only the tombstone.
+        apply_at(&a, 10, 10 << 16, 1, vec![set("x"), del("x")]);
+        let raw = a.get_raw(0, b"x").unwrap().expect("tombstone kept");
+        let merge = Op::Merge {
+            origin: 1,
+            index: 1,
+            hlc: 10 << 16,
+            states: vec![(0, Bytes::from_static(b"x"), raw.as_bytes().clone())],
+        };
+        apply_at(&b, 20, 20 << 16, 0, vec![merge]);
+        assert_ne!(a.churn(0, b"x"), b.churn(0, b"x"));
+        // Watched in region 1, checked in region 0: the fingerprints' check alone.
+        let check = Op::UnchangedSince {
+            keys: vec![(0, Bytes::from_static(b"x"), None)],
+            churn: vec![(a.churn_epoch(), a.churn(0, b"x"))],
+            region: 1,
+            then: 0,
+        };
+        assert_eq!(
+            apply_at(&b, 30, 30 << 16, 0, vec![check]),
+            vec![OpResult::Ok]
+        );
     }
 
     /// Applies `ops` as the local log entry at `index` (outbox entries are keyed by it).

@@ -72,18 +72,24 @@ pub fn churn_slot(db: u8, key: &[u8]) -> usize {
     (hash % CHURN_SLOTS as u64) as usize
 }
 
-/// Reads the stored churn counters into `churn` (zero where none is stored).
-fn load_churn(db: &DB, churn: &[AtomicU64]) -> Result<(), StorageError> {
+/// Reads the stored churn counters into `churn` (zero where none is stored) and their epoch.
+fn load_churn(db: &DB, churn: &[AtomicU64], epoch: &AtomicU64) -> Result<(), StorageError> {
     for counter in churn {
         counter.store(0, Ordering::Relaxed);
     }
     let meta = rocks::cf(db, rocks::CF_META);
+    let stored_epoch = db
+        .get_cf(meta, rocks::CHURN_EPOCH_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes);
+    epoch.store(stored_epoch, Ordering::Release);
     let from = IteratorMode::From(rocks::CHURN_PREFIX, Direction::Forward);
     for item in db.iterator_cf(meta, from) {
         let (k, v) = item?;
         let Some(slot) = k.strip_prefix(rocks::CHURN_PREFIX) else {
             break;
         };
+        // (The epoch's key shares the prefix and is longer: skipped here.)
         let (Ok(slot), Ok(value)) = (<[u8; 2]>::try_from(slot), <[u8; 8]>::try_from(&v[..])) else {
             continue;
         };
@@ -232,6 +238,8 @@ pub struct Keyspace {
     collected: AtomicU64,
     /// The churn counters, [`CHURN_SLOTS`] of them (see [`Keyspace::churn`]).
     churn: Box<[AtomicU64]>,
+    /// Since when they count (see [`Keyspace::churn_epoch`]).
+    churn_epoch: AtomicU64,
     /// Keyspace notifications (`notify-keyspace-events`).
     pub notifier: notify::Notifier,
     /// Client-side caching: the keys tracking clients read, told when they change.
@@ -266,12 +274,21 @@ impl Keyspace {
     }
 
     /// The churn counter of `key`'s slot: how many applied writes created, removed, or wrote
-    /// over a missing key of that slot (expiry's own deletes aside). WATCH of a missing key
-    /// records it, so EXEC notices the key created and removed again meanwhile (Redis aborts
-    /// then; "missing, then missing" alone looked unchanged). Stored with the data, so every
-    /// replica, restarted or fed a snapshot, holds the same counters at the same log position.
+    /// over a missing or expired key of that slot since the churn epoch (expiry's own deletes
+    /// aside). WATCH of a missing key records it, so EXEC notices the key created and removed
+    /// again meanwhile (Redis aborts then; "missing, then missing" alone looked unchanged).
+    /// Stored with the data, so every replica, restarted or fed a snapshot, holds the same
+    /// counters at the same log position.
     pub fn churn(&self, db: u8, key: &[u8]) -> u64 {
         self.churn[churn_slot(db, key)].load(Ordering::Acquire)
+    }
+
+    /// The log index of the `Op::ChurnEpoch` from which the churn counters count (0: none yet,
+    /// and a WATCH check then compares no counter). Every replica zeroes its counters when it
+    /// applies that entry, so they agree from it on, whatever each counted before (a replica
+    /// that replayed entries after an upgrade counted some that the others applied uncounted).
+    pub fn churn_epoch(&self) -> u64 {
+        self.churn_epoch.load(Ordering::Acquire)
     }
 
     /// True when deletes must leave tombstones (other regions exist).
@@ -555,7 +572,8 @@ impl Keyspace {
         let outbox_last = outbox_last_index(&db)?;
         let merged_hlcs = stored_merged_hlcs(&db)?;
         let churn: Box<[AtomicU64]> = (0..CHURN_SLOTS).map(|_| AtomicU64::new(0)).collect();
-        load_churn(&db, &churn)?;
+        let churn_epoch = AtomicU64::new(0);
+        load_churn(&db, &churn, &churn_epoch)?;
         let db = Arc::new(db);
         let write_back = match options.write_back {
             Some(wb) => Some(WriteBack::start(db.clone(), wb).map_err(StorageError::WriterThread)?),
@@ -591,6 +609,7 @@ impl Keyspace {
             hlc: Arc::new(geo::Hlc::new()),
             collected: AtomicU64::new(0),
             churn,
+            churn_epoch,
             notifier: notify::Notifier::default(),
             tracking: crate::tracking::Tracking::default(),
         })
@@ -870,7 +889,7 @@ impl Keyspace {
                 _ => None,
             }));
         }
-        let mut ctx = apply::BatchCtx::new(self, batch);
+        let mut ctx = apply::BatchCtx::new(self, batch, log_index);
         let results = batch
             .ops
             .iter()
@@ -991,7 +1010,7 @@ impl Keyspace {
                 .map_or(0, i64::from_be_bytes);
             count.store(n, Ordering::Relaxed);
         }
-        load_churn(&self.db, &self.churn)?;
+        load_churn(&self.db, &self.churn, &self.churn_epoch)?;
         self.hot.publish(true, 0, std::iter::empty());
         let outbox_last = outbox_last_index(&self.db)?;
         self.outbox_tail.reset(outbox_last);

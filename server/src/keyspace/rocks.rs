@@ -165,6 +165,10 @@ pub fn count_key(db: u8) -> [u8; 6] {
 /// Prefix of the meta keys of the churn counters (see `Keyspace::churn`).
 pub const CHURN_PREFIX: &[u8] = b"churn";
 
+/// Meta key of the churn epoch: the log index of the `Op::ChurnEpoch` that zeroed the counters
+/// (see `Keyspace::churn_epoch`). Sorts after every counter key (`churn` + two bytes).
+pub const CHURN_EPOCH_KEY: &[u8] = b"churn_epoch";
+
 /// Meta key of churn counter `slot`.
 pub fn churn_key(slot: u16) -> [u8; 7] {
     let [hi, lo] = slot.to_be_bytes();

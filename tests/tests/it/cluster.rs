@@ -77,7 +77,13 @@ fn writes_through_every_node_read_everywhere() {
         .expect("EXEC through a follower");
     assert_eq!((n, got.as_str(), len, exists), (6, "6", 1, 1));
     // WATCH through a follower of a key missing there; created and removed again through the
-    // leader: every replica skips the transaction (the check runs on each, in log order).
+    // leader: every replica skips the transaction (the check runs on each, in log order),
+    // once the leader has started the churn epoch the counters compare in.
+    eventually(LEADER_WAIT, "a churn epoch on the follower", || {
+        let epoch = raft_status(nodes[follower].port())?.number("churn_epoch");
+        anyhow::ensure!(epoch.is_some_and(|e| e > 0), "churn_epoch {epoch:?}");
+        Ok(())
+    });
     let mut watcher = nodes[follower].raw();
     assert_eq!(watcher.cmd(&["WATCH", "tx:lock"]), Reply::ok());
     let mut other = nodes[leader].client();

@@ -655,6 +655,11 @@ fn leader_without_quorum_stops_promptly_on_sigterm() {
         took < Duration::from_secs(4),
         "SIGTERM to exit took {took:?} with a write waiting"
     );
+    // The write was still waiting: the stop waited out the grace (1 s) for it.
+    assert!(
+        took >= Duration::from_millis(900),
+        "SIGTERM to exit took only {took:?}: was the write in flight?"
+    );
     let outcome = write.join().unwrap();
     assert!(
         outcome.is_err(),

@@ -275,6 +275,12 @@ fn watch_aborts_exec_when_a_watched_key_changed() {
 #[test]
 fn watch_of_a_missing_key_sees_it_created_and_removed_again() {
     let node = Node::start(NodeOpts::default());
+    // The leader starts the churn epoch the counters compare in, a moment after it leads.
+    meridian_tests::eventually(std::time::Duration::from_secs(10), "a churn epoch", || {
+        let epoch = meridian_tests::raft_status(node.port())?.number("churn_epoch");
+        anyhow::ensure!(epoch.is_some_and(|e| e > 0), "churn_epoch {epoch:?}");
+        Ok(())
+    });
     let mut me = node.raw();
     let mut other = node.client();
     let exec_ping = |me: &mut meridian_tests::RawConn| {
