@@ -921,8 +921,13 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
         // A region without a churn epoch yet (new, or upgraded): start one, so that WATCH
         // checks compare churn counters every replica counts alike (see Keyspace::churn_epoch).
         // Into this region's log only, never forwarded.
+        // (Its writes wait for a quorum up to the write timeout: not past a stop.)
         if shared.keyspace.churn_epoch() == 0 {
-            if let Err(e) = shared.raft.write(vec![Op::ChurnEpoch]).await {
+            let started = tokio::select! {
+                w = shared.raft.write(vec![Op::ChurnEpoch]) => w,
+                _ = shutdown.token.cancelled() => return,
+            };
+            if let Err(e) = started {
                 debug!(error = %e, "starting the churn epoch failed; retried at the next tick");
             }
         }
@@ -943,7 +948,11 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
             .into_iter()
             .map(|(db, key, at_ms)| Op::ExpireIfDue { db, key, at_ms })
             .collect();
-        match shared.writer.submit(ops).await {
+        let submitted = tokio::select! {
+            s = shared.writer.submit(ops) => s,
+            _ = shutdown.token.cancelled() => return,
+        };
+        match submitted {
             Ok((results, _)) => {
                 let removed = results
                     .iter()

@@ -1016,12 +1016,20 @@ async fn trim_loop(
         if !raft.is_leader() {
             continue;
         }
-        trim_outbox(&raft, &keyspace, &geo).await;
+        // (Their writes wait for a quorum up to the write timeout: not past a stop.)
+        tokio::select! {
+            () = trim_outbox(&raft, &keyspace, &geo) => {}
+            _ = shutdown.token.cancelled() => return,
+        }
         if last_collect.elapsed() < COLLECT_EVERY {
             continue;
         }
         last_collect = tokio::time::Instant::now();
-        if let Err(e) = collect_tombstones(&raft, &keyspace, &geo).await {
+        let collected = tokio::select! {
+            c = collect_tombstones(&raft, &keyspace, &geo) => c,
+            _ = shutdown.token.cancelled() => return,
+        };
+        if let Err(e) = collected {
             warn!(error = %e, "tombstone collection failed");
         }
     }
