@@ -35,6 +35,26 @@ impl Shutdown {
                     return;
                 }
             };
+            // SIGHUP (logrotate's postrotate, a service manager's reload) and SIGUSR1/2 would
+            // end the process at once, without the clean stop: they are logged and ignored, as
+            // Redis ignores SIGHUP. (Logs go to stderr; nothing needs reopening.)
+            let ignored = [
+                (tokio::signal::unix::SignalKind::hangup(), "SIGHUP"),
+                (tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1"),
+                (tokio::signal::unix::SignalKind::user_defined2(), "SIGUSR2"),
+            ];
+            for (kind, name) in ignored {
+                match tokio::signal::unix::signal(kind) {
+                    Ok(mut stream) => {
+                        tokio::spawn(async move {
+                            while stream.recv().await.is_some() {
+                                tracing::info!("{name} received; ignored (SIGTERM stops the node)");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for {name}"),
+                }
+            }
             tokio::select! {
                 _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
                 _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),

@@ -201,6 +201,27 @@ fn sigterm_under_write_load_exits_cleanly_and_keeps_acked_writes() {
     }
 }
 
+/// SIGHUP (logrotate, a service manager's reload), SIGUSR1 and SIGUSR2 are logged and
+/// ignored; they used to end the process at once (exit 129 / 138), without the clean stop.
+#[test]
+fn sighup_and_sigusr_are_ignored() {
+    let mut node = Node::start(NodeOpts::default());
+    let pid = libc::pid_t::try_from(node.pid().expect("running")).unwrap();
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: signalling our own live child process.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(node.is_running(), "a signal ended the node");
+    let mut c = node.client();
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+    assert_eq!(node.log_lines_with("SIGHUP received; ignored").len(), 1);
+    let status = node.stop().expect("exit status");
+    assert!(status.success(), "{}", describe_exit(&status));
+}
+
 #[test]
 fn sigint_shuts_down_cleanly() {
     let mut node = Node::start(NodeOpts::default());
