@@ -176,11 +176,37 @@ pub const MAX_WRITE_BACK_MB: u64 = 1024;
 /// Most worker threads `io-threads` may ask for.
 pub const MAX_IO_THREADS: usize = 256;
 
+/// The longest `requirepass`: a client that is not authenticated yet may send bulk strings of
+/// at most this many bytes (Redis's bound, `proto_resp::Limits::UNAUTHENTICATED_MAX_BULK_LEN`),
+/// so a longer password could never be given to AUTH.
+pub const MAX_PASSWORD_LEN: usize = proto_resp::Limits::UNAUTHENTICATED_MAX_BULK_LEN;
+
+/// The smallest `proto-max-bulk-len` (Redis's lower bound, 1 MB).
+pub const MIN_PROTO_MAX_BULK_LEN: usize = 1024 * 1024;
+
 impl ServerConfig {
     /// Checks the settings that have limits (after the file and the flags were read).
     pub fn validate(&self) -> Result<(), String> {
         if self.client_write_timeout_ms == 0 {
             return Err("client-write-timeout-ms must be at least 1".into());
+        }
+        if self.maxclients == 0 {
+            return Err("maxclients must be at least 1".into());
+        }
+        if self.proto_max_bulk_len < MIN_PROTO_MAX_BULK_LEN {
+            return Err(format!(
+                "proto-max-bulk-len is {}, at least {MIN_PROTO_MAX_BULK_LEN} (1 MB)",
+                self.proto_max_bulk_len
+            ));
+        }
+        if self
+            .requirepass
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PASSWORD_LEN)
+        {
+            return Err(format!(
+                "requirepass is longer than {MAX_PASSWORD_LEN} bytes: AUTH could never send it"
+            ));
         }
         if self.write_back_ms > MAX_WRITE_BACK_MS {
             return Err(format!(
@@ -344,6 +370,24 @@ mod tests {
         assert!(err.contains("at most"), "{err}");
         let err = parse_config("[raft]\nwrite-timeout = 1\n").err().unwrap();
         assert!(err.contains("write-timeout"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_would_lock_clients_out_are_refused() {
+        for (toml, why) in [
+            ("maxclients = 0", "maxclients must be at least 1"),
+            ("proto-max-bulk-len = 0", "at least 1048576"),
+        ] {
+            let err = parse_config(&format!("[server]\n{toml}\n")).err().unwrap();
+            assert!(err.contains(why), "{toml}: {err}");
+        }
+        let long = "a".repeat(MAX_PASSWORD_LEN + 1);
+        let err = parse_config(&format!("[server]\nrequirepass = \"{long}\"\n"))
+            .err()
+            .unwrap();
+        assert!(err.contains("AUTH could never send it"), "{err}");
+        let fits = "a".repeat(MAX_PASSWORD_LEN);
+        assert!(parse_config(&format!("[server]\nrequirepass = \"{fits}\"\n")).is_ok());
     }
 
     #[test]

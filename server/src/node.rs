@@ -264,6 +264,12 @@ impl Shared {
             Ok(n)
         };
         Ok(match name {
+            "requirepass" if value.len() > crate::config::MAX_PASSWORD_LEN => {
+                return Err(failed(&format!(
+                    "longer than {} bytes: AUTH could never send it",
+                    crate::config::MAX_PASSWORD_LEN
+                )));
+            }
             "requirepass" => {
                 ConfigChange::RequirePass((!value.is_empty()).then(|| value.to_string()))
             }
