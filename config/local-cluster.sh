@@ -21,8 +21,16 @@ bin() {
   echo "$MERIDIAN_BIN"
 }
 
+# Whether PID is the node whose data directory is DATA (a pid file may outlive its process,
+# and the number be reused by another): its command line must name that directory.
+ours() {
+  local pid="$1" data="$2"
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$data"
+}
+
 up() {
-  local topo="$1" dir="${2:-}"
+  local topo="${1:-}" dir="${2:-}"
+  [ -n "$topo" ] || { echo "usage: $0 up TOPOLOGY [DIR]" >&2; exit 2; }
   [ -f "$topo" ] || { echo "no such topology file: $topo" >&2; exit 2; }
   [ -n "$dir" ] || dir="$PWD/cluster/$(basename "$topo" .toml)"
   mkdir -p "$dir"
@@ -34,7 +42,7 @@ up() {
   local lines; lines="$("$meridian" nodes --config "$dir/topology.toml")"
   while read -r name region resp; do
     mkdir -p "$dir/$name"
-    if [ -f "$dir/$name/pid" ] && kill -0 "$(cat "$dir/$name/pid")" 2>/dev/null; then
+    if [ -f "$dir/$name/pid" ] && ours "$(cat "$dir/$name/pid")" "$dir/$name/data"; then
       echo "$name is already running (pid $(cat "$dir/$name/pid"))" >&2
       continue
     fi
@@ -64,15 +72,24 @@ down() {
   # Without DIR: every cluster `up` started under ./cluster.
   local pattern="$dir/*/pid"
   [ -n "$dir" ] || pattern="$PWD/cluster/*/*/pid"
+  # SIGTERM to every node first (they stop together), then wait for each, 5 s at most.
+  # Only a process whose command line names the node's data directory is signalled.
+  local stopping=()
   for pidfile in $pattern; do
     [ -f "$pidfile" ] || continue
-    local pid; pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
+    local pid node; pid="$(cat "$pidfile")"
+    node="$(cd "$(dirname "$pidfile")" && pwd)"
+    if ours "$pid" "$node/data"; then
       kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+      stopping+=("$pid:$node/data")
     fi
     rm -f "$pidfile"
+  done
+  local entry
+  for entry in "${stopping[@]+"${stopping[@]}"}"; do
+    local pid="${entry%%:*}" data="${entry#*:}"
+    for _ in $(seq 50); do ours "$pid" "$data" || break; sleep 0.1; done
+    if ours "$pid" "$data"; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
 }
 
