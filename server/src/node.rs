@@ -663,7 +663,10 @@ impl Node {
             } else {
                 Endpoint::start(link, service.clone()).await
             }
-            .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint on {}: {e}", me.peer))?;
+            .map_err(|e| {
+                // With its causes (a key that does not match the certificate, a file's OS error).
+                anyhow::Error::new(e).context(format!("starting the QUIC endpoint on {}", me.peer))
+            })?;
             // Emulated WAN links of the topology, from this node's side.
             for (addr, shape) in topology.wan_shapes_from(&node_name) {
                 if let Err(e) = endpoint.wan().set_link(addr, shape) {
