@@ -218,7 +218,6 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = Shutdown::new();
         let node = Node::start(server, cluster, shutdown).await?;
-        node.run_until_shutdown().await;
-        anyhow::Ok(())
+        node.run_until_shutdown().await
     })
 }

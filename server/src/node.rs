@@ -103,6 +103,8 @@ pub struct Shared {
     pub geo: Arc<Geo>,
     /// Cancelled to stop the node (SHUTDOWN): the token SIGINT and SIGTERM cancel.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Why the Raft group stopped for good, when it did (the node then stops, exit status 1).
+    pub fatal: std::sync::OnceLock<String>,
     /// Pub/Sub subscriptions of this node's connections.
     pub pubsub: Arc<crate::pubsub::PubSub>,
     /// Sends this node's published messages to the other nodes.
@@ -773,6 +775,7 @@ impl Node {
             node_name,
             config,
             stop: shutdown.token.clone(),
+            fatal: std::sync::OnceLock::new(),
             pubsub,
             fanout,
             slowlog,
@@ -804,6 +807,9 @@ impl Node {
             .spawn(rates_task(shared.clone(), shutdown.clone()));
         shutdown
             .tasks
+            .spawn(raft_health_task(shared.clone(), shutdown.clone()));
+        shutdown
+            .tasks
             .spawn(active_expiry_task(shared.clone(), shutdown.clone()));
         shutdown.tasks.spawn(crate::metrics::publish_task(
             shared.clone(),
@@ -822,8 +828,9 @@ impl Node {
         })
     }
 
-    /// Waits for the shutdown signal, then for every task, then syncs storage.
-    pub async fn run_until_shutdown(self) {
+    /// Waits for the shutdown signal, then for every task, then syncs storage. An error when
+    /// the node stopped because its Raft group had stopped for good.
+    pub async fn run_until_shutdown(self) -> anyhow::Result<()> {
         self.shutdown.wait_for_signal().await;
         self.shutdown.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.shutdown.tasks.wait())
@@ -850,6 +857,10 @@ impl Node {
         }
         self.shared.keyspace.close();
         info!("bye");
+        match self.shared.fatal.get() {
+            Some(why) => Err(anyhow::anyhow!("the Raft group stopped: {why}")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -875,6 +886,27 @@ async fn fanout_members_task(shared: Arc<Shared>, shutdown: Shutdown) {
                 .collect()
         };
         shared.fanout.sync_members(members);
+    }
+}
+
+/// Stops the node when its Raft group stopped for good (openraft's `Fatal`: a storage error
+/// such as a full disk). The node could still answer PING but no write and no linearizable
+/// read, and it would not recover when the cause went away; stopping (exit status 1) makes
+/// the failure visible to health checks and lets a supervisor restart it, which replays the
+/// log once the disk has room again.
+async fn raft_health_task(shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.token.cancelled() => return,
+        }
+        if let Err(fatal) = shared.raft.metrics().running_state {
+            tracing::error!(error = %fatal, "the Raft group stopped; stopping the node");
+            let _ = shared.fatal.set(fatal.to_string());
+            shutdown.token.cancel();
+            return;
+        }
     }
 }
 
