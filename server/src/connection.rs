@@ -97,7 +97,7 @@ pub async fn serve(
         let turn = tokio::select! {
             biased;
             turn = run_turn(&mut session, &mut inbuf, &mut limits, &token) => turn,
-            () = cancelled_then(&node.stop, STOP_GRACE) => None,
+            () = stopped_then(&token, &node.stop, STOP_GRACE) => None,
         };
         let Some(Turn { close, processed }) = turn else {
             return;
@@ -232,9 +232,17 @@ async fn run_turn(
     Some(Turn { close, processed })
 }
 
-/// Completes `grace` after `token` is cancelled.
-async fn cancelled_then(token: &CancellationToken, grace: std::time::Duration) {
-    token.cancelled().await;
+/// Completes `grace` after the node's stop. Waits on the connection's own token first (the
+/// stop cancels it too): every waiting turn registering with the node's token, which all
+/// connections share, would contend on it under a write load.
+async fn stopped_then(
+    connection: &CancellationToken,
+    node_stop: &CancellationToken,
+    grace: std::time::Duration,
+) {
+    connection.cancelled().await;
+    // Killed (CLIENT KILL), not stopping: the running request finishes.
+    node_stop.cancelled().await;
     tokio::time::sleep(grace).await;
 }
 
