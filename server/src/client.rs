@@ -163,6 +163,8 @@ pub struct ClientInfo {
     /// The sending end of its message queue, once it has one (a RESP3 connection, or one that
     /// subscribed, monitors or tracks): where another client's REDIRECT sends invalidations.
     pub queue: std::sync::OnceLock<crate::pubsub::Subscriber>,
+    /// Its task, which a stopping node aborts once the stop's grace has passed.
+    pub task: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 /// Names a client gave itself.
@@ -364,6 +366,7 @@ impl ClientRegistry {
             tracking_bcast: AtomicBool::new(false),
             tracking_redirect_broken: AtomicBool::new(false),
             queue: std::sync::OnceLock::new(),
+            task: std::sync::OnceLock::new(),
         });
         self.clients
             .lock()
@@ -378,6 +381,16 @@ impl ClientRegistry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+    }
+
+    /// Aborts the task of every registered connection, closed or killed ones included (a
+    /// stopping node's last step for connections still running a request).
+    pub fn abort_all(&self) -> usize {
+        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        for task in clients.values().filter_map(|c| c.task.get()) {
+            task.abort();
+        }
+        clients.len()
     }
 
     /// Connected clients, ordered by id. A client being closed (CLIENT KILL, shutdown) is gone

@@ -32,9 +32,6 @@ const MAX_REQUESTS_PER_TURN: usize = 4096;
 /// GET -P16 (`redis-benchmark -t get -c 50 -P 16 -r 100000 -d 64`, one node, 3 alternating
 /// rounds): server CPU per GET 1.37-1.57 -> 1.21-1.29 us, 804k-923k -> 966k-1.04M GET/s.
 const WARM_GETS: usize = 64;
-/// How long a request already running may still take once the node stops (a write waiting for
-/// a quorum that has gone would otherwise hold the shutdown for its whole write timeout).
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reply bytes buffered before they are written out mid-turn.
 const OUT_HIGH_WATER: usize = 1024 * 1024;
 /// Read buffer growth step.
@@ -87,18 +84,10 @@ pub async fn serve(
         turn_now_ms: None,
     };
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
-    // (Its stop token is borrowed by every turn while the session is borrowed mutably.)
-    let node = session.shared.clone();
     loop {
-        // The requests buffered now, run in order. Once the node stops, a request still
-        // waiting (for a quorum that is gone, say) gets a grace period, then the connection
-        // closes without its reply, as Redis closes its clients. (CLIENT KILL lets a running
-        // request finish: MERIDIAN NODE ADD, say, is not cut half-way.)
-        let turn = tokio::select! {
-            biased;
-            turn = run_turn(&mut session, &mut inbuf, &mut limits, &token) => turn,
-            () = stopped_then(&token, &node.stop, STOP_GRACE) => None,
-        };
+        // The requests buffered now, run in order. (A stopping node aborts this task if a
+        // request still waits once the stop's grace has passed: see `Node::run_until_shutdown`.)
+        let turn = run_turn(&mut session, &mut inbuf, &mut limits, &token).await;
         let Some(Turn { close, processed }) = turn else {
             return;
         };
@@ -230,20 +219,6 @@ async fn run_turn(
     }
     session.flush_writes().await;
     Some(Turn { close, processed })
-}
-
-/// Completes `grace` after the node's stop. Waits on the connection's own token first (the
-/// stop cancels it too): every waiting turn registering with the node's token, which all
-/// connections share, would contend on it under a write load.
-async fn stopped_then(
-    connection: &CancellationToken,
-    node_stop: &CancellationToken,
-    grace: std::time::Duration,
-) {
-    connection.cancelled().await;
-    // Killed (CLIENT KILL), not stopping: the running request finishes.
-    node_stop.cancelled().await;
-    tokio::time::sleep(grace).await;
 }
 
 /// The next message for a connection's subscriptions (never, while it has none).

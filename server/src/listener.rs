@@ -56,7 +56,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: S
         let span = info_span!("conn", id = info.id, peer = %peer);
         let shared = shared.clone();
         let token = info.kill.clone();
-        shutdown.tasks.spawn(
+        let registered = info.clone();
+        let task = shutdown.tasks.spawn(
             async move {
                 let id = info.id;
                 crate::connection::serve(stream, shared.clone(), info, token).await;
@@ -64,5 +65,6 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: S
             }
             .instrument(span),
         );
+        let _ = registered.task.set(task.abort_handle());
     }
 }

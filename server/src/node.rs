@@ -833,6 +833,20 @@ impl Node {
     pub async fn run_until_shutdown(self) -> anyhow::Result<()> {
         self.shutdown.wait_for_signal().await;
         self.shutdown.tasks.close();
+        // Connections end at once unless a request is running; one still running after the
+        // grace (a write waiting for a quorum that has gone would wait its whole write
+        // timeout) is cut: its connection closes without the reply, as Redis closes its
+        // clients. (CLIENT KILL alone lets a running request finish.)
+        if tokio::time::timeout(STOP_GRACE, self.shutdown.tasks.wait())
+            .await
+            .is_err()
+        {
+            let cut = self.shared.clients.abort_all();
+            info!(
+                connections = cut,
+                "cut the connections still running a request"
+            );
+        }
         if tokio::time::timeout(Duration::from_secs(10), self.shutdown.tasks.wait())
             .await
             .is_err()
@@ -888,6 +902,9 @@ async fn fanout_members_task(shared: Arc<Shared>, shutdown: Shutdown) {
         shared.fanout.sync_members(members);
     }
 }
+
+/// How long requests already running may still take once the node stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Stops the node when its Raft group stopped for good (openraft's `Fatal`: a storage error
 /// such as a full disk). The node could still answer PING but no write and no linearizable
