@@ -133,19 +133,21 @@ impl Shared {
             .maxclients
     }
 
-    /// The memory the node accounts for (INFO `used_memory`): the hot cache, RocksDB's
-    /// memtables and block cache. Raises the recorded peak.
-    pub fn used_memory(&self) -> u64 {
-        let (_, _, hot_bytes, _) = self.keyspace.cache_stats();
-        let used = hot_bytes
-            + self
+    /// The memory the node accounts for (INFO `used_memory`), by part: the hot cache,
+    /// RocksDB's memtables and block cache. Raises the recorded peak.
+    pub fn used_memory(&self) -> MemoryUse {
+        let (_, _, hot_cache, _) = self.keyspace.cache_stats();
+        let parts = MemoryUse {
+            hot_cache,
+            memtables: self
                 .keyspace
-                .rocks_property("rocksdb.cur-size-all-mem-tables")
-            + self.keyspace.block_cache_usage();
+                .rocks_property("rocksdb.cur-size-all-mem-tables"),
+            block_cache: self.keyspace.block_cache_usage(),
+        };
         self.stats
             .used_memory_peak
-            .fetch_max(used, Ordering::Relaxed);
-        used
+            .fetch_max(parts.total(), Ordering::Relaxed);
+        parts
     }
 
     /// The largest [`Shared::used_memory`] seen (INFO `used_memory_peak`).
@@ -371,13 +373,15 @@ impl Shared {
             );
         }
         if want("memory") {
-            let (_, _, hot_bytes, hot_entries) = self.keyspace.cache_stats();
-            let memtables = self
-                .keyspace
-                .rocks_property("rocksdb.cur-size-all-mem-tables");
-            let block_cache = self.keyspace.block_cache_usage();
+            let (_, _, _, hot_entries) = self.keyspace.cache_stats();
+            let memory = self.used_memory();
+            let used = memory.total();
+            let MemoryUse {
+                hot_cache: hot_bytes,
+                memtables,
+                block_cache,
+            } = memory;
             let rss = rss_bytes();
-            let used = self.used_memory();
             let peak = self.used_memory_peak();
             let _ = write!(
                 out,
@@ -903,6 +907,23 @@ async fn fanout_members_task(shared: Arc<Shared>, shutdown: Shutdown) {
     }
 }
 
+/// The memory a node accounts for, by part (see [`Shared::used_memory`]).
+pub struct MemoryUse {
+    /// The hot cache's charged bytes.
+    pub hot_cache: u64,
+    /// RocksDB's memtables.
+    pub memtables: u64,
+    /// RocksDB's block cache.
+    pub block_cache: u64,
+}
+
+impl MemoryUse {
+    /// INFO's `used_memory`.
+    pub fn total(&self) -> u64 {
+        self.hot_cache + self.memtables + self.block_cache
+    }
+}
+
 /// How long requests already running may still take once the node stops.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -979,11 +1000,10 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
         // A region without a churn epoch yet (new, or upgraded): start one, so that WATCH
         // checks compare churn counters every replica counts alike (see Keyspace::churn_epoch).
         // Into this region's log only, never forwarded.
-        // (Its writes wait for a quorum up to the write timeout: not past a stop.)
         if shared.keyspace.churn_epoch() == 0 {
-            let started = tokio::select! {
-                w = shared.raft.write(vec![Op::ChurnEpoch]) => w,
-                _ = shutdown.token.cancelled() => return,
+            let started = shared.raft.write(vec![Op::ChurnEpoch]);
+            let Some(started) = shutdown.unless_stopped(started).await else {
+                return;
             };
             if let Err(e) = started {
                 debug!(error = %e, "starting the churn epoch failed; retried at the next tick");
@@ -1006,9 +1026,8 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
             .into_iter()
             .map(|(db, key, at_ms)| Op::ExpireIfDue { db, key, at_ms })
             .collect();
-        let submitted = tokio::select! {
-            s = shared.writer.submit(ops) => s,
-            _ = shutdown.token.cancelled() => return,
+        let Some(submitted) = shutdown.unless_stopped(shared.writer.submit(ops)).await else {
+            return;
         };
         match submitted {
             Ok((results, _)) => {

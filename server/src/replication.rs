@@ -1016,18 +1016,17 @@ async fn trim_loop(
         if !raft.is_leader() {
             continue;
         }
-        // (Their writes wait for a quorum up to the write timeout: not past a stop.)
-        tokio::select! {
-            () = trim_outbox(&raft, &keyspace, &geo) => {}
-            _ = shutdown.token.cancelled() => return,
+        let trimmed = trim_outbox(&raft, &keyspace, &geo);
+        if shutdown.unless_stopped(trimmed).await.is_none() {
+            return;
         }
         if last_collect.elapsed() < COLLECT_EVERY {
             continue;
         }
         last_collect = tokio::time::Instant::now();
-        let collected = tokio::select! {
-            c = collect_tombstones(&raft, &keyspace, &geo) => c,
-            _ = shutdown.token.cancelled() => return,
+        let collected = collect_tombstones(&raft, &keyspace, &geo);
+        let Some(collected) = shutdown.unless_stopped(collected).await else {
+            return;
         };
         if let Err(e) = collected {
             warn!(error = %e, "tombstone collection failed");

@@ -19,6 +19,15 @@ impl Shutdown {
         Shutdown::default()
     }
 
+    /// Runs `work` unless the node stops first (`None` then): for background tasks whose
+    /// writes wait for a quorum up to the write timeout, which must not hold a stop.
+    pub async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            out = work => Some(out),
+            _ = self.token.cancelled() => None,
+        }
+    }
+
     /// Waits for SIGINT or SIGTERM, then cancels.
     pub async fn wait_for_signal(&self) {
         let ctrl_c = tokio::signal::ctrl_c();

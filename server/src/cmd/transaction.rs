@@ -10,12 +10,13 @@
 //! SCAN and RANDOMKEY, which read the whole keyspace, are refused inside MULTI (the transaction
 //! is then discarded at EXEC).
 //!
-//! WATCH remembers a fingerprint of each key's stored encoding (every write restamps it) and,
-//! for a missing key, its churn counter (so that a key created and removed again counts as a
-//! change, as in Redis); EXEC puts an [`Op::UnchangedSince`](crate::op::Op::UnchangedSince)
-//! with them at the head of the batch, which every replica checks where the batch lands in the
-//! log: if a watched key changed, the rest of the transaction is skipped and EXEC answers nil. The running of EXEC lives in the connection
-//! ([`crate::connection`]), which owns the writer's batches.
+//! WATCH remembers a fingerprint of each key's stored encoding (every write restamps it) and
+//! its slot's churn counter (compared for a key missing when watched, so that one created and
+//! removed again counts as a change, as in Redis); EXEC puts an
+//! [`Op::UnchangedSince`](crate::op::Op::UnchangedSince) with them at the head of the batch,
+//! which every replica checks where the batch lands in the log: if a watched key changed, the
+//! rest of the transaction is skipped and EXEC answers nil. The running of EXEC lives in the
+//! connection ([`crate::connection`]), which owns the writer's batches.
 
 use std::collections::HashMap;
 
@@ -109,11 +110,7 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         // The churn counter first: a key created and removed again after this reads as a change.
         let keyspace = &ctx.shared.keyspace;
         let churn = (keyspace.churn_epoch(), keyspace.churn(db, &key));
-        let fingerprint = ctx
-            .shared
-            .keyspace
-            .get(db, &key, ctx.now_ms)?
-            .map(|v| v.fingerprint());
+        let fingerprint = keyspace.get(db, &key, ctx.now_ms)?.map(|v| v.fingerprint());
         ctx.client.watched.push(WatchedKey {
             db,
             key,

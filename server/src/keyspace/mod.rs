@@ -64,12 +64,7 @@ pub const CHURN_SLOTS: usize = 4096;
 /// The churn counter slot of `key` in `db`: 64-bit FNV-1a, the same on every machine (every
 /// replica evaluates WATCH checks with it).
 pub fn churn_slot(db: u8, key: &[u8]) -> usize {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    let hash = std::iter::once(&db)
-        .chain(key)
-        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME));
-    (hash % CHURN_SLOTS as u64) as usize
+    (value::fnv1a(std::iter::once(&db).chain(key)) % CHURN_SLOTS as u64) as usize
 }
 
 /// Reads the stored churn counters into `churn` (zero where none is stored) and their epoch.

@@ -626,12 +626,8 @@ impl StoredValue {
     /// the length and the bytes): WATCH carries it instead of the value. Every write restamps
     /// the encoding, so a changed key gets another fingerprint but by a 2^-64 chance.
     pub fn fingerprint(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0100_0000_01b3;
         let len = (self.0.len() as u64).to_le_bytes();
-        len.iter()
-            .chain(self.0.iter())
-            .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+        fnv1a(len.iter().chain(self.0.iter()))
     }
 
     /// The whole encoding.
@@ -650,6 +646,15 @@ impl StoredValue {
     }
 }
 
+/// 64-bit FNV-1a of `bytes`: the same on every machine, for values every replica must compute
+/// alike (WATCH fingerprints, churn counter slots).
+pub fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    bytes
+        .into_iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
