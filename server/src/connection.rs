@@ -109,7 +109,10 @@ pub async fn serve(
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(k)) => sent += k,
                     Err(_) => {
-                        debug!("client took none of its replies in time; closing");
+                        debug!(
+                            client = session.client.info.id,
+                            "client took none of its replies in time; closing"
+                        );
                         return;
                     }
                 }
@@ -204,7 +207,7 @@ async fn run_turn(
             }
             Ok(None) => break,
             Err(e) => {
-                debug!(error = %e, "protocol error; closing");
+                debug!(client = session.client.info.id, error = %e, "protocol error; closing");
                 session.flush_writes().await;
                 // Under CLIENT REPLY OFF or SKIP Redis sends no error text either.
                 let reply = Reply::error(format!("ERR {e}"));

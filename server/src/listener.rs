@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tracing::{info_span, warn, Instrument};
+use tracing::warn;
 
 use crate::node::Shared;
 use crate::shutdown::Shutdown;
@@ -53,18 +53,14 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: S
         let info = shared
             .clients
             .register(peer, local, shutdown.token.child_token());
-        let span = info_span!("conn", id = info.id, peer = %peer);
         let shared = shared.clone();
         let token = info.kill.clone();
         let registered = info.clone();
-        let task = shutdown.tasks.spawn(
-            async move {
-                let id = info.id;
-                crate::connection::serve(stream, shared.clone(), info, token).await;
-                shared.clients.unregister(id);
-            }
-            .instrument(span),
-        );
+        let task = shutdown.tasks.spawn(async move {
+            let id = info.id;
+            crate::connection::serve(stream, shared.clone(), info, token).await;
+            shared.clients.unregister(id);
+        });
         let _ = registered.task.set(task.abort_handle());
     }
 }
