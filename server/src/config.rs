@@ -173,6 +173,10 @@ pub const MAX_WRITE_BACK_MS: u64 = 10_000;
 /// Largest `write-back-mb`.
 pub const MAX_WRITE_BACK_MB: u64 = 1024;
 
+/// Upper bound of every memory size in MB (16 TiB): a typo of a few digits is refused at
+/// start instead of overflowing the byte counts derived from it.
+pub const MAX_MEMORY_MB: u64 = 1 << 24;
+
 /// Most worker threads `io-threads` may ask for.
 pub const MAX_IO_THREADS: usize = 256;
 
@@ -213,6 +217,19 @@ impl ServerConfig {
                 "write-back-ms is {}, at most {MAX_WRITE_BACK_MS}",
                 self.write_back_ms
             ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data-dir is empty: name a directory (\".\" for the current one)".into());
+        }
+        for (name, mb) in [
+            ("hot-cache-mb", self.hot_cache_mb),
+            ("block-cache-mb", self.block_cache_mb),
+            ("write-buffer-mb", self.write_buffer_mb.unwrap_or(0)),
+            ("replication-memory-mb", self.replication_memory_mb),
+        ] {
+            if mb > MAX_MEMORY_MB {
+                return Err(format!("{name} is {mb}, at most {MAX_MEMORY_MB} (16 TiB)"));
+            }
         }
         if self.write_back_ms > 0 && !(1..=MAX_WRITE_BACK_MB).contains(&self.write_back_mb) {
             return Err(format!(
@@ -388,6 +405,30 @@ mod tests {
         assert!(err.contains("AUTH could never send it"), "{err}");
         let fits = "a".repeat(MAX_PASSWORD_LEN);
         assert!(parse_config(&format!("[server]\nrequirepass = \"{fits}\"\n")).is_ok());
+    }
+
+    #[test]
+    fn an_empty_data_dir_and_absurd_memory_sizes_are_refused() {
+        for (toml, why) in [
+            ("data-dir = \"\"", "data-dir is empty"),
+            (
+                "hot-cache-mb = 99999999999",
+                "hot-cache-mb is 99999999999, at most",
+            ),
+            (
+                "block-cache-mb = 16777217",
+                "block-cache-mb is 16777217, at most",
+            ),
+            ("write-buffer-mb = 16777217", "write-buffer-mb is"),
+            (
+                "replication-memory-mb = 16777217",
+                "replication-memory-mb is",
+            ),
+        ] {
+            let err = parse_config(&format!("[server]\n{toml}\n")).err().unwrap();
+            assert!(err.contains(why), "{toml}: {err}");
+        }
+        assert!(parse_config("[server]\nhot-cache-mb = 16777216\ndata-dir = \".\"\n").is_ok());
     }
 
     #[test]
