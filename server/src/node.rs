@@ -585,6 +585,13 @@ impl Node {
         shutdown: Shutdown,
     ) -> anyhow::Result<Node> {
         let started = Instant::now();
+        // First, as Redis: a port in use stops the start before the storage is opened or the
+        // Raft group joined. Clients that connect meanwhile wait in the backlog until the
+        // listener is served.
+        let bind = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding RESP listener on {bind}: {e}"))?;
         let (topology, node_name) = match cluster {
             Some(pair) => pair,
             None => {
@@ -791,10 +798,6 @@ impl Node {
             info!(%addr, "prometheus exporter listening");
         }
 
-        let bind = SocketAddr::new(shared.config.bind, shared.config.port);
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding RESP listener on {bind}: {e}"))?;
         let resp_addr = listener.local_addr()?;
         *shared.resp_addr.lock().unwrap_or_else(|p| p.into_inner()) = Some(resp_addr);
 

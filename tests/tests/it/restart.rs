@@ -319,3 +319,43 @@ fn shutdown_command_stops_the_node_cleanly() {
     let v: String = q(&mut node.client(), &["GET", "k"]);
     assert_eq!(v, "v");
 }
+
+#[test]
+fn a_port_in_use_stops_the_start_before_the_storage_is_opened() {
+    let node = Node::start(NodeOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut second = std::process::Command::new(meridian_tests::meridian_bin())
+        .args(["--bind", "127.0.0.1", "--port", &node.port().to_string()])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second node on a port in use kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{}", describe_exit(&status));
+    assert!(
+        stderr.contains("binding RESP listener") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(
+        !data_dir.exists(),
+        "the storage was opened before the port was taken"
+    );
+    // The first node is untouched.
+    assert_eq!(q::<String>(&mut node.client(), &["PING"]), "PONG");
+}
