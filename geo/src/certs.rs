@@ -301,17 +301,50 @@ pub fn generate_node_cert(ca_dir: &Path, name: &str, out_dir: &Path) -> Result<(
 /// An existing CA in `out_dir` is reused. With a reused CA, node certificates already present
 /// (both `.pem` and `.key`) are kept and only missing ones are written; with a new CA every
 /// node certificate is (re)written.
-pub fn generate_certs(topology: &Topology, out_dir: &Path) -> Result<(), CertError> {
+pub fn generate_certs(topology: &Topology, out_dir: &Path) -> Result<CertsWritten, CertError> {
     let ca = load_or_create_ca(out_dir)?;
+    let mut done = CertsWritten {
+        ca_created: ca.created,
+        ..CertsWritten::default()
+    };
     for node in topology.all_nodes() {
         let paths = CertPaths::in_dir(out_dir, &node.name);
         if !ca.created && paths.cert.exists() && paths.key.exists() {
             info!(node = %node.name, "keeping existing node certificate");
+            done.nodes_kept += 1;
             continue;
         }
         write_node(&ca, out_dir, &node.name, out_dir)?;
+        done.nodes_written += 1;
     }
-    Ok(())
+    Ok(done)
+}
+
+/// What [`generate_certs`] did: whether it created the CA, and how many node certificates
+/// it wrote and kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CertsWritten {
+    /// A new cluster CA was written (none was there).
+    pub ca_created: bool,
+    /// Node certificates written.
+    pub nodes_written: usize,
+    /// Node certificates already present under the existing CA, left as they were.
+    pub nodes_kept: usize,
+}
+
+impl std::fmt::Display for CertsWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ca = if self.ca_created {
+            "wrote a new cluster CA"
+        } else {
+            "kept the existing cluster CA"
+        };
+        write!(
+            f,
+            "{ca}; wrote {} node certificates, kept {}",
+            self.nodes_written, self.nodes_kept
+        )
+    }
 }
 
 #[cfg(test)]
@@ -371,10 +404,18 @@ mod tests {
     #[test]
     fn adding_a_node_keeps_the_ca_and_existing_certs() {
         let dir = tempfile::tempdir().unwrap();
-        generate_certs(&topo(&["n1"]), dir.path()).unwrap();
+        let first = generate_certs(&topo(&["n1"]), dir.path()).unwrap();
+        assert_eq!(
+            (first.ca_created, first.nodes_written, first.nodes_kept),
+            (true, 1, 0)
+        );
         let ca_before = file(dir.path(), CA_CERT_FILE);
         let n1_before = file(dir.path(), "n1.pem");
-        generate_certs(&topo(&["n1", "n2"]), dir.path()).unwrap();
+        let second = generate_certs(&topo(&["n1", "n2"]), dir.path()).unwrap();
+        assert_eq!(
+            second.to_string(),
+            "kept the existing cluster CA; wrote 1 node certificates, kept 1"
+        );
         assert_eq!(file(dir.path(), CA_CERT_FILE), ca_before);
         assert_eq!(file(dir.path(), "n1.pem"), n1_before);
         verify_node_cert(&ca_before, &file(dir.path(), "n2.pem"), "n2").unwrap();

@@ -32,7 +32,9 @@ pub mod rpc;
 pub mod topology;
 pub mod wan;
 
-pub use certs::{generate_ca_only, generate_certs, generate_node_cert, CertError, CertPaths};
+pub use certs::{
+    generate_ca_only, generate_certs, generate_node_cert, CertError, CertPaths, CertsWritten,
+};
 pub use hlc::{Hlc, PhysicalClock, Timestamp};
 pub use link::{Endpoint, LinkConfig, LinkError, PeerAddr, PeerState};
 pub use routing::{nearest_healthy, HomeRing, Placement, PlacementRules, RegionHealth};

@@ -118,13 +118,9 @@ fn main() -> anyhow::Result<()> {
 
     if let Some(Command::Certs { out }) = &cli.command {
         let topology = topology.context("`meridian certs` needs --config with a topology")?;
-        geo::generate_certs(&topology, out)
+        let done = geo::generate_certs(&topology, out)
             .with_context(|| format!("writing certificates to {}", out.display()))?;
-        println!(
-            "wrote a cluster CA and {} node certificates to {}",
-            topology.all_nodes().count(),
-            out.display()
-        );
+        println!("{done} in {}", out.display());
         return Ok(());
     }
 
