@@ -75,7 +75,8 @@ fn raft_state(raft: &RegionRaft) -> Reply {
         pair("node_id", Reply::Integer(raft.node_id as i64)),
         pair("role", bulk(format!("{:?}", m.state).to_ascii_lowercase())),
         pair("term", Reply::Integer(m.current_term as i64)),
-        pair("leader_id", opt(m.current_leader)),
+        // The leader as this node knows it: none once it has not heard from it for the lease.
+        pair("leader_id", opt(raft.leader())),
         pair("last_log_index", opt(m.last_log_index)),
         pair("commit_index", opt(raft.log_store.committed_index())),
         pair("applied_index", opt(m.last_applied.map(|l| l.index))),
@@ -96,6 +97,7 @@ fn nodes(raft: &RegionRaft) -> Reply {
     let m = raft.metrics();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let leader = raft.leader();
     let mut out = Vec::new();
     for (id, node) in membership.nodes() {
         let me = *id == raft.node_id;
@@ -116,7 +118,7 @@ fn nodes(raft: &RegionRaft) -> Reply {
                     "learner"
                 }),
             ),
-            pair("leader", Reply::Bool(m.current_leader == Some(*id))),
+            pair("leader", Reply::Bool(leader == Some(*id))),
             pair("self", Reply::Bool(me)),
             pair(
                 "link",

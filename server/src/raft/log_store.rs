@@ -263,6 +263,12 @@ impl LogStore {
         }
     }
 
+    /// The id of the log's last entry (or of the last purged one when the log is empty).
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        Ok(self.last_entry_id()?.or(last_purged))
+    }
+
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
         Ok(self.last_entry()?.map(|e| e.log_id))
     }
@@ -476,7 +482,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last = self.last_entry_id()?.or(last_purged);
+        let last = self.last_log_id()?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,

@@ -6,6 +6,7 @@
 // type so `?` works, hence the large Err variant.
 #![allow(clippy::result_large_err)]
 
+pub mod elector;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -121,6 +122,8 @@ pub struct RegionRaft {
     metrics: tokio::sync::watch::Receiver<types::RaftMetrics>,
     /// The thread openraft's tasks and the proposer run on (stopped with this group).
     thread: thread::RaftThread,
+    /// When this node last heard from a leader (pre-votes are refused meanwhile).
+    pub contact: elector::LeaderContact,
 }
 
 impl RegionRaft {
@@ -148,6 +151,8 @@ impl RegionRaft {
             max_in_snapshot_log_to_keep: settings.keep_logs,
             purge_batch_size: 256,
             max_payload_entries: 512,
+            // Elections are started by `elector`, after a pre-vote round.
+            enable_elect: false,
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);
@@ -196,8 +201,11 @@ impl RegionRaft {
             region,
             endpoint,
             log_store,
+            // As openraft: a node that has heard from no leader grants votes at once.
+            contact: elector::LeaderContact::new(elector::lease(settings.election_timeout_ms)),
             settings,
         });
+        me.thread.handle().spawn(elector::run(Arc::downgrade(&me)));
         if !me.raft.is_initialized().await? {
             let first = members.keys().next().copied();
             if first == Some(node_id) {
@@ -225,9 +233,47 @@ impl RegionRaft {
         self.metrics.borrow().last_applied.map_or(0, |l| l.index)
     }
 
-    /// The current leader, if known.
+    /// The current leader, if known and alive as far as this node can tell. openraft names the
+    /// leader of the node's stored vote; a follower that has heard nothing from it for the
+    /// leader lease treats the region as leaderless (openraft 0.9 alone would have started an
+    /// election by then; with pre-votes, a node cut off from its quorum keeps its vote, and its
+    /// writes must not wait on a leader that may be gone: see `elector`).
     pub fn leader(&self) -> Option<NodeId> {
-        self.metrics.borrow().current_leader
+        let leader = self.metrics.borrow().current_leader?;
+        if leader == self.node_id
+            || self.contact.elapsed() <= elector::lease(self.settings.election_timeout_ms)
+        {
+            Some(leader)
+        } else {
+            None
+        }
+    }
+
+    /// Waits up to `timeout` for a leader other than `not` ([`RegionRaft::leader`]).
+    async fn wait_for_leader(&self, not: Option<NodeId>, timeout: Duration) -> Option<NodeId> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.leader();
+            if leader.is_some() && leader != not {
+                return leader;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if self.metrics.borrow().current_leader.is_some() {
+                // openraft names a leader this node has not heard from lately: poll for word
+                // from it (a metrics wait would return at once, and spin).
+                let poll = Duration::from_millis(self.settings.heartbeat_ms.clamp(10, 100));
+                tokio::time::sleep(left.min(poll)).await;
+            } else {
+                let _ = self
+                    .raft
+                    .wait(Some(left.min(Duration::from_millis(100))))
+                    .metrics(|m| m.current_leader.is_some(), "a leader")
+                    .await;
+            }
+        }
     }
 
     /// True when this node is the leader.
@@ -281,12 +327,7 @@ impl RegionRaft {
                     // Wait for a leader change (or a short pause), then try again.
                     let left = deadline.saturating_duration_since(Instant::now());
                     let _ = self
-                        .raft
-                        .wait(Some(left.min(Duration::from_millis(100))))
-                        .metrics(
-                            |m| m.current_leader.is_some() && m.current_leader != leader,
-                            "leader change",
-                        )
+                        .wait_for_leader(leader, left.min(Duration::from_millis(100)))
                         .await;
                 }
             }
@@ -340,11 +381,7 @@ impl RegionRaft {
         let timeout = self.settings.read_timeout;
         if self.leader().is_none() {
             // Just started, or an election is running: wait for a leader like writes do.
-            let _ = self
-                .raft
-                .wait(Some(timeout))
-                .metrics(|m| m.current_leader.is_some(), "a leader")
-                .await;
+            let _ = self.wait_for_leader(None, timeout).await;
         }
         let (state, since_ack, voters, applied) = {
             let m = self.metrics.borrow();

@@ -27,6 +27,8 @@ pub const RPC_APPEND: u16 = 1;
 pub const RPC_VOTE: u16 = 2;
 /// RPC kind: InstallSnapshot (one chunk).
 pub const RPC_SNAPSHOT: u16 = 3;
+/// RPC kind: a pre-vote (see `elector`).
+pub const RPC_PRE_VOTE: u16 = 4;
 /// RPC kind: a write forwarded by a follower to the leader.
 pub const RPC_FORWARD_WRITE: u16 = 10;
 /// RPC kind: a follower asks the leader for a read index.

@@ -6,11 +6,12 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use geo::RpcHandler;
+use openraft::raft::AppendEntriesResponse;
 use tracing::debug;
 
 use super::network::{
-    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_PUBLISH, RPC_READ_INDEX, RPC_REPL_APPLY,
-    RPC_REPL_WAIT, RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
+    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_PRE_VOTE, RPC_PUBLISH, RPC_READ_INDEX,
+    RPC_REPL_APPLY, RPC_REPL_WAIT, RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
 };
 use super::types::typ;
 use super::{ForwardReply, ForwardRequest, RegionRaft};
@@ -67,15 +68,29 @@ impl RpcHandler for RaftService {
             match kind {
                 RPC_APPEND => {
                     let req: typ::AppendEntriesRequest = decode(&body)?;
-                    encode(&member.raft.append_entries(req).await)
+                    let resp = member.raft.append_entries(req).await;
+                    if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_)))
+                    {
+                        member.contact.touch();
+                    }
+                    encode(&resp)
                 }
                 RPC_VOTE => {
                     let req: typ::VoteRequest = decode(&body)?;
                     encode(&member.raft.vote(req).await)
                 }
+                RPC_PRE_VOTE => {
+                    let req: super::elector::PreVoteRequest = decode(&body)?;
+                    encode(&super::elector::grant(&member, &req))
+                }
                 RPC_SNAPSHOT => {
                     let req: typ::InstallSnapshotRequest = decode(&body)?;
-                    encode(&member.raft.install_snapshot(req).await)
+                    let vote = req.vote;
+                    let resp = member.raft.install_snapshot(req).await;
+                    if matches!(&resp, Ok(r) if r.vote == vote) {
+                        member.contact.touch();
+                    }
+                    encode(&resp)
                 }
                 RPC_FORWARD_WRITE => {
                     let request: ForwardRequest = decode(&body)?;

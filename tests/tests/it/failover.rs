@@ -561,6 +561,11 @@ fn partitioned_follower_refuses_linearizable_reads() {
         leader + 1,
         lead_now + 1
     ));
+    // Pre-votes: the cut-off node could not win one, so it kept its term, and the heal left
+    // the region's leader alone (before, its term climbed 1 -> 6 and deposed the leader).
+    assert_eq!(term_p, term_cut, "the cut-off node raised its term");
+    assert_eq!(lead_now, leader, "the heal deposed the leader");
+    assert_eq!(cluster.status(lead_now).unwrap().term, term_cut);
     let mut c = nodes[p].client();
     assert_eq!(q::<String>(&mut c, &["GET", "part:k"]), "v2");
     assert_eq!(q::<String>(&mut c, &["GET", "part:49"]), "x");
