@@ -786,7 +786,14 @@ impl<'a> BatchCtx<'a> {
                 // place in the registers' order and this increment counts on top of it. (As a
                 // register write of "0" stamped now, it beat an earlier SET from elsewhere:
                 // eu SET k 15, us INCRBY k 100 gave 100 instead of 115.)
-                state.add(self.stamp.region, *delta, self.stamp.hlc);
+                if live.is_none() && *delta == 0 {
+                    // INCRBY k 0 creates k as "0": on a tombstone the counter must move to
+                    // make the key visible, so it moves by +1 and -1.
+                    state.add(self.stamp.region, 1, self.stamp.hlc);
+                    state.add(self.stamp.region, -1, self.stamp.hlc);
+                } else {
+                    state.add(self.stamp.region, *delta, self.stamp.hlc);
+                }
                 self.write(*db, key, raw.as_ref(), state);
                 self.notify(*db, key, STRING, "incrby");
                 OpResult::Int(next)
@@ -2264,6 +2271,21 @@ mod tests {
             assert_eq!(value(&eu).as_deref(), Some("115"), "set first: {set_first}");
             assert_eq!(value(&us).as_deref(), Some("115"), "set first: {set_first}");
         }
+        // INCRBY k 0 on nothing creates "0", in one region and after a merge.
+        let (_dir, eu, us) = two_regions();
+        apply_at(&eu, 10, 10 << 16, 0, vec![incr_by("z", 0)]);
+        assert_eq!(value(&eu).map(|_| ()), None, "k untouched");
+        let z = |ks: &Keyspace| {
+            ks.get(0, b"z", 1_000)
+                .unwrap()
+                .map(|v| String::from_utf8_lossy(&v.payload()).into_owned())
+        };
+        assert_eq!(z(&eu).as_deref(), Some("0"));
+        apply_at(&us, 11, 11 << 16, 1, vec![set_to("z", "7")]);
+        ship(&eu, 0, &us, "z", 20 << 16);
+        ship(&us, 1, &eu, "z", 21 << 16);
+        assert_eq!(z(&eu).as_deref(), Some("7"));
+        assert_eq!(z(&us).as_deref(), Some("7"));
         // A DEL observed eu's increment; us's concurrent one, from nothing, still counts.
         let (_dir, eu, us) = two_regions();
         apply_at(&eu, 10, 10 << 16, 0, vec![incr_by("k", 1)]);
