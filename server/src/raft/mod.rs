@@ -124,6 +124,8 @@ pub struct RegionRaft {
     thread: thread::RaftThread,
     /// When this node last heard from a leader (pre-votes are refused meanwhile).
     pub contact: elector::LeaderContact,
+    /// When followers last acknowledged this node as leader (the read lease).
+    acks: Arc<network::AckTimes>,
 }
 
 impl RegionRaft {
@@ -167,7 +169,8 @@ impl RegionRaft {
         let snapshot_path = keyspace.options().path.with_file_name("raft-snapshot.bin");
         let state_machine = StateMachine::new(keyspace.clone(), snapshot_path)?;
         let span = tracing::info_span!("raft", region = %region, node = node_id);
-        let network = Network::new(node_id, endpoint.clone());
+        let acks = Arc::new(network::AckTimes::default());
+        let network = Network::new(node_id, endpoint.clone(), acks.clone());
         let started_log_store = log_store.clone();
         let late_commits = log_store.clone();
         let hlc = keyspace.hlc();
@@ -203,6 +206,7 @@ impl RegionRaft {
             log_store,
             // As openraft: a node that has heard from no leader grants votes at once.
             contact: elector::LeaderContact::new(elector::lease(settings.election_timeout_ms)),
+            acks,
             settings,
         });
         me.thread.handle().spawn(elector::run(Arc::downgrade(&me)));
@@ -383,21 +387,31 @@ impl RegionRaft {
             // Just started, or an election is running: wait for a leader like writes do.
             let _ = self.wait_for_leader(None, timeout).await;
         }
-        let (state, since_ack, voters, applied) = {
+        let (state, alone, acked_since, applied) = {
             let m = self.metrics.borrow();
+            let alone = m.membership_config.membership().voter_ids().count() <= 1;
+            let acked_since = (m.state == ServerState::Leader).then(|| {
+                self.acks.quorum_acked_since(
+                    self.node_id,
+                    m.current_term,
+                    m.membership_config.membership().voter_ids(),
+                )
+            });
             (
                 m.state,
-                m.millis_since_quorum_ack,
-                m.membership_config.membership().voter_ids().count(),
+                alone,
+                acked_since.flatten(),
                 m.last_applied.map_or(0, |l| l.index),
             )
         };
         if state == ServerState::Leader {
-            let lease_ms = lease_ms(
+            let lease = Duration::from_millis(lease_ms(
                 self.settings.election_timeout_ms,
                 self.settings.heartbeat_ms,
-            );
-            if voters <= 1 || since_ack.is_some_and(|ms| ms < lease_ms) {
+            ));
+            // Counted from when the acknowledged AppendEntries were sent, on this node's
+            // clock: a pause of the process ages the lease too.
+            if alone || acked_since.is_some_and(|at| at.elapsed() < lease) {
                 return Ok(());
             }
         }
