@@ -102,6 +102,16 @@ impl StateMachine {
             warn!(path = %snapshot_path.display(), "a snapshot install was interrupted: importing it again");
             import_file(&keyspace, &snapshot_path)?;
         }
+        // A transfer cut short (a stop, a leader change) leaves its partial file: no transfer
+        // resumes it, and it may be as large as the keyspace (582 MB left by a chaos run).
+        let partial = snapshot_path.with_extension("recv");
+        match std::fs::remove_file(&partial) {
+            Ok(()) => info!(path = %partial.display(), "removed a partial snapshot transfer"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(path = %partial.display(), error = %e, "cannot remove a partial snapshot transfer")
+            }
+        }
         Ok(StateMachine {
             keyspace,
             snapshot_path,
