@@ -124,7 +124,10 @@ impl<'r> Replaced<'r> {
         let visible = old_raw.is_some_and(StoredValue::is_visible);
         Replaced {
             stored: old_raw.is_some(),
-            expire_at: old_raw.and_then(StoredValue::expire_at),
+            // A fired state has no record in the expiry index.
+            expire_at: old_raw
+                .filter(|v| !v.is_fired())
+                .and_then(StoredValue::expire_at),
             visible,
             hidden: old_raw.filter(|_| !visible),
         }
@@ -364,7 +367,11 @@ impl<'a> BatchCtx<'a> {
         let new_visible = encoded.is_visible();
         // A single region never needs tombstones: nobody can send an older state.
         let keep = new_visible || self.ks.keeps_tombstones();
-        let new_at = if keep { encoded.expire_at() } else { None };
+        let new_at = if keep && !new.fired {
+            encoded.expire_at()
+        } else {
+            None
+        };
         if old_at != new_at {
             if let Some(at) = old_at {
                 self.expiry_change(rocks::expiry_key(db, at, key), false);
@@ -419,16 +426,15 @@ impl<'a> BatchCtx<'a> {
         new: Option<&KeyState>,
     ) {
         let meta = self.cf(rocks::CF_META);
-        let new_stamp = new
-            .filter(|s| s.is_collectable_tombstone())
-            .map(|s| s.reg_stamp);
+        let new_stamp = new.and_then(KeyState::collect_stamp);
         if let Some(old) = hidden {
-            let old = old.state();
-            if old.is_collectable_tombstone() && Some(old.reg_stamp) != new_stamp {
-                self.batch.delete_cf(
-                    meta,
-                    rocks::tombstone_key(old.reg_stamp.hlc, old.reg_stamp.region, data_key),
-                );
+            if let Some(old_stamp) = old.state().collect_stamp() {
+                if Some(old_stamp) != new_stamp {
+                    self.batch.delete_cf(
+                        meta,
+                        rocks::tombstone_key(old_stamp.hlc, old_stamp.region, data_key),
+                    );
+                }
             }
         }
         if let Some(stamp) = new_stamp {
@@ -452,9 +458,8 @@ impl<'a> BatchCtx<'a> {
         let Some(raw) = self.read_raw(db, key)? else {
             return Ok(false);
         };
-        // A collectable tombstone is never visible: nothing else to check.
-        let state = raw.state();
-        if !state.is_collectable_tombstone() || state.reg_stamp != stamp {
+        // A collectable tombstone or fired state is never visible: nothing else to check.
+        if raw.state().collect_stamp() != Some(stamp) {
             return Ok(false);
         }
         self.overlay
@@ -1121,9 +1126,22 @@ impl<'a> BatchCtx<'a> {
             Op::ExpireIfDue { db, key, at_ms } => {
                 let cur = self.read(*db, key)?;
                 match cur.raw {
-                    Some(_) if cur.state.expire_at == Some(*at_ms) && *at_ms <= self.now_ms => {
+                    Some(_)
+                        if cur.state.expire_at == Some(*at_ms)
+                            && *at_ms <= self.now_ms
+                            && !cur.state.fired =>
+                    {
                         self.quiet_churn = true;
-                        self.delete_key(*db, key, cur);
+                        if self.ks.keeps_tombstones() {
+                            // Between regions the state stays, fired, until every region has
+                            // it: a later expiry decision made elsewhere still wins over this
+                            // one (see `value`).
+                            let Current { raw, mut state, .. } = cur;
+                            state.fire();
+                            self.write(*db, key, raw.as_ref(), state);
+                        } else {
+                            self.delete_key(*db, key, cur);
+                        }
                         self.quiet_churn = false;
                         self.notify(*db, key, EXPIRED, "expired");
                         OpResult::Int(1)
@@ -2295,6 +2313,83 @@ mod tests {
         ship(&us, 1, &eu, "k", 21 << 16);
         assert_eq!(value(&eu).as_deref(), Some("-3"));
         assert_eq!(value(&us).as_deref(), Some("-3"));
+    }
+
+    /// An expiry that fires in one region does not delete a key another region wrote, or whose
+    /// expiry it changed, after the EXPIRE that fired (found by a chaos run: the tombstone
+    /// written when the expiry fired was stamped then, and beat the later SET, PERSIST or
+    /// EXPIRE). Without a later decision the key is gone everywhere, and the fired state is
+    /// collected like a tombstone.
+    #[test]
+    fn an_expiry_that_fires_loses_to_a_later_decision_made_elsewhere() {
+        let read = |ks: &Keyspace, now: u64| {
+            ks.get(0, b"k", now).unwrap().map(|v| {
+                (
+                    String::from_utf8_lossy(&v.payload()).into_owned(),
+                    v.expire_at(),
+                )
+            })
+        };
+        let expire = |at_ms: Option<u64>| Op::Expire {
+            db: 0,
+            key: Bytes::from_static(b"k"),
+            at_ms,
+            cond: ExpireCond::Always,
+        };
+        let fire = || Op::ExpireIfDue {
+            db: 0,
+            key: Bytes::from_static(b"k"),
+            at_ms: 30,
+        };
+        let later: [(Op, Option<(&str, Option<u64>)>); 4] = [
+            (set_to("k", "new"), Some(("new", None))),
+            (expire(None), Some(("old", None))),
+            (expire(Some(5_000)), Some(("old", Some(5_000)))),
+            // Nothing later: the expiry holds everywhere.
+            (del("nothing"), None),
+        ];
+        for (op, expected) in later {
+            let what = format!("{op:?}");
+            let (_dir, eu, us) = two_regions();
+            // "old" with an hour's TTL everywhere (so us's PERSIST has a TTL to remove).
+            apply_at(
+                &eu,
+                10,
+                10 << 16,
+                0,
+                vec![set_to("k", "old"), expire(Some(3_600_000))],
+            );
+            ship(&eu, 0, &us, "k", 11 << 16);
+            // eu's EXPIRE at 20 (for 30); us's later decision at 25; eu's expiry fires at 31.
+            apply_at(&eu, 20, 20 << 16, 0, vec![expire(Some(30))]);
+            apply_at(&us, 25, 25 << 16, 1, vec![op]);
+            assert_eq!(
+                apply_at(&eu, 31, 31 << 16, 0, vec![fire()]),
+                vec![OpResult::Int(1)]
+            );
+            assert_eq!(eu.dbsize(0), 0, "{what}: fired");
+            ship(&eu, 0, &us, "k", 40 << 16);
+            if us.get_raw(0, b"k").unwrap().is_some() {
+                ship(&us, 1, &eu, "k", 41 << 16);
+            }
+            for (name, ks) in [("eu", &eu), ("us", &us)] {
+                let got = read(ks, 100);
+                let got = got.as_ref().map(|(v, at)| (v.as_str(), *at));
+                assert_eq!(got, expected, "{what} in {name}");
+                assert_eq!(
+                    ks.dbsize(0),
+                    u64::from(expected.is_some()),
+                    "{what} in {name}"
+                );
+            }
+            if expected.is_none() {
+                // Collected once every region has it, like a tombstone.
+                let found = eu.collectable_tombstones(all, u64::MAX, 10).unwrap();
+                assert_eq!(found.len(), 1, "{what}: one record to collect");
+                apply_at(&eu, 50, 50 << 16, 0, vec![Op::Forget { tombstones: found }]);
+                assert!(eu.get_raw(0, b"k").unwrap().is_none(), "{what}: collected");
+            }
+        }
     }
 
     /// Applies `ops` as the local log entry at `index` (outbox entries are keyed by it).

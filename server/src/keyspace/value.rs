@@ -17,6 +17,10 @@
 //! - a SET or DEL records the counter as it **observed** it: increments it had not seen still
 //!   count on top of the new value (observed-remove), so concurrent INCRs are never lost;
 //! - the **expiry** is its own last-writer-wins field (EXPIRE, PERSIST and SET stamp it).
+//!   When it comes, a region's active expiry marks the state **fired** instead of writing a
+//!   tombstone: the key is gone, but a later expiry decision made elsewhere (a SET, PERSIST or
+//!   EXPIRE stamped after the one that fired) wins the field, and with it the key lives again
+//!   with its register; a fired state is collected like a tombstone once every region has it;
 //!
 //! The visible value is the register, plus (when the counter moved past what the register
 //! observed) the difference. The same bytes live in RocksDB and in the hot cache.
@@ -46,6 +50,8 @@ const PN_ENTRY_LEN_2: usize = 17;
 const FLOOR_LEN: usize = 9;
 /// Flag bit: the register is a tombstone.
 const FLAG_DELETED: u8 = 1;
+/// Flag bit: the expiry decision the state holds has fired (see [`KeyState::fired`]).
+const FLAG_FIRED: u8 = 2;
 
 /// The Redis type of a stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +134,12 @@ pub struct KeyState {
     /// For a state created from nothing (and what was written over it): per region, entries
     /// with an incarnation below this that the register did not observe do not count.
     pub floors: Vec<(u8, u64)>,
+    /// The expiry decision the state holds has come and a region's active expiry enacted it:
+    /// the key does not exist. Tied to that decision: a merge keeps it only while the merged
+    /// expiry field is still that decision (a later one revives the key), and any new expiry
+    /// decision here clears it. (A tombstone stamped when the expiry fired, as before, beat
+    /// every write made elsewhere between the EXPIRE and its firing: a later SET was lost.)
+    pub fired: bool,
 }
 
 /// The entry `(region, inc)` of `list`, if there.
@@ -154,6 +166,7 @@ impl KeyState {
             pn: Vec::new(),
             observed: Vec::new(),
             floors: Vec::new(),
+            fired: false,
         }
     }
 
@@ -208,6 +221,9 @@ impl KeyState {
 
     /// The visible value, or `None` when the key does not exist.
     pub fn visible(&self) -> Option<Bytes> {
+        if self.fired {
+            return None;
+        }
         if !self.counter_moved() {
             return (!self.deleted).then(|| self.value.clone());
         }
@@ -243,12 +259,33 @@ impl KeyState {
         self.observed = self.pn.clone();
         self.expire_at = None;
         self.expire_stamp = stamp;
+        self.fired = false;
     }
 
-    /// Sets the expiry field.
+    /// Sets the expiry field (a new expiry decision: one that had fired no longer holds).
     pub fn set_expire(&mut self, at: Option<u64>, stamp: Stamp) {
         self.expire_at = at;
         self.expire_stamp = stamp;
+        self.fired = false;
+    }
+
+    /// Enacts the expiry decision the state holds (its time has come): the key is gone.
+    pub fn fire(&mut self) {
+        self.fired = true;
+    }
+
+    /// The stamp under which the state waits in the tombstone index for collection, if it is
+    /// collectable: a tombstone's (see [`KeyState::is_collectable_tombstone`]), or for a fired
+    /// state the later of its register's and its expiry decision's (once every region has
+    /// merged both, none holds an older state of the key).
+    pub fn collect_stamp(&self) -> Option<Stamp> {
+        if self.is_collectable_tombstone() {
+            Some(self.reg_stamp)
+        } else if self.fired {
+            Some(self.reg_stamp.max(self.expire_stamp))
+        } else {
+            None
+        }
     }
 
     /// A tombstone with no expiry and no counts its register did not observe: once every
@@ -319,10 +356,15 @@ impl KeyState {
             }
             self.floors.sort_unstable();
         }
+        let mine = (self.expire_stamp, self.fired);
         if other.expire_stamp > self.expire_stamp {
             self.expire_at = other.expire_at;
             self.expire_stamp = other.expire_stamp;
         }
+        // Fired only if a fired input held the decision that won (commutative: an OR over
+        // the inputs holding the final decision).
+        self.fired = (mine.1 && mine.0 == self.expire_stamp)
+            || (other.fired && other.expire_stamp == self.expire_stamp);
         for e in &other.pn {
             match self
                 .pn
@@ -354,7 +396,9 @@ impl KeyState {
         buf.extend_from_slice(&self.expire_at.unwrap_or(0).to_be_bytes());
         buf.extend_from_slice(&self.reg_stamp.hlc.to_be_bytes());
         buf.push(self.reg_stamp.region);
-        buf.push(if self.deleted { FLAG_DELETED } else { 0 });
+        buf.push(
+            if self.deleted { FLAG_DELETED } else { 0 } | if self.fired { FLAG_FIRED } else { 0 },
+        );
         buf.extend_from_slice(&self.expire_stamp.hlc.to_be_bytes());
         buf.push(self.expire_stamp.region);
         buf.extend_from_slice(&(self.pn.len() as u16).to_be_bytes());
@@ -458,7 +502,7 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
         return None;
     }
     let expired = expire_at_of(encoded).is_some_and(|at| at <= now_ms);
-    if expired || encoded[19] & FLAG_DELETED != 0 {
+    if expired || encoded[19] & (FLAG_DELETED | FLAG_FIRED) != 0 {
         return Some(None);
     }
     Some(Some(&encoded[layout_of(encoded).0..]))
@@ -468,7 +512,7 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
 /// lies, without copying or decoding it: `Some(expiry)` for a plain string, `None` for any
 /// other state (a SET over it must decode it).
 pub fn plain_string_expiry(encoded: &[u8]) -> Option<Option<u64>> {
-    if counters_len_of(encoded) != 0 || encoded[19] & FLAG_DELETED != 0 {
+    if counters_len_of(encoded) != 0 || encoded[19] & (FLAG_DELETED | FLAG_FIRED) != 0 {
         return None;
     }
     Some(expire_at_of(encoded))
@@ -559,6 +603,7 @@ impl StoredValue {
         KeyState {
             value: self.0.slice(fixed + self.counters_len()..),
             deleted: b[19] & FLAG_DELETED != 0,
+            fired: b[19] & FLAG_FIRED != 0,
             reg_stamp: Stamp {
                 hlc: u64_at(b, 10),
                 region: b[18],
@@ -594,10 +639,16 @@ impl StoredValue {
         self.expire_at().is_some_and(|at| at <= now_ms)
     }
 
+    /// True when the state's expiry decision has fired (see [`KeyState::fired`]): the key
+    /// is gone and has no record in the expiry index.
+    pub fn is_fired(&self) -> bool {
+        self.0[19] & FLAG_FIRED != 0
+    }
+
     /// True when the key exists (not a tombstone, or counted past one).
     pub fn is_visible(&self) -> bool {
         if self.counters_len() == 0 {
-            return self.0[19] & FLAG_DELETED == 0;
+            return self.0[19] & (FLAG_DELETED | FLAG_FIRED) == 0;
         }
         self.state().visible().is_some()
     }
@@ -877,6 +928,58 @@ mod tests {
         b.merge(&set);
         assert_eq!(a.visible(), Some(Bytes::from_static(b"11")));
         assert_eq!(a.encode(), b.encode());
+    }
+
+    /// Fired states merge like the rest: in any order, to the same state.
+    #[test]
+    fn fired_states_merge_commutatively_and_associatively() {
+        let with_expiry = |value: &[u8], reg: Stamp, at: Option<u64>, exp: Stamp, fired| {
+            let mut s = KeyState::string(value, reg, None);
+            s.set_expire(at, exp);
+            if fired {
+                s.fire();
+            }
+            s
+        };
+        let mut tomb = KeyState::string(b"x", st(5, 0), None);
+        tomb.delete(st(22, 2));
+        let states = [
+            with_expiry(b"old", st(10, 0), Some(30), st(20, 0), false),
+            with_expiry(b"old", st(10, 0), Some(30), st(20, 0), true),
+            with_expiry(b"old", st(10, 0), None, st(25, 1), false),
+            with_expiry(b"old", st(10, 0), Some(99), st(26, 1), false),
+            with_expiry(b"new", st(25, 1), None, st(25, 1), false),
+            with_expiry(b"mid", st(15, 2), Some(30), st(20, 0), true),
+            tomb,
+        ];
+        let merged = |a: &KeyState, b: &KeyState| {
+            let mut m = a.clone();
+            m.merge(b);
+            m
+        };
+        for a in &states {
+            assert_eq!(merged(a, a).encode(), a.encode(), "idempotent");
+            for b in &states {
+                assert_eq!(merged(a, b).encode(), merged(b, a).encode(), "commutative");
+                for c in &states {
+                    assert_eq!(
+                        merged(&merged(a, b), c).encode(),
+                        merged(a, &merged(b, c)).encode(),
+                        "associative"
+                    );
+                }
+            }
+        }
+        // The fired decision holds against copies of itself and older decisions, not newer.
+        assert_eq!(merged(&states[1], &states[0]).visible(), None);
+        assert_eq!(
+            merged(&states[1], &states[2]).visible(),
+            Some(Bytes::from_static(b"old"))
+        );
+        assert_eq!(
+            merged(&states[1], &states[4]).visible(),
+            Some(Bytes::from_static(b"new"))
+        );
     }
 
     #[test]
