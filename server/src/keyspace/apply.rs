@@ -2341,7 +2341,9 @@ mod tests {
             key: Bytes::from_static(b"k"),
             at_ms: 30,
         };
-        let later: [(Op, Option<(&str, Option<u64>)>); 4] = [
+        // (value, expiry) the key should read afterwards; None: gone.
+        type Expected = Option<(&'static str, Option<u64>)>;
+        let later: [(Op, Expected); 4] = [
             (set_to("k", "new"), Some(("new", None))),
             (expire(None), Some(("old", None))),
             (expire(Some(5_000)), Some(("old", Some(5_000)))),
