@@ -256,17 +256,19 @@ async fn call_on(
     body: Vec<Bytes>,
     body_len: usize,
 ) -> Result<Bytes, RpcError> {
-    let (mut send, mut recv) = conn
+    let (send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|source| RpcError::ConnectionLost {
             peer: peer.to_owned(),
             source,
         })?;
+    let mut send = ResetUnlessFinished(Some(send));
     let mut chunks = Vec::with_capacity(body.len() + 1);
     chunks.push(request_head(kind, body_len));
     chunks.extend(body);
-    send.write_all_chunks(&mut chunks)
+    send.stream()
+        .write_all_chunks(&mut chunks)
         .await
         .map_err(|e| map_write(e, peer))?;
     send.finish().map_err(|_| RpcError::Protocol {
@@ -278,6 +280,35 @@ async fn call_on(
         .await
         .map_err(|e| map_read(e, peer))?;
     decode_response(Bytes::from(buf), peer)
+}
+
+/// A call's send stream that is reset, not finished, if the call is dropped (its timeout)
+/// before the whole request was written: quinn finishes a dropped stream, so the peer read a
+/// truncated request and logged "malformed rpc request frame" (dozens of times for 8 MB
+/// values, whose AppendEntries outlived their first timeout). Reset, the peer drops it quietly.
+struct ResetUnlessFinished(Option<quinn::SendStream>);
+
+impl ResetUnlessFinished {
+    /// The stream (present until finished).
+    fn stream(&mut self) -> &mut quinn::SendStream {
+        self.0.as_mut().expect("stream taken only by finish")
+    }
+
+    /// Finishes the stream: the request is complete.
+    fn finish(&mut self) -> Result<(), quinn::ClosedStream> {
+        match self.0.take() {
+            Some(mut send) => send.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ResetUnlessFinished {
+    fn drop(&mut self) {
+        if let Some(send) = self.0.as_mut() {
+            let _ = send.reset(quinn::VarInt::from_u32(0));
+        }
+    }
 }
 
 /// How long an inbound call may take to arrive, and its response to be taken, at most: a peer
