@@ -7,19 +7,159 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::cmd::COMMANDS;
 use crate::node::{rss_bytes, Shared};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
-/// Installs the global recorder with an HTTP listener at `addr` (`/metrics`).
-pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| anyhow::anyhow!("starting the Prometheus exporter on {addr}: {e}"))
+/// The content type of Prometheus's text format, version included: Prometheus 3 refuses a
+/// scrape whose type it cannot tell (the exporter's own listener sent `text/plain` alone).
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Scrapes served at once; more wait for a slot.
+const MAX_SCRAPES: usize = 16;
+/// Bound of a request's head (request line and headers).
+const MAX_REQUEST_HEAD: usize = 8192;
+/// How long a scrape may take to send its request and take its response.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the recorder's upkeep runs (it drains histogram samples).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Installs the global recorder and serves it over HTTP at `addr` until the node stops:
+/// `GET /metrics` (or HEAD) answers the Prometheus text format, `/health` answers `OK`, any
+/// other path 404 and any other method 405.
+pub async fn install(addr: SocketAddr, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the Prometheus endpoint on {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    shutdown
+        .tasks
+        .spawn(serve(listener, handle, shutdown.clone()));
+    Ok(())
+}
+
+/// Accepts scrapes until the node stops.
+async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle, shutdown: Shutdown) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = upkeep.tick() => {
+                handle.run_upkeep();
+                continue;
+            }
+            _ = shutdown.token.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let handle = handle.clone();
+        let stop = shutdown.token.clone();
+        shutdown.tasks.spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                _ = tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &handle)) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Reads one request and writes its response, then closes the connection.
+async fn answer(mut stream: tokio::net::TcpStream, handle: &PrometheusHandle) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > MAX_REQUEST_HEAD {
+            let _ = stream
+                .write_all(&response(
+                    431,
+                    "text/plain",
+                    b"request head too large\n",
+                    false,
+                ))
+                .await;
+            return;
+        }
+    }
+    let (status, content_type, body, head_only): (u16, &str, Vec<u8>, bool) =
+        match request_line(&head) {
+            None => (400, "text/plain", b"bad request\n".to_vec(), false),
+            Some((method, path)) => {
+                let head_only = method == "HEAD";
+                match (method, path) {
+                    ("GET" | "HEAD", "/metrics") => {
+                        (200, CONTENT_TYPE, handle.render().into_bytes(), head_only)
+                    }
+                    ("GET" | "HEAD", "/health") => (200, "text/plain", b"OK\n".to_vec(), head_only),
+                    ("GET" | "HEAD", _) => (404, "text/plain", b"not found\n".to_vec(), head_only),
+                    _ => (405, "text/plain", b"method not allowed\n".to_vec(), false),
+                }
+            }
+        };
+    let mut out = response(status, content_type, &body, head_only);
+    if status == 405 {
+        out = add_allow(out);
+    }
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The method and path (without its query) of an HTTP/1.x request head.
+fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    Some((method, target.split('?').next().unwrap_or(target)))
+}
+
+/// An HTTP/1.1 response that closes the connection.
+fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Adds `Allow: GET, HEAD` to a response's head.
+fn add_allow(response: Vec<u8>) -> Vec<u8> {
+    let at = response
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(0, |i| i + 2);
+    let mut out = response[..at].to_vec();
+    out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+    out.extend_from_slice(&response[at..]);
+    out
 }
 
 /// Publishes [`Stats`] and keyspace figures as metrics every second.

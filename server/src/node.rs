@@ -794,7 +794,7 @@ impl Node {
         });
 
         if let Some(addr) = shared.config.metrics_addr {
-            crate::metrics::install(addr)?;
+            crate::metrics::install(addr, &shutdown).await?;
             info!(%addr, "prometheus exporter listening");
         }
 

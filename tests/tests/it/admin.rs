@@ -1218,11 +1218,41 @@ fn prometheus_metrics_endpoint() {
         anyhow::ensure!(resp.starts_with("HTTP/1.1 200"), "response: {resp}");
         Ok(resp)
     });
-    let (_, payload) = body.split_once("\r\n\r\n").expect("HTTP body");
+    let (head, payload) = body.split_once("\r\n\r\n").expect("HTTP body");
     assert!(
         !payload.trim().is_empty(),
         "empty /metrics after 20 commands"
     );
+    assert!(
+        payload.contains("meridian_commands_processed_total"),
+        "{payload}"
+    );
+    // The text format's content type with its version: Prometheus 3 refuses a scrape without.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    // Other paths and methods are refused; HEAD has the length and no body.
+    let ask = |request: &str| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    assert!(ask("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let post = ask("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"),
+        "{post}"
+    );
+    let head_only = ask("HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (h, b) = head_only.split_once("\r\n\r\n").unwrap();
+    assert!(h.starts_with("HTTP/1.1 200") && b.is_empty(), "{head_only}");
+    assert!(ask("garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(ask("GET /health HTTP/1.0\r\n\r\n").ends_with("OK\n"));
 }
 
 /// Replies found to differ from redis-server 7.0's in a reply-by-reply comparison, now alike.
