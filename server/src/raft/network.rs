@@ -8,7 +8,6 @@
 //! retries); errors returned by the peer's Raft travel back serialised and become
 //! `RemoteError`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -63,16 +62,18 @@ const TIMEOUTS_BEFORE_UNREACHABLE: u32 = 3;
 /// pause under load, found by a chaos run.)
 #[derive(Default)]
 pub struct AckTimes {
-    by_peer: Mutex<HashMap<NodeId, (u64, Instant)>>,
+    /// (follower, term, send time), one entry per follower (a handful: scanned, not hashed).
+    by_peer: Mutex<SmallVec<[(NodeId, u64, Instant); 8]>>,
 }
 
 impl AckTimes {
     /// Records that `peer` accepted an AppendEntries of `term` sent at `sent`.
     fn record(&self, peer: NodeId, term: u64, sent: Instant) {
         let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = by_peer.entry(peer).or_insert((term, sent));
-        if (term, sent) > *entry {
-            *entry = (term, sent);
+        match by_peer.iter_mut().find(|(p, _, _)| *p == peer) {
+            Some(entry) if (term, sent) > (entry.1, entry.2) => *entry = (peer, term, sent),
+            Some(_) => {}
+            None => by_peer.push((peer, term, sent)),
         }
     }
 
@@ -93,10 +94,8 @@ impl AckTimes {
             if voter == me {
                 continue;
             }
-            if let Some((t, at)) = by_peer.get(&voter) {
-                if *t == term {
-                    acked.push(*at);
-                }
+            if let Some((_, _, at)) = by_peer.iter().find(|(p, t, _)| *p == voter && *t == term) {
+                acked.push(*at);
             }
         }
         // Followers needed besides this node: a majority of the voters, minus itself.
