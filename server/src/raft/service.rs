@@ -77,7 +77,13 @@ impl RpcHandler for RaftService {
                 }
                 RPC_VOTE => {
                     let req: typ::VoteRequest = decode(&body)?;
-                    encode(&member.raft.vote(req).await)
+                    let resp = member.raft.vote(req).await;
+                    // Having voted, refuse other candidates' pre-votes for the lease, as
+                    // openraft refuses their votes.
+                    if matches!(&resp, Ok(r) if r.vote_granted) {
+                        member.contact.touch();
+                    }
+                    encode(&resp)
                 }
                 RPC_PRE_VOTE => {
                     let req: super::elector::PreVoteRequest = decode(&body)?;
