@@ -733,6 +733,17 @@ async fn resync(
     let upto = keyspace
         .outbox_last()
         .max(keyspace.outbox_trimmed().map_err(|e| e.to_string())?);
+    // The HLC of that newest entry, sent with the last page: the receiver has then merged
+    // this region's entries up to it, and its reports let this region collect tombstones and
+    // fired states even if it writes nothing more (they waited for the next write before; 0
+    // when the entry was trimmed: the next shipped entry moves it then).
+    let upto_hlc = keyspace
+        .outbox_raw_after(upto.saturating_sub(1), 1, usize::MAX)
+        .ok()
+        .and_then(|entries| entries.into_iter().next())
+        .filter(|(index, _)| *index == upto)
+        .and_then(|(_, entry)| OutboxEntry::hlc_of(&entry).ok())
+        .unwrap_or(0);
     warn!(
         watermark_to = upto,
         "region is behind the retained outbox: resyncing from the keyspace"
@@ -748,7 +759,10 @@ async fn resync(
             prev: 0,
             entries: vec![ShippedEntry {
                 index: 0,
-                entry: encode(&OutboxEntry { hlc: 0, states })?,
+                entry: encode(&OutboxEntry {
+                    hlc: if done { upto_hlc } else { 0 },
+                    states,
+                })?,
             }],
             resync_watermark: done.then_some(upto),
             seen: None,
@@ -929,9 +943,14 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
     let origin = request.origin;
     let mut states = 0;
     let mut ops: Vec<Op> = Vec::with_capacity(request.entries.len() + 2);
+    // The HLC a resync's last page covers (0 from an origin that does not send it).
+    let mut resync_hlc = 0;
     for e in request.entries {
         let entry: OutboxEntry = decode(&e.entry)?;
         states += entry.states.len();
+        if e.index == 0 {
+            resync_hlc = entry.hlc;
+        }
         ops.push(Op::Merge {
             origin,
             // A resync page carries no index: merged unconditionally (idempotent).
@@ -944,7 +963,7 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
         ops.push(Op::Merge {
             origin,
             index: wm,
-            hlc: 0,
+            hlc: resync_hlc,
             states: Vec::new(),
         });
     }
