@@ -415,20 +415,41 @@ impl RegionRaft {
                 return Ok(());
             }
         }
-        let me = self.clone();
-        let round = self.read_batcher.read_index(move || {
-            let me = me.clone();
-            Box::pin(async move { me.read_index_round().await })
-        });
-        let index = match tokio::time::timeout(timeout, round).await {
-            Ok(Ok(index)) => index,
-            Ok(Err(why)) => {
-                debug!(reason = %why, "read index failed");
-                return Err(WriteError::NoQuorum {
-                    region: self.region.clone(),
-                });
+        let deadline = Instant::now() + timeout;
+        let leader_before = self.leader();
+        // openraft's own view: a change of it is what makes a second round worth it.
+        let named_before = self.metrics.borrow().current_leader;
+        let mut retried = false;
+        let index = loop {
+            let me = self.clone();
+            let round = self.read_batcher.read_index(move || {
+                let me = me.clone();
+                Box::pin(async move { me.read_index_round().await })
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, round).await {
+                Ok(Ok(index)) => break index,
+                Ok(Err(why)) => {
+                    debug!(reason = %why, "read index failed");
+                    // A leader that learns it was deposed (resumed after a pause, a healed
+                    // partition), or a follower whose leader changed meanwhile, asks the new
+                    // leader once it hears from it, instead of refusing the read. (A leader
+                    // cut off, which still believes it leads, refuses at once.)
+                    let named_now = self.metrics.borrow().current_leader;
+                    if !retried && named_now != named_before {
+                        retried = true;
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let now = self.wait_for_leader(leader_before, left).await;
+                        if now.is_some() {
+                            continue;
+                        }
+                    }
+                    return Err(WriteError::NoQuorum {
+                        region: self.region.clone(),
+                    });
+                }
+                Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
             }
-            Err(_) => return Err(WriteError::Timeout(timeout.as_millis() as u64)),
         };
         if applied >= index {
             return Ok(());
