@@ -597,6 +597,21 @@ async fn ship_from(
             let entries = keyspace
                 .outbox_raw_after(sent_upto, SHIP_BATCH, SHIP_CALL_BYTES)
                 .map_err(|e| e.to_string())?;
+            if let Some((first_index, _)) = entries.first() {
+                // The outbox was trimmed past what this region has (it fell further behind
+                // than `replication-backlog` while connected): shipping on would skip the
+                // trimmed entries for good (a chaos test lost a region's DELs that way).
+                // Reconnecting resyncs it first.
+                // (Outbox indexes are log indexes: gaps are usual, only a trim makes one fatal.)
+                if *first_index > sent_upto + 1
+                    && sent_upto < keyspace.outbox_trimmed().map_err(|e| e.to_string())?
+                {
+                    return Err(format!(
+                        "the outbox was trimmed past entry {sent_upto} this region needs next \
+                         (it holds {first_index} on); resyncing"
+                    ));
+                }
+            }
             if let (Some((last_index, _)), Some((_, first))) = (entries.last(), entries.first()) {
                 let last_index = *last_index;
                 let first_hlc = OutboxEntry::hlc_of(first).map_err(|e| e.to_string())?;

@@ -771,6 +771,70 @@ fn tombstones_are_collected_once_every_region_merged_them() {
     ));
 }
 
+/// A region that had to resync counts as having merged what the resync covered: the
+/// tombstones of a region that writes nothing afterwards are still collected (they waited for
+/// its next write: found by a chaos run).
+#[test]
+fn tombstones_are_collected_after_a_resync_without_further_writes() {
+    let toml = format!(
+        "{}[server]\nreplication-backlog = 20\n",
+        wan_delays(&[("a", "b"), ("a", "c"), ("b", "c")])
+    );
+    let mut c = geo_cluster(&[("a", 1), ("b", 1), ("c", 1)], &toml);
+    let (la, lc) = (leader(&c, "a"), leader(&c, "c"));
+    const KEYS: usize = 30;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("geo:rsgc:{i}")).collect();
+    {
+        let mut con = c.nodes()[la].client();
+        for k in &keys {
+            let _: () = q(&mut con, &["SET", k, "alive"]);
+        }
+    }
+    wait_value_everywhere(&c, &keys[KEYS - 1], Some("alive"));
+    // c cut off and killed; a deletes the keys and writes past the retained outbox.
+    partition_pair(&c, "a", "c");
+    partition_pair(&c, "b", "c");
+    c.node_mut(lc).kill();
+    {
+        let mut con = c.nodes()[la].client();
+        for k in &keys {
+            assert_eq!(q::<i64>(&mut con, &["DEL", k]), 1, "DEL {k} in a");
+        }
+        for i in 0..100 {
+            let _: () = q(
+                &mut con,
+                &["SET", &format!("geo:rsgc:fill:{}", i % 10), "x"],
+            );
+        }
+    }
+    // The trimmer (once a second) drops what c would need: c must resync.
+    std::thread::sleep(Duration::from_secs(3));
+    c.node_mut(lc).start_again();
+    c.heal();
+    wait_value_everywhere(&c, &keys[0], None);
+    // No write anywhere from here on: every copy of the tombstones is still dropped.
+    let held: Vec<(String, i64, i64)> = eventually(
+        CONVERGE,
+        "every tombstone collected after the resync",
+        || {
+            let mut out = Vec::new();
+            for n in c.nodes() {
+                let (held, collected) = tombstones(n)?;
+                if held != 0 {
+                    bail!("{} still holds {held} tombstones", n.name());
+                }
+                out.push((n.name().to_string(), held, collected));
+            }
+            Ok(out)
+        },
+    );
+    let (_, visible) = wait_converged(&c, "after the resync and collection");
+    assert_eq!(visible, 10, "the ten filler keys");
+    report(&format!(
+        "geo: tombstones collected after a resync: {held:?}"
+    ));
+}
+
 #[test]
 fn region_behind_the_retained_outbox_resyncs_then_resumes() {
     // a keeps 50 outbox entries for a region that is behind; b is cut off for 300 writes.
