@@ -497,13 +497,13 @@ impl RegionRaft {
     }
 }
 
-/// How long after a quorum last acknowledged it a leader serves reads on its own, in ms: the
+/// How long after a quorum last acknowledged it a leader serves reads on its own, in ms,
+/// counted from when the acknowledged AppendEntries were sent ([`network::AckTimes`]): the
 /// election timeout (no other node becomes leader before that runs out since it last heard
-/// from this one), minus a heartbeat, minus how old openraft's `millis_since_quorum_ack` can be
-/// when it is read: openraft computes it when its core wakes, at the latest on its tick, every
-/// 1.5 heartbeats, and the figure then stands still until the next wake. (Counted from the
-/// figure alone, a leader cut off from its region served reads up to 1.5 heartbeats past its
-/// lease.) 0 with an election timeout under 2.5 heartbeats: every read takes a read-index round.
+/// from this one), minus 2.5 heartbeats of margin. (The margin was sized for openraft's
+/// `millis_since_quorum_ack`, which the lease used to read and which can be 1.5 heartbeats
+/// old; it is kept, which only makes the lease shorter than it could be.) 0 with an election
+/// timeout under 2.5 heartbeats: every read takes a read-index round.
 fn lease_ms(election_timeout_ms: u64, heartbeat_ms: u64) -> u64 {
     election_timeout_ms.saturating_sub(heartbeat_ms + heartbeat_ms * 3 / 2)
 }
