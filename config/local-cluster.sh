@@ -46,9 +46,11 @@ up() {
       echo "$name is already running (pid $(cat "$dir/$name/pid"))" >&2
       continue
     fi
+    # Appended, so a restarted node's log keeps what came before (a crash's last lines).
+    echo "--- local-cluster.sh: starting $name at $(date -u +%FT%TZ)" >>"$dir/$name/node.log"
     RUST_LOG="${RUST_LOG:-meridian=info,meridian_server=info,geo=info,openraft=warn}" \
       nohup "$meridian" --config "$dir/topology.toml" --node "$name" --data-dir "$dir/$name/data" \
-      >"$dir/$name/node.log" 2>&1 &
+      >>"$dir/$name/node.log" 2>&1 &
     echo $! >"$dir/$name/pid"
   done <<<"$lines"
   # Wait until every node answers and knows a leader.
