@@ -110,11 +110,9 @@ async fn answer(mut stream: tokio::net::TcpStream, handle: &PrometheusHandle) {
                 }
             }
         };
-    let mut out = response(status, content_type, &body, head_only);
-    if status == 405 {
-        out = add_allow(out);
-    }
-    let _ = stream.write_all(&out).await;
+    let _ = stream
+        .write_all(&response(status, content_type, &body, head_only))
+        .await;
     let _ = stream.shutdown().await;
 }
 
@@ -130,7 +128,7 @@ fn request_line(head: &[u8]) -> Option<(&str, &str)> {
     Some((method, target.split('?').next().unwrap_or(target)))
 }
 
-/// An HTTP/1.1 response that closes the connection.
+/// An HTTP/1.1 response that closes the connection (a 405 names the methods allowed).
 fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
@@ -139,26 +137,19 @@ fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Ve
         405 => "Method Not Allowed",
         _ => "Request Header Fields Too Large",
     };
+    let allow = if status == 405 {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\n{allow}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     if !head_only {
         out.extend_from_slice(body);
     }
-    out
-}
-
-/// Adds `Allow: GET, HEAD` to a response's head.
-fn add_allow(response: Vec<u8>) -> Vec<u8> {
-    let at = response
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map_or(0, |i| i + 2);
-    let mut out = response[..at].to_vec();
-    out.extend_from_slice(b"Allow: GET, HEAD\r\n");
-    out.extend_from_slice(&response[at..]);
     out
 }
 

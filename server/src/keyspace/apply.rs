@@ -2274,11 +2274,12 @@ mod tests {
     /// increment acted as a register write of "0" and erased an earlier SET).
     #[test]
     fn an_increment_of_an_absent_key_counts_on_top_of_concurrent_writes_elsewhere() {
-        let value = |ks: &Keyspace| {
-            ks.get(0, b"k", 1_000)
+        let value_of = |ks: &Keyspace, key: &str| {
+            ks.get(0, key.as_bytes(), 1_000)
                 .unwrap()
                 .map(|v| String::from_utf8_lossy(&v.payload()).into_owned())
         };
+        let value = |ks: &Keyspace| value_of(ks, "k");
         for set_first in [true, false] {
             let (_dir, eu, us) = two_regions();
             let (set_at, incr_at) = if set_first { (10, 11) } else { (11, 10) };
@@ -2293,11 +2294,7 @@ mod tests {
         let (_dir, eu, us) = two_regions();
         apply_at(&eu, 10, 10 << 16, 0, vec![incr_by("z", 0)]);
         assert_eq!(value(&eu).map(|_| ()), None, "k untouched");
-        let z = |ks: &Keyspace| {
-            ks.get(0, b"z", 1_000)
-                .unwrap()
-                .map(|v| String::from_utf8_lossy(&v.payload()).into_owned())
-        };
+        let z = |ks: &Keyspace| value_of(ks, "z");
         assert_eq!(z(&eu).as_deref(), Some("0"));
         apply_at(&us, 11, 11 << 16, 1, vec![set_to("z", "7")]);
         ship(&eu, 0, &us, "z", 20 << 16);

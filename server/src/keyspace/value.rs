@@ -52,6 +52,8 @@ const FLOOR_LEN: usize = 9;
 const FLAG_DELETED: u8 = 1;
 /// Flag bit: the expiry decision the state holds has fired (see [`KeyState::fired`]).
 const FLAG_FIRED: u8 = 2;
+/// Either flag: the key does not exist (fast paths read it in place).
+const FLAG_GONE: u8 = FLAG_DELETED | FLAG_FIRED;
 
 /// The Redis type of a stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -502,7 +504,7 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
         return None;
     }
     let expired = expire_at_of(encoded).is_some_and(|at| at <= now_ms);
-    if expired || encoded[19] & (FLAG_DELETED | FLAG_FIRED) != 0 {
+    if expired || encoded[19] & FLAG_GONE != 0 {
         return Some(None);
     }
     Some(Some(&encoded[layout_of(encoded).0..]))
@@ -512,7 +514,7 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
 /// lies, without copying or decoding it: `Some(expiry)` for a plain string, `None` for any
 /// other state (a SET over it must decode it).
 pub fn plain_string_expiry(encoded: &[u8]) -> Option<Option<u64>> {
-    if counters_len_of(encoded) != 0 || encoded[19] & (FLAG_DELETED | FLAG_FIRED) != 0 {
+    if counters_len_of(encoded) != 0 || encoded[19] & FLAG_GONE != 0 {
         return None;
     }
     Some(expire_at_of(encoded))
@@ -648,7 +650,7 @@ impl StoredValue {
     /// True when the key exists (not a tombstone, or counted past one).
     pub fn is_visible(&self) -> bool {
         if self.counters_len() == 0 {
-            return self.0[19] & (FLAG_DELETED | FLAG_FIRED) == 0;
+            return self.0[19] & FLAG_GONE == 0;
         }
         self.state().visible().is_some()
     }

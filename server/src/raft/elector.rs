@@ -36,7 +36,9 @@ pub struct PreVoteRequest {
     pub last_log_id: Option<LogId>,
 }
 
-/// When this node last heard from a leader (an AppendEntries or snapshot chunk it accepted).
+/// When this node last heard from a leader (an AppendEntries or snapshot chunk it accepted),
+/// or granted a vote (after which it refuses pre-votes for the lease, as openraft refuses
+/// votes).
 pub struct LeaderContact {
     base: Instant,
     /// Milliseconds after `base`.

@@ -122,7 +122,8 @@ pub struct RegionRaft {
     metrics: tokio::sync::watch::Receiver<types::RaftMetrics>,
     /// The thread openraft's tasks and the proposer run on (stopped with this group).
     thread: thread::RaftThread,
-    /// When this node last heard from a leader (pre-votes are refused meanwhile).
+    /// When this node last heard from a leader or granted a vote (pre-votes are refused for
+    /// the lease after).
     pub contact: elector::LeaderContact,
     /// When followers last acknowledged this node as leader (the read lease).
     acks: Arc<network::AckTimes>,
