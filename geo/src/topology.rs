@@ -7,6 +7,7 @@
 //! name = "region-3"            # also the Raft cluster name prefix
 //! certs = "certs"              # optional: dir with ca.pem, <node>.pem, <node>.key
 //! wan_emulation = false        # WAN emulation allowed (test/demo only)
+//! link_idle_timeout_ms = 3000  # optional: a node-to-node link silent this long is redialed
 //!
 //! [[region]]
 //! name = "local"
@@ -42,7 +43,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::certs::CertPaths;
-use crate::link::PeerAddr;
+use crate::link::{PeerAddr, DEFAULT_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT};
 
 /// A Raft node id. Unique within a region, always greater than zero.
 pub type NodeId = u64;
@@ -156,6 +157,12 @@ pub enum TopologyError {
         /// The second user, as `node.field`.
         second: String,
     },
+    /// A link idle timeout out of range.
+    #[error("cluster: link_idle_timeout_ms = {ms} is out of range (2000 to 600000: at least two keep-alive intervals)")]
+    BadIdleTimeout {
+        /// The value found.
+        ms: u64,
+    },
     /// A placement rule with an empty pattern.
     #[error("placement rule {index}: empty pattern")]
     EmptyPattern {
@@ -219,6 +226,8 @@ pub struct ClusterSection {
     pub certs: Option<PathBuf>,
     /// Whether WAN emulation may be used (test/demo only).
     pub wan_emulation: bool,
+    /// A node-to-node link that received nothing for this many ms is closed and dialed again.
+    pub link_idle_timeout_ms: u64,
 }
 
 /// One region: a Raft group of nodes.
@@ -320,6 +329,8 @@ struct RawCluster {
     certs: Option<PathBuf>,
     #[serde(default)]
     wan_emulation: bool,
+    #[serde(default)]
+    link_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -459,6 +470,10 @@ impl Topology {
                 name: raw.cluster.name,
                 certs,
                 wan_emulation: raw.cluster.wan_emulation,
+                link_idle_timeout_ms: raw
+                    .cluster
+                    .link_idle_timeout_ms
+                    .unwrap_or(DEFAULT_IDLE_TIMEOUT.as_millis() as u64),
             },
             regions,
             placements: raw
@@ -493,6 +508,7 @@ impl Topology {
                 name: LOCAL_REGION.to_owned(),
                 certs: None,
                 wan_emulation: false,
+                link_idle_timeout_ms: DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             },
             regions: vec![Region {
                 name: LOCAL_REGION.to_owned(),
@@ -518,6 +534,12 @@ impl Topology {
         }
         if self.regions.is_empty() {
             return Err(TopologyError::NoRegions);
+        }
+        let idle = Duration::from_millis(self.cluster.link_idle_timeout_ms);
+        if !(MIN_IDLE_TIMEOUT..=MAX_IDLE_TIMEOUT).contains(&idle) {
+            return Err(TopologyError::BadIdleTimeout {
+                ms: self.cluster.link_idle_timeout_ms,
+            });
         }
         let mut region_names = HashSet::new();
         let mut node_names = HashSet::new();
@@ -988,5 +1010,35 @@ loss = 0.01
         let text = "[cluster]\nname = \"c\"\n[[region]]\nname = \"r\"\n[[region.node]]\n\
                     name = \"n1\"\nresp = \"127.0.0.1:7000\"\npeer = \"127.0.0.1:7000\"\n";
         Topology::parse(text, None).unwrap();
+    }
+
+    #[test]
+    fn link_idle_timeout_defaults_and_is_bounded() {
+        let with = |line: &str| {
+            format!(
+                "[cluster]\nname = \"c\"\n{line}\n[[region]]\nname = \"r\"\n[[region.node]]\n\
+                 name = \"n1\"\nresp = \"127.0.0.1:7000\"\npeer = \"127.0.0.1:7100\"\n"
+            )
+        };
+        let t = Topology::parse(&with(""), None).unwrap();
+        assert_eq!(t.cluster.link_idle_timeout_ms, 3000);
+        let t = Topology::parse(&with("link_idle_timeout_ms = 15000"), None).unwrap();
+        assert_eq!(t.cluster.link_idle_timeout_ms, 15000);
+        let t =
+            Topology::parse(&with("link_idle_timeout_ms = 15000\ncerts = \"/c\""), None).unwrap();
+        let config = crate::link::LinkConfig::for_node(&t, "n1").unwrap();
+        assert_eq!(config.idle_timeout, Duration::from_secs(15));
+        for bad in [
+            "link_idle_timeout_ms = 1999",
+            "link_idle_timeout_ms = 600001",
+        ] {
+            assert!(
+                matches!(
+                    Topology::parse(&with(bad), None),
+                    Err(TopologyError::BadIdleTimeout { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -666,7 +666,8 @@ impl Node {
                 )
             })?;
             let link = LinkConfig::new(node_name.clone(), me.peer, &certs)
-                .with_wan_emulation(topology.cluster.wan_emulation);
+                .with_wan_emulation(topology.cluster.wan_emulation)
+                .with_idle_timeout(Duration::from_millis(topology.cluster.link_idle_timeout_ms));
             let endpoint = if links_on_raft_thread {
                 let service = service.clone();
                 raft_thread
