@@ -7,6 +7,13 @@
 //! transport failures, become `RPCError::Unreachable` (openraft backs off for 500 ms, then
 //! retries); errors returned by the peer's Raft travel back serialised and become
 //! `RemoteError`.
+//!
+//! openraft 0.9 gives every AppendEntries one heartbeat interval to complete and sends it again
+//! when it did not; an entry holding a large value can take longer than that to cross the link,
+//! and each new copy reset the one before (a 1 MB SET never committed with 15 ms of emulated
+//! delay between the nodes). A large AppendEntries therefore runs in a task of its own, under a
+//! deadline sized for its bytes, and openraft's retries of the same request wait for that task
+//! instead of sending another copy (see [`LargeAppend`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use super::types::{typ, MeridianNode, NodeId, TypeConfig};
+use super::types::{typ, LogId, MeridianNode, NodeId, TypeConfig, Vote};
 
 /// RPC kind: AppendEntries.
 pub const RPC_APPEND: u16 = 1;
@@ -52,6 +59,12 @@ const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// peer's calls time out until its connection idles out, and retried at once they filled the
 /// log with four lines every 75 ms).
 const TIMEOUTS_BEFORE_UNREACHABLE: u32 = 3;
+/// AppendEntries bodies from this size on are sent as a [`LargeAppend`].
+const LARGE_APPEND_BYTES: usize = 256 * 1024;
+/// Time a large AppendEntries may take: this much, plus one second per MiB of body.
+const LARGE_APPEND_BASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of a large AppendEntries' deadline.
+const LARGE_APPEND_MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When each follower last acknowledged this node as its leader: the send time of the latest
 /// AppendEntries it accepted, with the term it was sent in. The read lease counts from these
@@ -138,6 +151,51 @@ pub struct PeerClient {
     peer: Option<PeerAddr>,
     /// Calls that timed out since the last answer.
     timeouts_in_a_row: u32,
+    /// The large AppendEntries in flight, if any.
+    large: Option<LargeAppend>,
+}
+
+/// What makes two AppendEntries the same request for the follower: the leader's vote, the
+/// entry they follow and their last entry. (Entries are identified by their log ids, and a
+/// retry differs at most in `leader_commit`, which the next heartbeat carries anyway.)
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct AppendKey {
+    vote: Vote,
+    prev: Option<LogId>,
+    last: Option<LogId>,
+}
+
+impl AppendKey {
+    fn of(rpc: &typ::AppendEntriesRequest) -> AppendKey {
+        AppendKey {
+            vote: rpc.vote,
+            prev: rpc.prev_log_id,
+            last: rpc.entries.last().map(|e| e.log_id),
+        }
+    }
+}
+
+/// An AppendEntries too large to be sure to arrive within openraft's deadline, sent by a task
+/// of its own: a retry of the same request (same [`AppendKey`]) waits for this task instead of
+/// sending the entries again. Aborted when dropped (replaced by another large request, a
+/// request of another vote, or the client dropped).
+struct LargeAppend {
+    key: AppendKey,
+    /// When it was sent: the read lease counts the follower's acknowledgement from here.
+    sent: Instant,
+    task: tokio::task::JoinHandle<Result<Bytes, RpcError>>,
+}
+
+impl Drop for LargeAppend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The deadline of a large AppendEntries of `bytes`.
+fn large_append_timeout(bytes: usize) -> Duration {
+    (LARGE_APPEND_BASE_TIMEOUT + Duration::from_millis((bytes / 1024) as u64))
+        .min(LARGE_APPEND_MAX_TIMEOUT)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -156,6 +214,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             peer,
             timeouts_in_a_row: 0,
+            large: None,
         }
     }
 }
@@ -177,6 +236,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 struct Text(String);
 
 impl PeerClient {
+    /// The endpoint and the target's address, or `Unreachable` without a link.
+    fn link<E: std::error::Error>(&self) -> Result<(Endpoint, PeerAddr), typ::RPCError<E>> {
+        match (&self.endpoint, &self.peer) {
+            (Some(endpoint), Some(peer)) => Ok((endpoint.clone(), peer.clone())),
+            _ => Err(openraft::error::RPCError::Unreachable(Unreachable::new(
+                &Text(format!("no link to node {}", self.target)),
+            ))),
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: u16,
@@ -189,18 +258,44 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
         typ::RaftError<E>: DeserializeOwned,
     {
-        let (Some(endpoint), Some(peer)) = (&self.endpoint, &self.peer) else {
-            return Err(openraft::error::RPCError::Unreachable(Unreachable::new(
-                &Text(format!("no link to node {}", self.target)),
-            )));
-        };
+        let (endpoint, peer) = self.link()?;
         let body = encode(req)
             .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+        self.call_body(&endpoint, &peer, kind, body, option).await
+    }
+
+    async fn call_body<Resp, E>(
+        &mut self,
+        endpoint: &Endpoint,
+        peer: &PeerAddr,
+        kind: u16,
+        body: Bytes,
+        option: &RPCOption,
+    ) -> Result<Resp, typ::RPCError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        typ::RaftError<E>: DeserializeOwned,
+    {
         let timeout = option
             .hard_ttl()
             .min(DEFAULT_RPC_TIMEOUT * 6)
             .max(Duration::from_millis(50));
         let called = endpoint.call(peer, kind, body, timeout).await;
+        self.finish(kind, called)
+    }
+
+    /// Turns a call's outcome into openraft's result (counting timeouts in a row).
+    fn finish<Resp, E>(
+        &mut self,
+        kind: u16,
+        called: Result<Bytes, RpcError>,
+    ) -> Result<Resp, typ::RPCError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        typ::RaftError<E>: DeserializeOwned,
+    {
         self.timeouts_in_a_row = match &called {
             Err(RpcError::Timeout { .. }) => self.timeouts_in_a_row.saturating_add(1),
             _ => 0,
@@ -232,6 +327,36 @@ impl PeerClient {
             .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
         result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+
+    /// Sends a large AppendEntries from a task of its own (see [`LargeAppend`]), replacing
+    /// (aborting) any other in flight.
+    fn start_large(&mut self, endpoint: Endpoint, peer: PeerAddr, key: AppendKey, body: Bytes) {
+        let timeout = large_append_timeout(body.len());
+        let task =
+            tokio::spawn(async move { endpoint.call(&peer, RPC_APPEND, body, timeout).await });
+        self.large = Some(LargeAppend {
+            key,
+            sent: Instant::now(),
+            task,
+        });
+    }
+
+    /// Waits for the large AppendEntries in flight: when it was sent, and its outcome.
+    async fn join_large(&mut self) -> (Instant, Result<typ::AppendEntriesResponse, typ::RPCError>) {
+        let Some(large) = self.large.as_mut() else {
+            let e = Unreachable::new(&Text("no large AppendEntries in flight".into()));
+            return (
+                Instant::now(),
+                Err(openraft::error::RPCError::Unreachable(e)),
+            );
+        };
+        // openraft may drop this wait at its deadline: the task goes on, and the retry joins it.
+        let joined = (&mut large.task).await;
+        let sent = large.sent;
+        self.large = None;
+        let called = joined.unwrap_or_else(|e| Err(RpcError::Remote(format!("send task: {e}"))));
+        (sent, self.finish(RPC_APPEND, called))
+    }
 }
 
 /// openraft's name for an RPC kind (for its timeout errors).
@@ -249,9 +374,30 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: typ::AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
-        let sent = Instant::now();
         let term = rpc.vote.leader_id().term;
-        let resp = self.call(RPC_APPEND, &rpc, &option).await;
+        let key = AppendKey::of(&rpc);
+        let (sent, resp) = if self.large.as_ref().is_some_and(|l| l.key == key) {
+            // openraft's retry of the large request in flight.
+            self.join_large().await
+        } else {
+            if self.large.as_ref().is_some_and(|l| l.key.vote != key.vote) {
+                // Of an older leadership: obsolete. (Heartbeats of the same leader go beside it.)
+                self.large = None;
+            }
+            let (endpoint, peer) = self.link()?;
+            let body = encode(&rpc)
+                .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+            if body.len() >= LARGE_APPEND_BYTES {
+                self.start_large(endpoint, peer, key, body);
+                self.join_large().await
+            } else {
+                let sent = Instant::now();
+                let resp = self
+                    .call_body(&endpoint, &peer, RPC_APPEND, body, &option)
+                    .await;
+                (sent, resp)
+            }
+        };
         // Any answer but a higher vote acknowledges this node as the leader of `term`.
         if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.acks.record(self.target, term, sent);
@@ -279,6 +425,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_append_gets_time_for_its_bytes_within_a_bound() {
+        assert_eq!(large_append_timeout(0), LARGE_APPEND_BASE_TIMEOUT);
+        assert_eq!(
+            large_append_timeout(8 << 20),
+            LARGE_APPEND_BASE_TIMEOUT + Duration::from_millis(8192)
+        );
+        assert_eq!(large_append_timeout(1 << 30), LARGE_APPEND_MAX_TIMEOUT);
+    }
 
     #[test]
     fn the_lease_counts_from_the_quorums_oldest_needed_acknowledgement_of_this_term() {

@@ -213,6 +213,42 @@ fn writes_through_every_node_read_everywhere() {
     for i in 0..5 {
         assert_eq!(raw.read_reply(), Reply::ok(), "pipelined SET burst:{i}");
     }
+    // With 15 ms of delay between the nodes an AppendEntries of 2 MB outlasts openraft's
+    // deadline (one heartbeat, 50 ms): its retries wait for the copy in flight instead of
+    // sending (and cutting short) a new one each time, which never let such a write commit.
+    let shape = |how: &[&str]| {
+        for node in nodes {
+            for other in nodes.iter().filter(|o| o.name() != node.name()) {
+                let mut args = vec!["MERIDIAN", "WAN", "SET", other.name()];
+                args.extend_from_slice(how);
+                assert_eq!(node.raw().cmd(&args), Reply::ok(), "{args:?}");
+            }
+        }
+    };
+    shape(&["DELAY", "15"]);
+    let slow = "s".repeat(2 * 1024 * 1024);
+    let started = Instant::now();
+    redis::cmd("SET")
+        .arg("slow-link")
+        .arg(&slow)
+        .query::<()>(&mut nodes[leader].client())
+        .unwrap_or_else(|e| panic!("SET slow-link (2 MB over 15 ms links): {e}"));
+    report(&format!(
+        "2 MB SET over links with 15 ms of delay: {:?}",
+        started.elapsed()
+    ));
+    for node in nodes {
+        let len: i64 = q(&mut node.client(), &["STRLEN", "slow-link"]);
+        assert_eq!(
+            len,
+            slow.len() as i64,
+            "STRLEN slow-link on {}",
+            node.name()
+        );
+    }
+    for node in nodes {
+        assert_eq!(node.raw().cmd(&["MERIDIAN", "WAN", "CLEAR"]), Reply::ok());
+    }
     assert_eq!(cluster.leader(LEADER_WAIT), leader, "no election");
     // Every node agrees on the leader and the membership.
     let leader_id = cluster.status(leader).unwrap().node_id().expect("node_id");
