@@ -176,14 +176,24 @@ impl AppendKey {
 }
 
 /// An AppendEntries too large to be sure to arrive within openraft's deadline, sent by a task
-/// of its own: a retry of the same request (same [`AppendKey`]) waits for this task instead of
-/// sending the entries again. Aborted when dropped (replaced by another large request, a
+/// of its own: a retry of the same request (see [`LargeAppend::covers`]) waits for this task
+/// instead of sending the entries again. Aborted when dropped (replaced by another large request, a
 /// request of another vote, or the client dropped).
 struct LargeAppend {
     key: AppendKey,
     /// When it was sent: the read lease counts the follower's acknowledgement from here.
     sent: Instant,
     task: tokio::task::JoinHandle<Result<Bytes, RpcError>>,
+}
+
+impl LargeAppend {
+    /// Whether a request of `key` is this one again, maybe with more entries after it (under
+    /// a steady write load openraft's retry carries the entries appended meanwhile): then the
+    /// last entry this one carries, which the retry's answer must not claim beyond.
+    fn covers(&self, key: &AppendKey) -> Option<Option<LogId>> {
+        (key.vote == self.key.vote && key.prev == self.key.prev && key.last >= self.key.last)
+            .then_some(self.key.last)
+    }
 }
 
 impl Drop for LargeAppend {
@@ -376,9 +386,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
         let term = rpc.vote.leader_id().term;
         let key = AppendKey::of(&rpc);
-        let (sent, resp) = if self.large.as_ref().is_some_and(|l| l.key == key) {
-            // openraft's retry of the large request in flight.
-            self.join_large().await
+        let (sent, resp) = if let Some(covered) = self.large.as_ref().and_then(|l| l.covers(&key)) {
+            // openraft's retry of the large request in flight, maybe with entries appended
+            // since: what the copy in flight carries is all the follower can have accepted.
+            let (sent, resp) = self.join_large().await;
+            let resp = match resp {
+                Ok(AppendEntriesResponse::Success) if covered != key.last => {
+                    Ok(AppendEntriesResponse::PartialSuccess(covered))
+                }
+                other => other,
+            };
+            (sent, resp)
         } else {
             if self.large.as_ref().is_some_and(|l| l.key.vote != key.vote) {
                 // Of an older leadership: obsolete. (Heartbeats of the same leader go beside it.)
