@@ -9,11 +9,12 @@
 //! `RemoteError`.
 //!
 //! openraft 0.9 gives every AppendEntries one heartbeat interval to complete and sends it again
-//! when it did not; an entry holding a large value can take longer than that to cross the link,
-//! and each new copy reset the one before (a 1 MB SET never committed with 15 ms of emulated
-//! delay between the nodes). A large AppendEntries therefore runs in a task of its own, under a
-//! deadline sized for its bytes, and openraft's retries of the same request wait for that task
-//! instead of sending another copy (see [`LargeAppend`]).
+//! when it did not; each new copy reset the one before, so entries that took longer than that
+//! to cross the link never arrived (a 1 MB SET never committed with 15 ms of emulated delay
+//! between the nodes, nothing at all with 40 ms). An AppendEntries that carries entries
+//! therefore runs in a task of its own, under a deadline sized for its bytes, and openraft's
+//! retries of it wait for that task instead of sending another copy (see [`AppendInFlight`]);
+//! heartbeats go as plain calls.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,12 +60,10 @@ const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// peer's calls time out until its connection idles out, and retried at once they filled the
 /// log with four lines every 75 ms).
 const TIMEOUTS_BEFORE_UNREACHABLE: u32 = 3;
-/// AppendEntries bodies from this size on are sent as a [`LargeAppend`].
-const LARGE_APPEND_BYTES: usize = 256 * 1024;
-/// Time a large AppendEntries may take: this much, plus one second per MiB of body.
-const LARGE_APPEND_BASE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound of a large AppendEntries' deadline.
-const LARGE_APPEND_MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time an AppendEntries with entries may take: this much, plus one second per MiB of body.
+const APPEND_BASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of an AppendEntries' deadline.
+const APPEND_MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When each follower last acknowledged this node as its leader: the send time of the latest
 /// AppendEntries it accepted, with the term it was sent in. The read lease counts from these
@@ -151,8 +150,8 @@ pub struct PeerClient {
     peer: Option<PeerAddr>,
     /// Calls that timed out since the last answer.
     timeouts_in_a_row: u32,
-    /// The large AppendEntries in flight, if any.
-    large: Option<LargeAppend>,
+    /// The AppendEntries with entries in flight, if any.
+    in_flight: Option<AppendInFlight>,
 }
 
 /// What makes two AppendEntries the same request for the follower: the leader's vote, the
@@ -175,18 +174,18 @@ impl AppendKey {
     }
 }
 
-/// An AppendEntries too large to be sure to arrive within openraft's deadline, sent by a task
-/// of its own: a retry of the same request (see [`LargeAppend::covers`]) waits for this task
-/// instead of sending the entries again. Aborted when dropped (replaced by another large request, a
-/// request of another vote, or the client dropped).
-struct LargeAppend {
+/// An AppendEntries with entries, sent by a task of its own (the entries may take longer than
+/// openraft's deadline to cross the link): a retry of it (see [`AppendInFlight::covers`]) waits
+/// for this task instead of sending the entries again. Aborted when dropped (replaced by another
+/// request with entries, or by a request of another vote, or with the client).
+struct AppendInFlight {
     key: AppendKey,
     /// When it was sent: the read lease counts the follower's acknowledgement from here.
     sent: Instant,
     task: tokio::task::JoinHandle<Result<Bytes, RpcError>>,
 }
 
-impl LargeAppend {
+impl AppendInFlight {
     /// Whether a request of `key` is this one again, maybe with more entries after it (under
     /// a steady write load openraft's retry carries the entries appended meanwhile): then the
     /// last entry this one carries, which the retry's answer must not claim beyond.
@@ -196,16 +195,15 @@ impl LargeAppend {
     }
 }
 
-impl Drop for LargeAppend {
+impl Drop for AppendInFlight {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-/// The deadline of a large AppendEntries of `bytes`.
-fn large_append_timeout(bytes: usize) -> Duration {
-    (LARGE_APPEND_BASE_TIMEOUT + Duration::from_millis((bytes / 1024) as u64))
-        .min(LARGE_APPEND_MAX_TIMEOUT)
+/// The deadline of an AppendEntries of `bytes`.
+fn append_timeout(bytes: usize) -> Duration {
+    (APPEND_BASE_TIMEOUT + Duration::from_millis((bytes / 1024) as u64)).min(APPEND_MAX_TIMEOUT)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -224,7 +222,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             peer,
             timeouts_in_a_row: 0,
-            large: None,
+            in_flight: None,
         }
     }
 }
@@ -338,32 +336,34 @@ impl PeerClient {
         result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
-    /// Sends a large AppendEntries from a task of its own (see [`LargeAppend`]), replacing
+    /// Sends an AppendEntries from a task of its own (see [`AppendInFlight`]), replacing
     /// (aborting) any other in flight.
-    fn start_large(&mut self, endpoint: Endpoint, peer: PeerAddr, key: AppendKey, body: Bytes) {
-        let timeout = large_append_timeout(body.len());
+    fn start_append(&mut self, endpoint: Endpoint, peer: PeerAddr, key: AppendKey, body: Bytes) {
+        let timeout = append_timeout(body.len());
         let task =
             tokio::spawn(async move { endpoint.call(&peer, RPC_APPEND, body, timeout).await });
-        self.large = Some(LargeAppend {
+        self.in_flight = Some(AppendInFlight {
             key,
             sent: Instant::now(),
             task,
         });
     }
 
-    /// Waits for the large AppendEntries in flight: when it was sent, and its outcome.
-    async fn join_large(&mut self) -> (Instant, Result<typ::AppendEntriesResponse, typ::RPCError>) {
-        let Some(large) = self.large.as_mut() else {
-            let e = Unreachable::new(&Text("no large AppendEntries in flight".into()));
+    /// Waits for the AppendEntries in flight: when it was sent, and its outcome.
+    async fn join_append(
+        &mut self,
+    ) -> (Instant, Result<typ::AppendEntriesResponse, typ::RPCError>) {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            let e = Unreachable::new(&Text("no AppendEntries in flight".into()));
             return (
                 Instant::now(),
                 Err(openraft::error::RPCError::Unreachable(e)),
             );
         };
         // openraft may drop this wait at its deadline: the task goes on, and the retry joins it.
-        let joined = (&mut large.task).await;
-        let sent = large.sent;
-        self.large = None;
+        let joined = (&mut in_flight.task).await;
+        let sent = in_flight.sent;
+        self.in_flight = None;
         let called = joined.unwrap_or_else(|e| Err(RpcError::Remote(format!("send task: {e}"))));
         (sent, self.finish(RPC_APPEND, called))
     }
@@ -386,36 +386,42 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
         let term = rpc.vote.leader_id().term;
         let key = AppendKey::of(&rpc);
-        let (sent, resp) = if let Some(covered) = self.large.as_ref().and_then(|l| l.covers(&key)) {
-            // openraft's retry of the large request in flight, maybe with entries appended
-            // since: what the copy in flight carries is all the follower can have accepted.
-            let (sent, resp) = self.join_large().await;
-            let resp = match resp {
-                Ok(AppendEntriesResponse::Success) if covered != key.last => {
-                    Ok(AppendEntriesResponse::PartialSuccess(covered))
-                }
-                other => other,
-            };
-            (sent, resp)
-        } else {
-            if self.large.as_ref().is_some_and(|l| l.key.vote != key.vote) {
-                // Of an older leadership: obsolete. (Heartbeats of the same leader go beside it.)
-                self.large = None;
-            }
-            let (endpoint, peer) = self.link()?;
-            let body = encode(&rpc)
-                .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
-            if body.len() >= LARGE_APPEND_BYTES {
-                self.start_large(endpoint, peer, key, body);
-                self.join_large().await
-            } else {
-                let sent = Instant::now();
-                let resp = self
-                    .call_body(&endpoint, &peer, RPC_APPEND, body, &option)
-                    .await;
+        let (sent, resp) =
+            if let Some(covered) = self.in_flight.as_ref().and_then(|l| l.covers(&key)) {
+                // openraft's retry of the request in flight, maybe with entries appended
+                // since: what the copy in flight carries is all the follower can have accepted.
+                let (sent, resp) = self.join_append().await;
+                let resp = match resp {
+                    Ok(AppendEntriesResponse::Success) if covered != key.last => {
+                        Ok(AppendEntriesResponse::PartialSuccess(covered))
+                    }
+                    other => other,
+                };
                 (sent, resp)
-            }
-        };
+            } else {
+                if self
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|l| l.key.vote != key.vote)
+                {
+                    // Of an older leadership: obsolete. (Heartbeats of the same leader go
+                    // beside it.)
+                    self.in_flight = None;
+                }
+                let (endpoint, peer) = self.link()?;
+                let body = encode(&rpc)
+                    .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+                if !rpc.entries.is_empty() {
+                    self.start_append(endpoint, peer, key, body);
+                    self.join_append().await
+                } else {
+                    let sent = Instant::now();
+                    let resp = self
+                        .call_body(&endpoint, &peer, RPC_APPEND, body, &option)
+                        .await;
+                    (sent, resp)
+                }
+            };
         // Any answer but a higher vote acknowledges this node as the leader of `term`.
         if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.acks.record(self.target, term, sent);
@@ -445,13 +451,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_append_gets_time_for_its_bytes_within_a_bound() {
-        assert_eq!(large_append_timeout(0), LARGE_APPEND_BASE_TIMEOUT);
+    fn an_append_gets_time_for_its_bytes_within_a_bound() {
+        assert_eq!(append_timeout(0), APPEND_BASE_TIMEOUT);
         assert_eq!(
-            large_append_timeout(8 << 20),
-            LARGE_APPEND_BASE_TIMEOUT + Duration::from_millis(8192)
+            append_timeout(8 << 20),
+            APPEND_BASE_TIMEOUT + Duration::from_millis(8192)
         );
-        assert_eq!(large_append_timeout(1 << 30), LARGE_APPEND_MAX_TIMEOUT);
+        assert_eq!(append_timeout(1 << 30), APPEND_MAX_TIMEOUT);
     }
 
     #[test]
