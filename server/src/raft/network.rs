@@ -11,10 +11,11 @@
 //! openraft 0.9 gives every AppendEntries one heartbeat interval to complete and sends it again
 //! when it did not; each new copy reset the one before, so entries that took longer than that
 //! to cross the link never arrived (a 1 MB SET never committed with 15 ms of emulated delay
-//! between the nodes, nothing at all with 40 ms). An AppendEntries that carries entries
-//! therefore runs in a task of its own, under a deadline sized for its bytes, and openraft's
-//! retries of it wait for that task instead of sending another copy (see [`AppendInFlight`]);
-//! heartbeats go as plain calls.
+//! between the nodes, nothing at all with 40 ms). An AppendEntries that carries entries and may
+//! well miss the deadline (large, or over a slow link) therefore runs in a task of its own,
+//! under a deadline sized for its bytes, and openraft's retries of it wait for that task
+//! instead of sending another copy (see [`AppendInFlight`]); other requests are plain calls
+//! (see [`PeerClient::sends_in_flight`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -60,6 +61,8 @@ const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// peer's calls time out until its connection idles out, and retried at once they filled the
 /// log with four lines every 75 ms).
 const TIMEOUTS_BEFORE_UNREACHABLE: u32 = 3;
+/// AppendEntries bodies from this size on are sent as an [`AppendInFlight`] over a fast link too.
+const LARGE_APPEND_BYTES: usize = 256 * 1024;
 /// Time an AppendEntries with entries may take: this much, plus one second per MiB of body.
 const APPEND_BASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound of an AppendEntries' deadline.
@@ -154,9 +157,9 @@ pub struct PeerClient {
     in_flight: Option<AppendInFlight>,
 }
 
-/// What makes two AppendEntries the same request for the follower: the leader's vote, the
-/// entry they follow and their last entry. (Entries are identified by their log ids, and a
-/// retry differs at most in `leader_commit`, which the next heartbeat carries anyway.)
+/// What identifies an AppendEntries' entries: the leader's vote, the entry they follow and
+/// their last entry (entries are identified by their log ids; `leader_commit` does not matter,
+/// the next heartbeat carries it anyway).
 #[derive(Clone, PartialEq, Eq, Debug)]
 struct AppendKey {
     vote: Vote,
@@ -203,7 +206,8 @@ impl Drop for AppendInFlight {
 
 /// The deadline of an AppendEntries of `bytes`.
 fn append_timeout(bytes: usize) -> Duration {
-    (APPEND_BASE_TIMEOUT + Duration::from_millis((bytes / 1024) as u64)).min(APPEND_MAX_TIMEOUT)
+    (APPEND_BASE_TIMEOUT + Duration::from_millis((bytes as u64).saturating_mul(1000) >> 20))
+        .min(APPEND_MAX_TIMEOUT)
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -336,17 +340,37 @@ impl PeerClient {
         result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
+    /// Whether an AppendEntries of `bytes` goes as an [`AppendInFlight`] (openraft's deadline
+    /// being `ttl`): one with entries, over a live link, that may well miss the deadline: large,
+    /// or over a link whose round trip is at least half of it. Other requests are plain calls:
+    /// heartbeats; requests while the link is down (a task that dials waits for the handshake
+    /// up to its deadline, through a partition too, and QUIC's backed-off retransmissions then
+    /// held a follower cut off for 5 s up to 2.3 s after the heal; a plain call that misses the
+    /// deadline drops its dial and the next one dials afresh); and small ones over a fast link
+    /// (sent as tasks, they too held a follower cut off for 5 s 120-160 ms after the heal,
+    /// against 6-65 ms as plain calls).
+    fn sends_in_flight(
+        &self,
+        rpc: &typ::AppendEntriesRequest,
+        bytes: usize,
+        endpoint: &Endpoint,
+        peer: &PeerAddr,
+        ttl: Duration,
+    ) -> bool {
+        if rpc.entries.is_empty() || !endpoint.is_connected(&peer.name) {
+            return false;
+        }
+        bytes >= LARGE_APPEND_BYTES || endpoint.rtt(&peer.name).is_some_and(|rtt| rtt * 2 >= ttl)
+    }
+
     /// Sends an AppendEntries from a task of its own (see [`AppendInFlight`]), replacing
     /// (aborting) any other in flight.
     fn start_append(&mut self, endpoint: Endpoint, peer: PeerAddr, key: AppendKey, body: Bytes) {
         let timeout = append_timeout(body.len());
+        let sent = Instant::now();
         let task =
             tokio::spawn(async move { endpoint.call(&peer, RPC_APPEND, body, timeout).await });
-        self.in_flight = Some(AppendInFlight {
-            key,
-            sent: Instant::now(),
-            task,
-        });
+        self.in_flight = Some(AppendInFlight { key, sent, task });
     }
 
     /// Waits for the AppendEntries in flight: when it was sent, and its outcome.
@@ -404,14 +428,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     .as_ref()
                     .is_some_and(|l| l.key.vote != key.vote)
                 {
-                    // Of an older leadership: obsolete. (Heartbeats of the same leader go
-                    // beside it.)
+                    // Of an older leadership: obsolete. (Defensive: openraft makes a client per
+                    // replication session, so one vote. Heartbeats of the same leader go beside
+                    // it.)
                     self.in_flight = None;
                 }
                 let (endpoint, peer) = self.link()?;
                 let body = encode(&rpc)
                     .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
-                if !rpc.entries.is_empty() {
+                if self.sends_in_flight(&rpc, body.len(), &endpoint, &peer, option.hard_ttl()) {
                     self.start_append(endpoint, peer, key, body);
                     self.join_append().await
                 } else {
@@ -455,7 +480,7 @@ mod tests {
         assert_eq!(append_timeout(0), APPEND_BASE_TIMEOUT);
         assert_eq!(
             append_timeout(8 << 20),
-            APPEND_BASE_TIMEOUT + Duration::from_millis(8192)
+            APPEND_BASE_TIMEOUT + Duration::from_secs(8)
         );
         assert_eq!(append_timeout(1 << 30), APPEND_MAX_TIMEOUT);
     }
