@@ -572,6 +572,44 @@ fn partitioned_follower_refuses_linearizable_reads() {
     assert_eq!(readonly_get(nodes[p].port(), "part:k"), Reply::bulk("v2"));
 }
 
+/// A follower cut off for longer than the links' idle timeout (3 s) catches up soon after the
+/// heal: its link was closed and is dialed afresh. (With a 10 s idle timeout the link stayed
+/// open through such a cut while QUIC's retransmission timer backed off, and a follower cut off
+/// for 5 s caught up only at the next retransmission: up to 5.5 s after the heal.)
+#[test]
+fn follower_cut_off_for_seconds_catches_up_soon_after_the_heal() {
+    const CUT: Duration = Duration::from_millis(4500);
+    const PROMPT: Duration = Duration::from_secs(2);
+    let cluster = Cluster::start(ClusterSpec::region(3));
+    let leader = cluster.leader(LEADER_WAIT);
+    let p = (leader + 1) % 3;
+    let mut c = cluster.nodes()[leader].client();
+    let _: i64 = q(&mut c, &["INCR", "cut:n"]);
+    cluster.wait_caught_up(p, CATCH_UP);
+    cluster.partition(p);
+    let until = Instant::now() + CUT;
+    let mut writes = 1;
+    while Instant::now() < until {
+        let _: i64 = q(&mut c, &["INCR", "cut:n"]);
+        writes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.heal();
+    let caught_up = cluster.wait_caught_up(p, CATCH_UP);
+    report(&format!(
+        "follower cut off for {CUT:?} ({writes} writes meanwhile): caught up {caught_up:?} after \
+         the heal"
+    ));
+    assert!(
+        caught_up < PROMPT,
+        "caught up {caught_up:?} after the heal (bound {PROMPT:?})"
+    );
+    assert_eq!(
+        readonly_get(cluster.nodes()[p].port(), "cut:n"),
+        Reply::bulk(&writes.to_string())
+    );
+}
+
 #[test]
 fn partitioned_leader_refuses_linearizable_reads() {
     let cluster = Cluster::start(ClusterSpec::region(3));
