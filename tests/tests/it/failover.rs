@@ -606,7 +606,7 @@ fn follower_cut_off_for_seconds_catches_up_soon_after_the_heal() {
     );
     assert_eq!(
         readonly_get(cluster.nodes()[p].port(), "cut:n"),
-        Reply::bulk(&writes.to_string())
+        Reply::bulk(writes.to_string())
     );
 }
 
