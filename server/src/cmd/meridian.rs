@@ -82,7 +82,12 @@ fn raft_state(raft: &RegionRaft) -> Reply {
         pair("applied_index", opt(m.last_applied.map(|l| l.index))),
         pair("snapshot_index", opt(m.snapshot.map(|l| l.index))),
         pair("purged_index", opt(m.purged.map(|l| l.index))),
-        pair("millis_since_quorum_ack", opt(m.millis_since_quorum_ack)),
+        // From the acknowledged send times the read lease counts from (openraft's own figure
+        // is computed when it publishes metrics, and counts joined retries from the retry).
+        pair(
+            "millis_since_quorum_ack",
+            opt(raft.millis_since_quorum_ack()),
+        ),
         pair("voters", Reply::Array(voters)),
         pair("learners", Reply::Array(learners)),
         // The log index from which WATCH checks compare churn counters (0: not yet).

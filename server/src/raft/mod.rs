@@ -233,6 +233,23 @@ impl RegionRaft {
         self.metrics.borrow().clone()
     }
 
+    /// On a leader, the milliseconds since which a quorum has acknowledged it: the age of the
+    /// send time of the AppendEntries the read lease counts from (see `AckTimes`). `None` on a
+    /// follower or without a quorum's acknowledgement in this term.
+    pub fn millis_since_quorum_ack(&self) -> Option<u64> {
+        let m = self.metrics.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        self.acks
+            .quorum_acked_since(
+                self.node_id,
+                m.current_term,
+                m.membership_config.membership().voter_ids(),
+            )
+            .map(|at| at.elapsed().as_millis() as u64)
+    }
+
     /// The last log index applied on this node.
     pub fn applied_index(&self) -> u64 {
         self.metrics.borrow().last_applied.map_or(0, |l| l.index)

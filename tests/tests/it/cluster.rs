@@ -261,6 +261,13 @@ fn writes_through_every_node_read_everywhere() {
             node.name()
         );
         assert_eq!(st.leader, Some(leader_id.to_string()), "{st:?}");
+        // The leader's quorum acknowledged it within a few heartbeats; followers have none.
+        let acked = st.number("millis_since_quorum_ack");
+        if i == leader {
+            assert!(acked.is_some_and(|ms| ms < 1000), "{st:?}");
+        } else {
+            assert_eq!(acked, None, "{st:?}");
+        }
         let rows = cluster.meridian_nodes(i).unwrap();
         assert_eq!(rows.len(), 3, "MERIDIAN NODES on {}: {rows:?}", node.name());
         assert_eq!(
