@@ -213,6 +213,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let shutdown = Shutdown::new();
+        shutdown.listen_for_signals();
         let node = Node::start(server, cluster, shutdown).await?;
         node.run_until_shutdown().await
     })

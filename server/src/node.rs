@@ -836,10 +836,11 @@ impl Node {
         })
     }
 
-    /// Waits for the shutdown signal, then for every task, then syncs storage. An error when
-    /// the node stopped because its Raft group had stopped for good.
+    /// Waits for the shutdown (a signal: see [`Shutdown::listen_for_signals`]), then for every
+    /// task, then syncs storage. An error when the node stopped because its Raft group had
+    /// stopped for good.
     pub async fn run_until_shutdown(self) -> anyhow::Result<()> {
-        self.shutdown.wait_for_signal().await;
+        self.shutdown.token.cancelled().await;
         self.shutdown.tasks.close();
         // Connections end at once unless a request is running; one still running after the
         // grace (a write waiting for a quorum that has gone would wait its whole write

@@ -28,32 +28,23 @@ impl Shutdown {
         }
     }
 
-    /// Waits for SIGINT or SIGTERM, then cancels.
-    pub async fn wait_for_signal(&self) {
-        let ctrl_c = tokio::signal::ctrl_c();
+    /// Listens for the signals from now on: SIGINT and SIGTERM cancel (the clean stop);
+    /// SIGHUP (logrotate's postrotate, a service manager's reload), SIGUSR1 and SIGUSR2 are
+    /// logged and ignored, as Redis ignores SIGHUP (logs go to stderr; nothing needs
+    /// reopening). Called first thing at start: until a signal is listened for, its default
+    /// action ends the process at once, and the RESP port is open before the storage and Raft
+    /// have started (a SIGHUP sent as soon as the port answered killed the node).
+    pub fn listen_for_signals(&self) {
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::terminate(),
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
-                    let _ = ctrl_c.await;
-                    self.token.cancel();
-                    return;
-                }
-            };
-            // SIGHUP (logrotate's postrotate, a service manager's reload) and SIGUSR1/2 would
-            // end the process at once, without the clean stop: they are logged and ignored, as
-            // Redis ignores SIGHUP. (Logs go to stderr; nothing needs reopening.)
+            use tokio::signal::unix::{signal, SignalKind};
             let ignored = [
-                (tokio::signal::unix::SignalKind::hangup(), "SIGHUP"),
-                (tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1"),
-                (tokio::signal::unix::SignalKind::user_defined2(), "SIGUSR2"),
+                (SignalKind::hangup(), "SIGHUP"),
+                (SignalKind::user_defined1(), "SIGUSR1"),
+                (SignalKind::user_defined2(), "SIGUSR2"),
             ];
             for (kind, name) in ignored {
-                match tokio::signal::unix::signal(kind) {
+                match signal(kind) {
                     Ok(mut stream) => {
                         tokio::spawn(async move {
                             while stream.recv().await.is_some() {
@@ -64,16 +55,36 @@ impl Shutdown {
                     Err(e) => tracing::warn!(error = %e, "cannot listen for {name}"),
                 }
             }
-            tokio::select! {
-                _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-                _ = self.token.cancelled() => {}
+            let stops = [
+                (SignalKind::interrupt(), "SIGINT"),
+                (SignalKind::terminate(), "SIGTERM"),
+            ];
+            for (kind, name) in stops {
+                match signal(kind) {
+                    Ok(mut stream) => {
+                        let token = self.token.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                Some(()) = stream.recv() => {
+                                    tracing::info!("{name} received, shutting down");
+                                    token.cancel();
+                                }
+                                _ = token.cancelled() => {}
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for {name}"),
+                }
             }
         }
         #[cfg(not(unix))]
         {
-            let _ = ctrl_c.await;
+            let token = self.token.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    token.cancel();
+                }
+            });
         }
-        self.token.cancel();
     }
 }
