@@ -54,6 +54,8 @@ pub const RPC_REPL_WAIT: u16 = 22;
 /// RPC kind: messages PUBLISHed on another node, for this node's subscribers.
 pub const RPC_PUBLISH: u16 = 30;
 
+/// Lower bound of one Raft RPC's deadline.
+const MIN_RPC_TIMEOUT: Duration = Duration::from_millis(50);
 /// Upper bound of one Raft RPC when openraft gives no deadline.
 const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Calls to a peer that time out in a row before the next is reported as `Unreachable`: one
@@ -69,9 +71,10 @@ const APPEND_BASE_TIMEOUT: Duration = Duration::from_secs(5);
 const APPEND_MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When each follower last acknowledged this node as its leader: the send time of the latest
-/// AppendEntries it accepted, with the term it was sent in. The read lease counts from these
-/// instants. (It counted from openraft's `millis_since_quorum_ack`, a figure computed when
-/// openraft last published its metrics: a leader resumed after a pause of its process, such
+/// AppendEntries it answered with anything but a higher vote (a conflict acknowledges the
+/// leader too), with the term it was sent in. The read lease counts from these instants. (It
+/// counted from openraft's `millis_since_quorum_ack`, a figure computed when openraft last
+/// published its metrics: a leader resumed after a pause of its process, such
 /// as a SIGSTOP or a long stall, read the figure of before the pause and served reads while
 /// another leader, elected meanwhile, committed writes: 3 stale reads in 12 tries of a 2 s
 /// pause under load, found by a chaos run.)
@@ -82,7 +85,7 @@ pub struct AckTimes {
 }
 
 impl AckTimes {
-    /// Records that `peer` accepted an AppendEntries of `term` sent at `sent`.
+    /// Records that `peer` acknowledged an AppendEntries of `term` sent at `sent`.
     fn record(&self, peer: NodeId, term: u64, sent: Instant) {
         let mut by_peer = self.by_peer.lock().unwrap_or_else(PoisonError::into_inner);
         match by_peer.iter_mut().find(|(p, _, _)| *p == peer) {
@@ -292,7 +295,7 @@ impl PeerClient {
         let timeout = option
             .hard_ttl()
             .min(DEFAULT_RPC_TIMEOUT * 6)
-            .max(Duration::from_millis(50));
+            .max(MIN_RPC_TIMEOUT);
         let called = endpoint.call(peer, kind, body, timeout).await;
         self.finish(kind, called)
     }
@@ -370,7 +373,9 @@ impl PeerClient {
     /// its leader for the lease during a long transfer started a pre-vote, which the others,
     /// waiting for the same transfer, granted (a 16 MB SET with 15 ms of delay between the nodes,
     /// after a restart: an election every 1.1 s, terms 16 to 21, no write committed). Answered
-    /// heartbeats count for the read lease like any acknowledged AppendEntries.
+    /// heartbeats count for the read lease like any acknowledged AppendEntries; a higher vote
+    /// or a conflict in answer to one is the request's answer at once (see [`Beat`]). The
+    /// heartbeats carry the request's `leader_commit`, so followers apply nothing new meanwhile.
     fn start_append(
         &mut self,
         endpoint: Endpoint,
@@ -389,7 +394,7 @@ impl PeerClient {
         })
         .ok();
         let (acks, target, term) = (self.acks.clone(), self.target, rpc.vote.leader_id().term);
-        let ttl = ttl.max(Duration::from_millis(10));
+        let ttl = ttl.max(MIN_RPC_TIMEOUT);
         let sent = Instant::now();
         let task = tokio::spawn(async move {
             let call = endpoint.call(&peer, RPC_APPEND, body, timeout);
@@ -403,11 +408,13 @@ impl PeerClient {
                         // One at a time at most: each is bounded by the interval.
                         let body = heartbeat.clone().unwrap_or_default();
                         let beat_sent = Instant::now();
-                        let answer = heartbeat_acked(&endpoint, &peer, body, ttl);
+                        let answer = send_heartbeat(&endpoint, &peer, body, ttl);
                         tokio::select! {
                             answered = &mut call => return answered,
-                            acked = answer => if acked {
-                                acks.record(target, term, beat_sent);
+                            beat = answer => match beat {
+                                Beat::Acked => acks.record(target, term, beat_sent),
+                                Beat::Decides(answer) => return Ok(answer),
+                                Beat::Missed => {}
                             },
                         }
                     }
@@ -437,16 +444,31 @@ impl PeerClient {
     }
 }
 
-/// Sends the heartbeat `body` (an AppendEntries without entries) and tells whether the
-/// follower accepted it within `ttl` (any answer but a higher vote).
-async fn heartbeat_acked(endpoint: &Endpoint, peer: &PeerAddr, body: Bytes, ttl: Duration) -> bool {
+/// What a heartbeat sent beside an AppendEntries in flight got back.
+enum Beat {
+    /// The follower acknowledged this node as its leader, and its log has the entry the
+    /// request follows.
+    Acked,
+    /// An answer that is the in-flight request's answer too (same vote, same previous entry):
+    /// a higher vote (the leader must step down now, not when the transfer ends) or a conflict
+    /// (the transfer cannot succeed). Its encoded answer.
+    Decides(Bytes),
+    /// No usable answer within the interval.
+    Missed,
+}
+
+/// Sends the heartbeat `body` (an AppendEntries without entries), waiting up to `ttl`.
+async fn send_heartbeat(endpoint: &Endpoint, peer: &PeerAddr, body: Bytes, ttl: Duration) -> Beat {
     let Ok(answer) = endpoint.call(peer, RPC_APPEND, body, ttl).await else {
-        return false;
+        return Beat::Missed;
     };
-    matches!(
-        decode::<Result<typ::AppendEntriesResponse, typ::RaftError>>(&answer),
-        Ok(Ok(r)) if !matches!(r, AppendEntriesResponse::HigherVote(_))
-    )
+    match decode::<Result<typ::AppendEntriesResponse, typ::RaftError>>(&answer) {
+        Ok(Ok(AppendEntriesResponse::HigherVote(_) | AppendEntriesResponse::Conflict)) => {
+            Beat::Decides(answer)
+        }
+        Ok(Ok(_)) => Beat::Acked,
+        _ => Beat::Missed,
+    }
 }
 
 /// openraft's name for an RPC kind (for its timeout errors).
