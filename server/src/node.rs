@@ -660,14 +660,12 @@ impl Node {
         // so they stay on the connection workers.
         let links_on_raft_thread = !multi_region;
         let endpoint = if region_nodes.len() > 1 || topology.all_nodes().count() > 1 {
-            let certs = topology.cert_paths(&node_name).ok_or_else(|| {
+            // (The node is in the topology: only the certificates directory can be missing.)
+            let link = LinkConfig::for_node(&topology, &node_name).ok_or_else(|| {
                 anyhow::anyhow!(
                     "the topology has no [cluster] certs directory; run `meridian certs`"
                 )
             })?;
-            let link = LinkConfig::new(node_name.clone(), me.peer, &certs)
-                .with_wan_emulation(topology.cluster.wan_emulation)
-                .with_idle_timeout(Duration::from_millis(topology.cluster.link_idle_timeout_ms));
             let endpoint = if links_on_raft_thread {
                 let service = service.clone();
                 raft_thread

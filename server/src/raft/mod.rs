@@ -238,16 +238,21 @@ impl RegionRaft {
     /// follower or without a quorum's acknowledgement in this term.
     pub fn millis_since_quorum_ack(&self) -> Option<u64> {
         let m = self.metrics.borrow();
+        self.quorum_acked_since(&m)
+            .map(|at| at.elapsed().as_millis() as u64)
+    }
+
+    /// On a leader (as `m` says), the instant since which a quorum has acknowledged it in its
+    /// term (see `AckTimes`); `None` on a follower or without such a quorum.
+    fn quorum_acked_since(&self, m: &types::RaftMetrics) -> Option<Instant> {
         if m.state != ServerState::Leader {
             return None;
         }
-        self.acks
-            .quorum_acked_since(
-                self.node_id,
-                m.current_term,
-                m.membership_config.membership().voter_ids(),
-            )
-            .map(|at| at.elapsed().as_millis() as u64)
+        self.acks.quorum_acked_since(
+            self.node_id,
+            m.current_term,
+            m.membership_config.membership().voter_ids(),
+        )
     }
 
     /// The last log index applied on this node.
@@ -407,18 +412,10 @@ impl RegionRaft {
         }
         let (state, alone, acked_since, applied) = {
             let m = self.metrics.borrow();
-            let alone = m.membership_config.membership().voter_ids().count() <= 1;
-            let acked_since = (m.state == ServerState::Leader).then(|| {
-                self.acks.quorum_acked_since(
-                    self.node_id,
-                    m.current_term,
-                    m.membership_config.membership().voter_ids(),
-                )
-            });
             (
                 m.state,
-                alone,
-                acked_since.flatten(),
+                m.membership_config.membership().voter_ids().count() <= 1,
+                self.quorum_acked_since(&m),
                 m.last_applied.map_or(0, |l| l.index),
             )
         };
