@@ -51,6 +51,11 @@
 #   GEO_WRITE_BUFFER_MB=16 write-buffer-mb of every node, in both configurations: a node's own
 #                          default differs (4 alone, 16 with several regions), and the cost
 #                          figure must compare replication, not memtable sizes ("": defaults)
+#   GEO_WRITE_BACK_MS=0    write-back-ms of every node, in both configurations: a node of a
+#                          topology of several regions never writes back (its outbox and
+#                          tombstones go to RocksDB in order), one region alone does by default
+#                          (1000), and the cost figure must compare replication, not write-back
+#                          ("": defaults, so "alone" writes back and the figure counts its loss)
 #   GEO_PIN=1              pin eu's nodes to CPU 0 and us's nodes and every client (redis-benchmark,
 #                          meridian-bench) to CPU 1 with taskset, so us's merging does not share a
 #                          core with the writer it is measured against (closer to regions on their
@@ -180,8 +185,14 @@ write_topology() {
     if [ $# -ge 2 ]; then
       printf '\n[[wan]]\na = "%s"\nb = "%s"\ndelay_ms = %d\n' "$1" "$2" "$DELAY_MS"
     fi
+    if [ -n "${GEO_WRITE_BUFFER_MB-16}${GEO_WRITE_BACK_MS-0}" ]; then
+      printf '\n[server]\n'
+    fi
     if [ -n "${GEO_WRITE_BUFFER_MB-16}" ]; then
-      printf '\n[server]\nwrite-buffer-mb = %d\n' "${GEO_WRITE_BUFFER_MB-16}"
+      printf 'write-buffer-mb = %d\n' "${GEO_WRITE_BUFFER_MB-16}"
+    fi
+    if [ -n "${GEO_WRITE_BACK_MS-0}" ]; then
+      printf 'write-back-ms = %d\n' "${GEO_WRITE_BACK_MS-0}"
     fi
   } >"$file"
 }
@@ -448,6 +459,7 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "average, $LAG_CAPPED capped rounds). Throughput: \`redis-benchmark -t set -c $CLIENTS -P $PIPELINE"
   echo "-n $N -r $KEYS -d $DATA\`, median of $REPEAT run(s) each (geo: ${GEO_RPS[*]}; alone: ${SINGLE_RPS[*]}),"
   echo "each on a fresh cluster warmed by an unmeasured run of $WARM_N requests (GEO_WARM_N; us caught up, eu idle);"
+  echo "every node in both configurations with write-buffer-mb ${GEO_WRITE_BUFFER_MB-16} and write-back-ms ${GEO_WRITE_BACK_MS-0} (empty: the node's default);"
   echo "the receiving region runs on the same cores, so the first cost figure also pays for us's merging;"
   echo "the CPU figure counts only eu's leader (CPU time from /proc from the start of the run until the"
   echo "node is idle again — shipping, flushes and compactions included — divided by the requests;"
