@@ -87,6 +87,8 @@ CATCH_UP_S=${GEO_CATCH_UP_S:-120}
 SETTLE_TICKS=${GEO_SETTLE_TICKS:-2}
 SETTLE_MAX_S=${GEO_SETTLE_MAX_S:-20}
 PIN=${GEO_PIN:-}
+WRITE_BUFFER_MB=${GEO_WRITE_BUFFER_MB-16}
+WRITE_BACK_MS=${GEO_WRITE_BACK_MS-0}
 # Clients run on CPU 1 when pinning.
 CLIENT_CPU=()
 [ -n "$PIN" ] && CLIENT_CPU=(taskset -c 1)
@@ -185,14 +187,14 @@ write_topology() {
     if [ $# -ge 2 ]; then
       printf '\n[[wan]]\na = "%s"\nb = "%s"\ndelay_ms = %d\n' "$1" "$2" "$DELAY_MS"
     fi
-    if [ -n "${GEO_WRITE_BUFFER_MB-16}${GEO_WRITE_BACK_MS-0}" ]; then
+    if [ -n "${WRITE_BUFFER_MB}${WRITE_BACK_MS}" ]; then
       printf '\n[server]\n'
     fi
-    if [ -n "${GEO_WRITE_BUFFER_MB-16}" ]; then
-      printf 'write-buffer-mb = %d\n' "${GEO_WRITE_BUFFER_MB-16}"
+    if [ -n "${WRITE_BUFFER_MB}" ]; then
+      printf 'write-buffer-mb = %d\n' "${WRITE_BUFFER_MB}"
     fi
-    if [ -n "${GEO_WRITE_BACK_MS-0}" ]; then
-      printf 'write-back-ms = %d\n' "${GEO_WRITE_BACK_MS-0}"
+    if [ -n "${WRITE_BACK_MS}" ]; then
+      printf 'write-back-ms = %d\n' "${WRITE_BACK_MS}"
     fi
   } >"$file"
 }
@@ -459,7 +461,7 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "-" || x == "") print "-
   echo "average, $LAG_CAPPED capped rounds). Throughput: \`redis-benchmark -t set -c $CLIENTS -P $PIPELINE"
   echo "-n $N -r $KEYS -d $DATA\`, median of $REPEAT run(s) each (geo: ${GEO_RPS[*]}; alone: ${SINGLE_RPS[*]}),"
   echo "each on a fresh cluster warmed by an unmeasured run of $WARM_N requests (GEO_WARM_N; us caught up, eu idle);"
-  echo "every node in both configurations with write-buffer-mb ${GEO_WRITE_BUFFER_MB-16} and write-back-ms ${GEO_WRITE_BACK_MS-0} (empty: the node's default);"
+  echo "every node in both configurations with write-buffer-mb ${WRITE_BUFFER_MB} and write-back-ms ${WRITE_BACK_MS} (empty: the node's default);"
   echo "the receiving region runs on the same cores, so the first cost figure also pays for us's merging;"
   echo "the CPU figure counts only eu's leader (CPU time from /proc from the start of the run until the"
   echo "node is idle again — shipping, flushes and compactions included — divided by the requests;"

@@ -250,6 +250,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 #[error("{0}")]
 struct Text(String);
 
+/// A request or answer that could not be encoded or decoded, as openraft's network error.
+fn codec_error<E: std::error::Error>(e: String) -> typ::RPCError<E> {
+    openraft::error::RPCError::Network(NetworkError::new(&Text(e)))
+}
+
 impl PeerClient {
     /// The endpoint and the target's address, or `Unreachable` without a link.
     fn link<E: std::error::Error>(&self) -> Result<(Endpoint, PeerAddr), typ::RPCError<E>> {
@@ -274,8 +279,7 @@ impl PeerClient {
         typ::RaftError<E>: DeserializeOwned,
     {
         let (endpoint, peer) = self.link()?;
-        let body = encode(req)
-            .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+        let body = encode(req).map_err(codec_error)?;
         self.call_body(&endpoint, &peer, kind, body, option).await
     }
 
@@ -338,8 +342,7 @@ impl PeerClient {
                 e => openraft::error::RPCError::Network(NetworkError::new(&e)),
             }
         })?;
-        let result: Result<Resp, typ::RaftError<E>> = decode(&reply)
-            .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+        let result: Result<Resp, typ::RaftError<E>> = decode(&reply).map_err(codec_error)?;
         result.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
@@ -512,8 +515,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     self.in_flight = None;
                 }
                 let (endpoint, peer) = self.link()?;
-                let body = encode(&rpc)
-                    .map_err(|e| openraft::error::RPCError::Network(NetworkError::new(&Text(e))))?;
+                let body = encode(&rpc).map_err(codec_error)?;
                 if self.sends_in_flight(&rpc, body.len(), &endpoint, &peer, option.hard_ttl()) {
                     self.start_append(endpoint, peer, &rpc, body, option.hard_ttl());
                     self.join_append().await
