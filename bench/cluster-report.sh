@@ -248,6 +248,7 @@ report() {
   echo "redis-server: appendonly yes, appendfsync everysec; single: \`meridian $MERIDIAN_ARGS\`;"
   echo "region: config/region-3.toml (three voters, appendfsync everysec, hot-cache-mb 256) on free"
   echo "ports, leader $LEADER_NAME, follower $FOLLOWER_NAME. Clients and servers share this machine's cores."
+  echo "${IDLE_NOTE^}."
   echo
   echo "| target | test | -P | rps (median) | rps per round | p50 ms | p99 ms | error replies |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -298,6 +299,7 @@ report() {
 main() {
   install_deps redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools
   build_meridian
+  check_idle
   mkdir -p "$OUT"
   make_work cluster
   log "results in $OUT"

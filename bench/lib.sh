@@ -260,6 +260,45 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 # median: the median of the numbers on stdin (whitespace-separated; "-" when none).
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
+# proc_ticks: "pid ticks comm" for every process: CPU ticks (user + system) used so far.
+# One awk over every stat file (a process per pid would itself load the machine); the command
+# name, in parentheses, may hold spaces: the fixed fields follow its closing parenthesis.
+proc_ticks() {
+  awk '{
+    lp = index($0, " ("); rp = match($0, /\) [A-Za-z] /)
+    if (!lp || !rp) next
+    split(substr($0, rp + 2), f, " ")
+    print $1, f[12] + f[13], substr($0, lp + 2, rp - lp - 2)
+  }' /proc/[0-9]*/stat 2>/dev/null | tr ' ' '_' | sed -E 's/^([0-9]+)_([0-9]+)_/\1 \2 /'
+}
+
+# check_idle: samples the machine for one second before a report starts its servers and
+# sets IDLE_NOTE (for the report's header) to how busy it was, naming the busiest processes.
+# Above BENCH_MAX_BUSY percent (default 10) it warns: a leftover load skews every figure (a
+# stray redis-benchmark spinning on a dead port once took a core for a whole session and
+# halved redis-server's and Meridian's rates alike). BENCH_REQUIRE_IDLE=1 makes that an error.
+check_idle() {
+  local max=${BENCH_MAX_BUSY:-10} s0 s1 p0 p1 busy top
+  s0=$(head -1 /proc/stat); p0=$(proc_ticks | sort -k1,1)
+  sleep 1
+  s1=$(head -1 /proc/stat); p1=$(proc_ticks | sort -k1,1)
+  busy=$(printf '%s\n%s\n' "$s0" "$s1" | awk '
+    { t = 0; for (i = 2; i <= NF; i++) t += $i; idle = $5 + $6 }
+    NR == 1 { t0 = t; i0 = idle }
+    NR == 2 { if (t > t0) printf "%d", 100 - 100 * (idle - i0) / (t - t0); else print 0 }')
+  top=$(join <(echo "$p0") <(echo "$p1") | awk '$4 > $2 { print $4 - $2, $1, $3 }' | sort -rn |
+    head -3 | awk -v hz="$(getconf CLK_TCK)" \
+      '{ printf "%s%s (pid %s) %d %% of a core", sep, $3, $2, 100 * $1 / hz; sep = ", " }')
+  if [ "$busy" -gt "$max" ]; then
+    IDLE_NOTE="the machine was ${busy} % busy in the second before the servers started (${top:-no single process}): figures skewed"
+    log "WARNING: $IDLE_NOTE"
+    [ -z "${BENCH_REQUIRE_IDLE:-}" ] || die "machine busy (BENCH_REQUIRE_IDLE is set): stop the load above first"
+  else
+    IDLE_NOTE="the machine was ${busy} % busy in the second before the servers started"
+    log "$IDLE_NOTE"
+  fi
+}
+
 # cpu_model: the CPU's model name.
 cpu_model() { awk -F: '/model name/ { sub(/^ /, "", $2); print $2; exit }' /proc/cpuinfo; }
 

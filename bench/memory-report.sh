@@ -185,6 +185,7 @@ report() {
   echo "Keys \`key:0…key:$((KEYS - 1))\` loaded with \`redis-cli --pipe\`; values are seeded random hex."
   echo "Restart: SIGKILL ${SETTLE} s after the load, start on the same data, time until PING answers"
   echo "and \`GET key:$((KEYS - 1))\` returns its value (10 ms polling)."
+  echo "${IDLE_NOTE^}."
   echo
   echo "| server | keys | load s | RSS idle MiB | RSS after load MiB | RSS settled MiB | peak RSS MiB | data dir MiB | restart-to-serving s | keys after restart | RSS after restart MiB |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -202,6 +203,7 @@ report() {
 main() {
   install_deps redis-server:redis-server redis-cli:redis-tools python3:python3
   build_meridian
+  check_idle
   mkdir -p "$OUT"
   make_work memory
   gen_load "$WORK/load.resp"

@@ -26,6 +26,8 @@
 #                            to try the script without a meridian binary)
 #   MERIDIAN_ARGS="..."      extra flags for `meridian` (default: --appendfsync everysec)
 #   SKIP_BUILD=1             use the binaries already built
+#   BENCH_MAX_BUSY=10        warn when the machine is busier than this (%) before the run
+#   BENCH_REQUIRE_IDLE=1     stop instead of warning
 #   CARGO_TARGET_DIR         as tests/target-dir.sh picks it (default /work/target if present,
 #                            else ./target)
 set -euo pipefail
@@ -132,6 +134,7 @@ mrow() {
 main() {
   install_deps redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools jq:jq
   build
+  check_idle
   mkdir -p "$OUT"
   make_work perf
 
@@ -177,6 +180,7 @@ main() {
     else
       echo "$B_LABEL: a second redis-server, same settings (dry run without meridian)."
     fi
+    echo "${IDLE_NOTE^}."
     echo
     echo "| tool | test | -P | redis-server rps | $B_LABEL rps | $B_LABEL/redis | redis p99 ms | $B_LABEL p99 ms | note |"
     echo "|---|---|---|---|---|---|---|---|---|"
