@@ -261,15 +261,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # proc_ticks: "pid ticks comm" for every process: CPU ticks (user + system) used so far.
-# One awk over every stat file (a process per pid would itself load the machine); the command
-# name, in parentheses, may hold spaces: the fixed fields follow its closing parenthesis.
+# One awk over every stat file (a process per pid would itself load the machine), reading each
+# with getline so that a process gone since the glob is skipped instead of ending awk; the
+# command name, in parentheses, may hold spaces: the fixed fields follow its closing one.
 proc_ticks() {
-  awk '{
-    lp = index($0, " ("); rp = match($0, /\) [A-Za-z] /)
-    if (!lp || !rp) next
-    split(substr($0, rp + 2), f, " ")
-    print $1, f[12] + f[13], substr($0, lp + 2, rp - lp - 2)
-  }' /proc/[0-9]*/stat 2>/dev/null | tr ' ' '_' | sed -E 's/^([0-9]+)_([0-9]+)_/\1 \2 /'
+  awk 'BEGIN {
+    for (i = 1; i < ARGC; i++) {
+      if ((getline line < ARGV[i]) <= 0) continue
+      close(ARGV[i])
+      lp = index(line, " ("); rp = match(line, /\) [A-Za-z] /)
+      if (!lp || !rp) continue
+      split(substr(line, rp + 2), f, " ")
+      print substr(line, 1, lp - 1), f[12] + f[13], substr(line, lp + 2, rp - lp - 2)
+    }
+  }' /proc/[0-9]*/stat | tr ' ' '_' | sed -E 's/^([0-9]+)_([0-9]+)_/\1 \2 /'
 }
 
 # check_idle: samples the machine for one second before a report starts its servers and
