@@ -263,7 +263,8 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (
 # proc_ticks: "pid ticks comm" for every process: CPU ticks (user + system) used so far.
 # One awk over every stat file (a process per pid would itself load the machine), reading each
 # with getline so that a process gone since the glob is skipped instead of ending awk; the
-# command name, in parentheses, may hold spaces: the fixed fields follow its closing one.
+# command name, in parentheses, may hold spaces (printed as '_'): the fixed fields follow its
+# closing one.
 proc_ticks() {
   awk 'BEGIN {
     for (i = 1; i < ARGC; i++) {
@@ -272,9 +273,10 @@ proc_ticks() {
       lp = index(line, " ("); rp = match(line, /\) [A-Za-z] /)
       if (!lp || !rp) continue
       split(substr(line, rp + 2), f, " ")
-      print substr(line, 1, lp - 1), f[12] + f[13], substr(line, lp + 2, rp - lp - 2)
+      comm = substr(line, lp + 2, rp - lp - 2); gsub(/ /, "_", comm)
+      print substr(line, 1, lp - 1), f[12] + f[13], comm
     }
-  }' /proc/[0-9]*/stat | tr ' ' '_' | sed -E 's/^([0-9]+)_([0-9]+)_/\1 \2 /'
+  }' /proc/[0-9]*/stat
 }
 
 # check_idle: samples the machine for one second before a report starts its servers and
@@ -294,14 +296,14 @@ check_idle() {
   top=$(join <(echo "$p0") <(echo "$p1") | awk '$4 > $2 { print $4 - $2, $1, $3 }' | sort -rn |
     head -3 | awk -v hz="$(getconf CLK_TCK)" \
       '{ printf "%s%s (pid %s) %d %% of a core", sep, $3, $2, 100 * $1 / hz; sep = ", " }')
-  if [ "$busy" -gt "$max" ]; then
-    IDLE_NOTE="the machine was ${busy} % busy in the second before the servers started (${top:-no single process}): figures skewed"
-    log "WARNING: $IDLE_NOTE"
-    [ -z "${BENCH_REQUIRE_IDLE:-}" ] || die "machine busy (BENCH_REQUIRE_IDLE is set): stop the load above first"
-  else
-    IDLE_NOTE="the machine was ${busy} % busy in the second before the servers started"
+  IDLE_NOTE="the machine was ${busy} % busy in the second before the servers started"
+  if [ "$busy" -le "$max" ]; then
     log "$IDLE_NOTE"
+    return
   fi
+  IDLE_NOTE="$IDLE_NOTE (${top:-no single process}): figures skewed"
+  log "WARNING: $IDLE_NOTE"
+  [ -z "${BENCH_REQUIRE_IDLE:-}" ] || die "machine busy (BENCH_REQUIRE_IDLE is set): stop the load above first"
 }
 
 # cpu_model: the CPU's model name.
