@@ -329,11 +329,10 @@ impl RegionRaft {
             let leader = self.leader();
             let attempt = match leader {
                 Some(id) if id == self.node_id => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, self.propose(ops.clone())).await {
-                        Ok(reply) => reply,
-                        // Proposed but not committed in time (no quorum?): the outcome is unknown.
-                        Err(_) => {
+                    match self.proposer.propose(ops.clone(), deadline).await {
+                        Some(reply) => reply,
+                        // Not applied in time (no quorum?): the outcome is unknown.
+                        None => {
                             return Err(WriteError::Timeout(started.elapsed().as_millis() as u64))
                         }
                     }
@@ -359,11 +358,6 @@ impl RegionRaft {
                 }
             }
         }
-    }
-
-    /// Proposes a batch on this node (which believes it leads).
-    pub async fn propose(&self, ops: Vec<Op>) -> ForwardReply {
-        self.proposer.propose(ops).await
     }
 
     async fn forward(&self, leader: NodeId, ops: &[Op], deadline: Instant) -> ForwardReply {

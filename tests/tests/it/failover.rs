@@ -709,3 +709,50 @@ fn leader_without_quorum_stops_promptly_on_sigterm() {
         "the write that had no quorum was acknowledged"
     );
 }
+
+/// A leader that lost its quorum answers every write with an error once the write timeout
+/// has passed: the writes in flight, and those queued behind them while every entry slot is
+/// taken (writers arrive one by one, so the first four are an entry each and the rest share
+/// one), each at about its own deadline; never an OK, never a hang.
+#[test]
+fn writes_without_quorum_fail_at_the_write_timeout() {
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(1500);
+    let mut cluster = Cluster::start(ClusterSpec::region(3).with_toml(&format!(
+        "[raft]\nwrite-timeout-ms = {}\n",
+        WRITE_TIMEOUT.as_millis()
+    )));
+    let leader = cluster.leader(LEADER_WAIT);
+    for i in 0..cluster.nodes().len() {
+        if i != leader {
+            cluster.node_mut(i).kill();
+        }
+    }
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut c = cluster.nodes()[leader].client();
+            std::thread::sleep(Duration::from_millis(100));
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let outcome = redis::cmd("SET")
+                    .arg(format!("stuck:{w}"))
+                    .arg("v")
+                    .query::<()>(&mut c)
+                    .map_err(|e| err_text(&e));
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    for (w, writer) in writers.into_iter().enumerate() {
+        let (outcome, took) = writer.join().unwrap();
+        report(&format!(
+            "write {w} without quorum: {outcome:?} after {took:?}"
+        ));
+        let err = outcome.expect_err("a write without a quorum was acknowledged");
+        assert!(err.starts_with("CLUSTERDOWN"), "{err}");
+        assert!(
+            took >= WRITE_TIMEOUT - Duration::from_millis(100)
+                && took < WRITE_TIMEOUT + Duration::from_millis(500),
+            "write {w} answered after {took:?}"
+        );
+    }
+}
