@@ -6,7 +6,7 @@
 //! The proposer also keeps each proposal's deadline, so that a writer waits for its reply
 //! without a timer of its own: a proposal still queued at its deadline, or in an entry not
 //! applied by then, is answered "timed out". One timer per entry instead of one per write
-//! (registering and clearing a timer per SET was about 3 % of the connection workers' CPU at
+//! (registering and clearing a timer per SET was about 4 % of a connection worker's CPU at
 //! `redis-benchmark -P 1`).
 
 use std::sync::Arc;
