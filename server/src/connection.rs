@@ -16,6 +16,7 @@ use crate::client::{ClientInfo, ClientState};
 use crate::cmd::transaction::TxView;
 use crate::cmd::{self, flags, Args, Ctx, Outcome};
 use crate::config::ReadConsistency;
+use crate::direct_reply::{op_reply, DirectReply, LeasedSocket, SocketLease};
 use crate::error::RespError;
 use crate::keyspace::StoredValue;
 use crate::node::Shared;
@@ -40,6 +41,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The state of one connection's session.
 struct Session {
     shared: Arc<Shared>,
+    /// The socket as the proposer may write this connection's write replies to it.
+    lease: Arc<SocketLease>,
     client: ClientState,
     out: BytesMut,
     pending: Vec<Op>,
@@ -60,7 +63,7 @@ struct Session {
 
 /// Serves one client until it quits, the protocol breaks, or the node shuts down.
 pub async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     shared: Arc<Shared>,
     info: Arc<ClientInfo>,
     token: CancellationToken,
@@ -71,7 +74,10 @@ pub async fn serve(
         max_bulk_len: shared.config.proto_max_bulk_len,
         ..Limits::default()
     };
+    // Dropped when the connection ends, before the socket closes: see `LeasedSocket`.
+    let mut socket = LeasedSocket::new(stream);
     let mut session = Session {
+        lease: socket.lease(),
         client: ClientState::new(info, authenticated),
         shared,
         out: BytesMut::with_capacity(READ_CHUNK),
@@ -99,7 +105,8 @@ pub async fn serve(
             // that takes nothing for `client-write-timeout-ms` is.
             let mut sent = 0;
             while sent < session.out.len() {
-                let write = tokio::time::timeout(write_timeout, stream.write(&session.out[sent..]));
+                let write =
+                    tokio::time::timeout(write_timeout, socket.stream.write(&session.out[sent..]));
                 let written = tokio::select! {
                     biased;
                     w = write => w,
@@ -125,7 +132,7 @@ pub async fn serve(
             session.out.clear();
         }
         if close {
-            let _ = tokio::time::timeout(write_timeout, stream.shutdown()).await;
+            let _ = tokio::time::timeout(write_timeout, socket.stream.shutdown()).await;
             return;
         }
         if processed >= MAX_REQUESTS_PER_TURN {
@@ -136,7 +143,7 @@ pub async fn serve(
         }
         let read = tokio::select! {
             biased;
-            r = stream.read_buf(&mut inbuf) => r,
+            r = socket.stream.read_buf(&mut inbuf) => r,
             Some(message) = next_message(&mut session.client.pubsub) => {
                 // Written with any others waiting, at the top of the loop.
                 if let Some(reply) = cmd::pubsub::message_reply(message, session.client.protocol) {
@@ -477,7 +484,7 @@ impl Session {
             self.barrier_passed = false;
             self.turn_now_ms = None;
             let started = ticks::now();
-            let submitted = self.shared.writer.submit(ops).await;
+            let submitted = self.shared.writer.submit(ops, None).await;
             self.tally
                 .write_batch(ticks::to_micros(ticks::since(started)));
             match submitted {
@@ -967,8 +974,14 @@ impl Session {
         // their expiry decisions use a clock read after them.
         self.barrier_passed = false;
         self.turn_now_ms = None;
+        // With nothing of this connection's unsent and every reply to be sent, the replies
+        // are the next bytes on the wire whoever writes them: the proposer may, as soon as
+        // the writes are applied (this task is blocked here meanwhile).
+        let direct = (self.out.is_empty() && silent.is_empty() && !self.client.silent())
+            .then(|| DirectReply::new(self.lease.clone(), self.client.protocol));
         let started = ticks::now();
-        let submitted = self.shared.writer.submit(ops).await;
+        let submitted = self.shared.writer.submit(ops, direct).await;
+        let sent_directly = self.lease.take_sent();
         let batch_ticks = ticks::since(started);
         let micros = ticks::to_micros(batch_ticks);
         self.tally.write_batch(micros);
@@ -1000,6 +1013,15 @@ impl Session {
                         continue;
                     }
                     self.push_reply(&reply);
+                }
+                if sent_directly > 0 {
+                    // The same bytes as those just encoded (`out` was empty): drop what went.
+                    let gone = sent_directly.min(self.out.len());
+                    bytes::Buf::advance(&mut self.out, gone);
+                    self.shared
+                        .stats
+                        .net_output_bytes
+                        .fetch_add(sent_directly as u64, Ordering::Relaxed);
                 }
             }
             Err(e) => {
@@ -1057,21 +1079,4 @@ struct QueuedRead {
     args: Args,
     keys: Vec<bytes::Bytes>,
     counts: bool,
-}
-
-/// The reply to a write's result.
-fn op_reply(result: OpResult) -> Reply {
-    match result {
-        OpResult::Ok => Reply::ok(),
-        OpResult::Nil => Reply::Null,
-        OpResult::Int(n) => Reply::Integer(n),
-        OpResult::Bulk(b) => Reply::Bulk(b),
-        OpResult::Err(e) => RespError::from(e).to_reply(),
-        OpResult::Ints(values) => Reply::Array(
-            values
-                .into_iter()
-                .map(|v| v.map_or(Reply::Null, Reply::Integer))
-                .collect(),
-        ),
-    }
 }

@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod connection;
 pub mod cpu;
+pub mod direct_reply;
 pub mod error;
 pub mod keyspace;
 pub mod latency;

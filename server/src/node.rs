@@ -1004,7 +1004,7 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
         // checks compare churn counters every replica counts alike (see Keyspace::churn_epoch).
         // Into this region's log only, never forwarded.
         if shared.keyspace.churn_epoch() == 0 {
-            let started = shared.raft.write(vec![Op::ChurnEpoch]);
+            let started = shared.raft.write(vec![Op::ChurnEpoch], None);
             let Some(started) = shutdown.unless_stopped(started).await else {
                 return;
             };
@@ -1029,7 +1029,10 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
             .into_iter()
             .map(|(db, key, at_ms)| Op::ExpireIfDue { db, key, at_ms })
             .collect();
-        let Some(submitted) = shutdown.unless_stopped(shared.writer.submit(ops)).await else {
+        let Some(submitted) = shutdown
+            .unless_stopped(shared.writer.submit(ops, None))
+            .await
+        else {
             return;
         };
         match submitted {

@@ -921,7 +921,7 @@ async fn merge_ready(raft: Arc<RegionRaft>, origin: u8) {
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.ops))
             .collect();
-        let result = match raft.write(ops).await {
+        let result = match raft.write(ops, None).await {
             // A merge the apply refused (a state that does not decode, a database out of
             // range) is an error for the sender, which then keeps the entry and says so in its
             // log, rather than an ack that would let it trim the entry unmerged.
@@ -1083,7 +1083,7 @@ async fn trim_outbox(raft: &RegionRaft, keyspace: &Keyspace, geo: &Geo) {
     let advanced = upto > *geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
     if advanced {
         // Recorded only once applied: a failed trim is retried on the next round.
-        match raft.write(vec![Op::TrimOutbox { upto }]).await {
+        match raft.write(vec![Op::TrimOutbox { upto }], None).await {
             Ok(_) => {
                 let mut trimmed = geo.trimmed.lock().unwrap_or_else(|p| p.into_inner());
                 *trimmed = (*trimmed).max(upto);
@@ -1133,7 +1133,7 @@ async fn collect_tombstones(
             return Ok(());
         }
         let (results, _) = raft
-            .write(vec![Op::Forget { tombstones }])
+            .write(vec![Op::Forget { tombstones }], None)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(OpResult::Int(dropped)) = results.first() {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::direct_reply::DirectReply;
 use crate::keyspace::{Keyspace, StorageError};
 use crate::op::{Op, OpBatch, OpResult};
 use crate::raft::RegionRaft;
@@ -75,8 +76,13 @@ pub enum Writer {
 
 impl Writer {
     /// Applies `ops` as one batch and returns one result per op, in order, and the local log
-    /// index that carried them (0 when not known here).
-    pub async fn submit(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64), WriteError> {
+    /// index that carried them (0 when not known here). With `direct`, the replies may already
+    /// have been written to the client where the writes were applied (see `direct_reply`).
+    pub async fn submit(
+        &self,
+        ops: Vec<Op>,
+        direct: Option<DirectReply>,
+    ) -> Result<(Vec<OpResult>, u64), WriteError> {
         match self {
             Writer::Local(keyspace) => {
                 let batch = OpBatch {
@@ -116,9 +122,9 @@ impl Writer {
                     return geo.forward_to_region(raft, &home, &ops).await;
                 }
                 if geo.targets.is_empty() {
-                    return raft.write(ops).await;
+                    return raft.write(ops, direct).await;
                 }
-                match raft.write(ops.clone()).await {
+                match raft.write(ops.clone(), direct).await {
                     // No leader here (so nothing was proposed): a multi-master write may go
                     // to the nearest healthy region instead.
                     Err(WriteError::NoLeader { .. }) => match geo.nearest_region(raft) {

@@ -276,7 +276,7 @@ fn flush_everywhere(ctx: &Ctx<'_>, dbs: Vec<u8>) -> Outcome {
                 };
                 if !found.is_empty() {
                     let keys = found.into_iter().map(|(k, _)| k).collect();
-                    if let Err(e) = raft.write(vec![Op::Del { db, keys }]).await {
+                    if let Err(e) = raft.write(vec![Op::Del { db, keys }], None).await {
                         return RespError::from(e).to_reply();
                     }
                 }

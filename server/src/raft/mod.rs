@@ -30,6 +30,7 @@ use self::log_store::LogStore;
 use self::network::{decode, encode, Network, RPC_FORWARD_WRITE, RPC_READ_INDEX};
 use self::state_machine::StateMachine;
 use self::types::{MeridianNode, NodeId, Raft};
+use crate::direct_reply::DirectReply;
 use crate::keyspace::Keyspace;
 use crate::op::{Op, OpResult};
 use crate::write::WriteError;
@@ -321,15 +322,24 @@ impl RegionRaft {
 
     /// Applies `ops` through the region's log: proposes on the leader, forwards from a follower.
     /// Waits for a leader up to the write timeout; never retries a write that may have been
-    /// proposed.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<(Vec<OpResult>, u64), WriteError> {
+    /// proposed. With `direct`, a leader's proposer writes the replies to the client as soon
+    /// as the writes are applied (see `direct_reply`).
+    pub async fn write(
+        &self,
+        ops: Vec<Op>,
+        direct: Option<DirectReply>,
+    ) -> Result<(Vec<OpResult>, u64), WriteError> {
         let started = Instant::now();
         let deadline = started + self.settings.write_timeout;
         loop {
             let leader = self.leader();
             let attempt = match leader {
                 Some(id) if id == self.node_id => {
-                    match self.proposer.propose(ops.clone(), deadline).await {
+                    match self
+                        .proposer
+                        .propose(ops.clone(), deadline, direct.clone())
+                        .await
+                    {
                         Some(reply) => reply,
                         // Not applied in time (no quorum?): the outcome is unknown.
                         None => {

@@ -19,6 +19,7 @@ use tracing::warn;
 
 use super::types::Raft;
 use super::ForwardReply;
+use crate::direct_reply::DirectReply;
 use crate::op::{Op, OpBatch};
 use crate::write::now_ms;
 
@@ -43,6 +44,8 @@ struct Proposal {
     /// Answered `None` (timed out) if not applied by then.
     deadline: Instant,
     reply: oneshot::Sender<Option<ForwardReply>>,
+    /// Where to write the replies as soon as the ops are applied, if the client waits for them.
+    direct: Option<DirectReply>,
 }
 
 /// Handle to the proposer task.
@@ -64,7 +67,13 @@ impl Proposer {
     /// Proposes `ops` (merged with whatever else is queued) and waits for their results;
     /// `None` when they were not applied by `deadline` (then whether they will be is unknown).
     /// The wait is bounded by the proposer, which answers every proposal by its deadline.
-    pub async fn propose(&self, ops: Vec<Op>, deadline: Instant) -> Option<ForwardReply> {
+    /// With `direct`, the replies to applied ops are written to the client before the answer.
+    pub async fn propose(
+        &self,
+        ops: Vec<Op>,
+        deadline: Instant,
+        direct: Option<DirectReply>,
+    ) -> Option<ForwardReply> {
         let (reply, rx) = oneshot::channel();
         let bytes = if self.has_peers {
             ops.iter().map(Op::approx_size).sum()
@@ -76,6 +85,7 @@ impl Proposer {
             bytes,
             deadline,
             reply,
+            direct,
         };
         let shut_down = || Some(ForwardReply::Failed("raft is shutting down".into()));
         match self.tx.try_send(proposal) {
@@ -157,6 +167,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
                 ops: p.ops.len(),
                 deadline: p.deadline,
                 reply: Some(p.reply),
+                direct: p.direct,
             });
             ops.extend(p.ops);
         }
@@ -199,8 +210,14 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
                             let index = resp.log_id.index;
                             let mut results = resp.data.0.into_iter();
                             for share in shares {
-                                let mine = results.by_ref().take(share.ops).collect();
+                                let mine: Vec<_> = results.by_ref().take(share.ops).collect();
                                 if let Some(reply) = share.reply {
+                                    // Before the wake-up: the client has its replies sooner.
+                                    if let Some(direct) =
+                                        share.direct.filter(|_| !reply.is_closed())
+                                    {
+                                        direct.send(&mine);
+                                    }
                                     let _ = reply.send(Some(ForwardReply::Applied(mine, index)));
                                 }
                             }
@@ -232,6 +249,8 @@ struct Share {
     deadline: Instant,
     /// `None` once answered "timed out".
     reply: Option<oneshot::Sender<Option<ForwardReply>>>,
+    /// Where the replies go as soon as the ops are applied, if anywhere.
+    direct: Option<DirectReply>,
 }
 
 impl Share {

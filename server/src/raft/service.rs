@@ -107,7 +107,7 @@ impl RpcHandler for RaftService {
                     }
                     // From a follower of this region, or from another region (placement):
                     // either way this region's leader applies it.
-                    let reply = match member.write(request.ops).await {
+                    let reply = match member.write(request.ops, None).await {
                         Ok((results, index)) => ForwardReply::Applied(results, index),
                         Err(WriteError::NoLeader { .. }) => {
                             ForwardReply::NotLeader(member.leader())

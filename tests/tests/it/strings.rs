@@ -654,6 +654,45 @@ fn values_of_every_size_read_back_from_the_cache() {
     }
 }
 
+/// A write's replies are written to the socket where the write is applied, as far as the
+/// socket takes them at once; the connection writes the rest. Replies of megabytes (`SET ..
+/// GET` of a large old value) take both paths, and must arrive whole and in order.
+#[test]
+fn write_replies_larger_than_the_socket_takes_at_once() {
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        let value = |i: usize| -> Vec<u8> {
+            (0..3 * 1024 * 1024 + i)
+                .map(|j| ((i + j) % 251) as u8)
+                .collect()
+        };
+        let _: () = c.set("big", value(0)).unwrap();
+        let old: Vec<u8> = cmd(&["SET", "big", "small", "GET"]).query(&mut c).unwrap();
+        assert!(old == value(0), "the old 3 MiB value came back different");
+        // Pipelined: several large replies in one batch, with small ones between them.
+        let mut load = redis::pipe();
+        for i in 0..4 {
+            load.set(format!("k{i}"), value(i)).ignore();
+        }
+        let () = load.query(&mut c).unwrap();
+        let mut swap = redis::pipe();
+        for i in 0..4 {
+            swap.cmd("SET").arg(format!("k{i}")).arg(i).arg("GET");
+            swap.cmd("INCR").arg("n");
+        }
+        let replies: Vec<Value> = swap.query(&mut c).unwrap();
+        assert_eq!(replies.len(), 8);
+        for i in 0..4 {
+            assert!(
+                replies[2 * i] == Value::BulkString(value(i)),
+                "reply {i} came back different"
+            );
+            assert!(matches!(replies[2 * i + 1], Value::Int(_)));
+        }
+        assert_eq!(q::<String>(&mut c, &["GET", "k3"]), "3");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_multiplexed_concurrent_incr() {
     let node = Node::start(NodeOpts::default());
