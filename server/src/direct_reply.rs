@@ -90,8 +90,13 @@ impl DirectReply {
 
     /// Encodes the replies to `results` as the connection would and writes what the socket
     /// takes without waiting; the connection learns how much from [`SocketLease::take_sent`].
+    /// Replies over [`MAX_DIRECT_BYTES`] are left to the connection.
     pub fn send(&self, results: &[OpResult]) {
-        let mut out = BytesMut::with_capacity(16 * results.len());
+        let payload: usize = results.iter().map(payload_len).sum();
+        if payload > MAX_DIRECT_BYTES {
+            return;
+        }
+        let mut out = BytesMut::with_capacity(payload + 16 * results.len());
         for result in results {
             encode_reply(&op_reply(result.clone()), self.protocol, &mut out);
         }
@@ -109,6 +114,20 @@ impl DirectReply {
             }
         }
         self.lease.sent.fetch_add(sent, Ordering::AcqRel);
+    }
+}
+
+/// The most reply payload written from the Raft thread for one write: larger replies (a `SET
+/// .. GET` of a large old value) are copied and written by the connection, as the socket drains,
+/// instead of holding up the other clients' replies there.
+pub const MAX_DIRECT_BYTES: usize = 64 * 1024;
+
+/// About the bytes a result's reply carries beyond its framing.
+fn payload_len(result: &OpResult) -> usize {
+    match result {
+        OpResult::Bulk(b) => b.len(),
+        OpResult::Ints(values) => 24 * values.len(),
+        OpResult::Ok | OpResult::Nil | OpResult::Int(_) | OpResult::Err(_) => 0,
     }
 }
 

@@ -654,9 +654,9 @@ fn values_of_every_size_read_back_from_the_cache() {
     }
 }
 
-/// A write's replies are written to the socket where the write is applied, as far as the
-/// socket takes them at once; the connection writes the rest. Replies of megabytes (`SET ..
-/// GET` of a large old value) take both paths, and must arrive whole and in order.
+/// A write's small replies are written to the socket where the write is applied; replies of
+/// megabytes (`SET .. GET` of a large old value) are left to the connection, also in a batch
+/// with small ones. Either way they must arrive whole and in order.
 #[test]
 fn write_replies_larger_than_the_socket_takes_at_once() {
     let node = Node::start(NodeOpts::default());
@@ -691,6 +691,41 @@ fn write_replies_larger_than_the_socket_takes_at_once() {
         }
         assert_eq!(q::<String>(&mut c, &["GET", "k3"]), "3");
     }
+}
+
+/// A client that sends writes one at a time but reads none of their replies until the end:
+/// the socket's buffers fill, so the replies written where the writes are applied go out in
+/// part or not at all, and the connection must write the rest, in order.
+#[test]
+fn write_replies_to_a_client_that_does_not_read_arrive_whole_and_in_order() {
+    let node = Node::start(NodeOpts::default());
+    let value =
+        |i: usize| -> Vec<u8> { (0..40_000 + i).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    let n = 300;
+    let mut c = node.client();
+    let mut load = redis::pipe();
+    for i in 0..n {
+        load.set(format!("k{i}"), value(i)).ignore();
+    }
+    let () = load.query(&mut c).unwrap();
+    let mut raw = node.raw();
+    for i in 0..n {
+        let key = format!("k{i}");
+        raw.send(&meridian_tests::encode_command(&[
+            "SET", &key, "new", "GET",
+        ]));
+        // One write per turn of the connection (each waits for its own entry).
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    for i in 0..n {
+        match raw.read_reply() {
+            meridian_tests::Reply::Bulk(old) => {
+                assert!(old == value(i), "reply {i} came back different")
+            }
+            other => panic!("reply {i}: {other:?}"),
+        }
+    }
+    assert_eq!(q::<String>(&mut c, &["GET", &format!("k{}", n - 1)]), "new");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
