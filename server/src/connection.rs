@@ -1009,20 +1009,20 @@ impl Session {
                             self.tally.failed(cmd);
                         }
                     }
-                    if !silent.is_empty() && silent.contains(&i) {
+                    if sent_directly.all || (!silent.is_empty() && silent.contains(&i)) {
                         continue;
                     }
                     self.push_reply(&reply);
                 }
-                if sent_directly > 0 {
+                if !sent_directly.all && sent_directly.bytes > 0 {
                     // The same bytes as those just encoded (`out` was empty): drop what went.
-                    let gone = sent_directly.min(self.out.len());
+                    let gone = sent_directly.bytes.min(self.out.len());
                     bytes::Buf::advance(&mut self.out, gone);
-                    self.shared
-                        .stats
-                        .net_output_bytes
-                        .fetch_add(sent_directly as u64, Ordering::Relaxed);
                 }
+                self.shared
+                    .stats
+                    .net_output_bytes
+                    .fetch_add(sent_directly.bytes as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 let err = RespError::from(e);

@@ -12,8 +12,7 @@
 //! for the writes with nothing of its own left unsent, so the replies keep their order.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::BytesMut;
 use proto_resp::{encode_reply, ProtocolVersion, Reply};
@@ -22,24 +21,37 @@ use tokio::net::TcpStream;
 use crate::error::RespError;
 use crate::op::OpResult;
 
-/// A connection's socket as the reply task may write to it: its descriptor while the
-/// connection holds the socket, and the bytes written for the connection's current write.
+/// A connection's socket as the reply task may write to it.
 #[derive(Debug)]
 pub struct SocketLease {
+    state: Mutex<LeaseState>,
+}
+
+#[derive(Debug)]
+struct LeaseState {
     /// `None` once the socket is about to close: a reply task then writes nothing.
-    fd: Mutex<Option<RawFd>>,
-    /// Bytes of replies written since the connection last took the count.
-    sent: AtomicUsize,
+    fd: Option<RawFd>,
+    /// What was written for the connection's current write.
+    sent: Sent,
+}
+
+/// What a reply task wrote of a write's replies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Every reply went: the connection has none of them to write.
+    pub all: bool,
 }
 
 impl SocketLease {
-    /// Bytes written for the connection since its last call (and resets the count).
-    pub fn take_sent(&self) -> usize {
-        self.sent.swap(0, Ordering::AcqRel)
+    /// What was written for the connection since its last call (and resets it).
+    pub fn take_sent(&self) -> Sent {
+        std::mem::take(&mut self.lock().sent)
     }
 
-    fn revoke(&self) {
-        *self.fd.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    fn lock(&self) -> MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -56,8 +68,10 @@ impl LeasedSocket {
     /// Wraps a connection's socket.
     pub fn new(stream: TcpStream) -> LeasedSocket {
         let lease = Arc::new(SocketLease {
-            fd: Mutex::new(Some(stream.as_raw_fd())),
-            sent: AtomicUsize::new(0),
+            state: Mutex::new(LeaseState {
+                fd: Some(stream.as_raw_fd()),
+                sent: Sent::default(),
+            }),
         });
         LeasedSocket { stream, lease }
     }
@@ -71,7 +85,7 @@ impl LeasedSocket {
 impl Drop for LeasedSocket {
     fn drop(&mut self) {
         // Runs before `stream` is dropped and closes the descriptor.
-        self.lease.revoke();
+        self.lease.lock().fd = None;
     }
 }
 
@@ -100,8 +114,8 @@ impl DirectReply {
         for result in results {
             encode_reply(&op_reply(result.clone()), self.protocol, &mut out);
         }
-        let fd = self.lease.fd.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(fd) = *fd else {
+        let mut state = self.lease.lock();
+        let Some(fd) = state.fd else {
             return;
         };
         let mut sent = 0;
@@ -113,7 +127,10 @@ impl DirectReply {
                 Err(_) => break,
             }
         }
-        self.lease.sent.fetch_add(sent, Ordering::AcqRel);
+        state.sent = Sent {
+            bytes: sent,
+            all: sent == out.len(),
+        };
     }
 }
 
