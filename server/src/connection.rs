@@ -1002,6 +1002,11 @@ impl Session {
                     self.client.last_write_index = index;
                 }
                 for (i, result) in results.into_iter().enumerate() {
+                    let unsent = !sent_directly.all && !silent.contains(&i);
+                    // A reply already sent (or switched off) is built only to count its error.
+                    if !unsent && !matches!(result, OpResult::Err(_)) {
+                        continue;
+                    }
                     let reply = op_reply(result);
                     if matches!(reply, Reply::Error(_)) {
                         self.count_errors(&reply);
@@ -1009,10 +1014,9 @@ impl Session {
                             self.tally.failed(cmd);
                         }
                     }
-                    if sent_directly.all || (!silent.is_empty() && silent.contains(&i)) {
-                        continue;
+                    if unsent {
+                        self.push_reply(&reply);
                     }
-                    self.push_reply(&reply);
                 }
                 if !sent_directly.all && sent_directly.bytes > 0 {
                     // The same bytes as those just encoded (`out` was empty): drop what went.
