@@ -92,6 +92,8 @@ WRITE_BACK_MS=${GEO_WRITE_BACK_MS-0}
 # Clients run on CPU 1 when pinning.
 CLIENT_CPU=()
 [ -n "$PIN" ] && CLIENT_CPU=(taskset -c 1)
+# redis-benchmark is killed after this long: it spins forever once its server is gone.
+BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-600}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-geo}
 
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
@@ -277,8 +279,8 @@ wait_drained() {
 # clients' CPU when pinning), output per OPTION (--csv or -q), errors to $OUT/redis-benchmark-LABEL.err.
 set_load() {
   local addr=$1 n=$2 label=$3 option=$4
-  "${CLIENT_CPU[@]}" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" -t set -c "$CLIENTS" -P "$PIPELINE" \
-    -n "$n" -r "$KEYS" -d "$DATA" "$option" 2>"$OUT/redis-benchmark-$label.err" ||
+  "${CLIENT_CPU[@]}" timeout "$BENCH_TIMEOUT_S" redis-benchmark -h "${addr%:*}" -p "${addr##*:}" \
+    -t set -c "$CLIENTS" -P "$PIPELINE" -n "$n" -r "$KEYS" -d "$DATA" "$option" 2>"$OUT/redis-benchmark-$label.err" ||
     die "redis-benchmark ($label) failed: $(tail -n 3 "$OUT/redis-benchmark-$label.err")"
 }
 

@@ -235,10 +235,12 @@ cleanup_on_exit() {
 
 # redis_bench PORT PIPELINE CSV ERR [TESTS]: `redis-benchmark -t TESTS` (default set,get) with
 # $CLIENTS connections, $N requests, $KEYS keys, $DATA-byte values, -P PIPELINE; CSV output to
-# CSV, stderr to ERR.
+# CSV, stderr to ERR. Killed after $BENCH_TIMEOUT_S seconds (default 600): redis-benchmark
+# spins forever, a core at 100 %, once its server is gone.
+BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-600}
 redis_bench() {
-  redis-benchmark -h 127.0.0.1 -p "$1" -t "${5:-set,get}" -c "$CLIENTS" -n "$N" -r "$KEYS" \
-    -d "$DATA" -P "$2" --csv >"$3" 2>"$4"
+  timeout "$BENCH_TIMEOUT_S" redis-benchmark -h 127.0.0.1 -p "$1" -t "${5:-set,get}" -c "$CLIENTS" \
+    -n "$N" -r "$KEYS" -d "$DATA" -P "$2" --csv >"$3" 2>"$4"
 }
 
 # csv FILE TEST COLUMN: a field of redis-benchmark's CSV, the column found by its header name

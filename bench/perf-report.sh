@@ -21,6 +21,8 @@
 #   BENCH_DATA=64            value size in bytes (-d)
 #   BENCH_PIPELINES="1 16"   pipeline depths (-P)
 #   BENCH_ROUNDS=3           redis-benchmark rounds (both servers in each)
+#   BENCH_TIMEOUT_S=600      a redis-benchmark run is killed after this many seconds (and the
+#                            report stops): it spins forever once its server is gone
 #   BENCH_OUT=DIR            output directory (default bench/results/<timestamp>)
 #   BENCH_B=meridian         the second server: `meridian`, or `redis` (a second redis-server,
 #                            to try the script without a meridian binary)

@@ -528,18 +528,13 @@ impl Node {
 
     /// Runs `redis-cli` with `stdin` fed to it (a scripted interactive session).
     pub fn redis_cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
-        let mut cmd = tool_command("redis-cli", self.port, self.password.as_deref(), args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning redis-cli");
-        let mut input = child.stdin.take().expect("piped stdin");
-        input
-            .write_all(stdin.as_bytes())
-            .expect("writing to redis-cli");
-        drop(input);
-        child.wait_with_output().expect("waiting for redis-cli")
+        let cmd = tool_command("redis-cli", self.port, self.password.as_deref(), args);
+        crate::tools::output_within(
+            cmd,
+            Some(stdin.as_bytes()),
+            crate::tools::TOOL_TIMEOUT,
+            "redis-cli",
+        )
     }
 
     /// Runs `redis-benchmark` against this node.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -610,13 +610,17 @@ impl Drop for ScriptCluster {
 
 fn local_cluster(args: &[&str]) -> Output {
     let script = meridian_tests::repo_root().join("config/local-cluster.sh");
-    Command::new("bash")
-        .arg(&script)
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
         .args(args)
-        .env("MERIDIAN_BIN", meridian_bin())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+        .env("MERIDIAN_BIN", meridian_bin());
+    // `up` waits up to 60 s for leaders itself; twice that is a hang.
+    meridian_tests::output_within(
+        cmd,
+        None,
+        Duration::from_secs(120),
+        "config/local-cluster.sh",
+    )
 }
 
 /// True while `pid` exists and is not a zombie.
