@@ -41,7 +41,7 @@ pub use limit::{NodePermit, DEFAULT_MAX_NODES};
 pub use node::{describe_exit, meridian_bin, repo_root, Node, NodeOpts};
 pub use ports::free_port;
 pub use raw::{encode_command, RawConn, Reply};
-pub use tools::{output_within, redis_benchmark_at, redis_cli_at, require_tool, TOOL_TIMEOUT};
+pub use tools::{output_within, redis_benchmark_at, redis_cli_at, require_tool};
 pub use wait::{eventually, eventually_async};
 
 /// Redis's full error text (`"ERR wrong number of arguments for 'get' command"`,

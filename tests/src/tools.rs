@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::{Duration, Instant};
 
 /// Absolute path of `tool` found in `PATH`. Panics with a clear message when it is missing:
@@ -55,29 +56,8 @@ pub fn output_within(
             let _ = pipe.write_all(&input);
         })
     });
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            let _ = tx.send(bytes);
-        });
-        rx
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
@@ -97,7 +77,7 @@ pub fn output_within(
     // A finished tool's output is read to the end, as `Command::output` does. A killed tool's
     // children may still hold its pipes open: its output is waited for a moment at most (and
     // missing from the message if they do).
-    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| match status {
+    let collect = |rx: Receiver<Vec<u8>>| match status {
         Some(_) => rx.recv().unwrap_or_default(),
         None => rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default(),
     };
@@ -115,6 +95,19 @@ pub fn output_within(
             String::from_utf8_lossy(&stderr)
         ),
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own; the bytes arrive on the returned channel.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Receiver<Vec<u8>> {
+    let (tx, rx) = sync_channel(1);
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = tx.send(bytes);
+    });
+    rx
 }
 
 /// Runs `redis-cli -h 127.0.0.1 -p PORT [-a PW --no-auth-warning] ARGS…` to completion.
