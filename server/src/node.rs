@@ -385,12 +385,13 @@ impl Shared {
             let peak = self.used_memory_peak();
             let _ = write!(
                 out,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_peak:{peak}\r\nused_memory_peak_human:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nhot_cache_bytes:{hot_bytes}\r\nhot_cache_entries:{hot_entries}\r\nhot_cache_max_bytes:{}\r\nhot_cache_complete:{}\r\nrocksdb_memtable_bytes:{memtables}\r\nrocksdb_block_cache_bytes:{block_cache}\r\nmem_allocator:mimalloc\r\n\r\n",
                 human(used),
                 human(rss),
                 human(peak),
                 self.config.hot_cache_mb * 1024 * 1024,
                 self.config.hot_cache_mb * 1024 * 1024,
+                u8::from(self.keyspace.hot_cache_complete()),
             );
         }
         if want("persistence") {

@@ -2561,4 +2561,136 @@ mod tests {
         assert_eq!(b.merged_hlcs(), vec![(1, 7)], "held in memory anew");
         assert!(!b.import_interrupted().unwrap());
     }
+
+    /// `count` plain SETs of new keys `k0`, `k1`, … holding their number.
+    fn numbered_sets(count: usize) -> Vec<Op> {
+        (0..count)
+            .map(|i| Op::Set {
+                db: 0,
+                key: Bytes::from(format!("k{i}")),
+                value: Bytes::from(i.to_string()),
+                expire: ExpireSet::Clear,
+                cond: SetCond::Always,
+                reply: SetReply::OkOrNil,
+            })
+            .collect()
+    }
+
+    /// INCRBY 1 of every key `numbered_sets(count)` wrote: each must find its number.
+    fn assert_increments_find_every_number(ks: &Keyspace, count: usize) {
+        let incrs = (0..count).map(|i| incr_by(&format!("k{i}"), 1)).collect();
+        let results = apply(ks, 3 << 16, incrs);
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(*result, OpResult::Int(i as i64 + 1), "k{i}");
+        }
+        assert_eq!(ks.dbsize(0), count as u64);
+    }
+
+    #[test]
+    fn a_cache_over_empty_storage_is_complete_until_it_lets_a_key_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = single_region_keyspace(dir.path());
+        assert!(ks.hot_cache_complete(), "opened over no data");
+        apply(&ks, 1 << 16, numbered_sets(100));
+        assert!(ks.hot_cache_complete(), "100 keys fit in 1 MiB");
+        assert_increments_find_every_number(&ks, 100);
+        drop(ks);
+        let ks = single_region_keyspace(dir.path());
+        assert!(!ks.hot_cache_complete(), "reopened over stored keys");
+        let results = apply(&ks, 4 << 16, vec![incr_by("k7", 1), incr_by("k99", 1)]);
+        assert_eq!(results, vec![OpResult::Int(9), OpResult::Int(101)]);
+        assert_eq!(ks.dbsize(0), 100);
+    }
+
+    #[test]
+    fn keys_the_cache_let_go_are_read_from_storage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = Keyspace::open(KeyspaceOptions {
+            hot_cache_bytes: 64 << 10,
+            ..single_region_options(dir.path())
+        })
+        .expect("open");
+        assert!(ks.hot_cache_complete());
+        // About 700 bytes charged per entry: 5,000 keys overflow 64 KiB many times over.
+        for chunk in numbered_sets(5_000).chunks(500) {
+            apply(&ks, 2 << 16, chunk.to_vec());
+        }
+        ks.hot.run_pending_tasks();
+        assert!(!ks.hot_cache_complete(), "keys were evicted");
+        // Were evicted keys taken for new ones, each INCR would answer 1 and add a key.
+        assert_increments_find_every_number(&ks, 5_000);
+    }
+
+    #[test]
+    fn a_snapshot_installed_into_a_complete_cache_is_read_from_storage() {
+        let a_dir = tempfile::tempdir().expect("tempdir");
+        let a = single_region_keyspace(a_dir.path());
+        apply(&a, 1 << 16, numbered_sets(50));
+        let mut image = Vec::new();
+        a.export_to(&mut image, &[], |_, _| Ok(())).unwrap();
+        let b_dir = tempfile::tempdir().expect("tempdir");
+        let b = single_region_keyspace(b_dir.path());
+        assert!(b.hot_cache_complete());
+        b.import_from(&mut image.as_slice(), &[]).unwrap();
+        assert!(
+            !b.hot_cache_complete(),
+            "the import wrote keys around the cache"
+        );
+        assert_increments_find_every_number(&b, 50);
+    }
+
+    #[test]
+    fn a_flush_ends_completeness_and_other_databases_keep_their_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = single_region_keyspace(dir.path());
+        apply(&ks, 1 << 16, numbered_sets(20));
+        apply(&ks, 2 << 16, vec![Op::FlushDb { db: 1 }]);
+        assert!(!ks.hot_cache_complete());
+        assert_increments_find_every_number(&ks, 20);
+    }
+
+    #[test]
+    fn concurrent_reads_of_new_keys_never_hide_an_applied_write() {
+        // Reads race the apply of new keys: a read that missed just before a batch published
+        // must not fill the cache with the key's absence over the published value.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = Arc::new(keyspace(dir.path()));
+        assert!(ks.hot_cache_complete());
+        let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (ks, applied, done) = (ks.clone(), applied.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut checked = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        let upto = applied.load(std::sync::atomic::Ordering::Acquire);
+                        // The next keys (racing their apply), then an applied one.
+                        for i in upto..upto + 4 {
+                            let _ = ks.get(0, format!("k{i}").as_bytes(), 1).expect("get");
+                        }
+                        if upto > 0 {
+                            let i = upto - 1;
+                            let found = ks.get(0, format!("k{i}").as_bytes(), 1).expect("get");
+                            assert!(found.is_some(), "k{i} was applied");
+                            checked += 1;
+                        }
+                    }
+                    checked
+                })
+            })
+            .collect();
+        for i in 0..3_000 {
+            apply(&ks, (i as u64 + 1) << 16, vec![set(&format!("k{i}"))]);
+            applied.store(i + 1, std::sync::atomic::Ordering::Release);
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for reader in readers {
+            assert!(reader.join().expect("reader") > 0);
+        }
+        for i in 0..3_000 {
+            let found = ks.get(0, format!("k{i}").as_bytes(), 1).expect("get");
+            assert!(found.is_some(), "k{i}");
+        }
+    }
 }

@@ -24,12 +24,20 @@
 //! [`RECORD_EVERY`] per thread (one of the apply's in [`RECORD_WRITE_EVERY`]) also asks moka, so
 //! moka keeps choosing what to keep and what to evict from a sample of the accesses. Entries,
 //! their weights and the byte bound remain moka's.
+//!
+//! A cache over storage that started empty holds every stored key until a key first leaves
+//! it (evicted, refused, invalidated): while it is [complete](HotCache::is_complete), a key
+//! it does not hold does not exist, and a write of a new key need not ask RocksDB (every
+//! level-0 file's filter, then every level's) whether it did. The flag goes down for good
+//! before the first slot leaves the index, so a lookup that missed and then reads the flag
+//! up cannot have missed a slot that was taken out.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use smallvec::SmallVec;
 
@@ -240,6 +248,8 @@ pub struct HotCache {
     clock: Instant,
     /// See [`HotCache::set_rewrite_window`].
     rewrite_window_ms: AtomicU32,
+    /// See [`HotCache::is_complete`]; shared with moka's eviction listener.
+    complete: Arc<AtomicBool>,
 }
 
 /// The index of the slots moka holds.
@@ -260,6 +270,8 @@ impl HotCache {
     pub fn new(max_bytes: u64) -> HotCache {
         let index = Arc::new(SlotIndex::with_hasher(ahash::RandomState::new()));
         let evicted_from = index.clone();
+        let complete = Arc::new(AtomicBool::new(false));
+        let lost_key = complete.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &HotKey, slot: &Arc<Slot>| {
@@ -268,10 +280,18 @@ impl HotCache {
             })
             // Every slot leaving moka (evicted, refused at admission, replaced, invalidated)
             // leaves the index, unless the index already holds a newer slot for the key.
-            .eviction_listener(move |key: Arc<HotKey>, slot: Arc<Slot>, _cause| {
-                let _ = evicted_from
-                    .pin()
-                    .remove_if(&key[..], |_, held| Arc::ptr_eq(held, &slot));
+            .eviction_listener(move |key: Arc<HotKey>, slot: Arc<Slot>, cause| {
+                let index = evicted_from.pin();
+                // A replaced slot's key keeps its newer slot; any other removal may take the
+                // key out: the cache stops being complete before it does.
+                if cause != RemovalCause::Replaced
+                    || index
+                        .get(&key[..])
+                        .is_some_and(|held| Arc::ptr_eq(held, &slot))
+                {
+                    lost_key.store(false, Ordering::SeqCst);
+                }
+                let _ = index.remove_if(&key[..], |_, held| Arc::ptr_eq(held, &slot));
             })
             .build_with_hasher(ahash::RandomState::new());
         HotCache {
@@ -282,7 +302,37 @@ impl HotCache {
             fill_lock: Mutex::new(()),
             clock: Instant::now(),
             rewrite_window_ms: AtomicU32::new(0),
+            complete,
         }
+    }
+
+    /// Tells a new cache that storage holds no key yet: from now on, until a key first leaves
+    /// the cache, every stored key has an entry here (see [`HotCache::is_complete`]).
+    pub fn storage_is_empty(&self) {
+        self.complete.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether every key in storage has an entry in the cache (a value, or the fact that it was
+    /// deleted), so that a key the cache does not hold does not exist. True from
+    /// [`HotCache::storage_is_empty`] until a key first leaves the cache or storage is written
+    /// around it ([`HotCache::mark_incomplete`]); never true again. Writes publish their keys
+    /// only after storage has them: a key written but not yet published reads as absent, its
+    /// state before the write. Read this after the lookup that missed, and look again after it
+    /// before concluding (see [`super::Keyspace`]'s storage read).
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::SeqCst)
+    }
+
+    /// Runs moka's pending evictions and their listener now (tests).
+    #[cfg(test)]
+    pub(super) fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
+    }
+
+    /// Storage is about to get keys that do not go through the cache (a snapshot installed):
+    /// the cache is no longer complete.
+    pub fn mark_incomplete(&self) {
+        self.complete.store(false, Ordering::SeqCst);
     }
 
     /// Counts, from now on, a write that stores a slot written less than `ms` ago as a
@@ -394,6 +444,8 @@ impl HotCache {
         let slots_current =
             !flushed && self.replacements.load(Ordering::Acquire) == replacements_before;
         if flushed {
+            // Other databases keep their keys while the whole cache is dropped.
+            self.mark_incomplete();
             self.cache.invalidate_all();
             self.index.pin().clear();
         }

@@ -569,6 +569,7 @@ impl Keyspace {
         let churn: Box<[AtomicU64]> = (0..CHURN_SLOTS).map(|_| AtomicU64::new(0)).collect();
         let churn_epoch = AtomicU64::new(0);
         load_churn(&db, &churn, &churn_epoch)?;
+        let data_empty = data_is_empty(&db)?;
         let db = Arc::new(db);
         let write_back = match options.write_back {
             Some(wb) => Some(WriteBack::start(db.clone(), wb).map_err(StorageError::WriterThread)?),
@@ -587,6 +588,9 @@ impl Keyspace {
                     hot.set_rewrite_window(
                         u32::try_from(wb.window.as_millis()).unwrap_or(u32::MAX),
                     );
+                }
+                if data_empty {
+                    hot.storage_is_empty();
                 }
                 hot
             },
@@ -698,6 +702,12 @@ impl Keyspace {
             if let Some(pending) = write_back.lookup(data_key) {
                 return Ok(pending);
             }
+        }
+        // The caller's lookup missed. If the cache still holds every stored key, the key does
+        // not exist, unless a write published it since: look once more (see
+        // `HotCache::is_complete`). New keys are written without asking RocksDB.
+        if self.hot.is_complete() {
+            return Ok(self.hot.get(data_key).flatten());
         }
         match self
             .db
@@ -955,6 +965,8 @@ impl Keyspace {
     /// half-way finds the marker at start and must import again ([`Keyspace::import_interrupted`]).
     pub fn import_from(&self, input: &mut impl Read, last: &[&[u8]]) -> Result<(), StorageError> {
         let _guard = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // The imported keys reach RocksDB around the cache.
+        self.hot.mark_incomplete();
         // Older applied changes must not land over the imported state.
         self.write_pending()?;
         let mut batch = rocksdb::WriteBatch::default();
@@ -1041,6 +1053,13 @@ impl Keyspace {
             self.hot.weighted_size(),
             self.hot.entry_count(),
         )
+    }
+
+    /// Whether the hot cache holds every stored key (INFO `hot_cache_complete`): a node that
+    /// started empty, until its cache first lets a key go; then writes of new keys skip the
+    /// RocksDB read.
+    pub fn hot_cache_complete(&self) -> bool {
+        self.hot.is_complete()
     }
 
     /// Keys with an expiry in `db` (INFO keyspace `expires=`), estimated from the index.
@@ -1287,6 +1306,16 @@ fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
 }
 
 /// The `merged_hlc` meta records, by origin.
+/// Whether the data column family holds no key (deleted keys aside). Gives up, answering
+/// false, after stepping over 10,000 deleted keys: a node must not spend its start walking them.
+fn data_is_empty(db: &DB) -> Result<bool, StorageError> {
+    let mut opts = ReadOptions::default();
+    opts.set_max_skippable_internal_keys(10_000);
+    let mut iter = db.raw_iterator_cf_opt(rocks::cf(db, rocks::CF_DATA), opts);
+    iter.seek_to_first();
+    Ok(!iter.valid() && iter.status().is_ok())
+}
+
 fn stored_merged_hlcs(db: &DB) -> Result<Vec<(u8, u64)>, StorageError> {
     let cf = rocks::cf(db, rocks::CF_META);
     let mut out = Vec::new();

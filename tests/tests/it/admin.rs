@@ -1216,6 +1216,12 @@ fn prometheus_metrics_endpoint() {
         let mut resp = String::new();
         s.read_to_string(&mut resp)?;
         anyhow::ensure!(resp.starts_with("HTTP/1.1 200"), "response: {resp}");
+        // The figures are published once a second, the first time as the node starts: a
+        // scrape on a busy machine may come before that.
+        anyhow::ensure!(
+            resp.contains("meridian_commands_processed_total"),
+            "not published yet: {resp}"
+        );
         Ok(resp)
     });
     let (head, payload) = body.split_once("\r\n\r\n").expect("HTTP body");
