@@ -359,3 +359,67 @@ fn a_port_in_use_stops_the_start_before_the_storage_is_opened() {
     // The first node is untouched.
     assert_eq!(q::<String>(&mut node.client(), &["PING"]), "PONG");
 }
+
+/// INFO memory's `hot_cache_complete`.
+fn hot_cache_complete(c: &mut redis::Connection) -> String {
+    let info: String = q(c, &["INFO", "memory"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("hot_cache_complete:"))
+        .expect("INFO memory has hot_cache_complete")
+        .to_string()
+}
+
+/// SETs `prefix0` … of `count` keys, each holding its number.
+fn set_numbered(c: &mut redis::Connection, prefix: &str, count: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("SET").arg(format!("{prefix}{i}")).arg(i);
+    }
+    let replies: Vec<Value> = pipe.query(c).unwrap();
+    assert!(replies.iter().all(|r| *r == Value::Okay), "a SET failed");
+}
+
+/// INCRs every key `set_numbered` wrote: each must answer its number plus one.
+fn incr_numbered(c: &mut redis::Connection, prefix: &str, count: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("INCR").arg(format!("{prefix}{i}"));
+    }
+    let replies: Vec<i64> = pipe.query(c).unwrap();
+    for (i, n) in replies.into_iter().enumerate() {
+        assert_eq!(n, i as i64 + 1, "{prefix}{i}");
+    }
+}
+
+/// A node that started empty holds every key in its hot cache, so writes of new keys skip the
+/// RocksDB read, until the cache lets a key go; restarted over its data it reads RocksDB again.
+/// Either way every key keeps its value and DBSIZE adds up.
+#[test]
+fn hot_cache_completeness_ends_with_evictions_and_restarts() {
+    let mut node = Node::start(NodeOpts::default().arg("--hot-cache-mb").arg("1"));
+    let mut c = node.client();
+    assert_eq!(hot_cache_complete(&mut c), "1", "started empty");
+    set_numbered(&mut c, "small:", 100);
+    assert_eq!(hot_cache_complete(&mut c), "1", "100 keys fit in 1 MiB");
+    // About 700 bytes charged per key: 10,000 keys overflow 1 MiB several times.
+    for _ in 0..100 {
+        set_numbered(&mut c, "big:", 10_000);
+        if hot_cache_complete(&mut c) == "0" {
+            break;
+        }
+    }
+    assert_eq!(hot_cache_complete(&mut c), "0", "keys were evicted");
+    incr_numbered(&mut c, "big:", 10_000);
+    incr_numbered(&mut c, "small:", 100);
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 10_100);
+
+    let mut fresh = Node::start(NodeOpts::default());
+    let mut f = fresh.client();
+    set_numbered(&mut f, "k", 1_000);
+    drop(f);
+    fresh.restart();
+    let mut f = fresh.client();
+    assert_eq!(hot_cache_complete(&mut f), "0", "restarted over its keys");
+    incr_numbered(&mut f, "k", 1_000);
+    assert_eq!(q::<i64>(&mut f, &["DBSIZE"]), 1_000);
+}
