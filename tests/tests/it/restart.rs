@@ -396,7 +396,7 @@ fn incr_numbered(c: &mut redis::Connection, prefix: &str, count: usize) {
 /// Either way every key keeps its value and DBSIZE adds up.
 #[test]
 fn hot_cache_completeness_ends_with_evictions_and_restarts() {
-    let mut node = Node::start(NodeOpts::default().arg("--hot-cache-mb").arg("1"));
+    let node = Node::start(NodeOpts::default().arg("--hot-cache-mb").arg("1"));
     let mut c = node.client();
     assert_eq!(hot_cache_complete(&mut c), "1", "started empty");
     set_numbered(&mut c, "small:", 100);
