@@ -569,7 +569,7 @@ impl Keyspace {
         let churn: Box<[AtomicU64]> = (0..CHURN_SLOTS).map(|_| AtomicU64::new(0)).collect();
         let churn_epoch = AtomicU64::new(0);
         load_churn(&db, &churn, &churn_epoch)?;
-        let data_empty = data_is_empty(&db)?;
+        let data_empty = data_is_empty(&db);
         let db = Arc::new(db);
         let write_back = match options.write_back {
             Some(wb) => Some(WriteBack::start(db.clone(), wb).map_err(StorageError::WriterThread)?),
@@ -1305,17 +1305,18 @@ fn outbox_last_index(db: &DB) -> Result<u64, StorageError> {
         .max(trimmed.map_or(0, |t| as_index(&t))))
 }
 
-/// The `merged_hlc` meta records, by origin.
 /// Whether the data column family holds no key (deleted keys aside). Gives up, answering
-/// false, after stepping over 10,000 deleted keys: a node must not spend its start walking them.
-fn data_is_empty(db: &DB) -> Result<bool, StorageError> {
+/// false, after stepping over 10,000 deleted keys (a node must not spend its start walking
+/// them), and answers false on a read error too: the cache then just starts incomplete.
+fn data_is_empty(db: &DB) -> bool {
     let mut opts = ReadOptions::default();
     opts.set_max_skippable_internal_keys(10_000);
     let mut iter = db.raw_iterator_cf_opt(rocks::cf(db, rocks::CF_DATA), opts);
     iter.seek_to_first();
-    Ok(!iter.valid() && iter.status().is_ok())
+    !iter.valid() && iter.status().is_ok()
 }
 
+/// The `merged_hlc` meta records, by origin.
 fn stored_merged_hlcs(db: &DB) -> Result<Vec<(u8, u64)>, StorageError> {
     let cf = rocks::cf(db, rocks::CF_META);
     let mut out = Vec::new();
