@@ -10,7 +10,10 @@
 #      each pipeline depth: `redis-benchmark --csv -t set,get -c 50 -n $N -r 100000 -d 64 -P p`;
 #      then, against redis, single and the leader, a `-t get` run once the servers are idle
 #      ("GET, settled": without the work the SETs left behind, which in a region of three
-#      nodes on these two cores is three nodes' write-back, flushes and compactions);
+#      nodes on these two cores is three nodes' write-back, flushes and compactions), and a
+#      `-t set` run at the first depth over the keys those runs wrote ("SET, keys existing":
+#      the first SET run, on fresh servers, writes each of the -r keys new once, at the
+#      defaults about a third of its requests, which costs a region three times);
 #   4. repeats 2-3 $BENCH_ROUNDS times with fresh servers (this machine's speed drifts by ±20 %
 #      within minutes, so one run proves little);
 #   5. prints a markdown table (median rps, p50, p99 of the rounds, error replies) and the
@@ -39,6 +42,8 @@ CLIENTS=${BENCH_CLIENTS:-50}
 KEYS=${BENCH_KEYS:-100000}
 DATA=${BENCH_DATA:-64}
 PIPELINES=${BENCH_PIPELINES:-"1 16"}
+# The depth of the "SET, keys existing" run: the first one.
+WARM_P=${PIPELINES%% *}
 ROUNDS=${BENCH_ROUNDS:-3}
 MERIDIAN_ARGS=${MERIDIAN_ARGS:---appendfsync everysec --hot-cache-mb 256}
 OUT=${BENCH_OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)-cluster}
@@ -187,6 +192,20 @@ bench() {
     P99[$target,GET_SETTLED,$p,$r]=$(csv "$f" GET p99_latency_ms)
     [ -n "${RPS[$target,GET_SETTLED,$p,$r]}" ] || die "no GET row in $f"
   done
+  [ $# -gt 0 ] || return 0
+  # SETs again, of keys that exist now, with the servers idle after the GET run.
+  p=$WARM_P
+  f="$OUT/$target-P$p-r$r-keys-existing.csv"
+  log "round $r: redis-benchmark -> $target, -P $p, SET over existing keys"
+  e0=$(errors "$port")
+  redis_bench "$port" "$p" "$f" "$OUT/$target-P$p-r$r-keys-existing.err" set \
+    || die "redis-benchmark against $target failed: $(tail -n 3 "$OUT/$target-P$p-r$r-keys-existing.err")"
+  e1=$(errors "$port")
+  ERRS[$target,$p]=$((${ERRS[$target,$p]:-0} + e1 - e0))
+  RPS[$target,SET_EXISTING,$p,$r]=$(csv "$f" SET rps)
+  P50[$target,SET_EXISTING,$p,$r]=$(csv "$f" SET p50_latency_ms)
+  P99[$target,SET_EXISTING,$p,$r]=$(csv "$f" SET p99_latency_ms)
+  [ -n "${RPS[$target,SET_EXISTING,$p,$r]}" ] || die "no SET row in $f"
 }
 
 # take_medians: RPS/P50/P99[target,test,P] = the median over the rounds.
@@ -194,7 +213,7 @@ take_medians() {
   local target t p r rps p50 p99
   for target in redis single leader follower; do
     for p in $PIPELINES; do
-      for t in SET GET GET_SETTLED; do
+      for t in SET GET GET_SETTLED SET_EXISTING; do
         [ -n "${RPS[$target,$t,$p,1]:-}" ] || continue
         rps="" p50="" p99=""
         for r in $(seq "$ROUNDS"); do
@@ -238,7 +257,7 @@ ratio_row() {
 }
 
 report() {
-  local target t p r rounds
+  local target t t_name p r rounds
   echo "## Performance: redis-server, one Meridian node, a three-node region"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(cpu_model)),"
@@ -254,13 +273,14 @@ report() {
   echo "|---|---|---|---|---|---|---|---|"
   for target in redis single leader follower; do
     for p in $PIPELINES; do
-      for t in SET GET GET_SETTLED; do
+      for t in SET GET GET_SETTLED SET_EXISTING; do
         [ -n "${RPS[$target,$t,$p,1]:-}" ] || continue
         rounds=""
         for r in $(seq "$ROUNDS"); do
           rounds+="${rounds:+ / }$(printf '%.0f' "${RPS[$target,$t,$p,$r]}")"
         done
-        echo "| $target | ${t/GET_SETTLED/GET, settled} | $p | $(printf '%.0f' "${RPS[$target,$t,$p]}") | $rounds | ${P50[$target,$t,$p]} | ${P99[$target,$t,$p]} | ${ERRS[$target,$p]} |"
+        t_name=${t/GET_SETTLED/GET, settled}
+        echo "| $target | ${t_name/SET_EXISTING/SET, keys existing} | $p | $(printf '%.0f' "${RPS[$target,$t,$p]}") | $rounds | ${P50[$target,$t,$p]} | ${P99[$target,$t,$p]} | ${ERRS[$target,$p]} |"
       done
     done
   done
@@ -277,6 +297,8 @@ report() {
     ratio_row "follower / leader, SET" follower leader SET "$p" ""
     ratio_row "follower / leader, GET" follower leader GET "$p" ""
   done
+  ratio_row "single / redis, SET, keys existing" single redis SET_EXISTING "$WARM_P" 0.8
+  ratio_row "leader (3 nodes) / single, SET, keys existing" leader single SET_EXISTING "$WARM_P" 0.5
   echo
   echo "\"GET, settled\": a \`-t get\` run after the servers went idle (at most 10 % of a core in"
   echo "each 200 ms for 1.4 s in a row, 15 s at most) following the SET and GET runs; settling took"
@@ -290,6 +312,9 @@ report() {
       echo "$target -P $p: $rounds;"
     done
   done
+  echo
+  echo "\"SET, keys existing\": a \`-t set\` run at -P $WARM_P after the settled GET run, over the -r keys"
+  echo "the runs before it wrote (the first SET run, on fresh servers, writes each key new once)."
   if [ ${#NOTES[@]} -gt 0 ]; then
     echo
     printf -- '- %s\n' "${NOTES[@]}"
