@@ -127,12 +127,78 @@ where
     panic!("timed out after {deadline:?} waiting for: {what}");
 }
 
+/// Certificates for "alpha" and "beta" and both endpoints started (WAN emulation as given).
+async fn alpha_beta(wan_a: bool, wan_b: bool) -> (tempfile::TempDir, Node, Node) {
+    let dir = certs_for(&["alpha", "beta"]);
+    let a = start(dir.path(), "alpha", wan_a).await;
+    let b = start(dir.path(), "beta", wan_b).await;
+    (dir, a, b)
+}
+
+/// An empty ECHO call from `from` to `to` within `T`, which must succeed.
+async fn echo_ok(from: &Node, to: &Node) {
+    from.ep
+        .call(&to.peer(), ECHO, Bytes::new(), T)
+        .await
+        .unwrap();
+}
+
+/// Shuts down the endpoints of `nodes`, one after the other.
+async fn shutdown_all(nodes: &[&Node]) {
+    for n in nodes {
+        n.ep.shutdown().await;
+    }
+}
+
+/// Retries an empty ECHO from `from` to `to` (each call bounded by `per_call`) until one succeeds.
+async fn eventually_reaches(
+    from: &Endpoint,
+    to: &PeerAddr,
+    per_call: Duration,
+    deadline: Duration,
+    what: &str,
+) {
+    eventually(deadline, what, move || async move {
+        from.call(to, ECHO, Bytes::new(), per_call).await.is_ok()
+    })
+    .await;
+}
+
+/// Starts a successor "beta" at `addr` and waits until `from` reaches it (500 ms a try);
+/// returns it and the instant the waiting began.
+async fn restart_beta_and_reach(
+    dir: &Path,
+    from: &Endpoint,
+    addr: SocketAddr,
+    deadline: Duration,
+    what: &str,
+) -> (Node, Instant) {
+    let b2 = start_at(dir, "beta", addr, false).await;
+    let peer = PeerAddr::new("beta", addr);
+    let started = Instant::now();
+    eventually_reaches(from, &peer, Duration::from_millis(500), deadline, what).await;
+    (b2, started)
+}
+
+/// Keeps echoing from `from` to `to` until `from`'s RTT estimate to `to` is at least `min`.
+async fn eventually_rtt_at_least(
+    from: &Endpoint,
+    to: &PeerAddr,
+    min: Duration,
+    deadline: Duration,
+    what: &str,
+) {
+    eventually(deadline, what, move || async move {
+        let _ = from.call(to, ECHO, Bytes::new(), T).await;
+        from.rtt(&to.name).is_some_and(|r| r >= min)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_endpoints_call_each_other() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", false).await;
-    let b = start(dir.path(), "beta", false).await;
+    let (_dir, a, b) = alpha_beta(false, false).await;
 
     let reply =
         a.ep.call(&b.peer(), ECHO, Bytes::from_static(b"ping"), T)
@@ -176,14 +242,13 @@ async fn two_endpoints_call_each_other() {
         Err(e @ RpcError::Remote(_)) => assert!(!e.is_transport()),
         other => panic!("expected a remote error, got {other:?}"),
     }
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    echo_ok(&a, &b).await;
 
     // a call to oneself runs the local handler
     let me = a.ep.call(&a.peer(), WHO, Bytes::new(), T).await.unwrap();
     assert_eq!(me, Bytes::from_static(b"alpha"));
 
-    a.ep.shutdown().await;
-    b.ep.shutdown().await;
+    shutdown_all(&[&a, &b]).await;
     assert!(matches!(
         a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await,
         Err(RpcError::Shutdown)
@@ -193,9 +258,7 @@ async fn two_endpoints_call_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_and_large_calls() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", false).await;
-    let b = start(dir.path(), "beta", false).await;
+    let (_dir, a, b) = alpha_beta(false, false).await;
     let peer = b.peer();
 
     let calls = (0..200u32).map(|i| {
@@ -223,8 +286,7 @@ async fn concurrent_and_large_calls() {
         a.ep.call(&peer, ECHO, too_big, T).await,
         Err(RpcError::TooLarge { .. })
     ));
-    a.ep.shutdown().await;
-    b.ep.shutdown().await;
+    shutdown_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,9 +346,7 @@ async fn foreign_ca_is_refused() {
     let r = a.ep.call(&fake_beta.peer(), ECHO, Bytes::new(), T).await;
     assert!(matches!(r, Err(RpcError::Unreachable { .. })), "{r:?}");
 
-    for n in [a, m, fake_beta] {
-        n.ep.shutdown().await;
-    }
+    shutdown_all(&[&a, &m, &fake_beta]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,16 +360,13 @@ async fn wrong_node_at_address_is_refused() {
     let r = a.ep.call(&wrong, ECHO, Bytes::new(), T).await;
     assert!(matches!(r, Err(RpcError::Unreachable { .. })), "{r:?}");
     assert_eq!(c.handler.calls.load(Ordering::SeqCst), 0);
-    a.ep.shutdown().await;
-    c.ep.shutdown().await;
+    shutdown_all(&[&a, &c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_handler_times_out() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", false).await;
-    let b = start(dir.path(), "beta", false).await;
+    let (_dir, a, b) = alpha_beta(false, false).await;
     let started = Instant::now();
     let r =
         a.ep.call(&b.peer(), SLOW, Bytes::new(), Duration::from_millis(300))
@@ -324,7 +381,7 @@ async fn slow_handler_times_out() {
         "{took:?}"
     );
     // the link is still fine afterwards
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    echo_ok(&a, &b).await;
 
     // an unreachable address fails within the timeout too
     let nobody = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -340,8 +397,7 @@ async fn slow_handler_times_out() {
         .await;
     assert!(r.as_ref().is_err_and(|e| e.is_transport()), "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(2));
-    a.ep.shutdown().await;
-    b.ep.shutdown().await;
+    shutdown_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,11 +417,9 @@ async fn wan_emulation_disabled_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_times_out_and_healing_restores() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", true).await;
-    let b = start(dir.path(), "beta", true).await;
+    let (_dir, a, b) = alpha_beta(true, true).await;
     let short = Duration::from_millis(400);
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    echo_ok(&a, &b).await;
 
     // cut a -> b: requests (a's datagrams) never arrive
     a.ep.wan()
@@ -379,37 +433,30 @@ async fn partition_times_out_and_healing_restores() {
     assert!(a.ep.wan().stats().partitioned > 0);
 
     a.ep.wan().clear(b.ep.local_addr()).unwrap();
-    let (ea, pb) = (a.ep.clone(), b.peer());
-    eventually(
+    eventually_reaches(
+        &a.ep,
+        &b.peer(),
+        short,
         Duration::from_secs(10),
         "calls succeed after healing",
-        || {
-            let (ea, pb) = (ea.clone(), pb.clone());
-            async move { ea.call(&pb, ECHO, Bytes::new(), short).await.is_ok() }
-        },
     )
     .await;
-    let (eb, pa) = (b.ep.clone(), a.peer());
-    eventually(
+    eventually_reaches(
+        &b.ep,
+        &a.peer(),
+        short,
         Duration::from_secs(10),
         "reverse calls succeed after healing",
-        || {
-            let (eb, pa) = (eb.clone(), pa.clone());
-            async move { eb.call(&pa, ECHO, Bytes::new(), short).await.is_ok() }
-        },
     )
     .await;
-    a.ep.shutdown().await;
-    b.ep.shutdown().await;
+    shutdown_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulated_delay_shows_in_rtt() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", true).await;
-    let b = start(dir.path(), "beta", true).await;
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    let (_dir, a, b) = alpha_beta(true, true).await;
+    echo_ok(&a, &b).await;
     assert!(a.ep.rtt("beta").is_some());
 
     a.ep.wan()
@@ -419,76 +466,52 @@ async fn emulated_delay_shows_in_rtt() {
         )
         .unwrap();
     let started = Instant::now();
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    echo_ok(&a, &b).await;
     assert!(
         started.elapsed() >= Duration::from_millis(38),
         "{:?}",
         started.elapsed()
     );
 
-    let (ea, pb) = (a.ep.clone(), b.peer());
-    eventually(
+    eventually_rtt_at_least(
+        &a.ep,
+        &b.peer(),
+        Duration::from_millis(38),
         Duration::from_secs(10),
         "a's rtt to b reflects 40 ms",
-        || {
-            let (ea, pb) = (ea.clone(), pb.clone());
-            async move {
-                let _ = ea.call(&pb, ECHO, Bytes::new(), T).await;
-                ea.rtt("beta")
-                    .is_some_and(|r| r >= Duration::from_millis(38))
-            }
-        },
     )
     .await;
     // b's view: its answers are fast but a's acknowledgements are delayed
-    let (eb, pa) = (b.ep.clone(), a.peer());
-    eventually(
+    eventually_rtt_at_least(
+        &b.ep,
+        &a.peer(),
+        Duration::from_millis(38),
         Duration::from_secs(10),
         "b's rtt to a reflects 40 ms",
-        || {
-            let (eb, pa) = (eb.clone(), pa.clone());
-            async move {
-                let _ = eb.call(&pa, ECHO, Bytes::new(), T).await;
-                eb.rtt("alpha")
-                    .is_some_and(|r| r >= Duration::from_millis(38))
-            }
-        },
     )
     .await;
     let rtt = a.ep.rtt("beta").unwrap();
     assert!(rtt < Duration::from_millis(200), "{rtt:?}");
-    a.ep.shutdown().await;
-    b.ep.shutdown().await;
+    shutdown_all(&[&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_peer_is_reached_again_quickly() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", false).await;
-    let b = start(dir.path(), "beta", false).await;
+    let (dir, a, b) = alpha_beta(false, false).await;
     let b_addr = b.ep.local_addr();
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    echo_ok(&a, &b).await;
 
     // beta dies without a goodbye (drop without shutdown would still close; simulate a crash
     // by shutting down, then starting a new process on the same port)
     b.ep.shutdown().await;
     drop(b);
-    let b2 = start_at(dir.path(), "beta", b_addr, false).await;
-    let peer = PeerAddr::new("beta", b_addr);
-    let started = Instant::now();
-    let (ea, pb) = (a.ep.clone(), peer.clone());
-    eventually(
+    let (b2, started) = restart_beta_and_reach(
+        dir.path(),
+        &a.ep,
+        b_addr,
         Duration::from_secs(5),
         "alpha reaches the restarted beta",
-        || {
-            let (ea, pb) = (ea.clone(), pb.clone());
-            async move {
-                ea.call(&pb, ECHO, Bytes::new(), Duration::from_millis(500))
-                    .await
-                    .is_ok()
-            }
-        },
     )
     .await;
     assert!(
@@ -497,18 +520,15 @@ async fn restarted_peer_is_reached_again_quickly() {
         started.elapsed()
     );
     assert!(b2.handler.calls.load(Ordering::SeqCst) >= 1);
-    a.ep.shutdown().await;
-    b2.ep.shutdown().await;
+    shutdown_all(&[&a, &b2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_peer_is_reset_by_its_successor() {
     init_tracing();
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", false).await;
-    let b = start(dir.path(), "beta", true).await;
+    let (dir, a, b) = alpha_beta(false, true).await;
     let b_addr = b.ep.local_addr();
-    a.ep.call(&b.peer(), ECHO, Bytes::new(), T).await.unwrap();
+    echo_ok(&a, &b).await;
 
     // A crash: beta's goodbye never reaches alpha (its datagrams to alpha are dropped).
     b.ep.wan()
@@ -518,21 +538,12 @@ async fn crashed_peer_is_reset_by_its_successor() {
     drop(b);
     assert!(a.ep.is_connected("beta"), "alpha has not noticed the crash");
 
-    let b2 = start_at(dir.path(), "beta", b_addr, false).await;
-    let peer = PeerAddr::new("beta", b_addr);
-    let started = Instant::now();
-    let (ea, pb) = (a.ep.clone(), peer.clone());
-    eventually(
+    let (b2, started) = restart_beta_and_reach(
+        dir.path(),
+        &a.ep,
+        b_addr,
         Duration::from_secs(8),
         "alpha reaches beta's successor",
-        || {
-            let (ea, pb) = (ea.clone(), pb.clone());
-            async move {
-                ea.call(&pb, ECHO, Bytes::new(), Duration::from_millis(500))
-                    .await
-                    .is_ok()
-            }
-        },
     )
     .await;
     // well before the 10 s idle timeout: the successor's stateless reset closed the old link
@@ -542,8 +553,7 @@ async fn crashed_peer_is_reset_by_its_successor() {
         started.elapsed()
     );
     assert!(b2.handler.calls.load(Ordering::SeqCst) >= 1);
-    a.ep.shutdown().await;
-    b2.ep.shutdown().await;
+    shutdown_all(&[&a, &b2]).await;
 }
 
 /// Not a pass/fail test: prints loopback RPC latency and throughput figures.
@@ -551,9 +561,7 @@ async fn crashed_peer_is_reset_by_its_successor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn rpc_figures() {
-    let dir = certs_for(&["alpha", "beta"]);
-    let a = start(dir.path(), "alpha", false).await;
-    let b = start(dir.path(), "beta", false).await;
+    let (_dir, a, b) = alpha_beta(false, false).await;
     let peer = b.peer();
     let body = Bytes::from(vec![1u8; 128]);
     a.ep.call(&peer, ECHO, body.clone(), T).await.unwrap();
@@ -606,6 +614,5 @@ async fn rpc_figures() {
         .await
         .unwrap();
     println!("16 MiB echo: {:?}", started.elapsed());
-    a.ep.shutdown().await;
-    b.ep.shutdown().await;
+    shutdown_all(&[&a, &b]).await;
 }
