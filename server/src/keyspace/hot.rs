@@ -329,8 +329,8 @@ impl HotCache {
         self.cache.run_pending_tasks();
     }
 
-    /// Storage is about to get keys that do not go through the cache (a snapshot installed):
-    /// the cache is no longer complete.
+    /// The cache no longer holds every stored key: storage is about to get keys around it (a
+    /// snapshot installed), or the cache is dropping keys that other databases keep (a flush).
     pub fn mark_incomplete(&self) {
         self.complete.store(false, Ordering::SeqCst);
     }
