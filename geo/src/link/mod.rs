@@ -169,6 +169,8 @@ pub struct PeerState {
     pub connected: bool,
     /// Smoothed round-trip time of the live connection.
     pub rtt: Option<Duration>,
+    /// UDP datagrams sent and received on the live connection so far (0 without one).
+    pub datagrams: (u64, u64),
     /// The last error on this link (dial failure or connection loss), if any since it was up.
     pub last_error: Option<String>,
     /// Dial failures in a row.
