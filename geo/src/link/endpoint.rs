@@ -377,15 +377,14 @@ impl Endpoint {
             .map(|p| {
                 let slot = p.lock();
                 let live = slot.live.as_ref().filter(|l| l.is_live());
+                let stats = live.map(|l| l.conn.stats());
                 PeerState {
                     name: p.name.clone(),
                     addr: slot.addr,
                     connected: live.is_some(),
                     rtt: live.map(|l| l.conn.rtt()),
-                    datagrams: live.map_or((0, 0), |l| {
-                        let stats = l.conn.stats();
-                        (stats.udp_tx.datagrams, stats.udp_rx.datagrams)
-                    }),
+                    datagrams_sent: stats.as_ref().map_or(0, |s| s.udp_tx.datagrams),
+                    datagrams_received: stats.as_ref().map_or(0, |s| s.udp_rx.datagrams),
                     last_error: slot.last_error.clone(),
                     consecutive_failures: slot.failures,
                 }

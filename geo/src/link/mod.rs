@@ -169,8 +169,10 @@ pub struct PeerState {
     pub connected: bool,
     /// Smoothed round-trip time of the live connection.
     pub rtt: Option<Duration>,
-    /// UDP datagrams sent and received on the live connection so far (0 without one).
-    pub datagrams: (u64, u64),
+    /// UDP datagrams sent on the live connection so far (0 without one).
+    pub datagrams_sent: u64,
+    /// UDP datagrams received on the live connection so far (0 without one).
+    pub datagrams_received: u64,
     /// The last error on this link (dial failure or connection loss), if any since it was up.
     pub last_error: Option<String>,
     /// Dial failures in a row.
