@@ -30,8 +30,11 @@ use crate::certs::CertPaths;
 /// ALPN protocol id of node-to-node links.
 pub const ALPN: &[u8] = b"meridian/1";
 
-/// Version of the link wire format (handshake and RPC framing). Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the link wire format: the handshake, the RPC framing and what the nodes send
+/// over it. Bump on any incompatible change, so that nodes that cannot understand each other
+/// refuse to link instead of misreading calls. 2: the server's Raft requests in bincode's
+/// variable-length integers.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default keep-alive interval: well below the idle timeout so a healthy idle link stays up.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
