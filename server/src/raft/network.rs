@@ -16,6 +16,9 @@
 //! under a deadline sized for its bytes, and openraft's retries of it wait for that task
 //! instead of sending another copy (see [`AppendInFlight`]); other requests are plain calls
 //! (see [`PeerClient::sends_in_flight`]).
+//!
+//! openraft's requests travel in bincode with variable-length integers ([`encode_raft`]);
+//! the answers and the server's other calls in bincode's fixed-width format ([`encode`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

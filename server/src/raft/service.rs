@@ -10,8 +10,8 @@ use openraft::raft::AppendEntriesResponse;
 use tracing::debug;
 
 use super::network::{
-    decode, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_PRE_VOTE, RPC_PUBLISH, RPC_READ_INDEX,
-    RPC_REPL_APPLY, RPC_REPL_WAIT, RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
+    decode, decode_raft, encode, RPC_APPEND, RPC_FORWARD_WRITE, RPC_PRE_VOTE, RPC_PUBLISH,
+    RPC_READ_INDEX, RPC_REPL_APPLY, RPC_REPL_WAIT, RPC_REPL_WATERMARK, RPC_SNAPSHOT, RPC_VOTE,
 };
 use super::types::typ;
 use super::{ForwardReply, ForwardRequest, RegionRaft};
@@ -67,7 +67,7 @@ impl RpcHandler for RaftService {
             debug!(from = %from, kind, len = body.len(), "rpc");
             match kind {
                 RPC_APPEND => {
-                    let req: typ::AppendEntriesRequest = super::network::decode_raft(&body)?;
+                    let req: typ::AppendEntriesRequest = decode_raft(&body)?;
                     let resp = member.raft.append_entries(req).await;
                     if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_)))
                     {
@@ -76,7 +76,7 @@ impl RpcHandler for RaftService {
                     encode(&resp)
                 }
                 RPC_VOTE => {
-                    let req: typ::VoteRequest = super::network::decode_raft(&body)?;
+                    let req: typ::VoteRequest = decode_raft(&body)?;
                     let resp = member.raft.vote(req).await;
                     // Having voted, refuse other candidates' pre-votes for the lease, as
                     // openraft refuses their votes.
@@ -90,7 +90,7 @@ impl RpcHandler for RaftService {
                     encode(&super::elector::grant(&member, &req))
                 }
                 RPC_SNAPSHOT => {
-                    let req: typ::InstallSnapshotRequest = super::network::decode_raft(&body)?;
+                    let req: typ::InstallSnapshotRequest = decode_raft(&body)?;
                     let vote = req.vote;
                     let resp = member.raft.install_snapshot(req).await;
                     if matches!(&resp, Ok(r) if r.vote == vote) {
