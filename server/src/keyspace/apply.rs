@@ -357,13 +357,33 @@ impl<'a> BatchCtx<'a> {
 
     /// Writes `new` at `key` over what `old` tells of the value there.
     fn write_over(&mut self, db: u8, key: &[u8], old: Replaced<'_>, new: KeyState) {
+        let encoded = new.encode();
+        self.write_encoded(db, key, old, &new, encoded);
+    }
+
+    /// [`BatchCtx::write_over`] with `new`'s encoding made by the caller, who may leave `new`'s
+    /// own value empty: only its stamps and flags are read here.
+    fn write_encoded(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        old: Replaced<'_>,
+        new: &KeyState,
+        encoded: StoredValue,
+    ) {
         if let Some(touched) = self.touched.as_mut() {
             touched.push(Bytes::copy_from_slice(key));
         }
-        let data_key = Bytes::from(rocks::data_key(db, key));
+        // The key's cache slot, if the read before this write found it there: its data key
+        // was built for that lookup and is taken over rather than built again.
+        let (data_key, read_slot) = match self.last_slot.take() {
+            Some((read_key, slot)) if read_key.first() == Some(&db) && read_key[1..] == *key => {
+                (Bytes::from(read_key), Some(slot))
+            }
+            _ => (Bytes::from(rocks::data_key(db, key)), None),
+        };
         let old_at = old.expire_at;
         let old_visible = old.visible;
-        let encoded = new.encode();
         let new_visible = encoded.is_visible();
         // A single region never needs tombstones: nobody can send an older state.
         let keep = new_visible || self.ks.keeps_tombstones();
@@ -380,7 +400,7 @@ impl<'a> BatchCtx<'a> {
                 self.expiry_change(rocks::expiry_key(db, at, key), true);
             }
         }
-        self.index_tombstone(&data_key, old.hidden, keep.then_some(&new));
+        self.index_tombstone(&data_key, old.hidden, keep.then_some(new));
         // Merged remote states are not shipped again (each region ships only its own writes).
         let ship = self.local && !self.merging;
         if ship && self.ks.keeps_tombstones() {
@@ -403,15 +423,11 @@ impl<'a> BatchCtx<'a> {
             }
             // The first write of the key in this batch: `old_raw` came from storage.
             Entry::Vacant(e) => {
-                let slot = match self.last_slot.take() {
-                    Some((read_key, slot)) if read_key == e.key()[..] => Some(slot),
-                    _ => None,
-                };
                 e.insert(Written {
                     value: stored,
                     ship,
                     in_storage: old.stored,
-                    slot,
+                    slot: read_slot,
                 });
             }
         }
@@ -549,8 +565,10 @@ impl<'a> BatchCtx<'a> {
         let Some(old) = self.peek_plain(db, key)? else {
             return Ok(false);
         };
-        let new = KeyState::string_shared(value.clone(), self.stamp, expire_at);
-        self.write_over(db, key, old, new);
+        // The value is encoded from the op where it lies, neither cloned nor copied first.
+        let new = KeyState::string(b"", self.stamp, expire_at);
+        let encoded = new.encode_with_value(value);
+        self.write_encoded(db, key, old, &new, encoded);
         Ok(true)
     }
 

@@ -172,14 +172,6 @@ impl KeyState {
         }
     }
 
-    /// A fresh string value sharing `value`'s buffer (the op's), for an encoding made next.
-    pub fn string_shared(value: Bytes, stamp: Stamp, expire_at: Option<u64>) -> KeyState {
-        KeyState {
-            value,
-            ..KeyState::string(b"", stamp, expire_at)
-        }
-    }
-
     /// What `e` adds to the value beyond what the register observed (`None`: nothing, as an
     /// entry of a collected incarnation).
     fn unobserved(&self, e: &PnEntry) -> Option<(u64, u64)> {
@@ -387,11 +379,17 @@ impl KeyState {
 
     /// Encodes the state.
     pub fn encode(&self) -> StoredValue {
+        self.encode_with_value(&self.value)
+    }
+
+    /// The encoding of this state with `value` as its value instead of its own: how a write
+    /// encodes a value it holds only by reference (the op's), with no copy or clone of it.
+    pub fn encode_with_value(&self, value: &[u8]) -> StoredValue {
         let mut buf = EncodeBuf::with_capacity(
             FIXED_LEN
                 + PN_ENTRY_LEN * (self.pn.len() + self.observed.len())
                 + FLOOR_LEN * self.floors.len()
-                + self.value.len(),
+                + value.len(),
         );
         buf.push(VALUE_FORMAT);
         buf.push(0);
@@ -416,7 +414,7 @@ impl KeyState {
             buf.push(*region);
             buf.extend_from_slice(&hlc.to_be_bytes());
         }
-        buf.extend_from_slice(&self.value);
+        buf.extend_from_slice(value);
         StoredValue(into_shared(&buf))
     }
 }
