@@ -23,6 +23,7 @@ pub mod op;
 pub mod pubsub;
 pub mod raft;
 pub mod replication;
+pub mod shared_bytes;
 pub mod shutdown;
 pub mod slowlog;
 pub mod stats;

@@ -123,9 +123,11 @@ pub enum Op {
     Set {
         /// Database.
         db: DbIndex,
-        /// Key.
+        /// Key (a slice of the request it arrived in, where decoded so: see `shared_bytes`).
+        #[serde(deserialize_with = "crate::shared_bytes::deserialize")]
         key: Bytes,
-        /// New value.
+        /// New value (shared with the request in the same way).
+        #[serde(deserialize_with = "crate::shared_bytes::deserialize")]
         value: Bytes,
         /// Expiry change.
         expire: ExpireSet,

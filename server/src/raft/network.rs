@@ -258,9 +258,11 @@ pub fn encode_raft<T: Serialize>(value: &T) -> Result<Bytes, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Deserialises a request written by [`encode_raft`].
-pub fn decode_raft<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    raft_codec().deserialize(bytes).map_err(|e| e.to_string())
+/// Deserialises a request written by [`encode_raft`]; SET ops' keys and values are slices of
+/// `frame` (see [`crate::shared_bytes`]).
+pub fn decode_raft<T: DeserializeOwned>(frame: &Bytes) -> Result<T, String> {
+    crate::shared_bytes::with_frame(frame, || raft_codec().deserialize(frame))
+        .map_err(|e| e.to_string())
 }
 
 /// bincode's options for [`encode_raft`]: variable-length integers, little-endian, nothing after
