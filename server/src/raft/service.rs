@@ -99,7 +99,10 @@ impl RpcHandler for RaftService {
                     encode(&resp)
                 }
                 RPC_FORWARD_WRITE => {
-                    let request: ForwardRequest = decode(&body)?;
+                    // The ops' SET keys and values stay slices of the request's buffer, as a
+                    // local client's stay slices of its connection's.
+                    let request: ForwardRequest =
+                        crate::shared_bytes::with_frame(&body, || decode(&body))?;
                     if crate::write::now_ms() > request.deadline_ms {
                         return encode(&ForwardReply::Failed(
                             "forwarded write arrived after its deadline; not applied".into(),
