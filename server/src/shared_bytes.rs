@@ -5,10 +5,12 @@
 //! value's first clone) was about 5 % of a follower's Raft thread at SET -P16. Inside
 //! [`with_frame`], the fields marked `#[serde(deserialize_with =
 //! "crate::shared_bytes::deserialize")]` become slices of that buffer (one reference count
-//! shared by all). The ops then keep the buffer alive as long as any of them lives: the log's
-//! recent entries, which are bounded, as the leader's ops keep the buffers its connections
-//! read them into. Outside [`with_frame`], or for bytes that are not in its buffer, they are
-//! copied as before.
+//! shared by all). The ops then keep the buffer alive as long as any of them lives, as the
+//! leader's ops keep the buffers its connections read them into: on a follower, the log's
+//! recent entries (4 MiB, counted by their serialized size) can so hold one AppendEntries more
+//! than they count, at most 1 MiB (`MAX_APPEND_BYTES`) or one larger entry, whose copy they
+//! held before anyway. Outside [`with_frame`], or for bytes that are not in its buffer, they
+//! are copied as before.
 
 use std::cell::RefCell;
 use std::fmt;
