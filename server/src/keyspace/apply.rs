@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rocksdb::WriteBatch;
+use smallvec::SmallVec;
 
 use super::bitfield;
 use super::hot::{Change, Slot};
@@ -44,7 +45,19 @@ struct Written {
     slot: Option<Arc<Slot>>,
 }
 
-type Overlay = HashMap<Bytes, Written, ahash::RandomState>;
+type Overlay = HashMap<DataKey, Written, ahash::RandomState>;
+
+/// A data key (`[db][key]`, see [`rocks::data_key`]) as the batch holds it: inline up to 32
+/// bytes, so that a write of a short key allocates nothing for it.
+type DataKey = SmallVec<[u8; 32]>;
+
+/// `key`'s data key in database `db`.
+fn data_key(db: u8, key: &[u8]) -> DataKey {
+    let mut out = DataKey::with_capacity(1 + key.len());
+    out.push(db);
+    out.extend_from_slice(key);
+    out
+}
 
 /// Bytes serialized as such (like `Bytes`), borrowed.
 struct RawBytes<'a>(&'a [u8]);
@@ -183,7 +196,7 @@ pub(super) struct BatchCtx<'a> {
     cache_replacements: u64,
     /// The data key and cache slot of the latest read served by the cache: the next write
     /// of that key remembers the slot.
-    last_slot: Option<(Vec<u8>, Arc<Slot>)>,
+    last_slot: Option<(DataKey, Arc<Slot>)>,
     /// Origins one of whose merges this batch refused: their later merges are refused too,
     /// so that no watermark moves past the refused entry.
     refused_origins: Vec<u8>,
@@ -281,8 +294,8 @@ impl<'a> BatchCtx<'a> {
     /// nothing (its database was flushed in the batch), a hot-cache slot (remembered for the
     /// key's next write), or storage (the pending set, then RocksDB).
     fn locate(&mut self, db: u8, key: &[u8]) -> Result<Located, StorageError> {
-        let data_key = rocks::data_key(db, key);
-        if let Some(w) = self.overlay.get(data_key.as_slice()) {
+        let data_key = data_key(db, key);
+        if let Some(w) = self.overlay.get(&data_key[..]) {
             return Ok(Located::Value(w.value.clone()));
         }
         if self.flushed[db as usize] {
@@ -378,9 +391,9 @@ impl<'a> BatchCtx<'a> {
         // was built for that lookup and is taken over rather than built again.
         let (data_key, read_slot) = match self.last_slot.take() {
             Some((read_key, slot)) if read_key.first() == Some(&db) && read_key[1..] == *key => {
-                (Bytes::from(read_key), Some(slot))
+                (read_key, Some(slot))
             }
-            _ => (Bytes::from(rocks::data_key(db, key)), None),
+            _ => (data_key(db, key), None),
         };
         let old_at = old.expire_at;
         let old_visible = old.visible;
@@ -465,7 +478,7 @@ impl<'a> BatchCtx<'a> {
     /// Drops `key`'s tombstone stamped `stamp` if the key still holds exactly it, and its
     /// index record either way. Returns whether the key was dropped.
     fn forget(&mut self, db: u8, key: &[u8], stamp: Stamp) -> Result<bool, StorageError> {
-        let data_key = Bytes::from(rocks::data_key(db, key));
+        let data_key = data_key(db, key);
         let meta = self.cf(rocks::CF_META);
         self.batch.delete_cf(
             meta,
@@ -1307,7 +1320,7 @@ impl<'a> BatchCtx<'a> {
         self.ks.write_pending()?;
         self.expiry_changes_to_batch();
         let data = self.cf(rocks::CF_DATA);
-        let mut written: Vec<(&Bytes, &Written)> = self.overlay.iter().collect();
+        let mut written: Vec<(&DataKey, &Written)> = self.overlay.iter().collect();
         written.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, w) in written {
             match &w.value {
