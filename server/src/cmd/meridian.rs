@@ -103,9 +103,19 @@ fn nodes(raft: &RegionRaft) -> Reply {
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let leader = raft.leader();
+    let last_index = m.last_log_index.unwrap_or(0);
+    // On the leader: how far each member's log matches its own (itself: its whole log).
+    let matched = |id: u64| -> Option<u64> {
+        if id == raft.node_id {
+            return m.replication.as_ref().map(|_| last_index);
+        }
+        let log_id = m.replication.as_ref()?.get(&id)?;
+        Some(log_id.map_or(0, |l| l.index))
+    };
     let mut out = Vec::new();
     for (id, node) in membership.nodes() {
         let me = *id == raft.node_id;
+        let matched_index = matched(*id);
         let (connected, rtt) = match &raft.endpoint {
             Some(ep) if !me => (ep.is_connected(&node.name), ep.rtt(&node.name)),
             _ => (me, None),
@@ -138,6 +148,18 @@ fn nodes(raft: &RegionRaft) -> Reply {
             pair(
                 "rtt_us",
                 rtt.map_or(Reply::Null, |d| Reply::Integer(d.as_micros() as i64)),
+            ),
+            // Known on the leader only (null elsewhere): the last log index the member holds
+            // as the leader's, and how many entries it is behind the leader's log.
+            pair(
+                "matched_index",
+                matched_index.map_or(Reply::Null, |i| Reply::Integer(i as i64)),
+            ),
+            pair(
+                "lag_entries",
+                matched_index.map_or(Reply::Null, |i| {
+                    Reply::Integer(last_index.saturating_sub(i) as i64)
+                }),
             ),
         ]));
     }

@@ -297,6 +297,19 @@ fn writes_through_every_node_read_everywhere() {
             .collect();
         assert_eq!(me, vec![node.name()], "{rows:?}");
         assert!(rows.iter().all(|r| r.role == "voter"), "{rows:?}");
+        // The leader knows how far each member's log matches its own; the others do not.
+        for r in &rows {
+            let lag = &r.fields["lag_entries"];
+            if i == leader {
+                assert!(
+                    lag.parse::<u64>().is_ok(),
+                    "lag_entries on the leader: {r:?}"
+                );
+                assert!(r.fields["matched_index"].parse::<u64>().is_ok(), "{r:?}");
+            } else {
+                assert_eq!(lag, "", "lag_entries on a follower: {r:?}");
+            }
+        }
     }
     // The leader has live links to both followers.
     eventually(
