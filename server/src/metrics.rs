@@ -205,6 +205,7 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
         gauge!("meridian_outbox_memory_bytes").set(shared.keyspace.outbox_memory() as f64);
         counter!("meridian_outbox_storage_reads_total")
             .absolute(shared.keyspace.outbox_storage_reads());
+        raft_gauges(&shared.raft);
         for r in shared.geo.status(&shared.raft, &shared.keyspace) {
             let region = r.region;
             gauge!("meridian_region_link_up", "region" => region.clone())
@@ -220,5 +221,27 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
                 .set(r.applied_from_index as f64);
             counter!("meridian_region_resyncs_total", "region" => region).absolute(r.resyncs);
         }
+    }
+}
+
+/// The region's Raft state as gauges: this node's term, role and log indexes, and per member
+/// its link and, on the leader, how far it is behind.
+fn raft_gauges(raft: &crate::raft::RegionRaft) {
+    let m = raft.metrics();
+    let index = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64);
+    gauge!("meridian_raft_term").set(m.current_term as f64);
+    gauge!("meridian_raft_is_leader").set(f64::from(u8::from(
+        m.state == openraft::ServerState::Leader,
+    )));
+    gauge!("meridian_raft_last_log_index").set(index(m.last_log_index));
+    gauge!("meridian_raft_commit_index").set(index(raft.log_store.committed_index()));
+    gauge!("meridian_raft_applied_index").set(index(m.last_applied.map(|l| l.index)));
+    for member in raft.members().into_iter().filter(|member| !member.me) {
+        let node = member.name;
+        gauge!("meridian_raft_member_link_up", "node" => node.clone())
+            .set(f64::from(u8::from(member.link == "up")));
+        gauge!("meridian_raft_member_rtt_seconds", "node" => node.clone())
+            .set(member.rtt.map_or(f64::NAN, |d| d.as_secs_f64()));
+        gauge!("meridian_raft_member_lag_entries", "node" => node).set(index(member.lag_entries));
     }
 }

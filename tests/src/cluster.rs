@@ -48,6 +48,8 @@ pub struct ClusterSpec {
     pub foreign_ca: Vec<String>,
     /// TOML appended to the generated topology file (a `[server]` table, for instance).
     pub extra_toml: String,
+    /// Every node started with a Prometheus listener on a free port (`--metrics-addr`).
+    pub metrics: bool,
 }
 
 impl ClusterSpec {
@@ -72,7 +74,14 @@ impl ClusterSpec {
             env: Vec::new(),
             foreign_ca: Vec::new(),
             extra_toml: String::new(),
+            metrics: false,
         }
+    }
+
+    /// Starts every node with a Prometheus listener (see [`ClusterSpec::metrics`]).
+    pub fn with_metrics(mut self) -> ClusterSpec {
+        self.metrics = true;
+        self
     }
 
     /// Starts the named nodes with certificates from another CA (see [`ClusterSpec::foreign_ca`]).
@@ -213,6 +222,7 @@ impl Cluster {
                     &topology
                 },
                 None,
+                spec.metrics.then(free_port),
                 &spec.extra_args,
                 spec.env.clone(),
                 slot,
@@ -465,6 +475,7 @@ impl Cluster {
             dir,
             &self.topology,
             None,
+            self.spec.metrics.then(free_port),
             &self.spec.extra_args,
             self.spec.env.clone(),
             permit,

@@ -221,6 +221,7 @@ impl Node {
         dir: PathBuf,
         topology: &Path,
         password: Option<String>,
+        metrics_port: Option<u16>,
         extra_args: &[String],
         env: Vec<(String, String)>,
         permit: NodePermit,
@@ -234,11 +235,15 @@ impl Node {
             "--data-dir".into(),
             data_dir.clone().into(),
         ];
+        if let Some(m) = metrics_port {
+            args.push("--metrics-addr".into());
+            args.push(format!("127.0.0.1:{m}").into());
+        }
         args.extend(extra_args.iter().map(OsString::from));
         Node {
             name: name.to_string(),
             port,
-            metrics_port: None,
+            metrics_port,
             dir: Some(NodeDir::Shared(dir)),
             data_dir,
             args,

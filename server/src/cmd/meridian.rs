@@ -98,72 +98,26 @@ fn raft_state(raft: &RegionRaft) -> Reply {
     ])
 }
 
+/// MERIDIAN NODES: one map per member (see [`RegionRaft::members`]).
 fn nodes(raft: &RegionRaft) -> Reply {
-    let m = raft.metrics();
-    let membership = m.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let leader = raft.leader();
-    let last_index = m.last_log_index.unwrap_or(0);
-    // On the leader: how far each member's log matches its own (itself: its whole log).
-    let matched = |id: u64| -> Option<u64> {
-        if id == raft.node_id {
-            return m.replication.as_ref().map(|_| last_index);
-        }
-        let log_id = m.replication.as_ref()?.get(&id)?;
-        Some(log_id.map_or(0, |l| l.index))
-    };
-    let mut out = Vec::new();
-    for (id, node) in membership.nodes() {
-        let me = *id == raft.node_id;
-        let matched_index = matched(*id);
-        let (connected, rtt) = match &raft.endpoint {
-            Some(ep) if !me => (ep.is_connected(&node.name), ep.rtt(&node.name)),
-            _ => (me, None),
-        };
-        out.push(Reply::Map(vec![
-            pair("id", Reply::Integer(*id as i64)),
-            pair("name", bulk(node.name.clone())),
-            pair("resp", bulk(node.resp.clone())),
-            pair("peer", bulk(node.peer.clone())),
-            pair(
-                "role",
-                bulk(if voters.contains(id) {
-                    "voter"
-                } else {
-                    "learner"
-                }),
-            ),
-            pair("leader", Reply::Bool(leader == Some(*id))),
-            pair("self", Reply::Bool(me)),
-            pair(
-                "link",
-                bulk(if me {
-                    "self"
-                } else if connected {
-                    "up"
-                } else {
-                    "down"
-                }),
-            ),
-            pair(
-                "rtt_us",
-                rtt.map_or(Reply::Null, |d| Reply::Integer(d.as_micros() as i64)),
-            ),
-            // Known on the leader only (null elsewhere): the last log index the member holds
-            // as the leader's, and how many entries it is behind the leader's log.
-            pair(
-                "matched_index",
-                matched_index.map_or(Reply::Null, |i| Reply::Integer(i as i64)),
-            ),
-            pair(
-                "lag_entries",
-                matched_index.map_or(Reply::Null, |i| {
-                    Reply::Integer(last_index.saturating_sub(i) as i64)
-                }),
-            ),
-        ]));
-    }
-    Reply::Array(out)
+    let opt = |v: Option<u64>| v.map_or(Reply::Null, |v| Reply::Integer(v as i64));
+    let rows = raft.members().into_iter().map(|m| {
+        Reply::Map(vec![
+            pair("id", Reply::Integer(m.id as i64)),
+            pair("name", bulk(m.name)),
+            pair("resp", bulk(m.resp)),
+            pair("peer", bulk(m.peer)),
+            pair("role", bulk(if m.voter { "voter" } else { "learner" })),
+            pair("leader", Reply::Bool(m.leader)),
+            pair("self", Reply::Bool(m.me)),
+            pair("link", bulk(m.link)),
+            pair("rtt_us", opt(m.rtt.map(|d| d.as_micros() as u64))),
+            // Known on the leader only (null elsewhere).
+            pair("matched_index", opt(m.matched_index)),
+            pair("lag_entries", opt(m.lag_entries)),
+        ])
+    });
+    Reply::Array(rows.collect())
 }
 
 fn node_admin(raft: Arc<RegionRaft>, args: &mut Args) -> Result<Outcome, RespError> {

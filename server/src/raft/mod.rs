@@ -8,6 +8,7 @@
 
 pub mod elector;
 pub mod log_store;
+pub mod members;
 pub mod network;
 pub mod proposer;
 pub mod read;

@@ -743,3 +743,82 @@ fn local_cluster_script_up_and_down() {
     }
     drop(guard);
 }
+
+/// `GET /metrics` from a node's Prometheus listener: the exposition text.
+fn scrape(port: u16) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (_, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP body: {resp}"))?;
+    Ok(body.to_string())
+}
+
+/// The value of `series` (a metric name, with its labels as the exporter writes them) in a
+/// scrape, as written (`NaN` included).
+fn sample<'t>(text: &'t str, series: &str) -> Option<&'t str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::trim)
+}
+
+#[test]
+fn raft_gauges_on_prometheus() {
+    let cluster = Cluster::start(ClusterSpec::region(3).with_metrics());
+    let leader = cluster.leader(LEADER_WAIT);
+    let nodes = cluster.nodes();
+    let _: () = q(&mut nodes[leader].client(), &["SET", "gauge:k", "v"]);
+    let term = cluster.status(leader).unwrap().term.expect("term");
+    for (i, node) in nodes.iter().enumerate() {
+        let port = node.metrics_port().expect("metrics port");
+        // Published once a second: wait for a scrape that shows the write replicated.
+        let text = eventually(CATCH_UP, &format!("raft gauges on {}", node.name()), || {
+            let text = scrape(port)?;
+            let applied: f64 = sample(&text, "meridian_raft_applied_index")
+                .ok_or_else(|| anyhow::anyhow!("no applied index yet"))?
+                .parse()?;
+            anyhow::ensure!(applied >= 2.0, "applied index {applied}");
+            if i == leader {
+                for other in nodes.iter().filter(|n| n.name() != node.name()) {
+                    let lag = format!(
+                        "meridian_raft_member_lag_entries{{node=\"{}\"}}",
+                        other.name()
+                    );
+                    anyhow::ensure!(sample(&text, &lag) == Some("0"), "{lag}: {text}");
+                }
+            }
+            Ok(text)
+        });
+        let is_leader = if i == leader { "1" } else { "0" };
+        assert_eq!(
+            sample(&text, "meridian_raft_is_leader"),
+            Some(is_leader),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "meridian_raft_term"),
+            Some(term.to_string().as_str()),
+            "{text}"
+        );
+        for (j, other) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            // Links are dialed for Raft's traffic: the leader's to every follower. (Followers
+            // need none between them.)
+            if i == leader || j == leader {
+                let up = format!("meridian_raft_member_link_up{{node=\"{}\"}}", other.name());
+                assert_eq!(sample(&text, &up), Some("1"), "{up} on {}", node.name());
+            }
+            if i != leader {
+                // Only the leader knows how far the others are behind.
+                let lag = format!(
+                    "meridian_raft_member_lag_entries{{node=\"{}\"}}",
+                    other.name()
+                );
+                assert_eq!(sample(&text, &lag), Some("NaN"), "{lag} on {}", node.name());
+            }
+        }
+    }
+}
