@@ -617,6 +617,17 @@ mod tests {
         let compact = encode_raft(&request).unwrap();
         let back: typ::AppendEntriesRequest = decode_raft(&compact).unwrap();
         assert_eq!(back.entries, request.entries);
+        // The SETs' keys and values are slices of the request, not copies.
+        let openraft::EntryPayload::Normal(decoded) = &back.entries[0].payload else {
+            panic!("not a normal entry");
+        };
+        let frame = compact.as_ptr_range();
+        for op in decoded.ops.iter() {
+            let Op::Set { key, value, .. } = op else {
+                panic!("not a SET: {op:?}");
+            };
+            assert!(frame.contains(&key.as_ptr()) && frame.contains(&value.as_ptr()));
+        }
         assert_eq!(
             (back.vote, back.prev_log_id),
             (request.vote, request.prev_log_id)
