@@ -1,6 +1,7 @@
 //! Prometheus export through the `metrics` crate: the exporter and a task that publishes the
 //! node's counters and gauges once a second (the hot path only bumps plain atomics).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -236,12 +237,32 @@ fn raft_gauges(raft: &crate::raft::RegionRaft) {
     gauge!("meridian_raft_last_log_index").set(index(m.last_log_index));
     gauge!("meridian_raft_commit_index").set(index(raft.log_store.committed_index()));
     gauge!("meridian_raft_applied_index").set(index(m.last_applied.map(|l| l.index)));
+    let mut published = BTreeSet::new();
     for member in raft.members().into_iter().filter(|member| !member.me) {
         let node = member.name;
         gauge!("meridian_raft_member_link_up", "node" => node.clone())
             .set(f64::from(u8::from(member.link == "up")));
         gauge!("meridian_raft_member_rtt_seconds", "node" => node.clone())
             .set(member.rtt.map_or(f64::NAN, |d| d.as_secs_f64()));
-        gauge!("meridian_raft_member_lag_entries", "node" => node).set(index(member.lag_entries));
+        gauge!("meridian_raft_member_lag_entries", "node" => node.clone())
+            .set(index(member.lag_entries));
+        published.insert(node);
     }
+    // A member removed since the last round: its gauges read NaN (unknown) rather than keep
+    // their last values, which would show a removed node as up forever.
+    let mut last = PUBLISHED_MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
+    for gone in last.difference(&published) {
+        for name in [
+            "meridian_raft_member_link_up",
+            "meridian_raft_member_rtt_seconds",
+            "meridian_raft_member_lag_entries",
+        ] {
+            gauge!(name, "node" => gone.clone()).set(f64::NAN);
+        }
+    }
+    *last = published;
 }
+
+/// The members [`raft_gauges`] published gauges for in its last round.
+static PUBLISHED_MEMBERS: std::sync::Mutex<BTreeSet<String>> =
+    std::sync::Mutex::new(BTreeSet::new());

@@ -478,7 +478,7 @@ fn member_restarted_with_a_foreign_cert_is_cut_off() {
 
 #[test]
 fn add_and_remove_nodes() {
-    let mut cluster = Cluster::start(ClusterSpec::region(3));
+    let mut cluster = Cluster::start(ClusterSpec::region(3).with_metrics());
     let leader = cluster.leader(LEADER_WAIT);
     {
         let mut c = cluster.nodes()[leader].client();
@@ -588,6 +588,31 @@ fn add_and_remove_nodes() {
                     bail!("MERIDIAN NODES on n{} lists {ids:?}", i + 1);
                 }
             }
+            Ok(())
+        },
+    );
+    // On the leader's Prometheus gauges, the removed node's read NaN (not its last values) and
+    // the added one's lag is known.
+    let port = cluster.nodes()[leader]
+        .metrics_port()
+        .expect("metrics port");
+    let up = format!(
+        "meridian_raft_member_link_up{{node=\"{}\"}}",
+        cluster.nodes()[victim].name()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the removed node's gauges cleared",
+        || {
+            let text = scrape(port)?;
+            anyhow::ensure!(
+                sample(&text, &up) == Some("NaN"),
+                "{up}: {:?}",
+                sample(&text, &up)
+            );
+            let lag4 = "meridian_raft_member_lag_entries{node=\"n4\"}";
+            let known = sample(&text, lag4).and_then(|v| v.parse::<f64>().ok());
+            anyhow::ensure!(known.is_some_and(f64::is_finite), "{lag4}: {known:?}");
             Ok(())
         },
     );
