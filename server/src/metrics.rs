@@ -239,28 +239,26 @@ fn raft_gauges(raft: &crate::raft::RegionRaft) {
     gauge!("meridian_raft_applied_index").set(index(m.last_applied.map(|l| l.index)));
     let mut published = BTreeSet::new();
     for member in raft.members().into_iter().filter(|member| !member.me) {
-        let node = member.name;
-        gauge!("meridian_raft_member_link_up", "node" => node.clone())
-            .set(f64::from(u8::from(member.link == "up")));
-        gauge!("meridian_raft_member_rtt_seconds", "node" => node.clone())
-            .set(member.rtt.map_or(f64::NAN, |d| d.as_secs_f64()));
-        gauge!("meridian_raft_member_lag_entries", "node" => node.clone())
-            .set(index(member.lag_entries));
-        published.insert(node);
+        let up = f64::from(u8::from(member.link == "up"));
+        let rtt = member.rtt.map_or(f64::NAN, |d| d.as_secs_f64());
+        member_gauges(&member.name, up, rtt, index(member.lag_entries));
+        published.insert(member.name);
     }
     // A member removed since the last round: its gauges read NaN (unknown) rather than keep
     // their last values, which would show a removed node as up forever.
     let mut last = PUBLISHED_MEMBERS.lock().unwrap_or_else(|p| p.into_inner());
     for gone in last.difference(&published) {
-        for name in [
-            "meridian_raft_member_link_up",
-            "meridian_raft_member_rtt_seconds",
-            "meridian_raft_member_lag_entries",
-        ] {
-            gauge!(name, "node" => gone.clone()).set(f64::NAN);
-        }
+        member_gauges(gone, f64::NAN, f64::NAN, f64::NAN);
     }
     *last = published;
+}
+
+/// One other member's gauges: its link (1 up, 0 down), RTT in seconds and lag in entries.
+fn member_gauges(node: &str, link_up: f64, rtt_seconds: f64, lag_entries: f64) {
+    let node = node.to_string();
+    gauge!("meridian_raft_member_link_up", "node" => node.clone()).set(link_up);
+    gauge!("meridian_raft_member_rtt_seconds", "node" => node.clone()).set(rtt_seconds);
+    gauge!("meridian_raft_member_lag_entries", "node" => node).set(lag_entries);
 }
 
 /// The members [`raft_gauges`] published gauges for in its last round.

@@ -281,9 +281,25 @@ impl Node {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The Prometheus port, if started with [`NodeOpts::metrics`].
+    /// The Prometheus port, if started with [`NodeOpts::metrics`] (or a cluster's
+    /// `with_metrics`).
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_port
+    }
+
+    /// `GET /metrics` from the node's Prometheus listener: the whole HTTP response, status line
+    /// and headers included.
+    pub fn scrape_metrics(&self) -> anyhow::Result<String> {
+        use std::io::Write;
+        let port = self
+            .metrics_port
+            .context("started without a metrics listener")?;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
     }
 
     /// The node's directory (holds `node.log` and `data/`).

@@ -1210,11 +1210,7 @@ fn prometheus_metrics_endpoint() {
     }
     let port = node.metrics_port().expect("metrics port");
     let body = meridian_tests::eventually(Duration::from_secs(10), "GET /metrics", || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
+        let resp = node.scrape_metrics()?;
         anyhow::ensure!(resp.starts_with("HTTP/1.1 200"), "response: {resp}");
         // The figures are published once a second, the first time as the node starts: a
         // scrape on a busy machine may come before that.

@@ -593,9 +593,7 @@ fn add_and_remove_nodes() {
     );
     // On the leader's Prometheus gauges, the removed node's read NaN (not its last values) and
     // the added one's lag is known.
-    let port = cluster.nodes()[leader]
-        .metrics_port()
-        .expect("metrics port");
+    let leader_node = &cluster.nodes()[leader];
     let up = format!(
         "meridian_raft_member_link_up{{node=\"{}\"}}",
         cluster.nodes()[victim].name()
@@ -604,7 +602,7 @@ fn add_and_remove_nodes() {
         Duration::from_secs(10),
         "the removed node's gauges cleared",
         || {
-            let text = scrape(port)?;
+            let text = scrape(leader_node)?;
             anyhow::ensure!(
                 sample(&text, &up) == Some("NaN"),
                 "{up}: {:?}",
@@ -769,14 +767,9 @@ fn local_cluster_script_up_and_down() {
     drop(guard);
 }
 
-/// `GET /metrics` from a node's Prometheus listener: the exposition text.
-fn scrape(port: u16) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
+/// The exposition text of `node`'s Prometheus listener.
+fn scrape(node: &Node) -> anyhow::Result<String> {
+    let resp = node.scrape_metrics()?;
     let (_, body) = resp
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no HTTP body: {resp}"))?;
@@ -799,10 +792,9 @@ fn raft_gauges_on_prometheus() {
     let _: () = q(&mut nodes[leader].client(), &["SET", "gauge:k", "v"]);
     let term = cluster.status(leader).unwrap().term.expect("term");
     for (i, node) in nodes.iter().enumerate() {
-        let port = node.metrics_port().expect("metrics port");
         // Published once a second: wait for a scrape that shows the write replicated.
         let text = eventually(CATCH_UP, &format!("raft gauges on {}", node.name()), || {
-            let text = scrape(port)?;
+            let text = scrape(node)?;
             let applied: f64 = sample(&text, "meridian_raft_applied_index")
                 .ok_or_else(|| anyhow::anyhow!("no applied index yet"))?
                 .parse()?;
