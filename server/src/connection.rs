@@ -707,8 +707,10 @@ impl Session {
             if !matches!(e, RespError::UnknownSubcommand { .. }) {
                 self.tally.rejected(index);
             }
-            if spec.name == "exec" && self.client.multi.take().is_some() {
-                // As Redis: a refused EXEC ends the transaction (and its WATCHes).
+            if spec.name == "exec" {
+                // As Redis: a refused EXEC ends the transaction and its WATCHes, and says so
+                // as EXECABORT even outside MULTI.
+                self.client.multi = None;
                 self.client.watched.clear();
                 let why = e.to_string();
                 let why = why.strip_prefix("ERR ").unwrap_or(&why).to_string();
@@ -977,8 +979,12 @@ impl Session {
         // With nothing of this connection's unsent and every reply to be sent, the replies
         // are the next bytes on the wire whoever writes them: the proposer may, as soon as
         // the writes are applied (this task is blocked here meanwhile).
-        let direct = (self.out.is_empty() && silent.is_empty() && !self.client.silent())
-            .then(|| DirectReply::new(self.lease.clone(), self.client.protocol));
+        // (Not for a RESP3 subscriber: the messages its writes publish, keyspace events of
+        // its own subscriptions included, go before the replies, as in Redis.)
+        let subscriber = self.client.subscriptions() > 0;
+        let direct =
+            (self.out.is_empty() && silent.is_empty() && !self.client.silent() && !subscriber)
+                .then(|| DirectReply::new(self.lease.clone(), self.client.protocol));
         let started = ticks::now();
         let submitted = self.shared.writer.submit(ops, direct).await;
         let sent_directly = self.lease.take_sent();
@@ -1000,6 +1006,10 @@ impl Session {
             Ok((results, index)) => {
                 if index > 0 {
                     self.client.last_write_index = index;
+                }
+                if subscriber {
+                    // Published when the writes were applied, before their results came back.
+                    self.deliver();
                 }
                 for (i, result) in results.into_iter().enumerate() {
                     let unsent = !sent_directly.all && !silent.contains(&i);

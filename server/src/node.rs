@@ -299,6 +299,34 @@ impl Shared {
                     failed("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
                 })?,
             ),
+            // Setup scripts set these; Meridian never evicts keys (RocksDB keeps every one), and
+            // the bound CONFIG GET shows, the hot cache's, is set at start (`hot-cache-mb`).
+            "maxmemory" => {
+                let bytes =
+                    parse_memory(value).ok_or_else(|| failed("argument must be a memory value"))?;
+                if bytes != self.config.hot_cache_mb * 1024 * 1024 {
+                    return Err(failed(
+                        "the hot cache's bound (hot-cache-mb) is set at start; keys are never evicted",
+                    ));
+                }
+                ConfigChange::Nothing
+            }
+            "maxmemory-policy" => {
+                match value.to_ascii_lowercase().as_str() {
+                    "noeviction" => ConfigChange::Nothing,
+                    "volatile-lru" | "volatile-lfu" | "volatile-random" | "volatile-ttl"
+                    | "allkeys-lru" | "allkeys-lfu" | "allkeys-random" => {
+                        return Err(failed(
+                            "Meridian never evicts keys (RocksDB keeps every one); only noeviction",
+                        ));
+                    }
+                    _ => return Err(failed(
+                        "argument(s) must be one of the following: volatile-lru, volatile-lfu, \
+                         volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, \
+                         allkeys-random, noeviction",
+                    )),
+                }
+            }
             // What Redis clients set on connect, meaningless here: no RDB, no idle timeout.
             "save" if value.trim().is_empty() => ConfigChange::Nothing,
             "timeout" if value == "0" => ConfigChange::Nothing,
@@ -554,6 +582,29 @@ pub fn rss_bytes() -> u64 {
                 .and_then(|p| p.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// A memory size as Redis's configuration reads one: digits, then optionally a unit (`b`;
+/// `k`, `m`, `g` in powers of 1000; `kb`, `mb`, `gb` in powers of 1024; any case).
+fn parse_memory(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
+        return None;
+    }
+    let unit_bytes: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit_bytes)
 }
 
 fn human(bytes: u64) -> String {
@@ -1048,6 +1099,32 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
                     .fetch_add(removed, Ordering::Relaxed);
             }
             Err(e) => warn!(error = %e, "active expiry write failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memory;
+
+    #[test]
+    fn memory_values_read_as_redis_reads_them() {
+        assert_eq!(parse_memory("0"), Some(0));
+        assert_eq!(parse_memory("268435456"), Some(268_435_456));
+        assert_eq!(parse_memory("256mb"), Some(268_435_456));
+        assert_eq!(parse_memory("1GB"), Some(1 << 30));
+        assert_eq!(parse_memory("2k"), Some(2000));
+        assert_eq!(parse_memory("5b"), Some(5));
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "1.5mb",
+            "mb",
+            "1tb",
+            "99999999999999999999gb",
+        ] {
+            assert_eq!(parse_memory(bad), None, "{bad}");
         }
     }
 }

@@ -66,6 +66,10 @@ pub fn keys(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
 /// A SCAN cursor read as Redis reads it (`strtoul`): digits after an optional sign, a negative
 /// one wrapping around (`-1` is the largest cursor, which no iteration holds), nothing else.
 fn parse_cursor(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() {
+        // As Redis (strtoul of nothing): the start.
+        return Some(0);
+    }
     let (negative, digits) = crate::keyspace::number::split_sign(raw);
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;

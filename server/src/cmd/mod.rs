@@ -1231,19 +1231,24 @@ pub fn redact(mut argv: Vec<Bytes>) -> Vec<Bytes> {
     argv
 }
 
-/// The unknown-command error, quoting the first arguments like Redis.
+/// The unknown-command error, quoting the first arguments like Redis: while the quoted text
+/// is under 128 bytes, the next argument, cut to the bytes left of those 128.
 pub fn unknown_command(args: &[Bytes]) -> RespError {
-    let name = String::from_utf8_lossy(args.first().map(|b| &b[..]).unwrap_or(b""));
-    let mut quoted = String::new();
-    for a in args.iter().skip(1).take(16) {
-        let text = String::from_utf8_lossy(&a[..a.len().min(128)]);
-        quoted.push('\'');
-        quoted.push_str(&text);
-        quoted.push_str("' ");
+    const QUOTE_MAX: usize = 128;
+    let name = args.first().map(|b| &b[..]).unwrap_or(b"");
+    let mut quoted = Vec::new();
+    for a in args.iter().skip(1) {
+        if quoted.len() >= QUOTE_MAX {
+            break;
+        }
+        let room = QUOTE_MAX - quoted.len();
+        quoted.push(b'\'');
+        quoted.extend_from_slice(&a[..a.len().min(room)]);
+        quoted.extend_from_slice(b"' ");
     }
     RespError::UnknownCommand {
-        name: name.chars().take(128).collect(),
-        args: quoted,
+        name: String::from_utf8_lossy(&name[..name.len().min(QUOTE_MAX)]).into_owned(),
+        args: String::from_utf8_lossy(&quoted).into_owned(),
     }
 }
 

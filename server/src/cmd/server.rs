@@ -151,13 +151,19 @@ pub fn config(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
             let patterns = args.rest();
             let mut out = Vec::new();
             for (name, value) in ctx.shared.config_params() {
-                if patterns
-                    .iter()
-                    .any(|p| crate::keyspace::glob_match(&p.to_ascii_lowercase(), name.as_bytes()))
-                    && !out.iter().any(|(n, _): &(Reply, Reply)| *n == bulk(name))
-                {
-                    out.push((bulk(name), bulk(value)));
-                }
+                let Some(asked) = patterns.iter().find(|p| {
+                    crate::keyspace::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
+                }) else {
+                    continue;
+                };
+                // As Redis: a parameter asked for by its name (no glob characters) is named
+                // as the client wrote it.
+                let shown = if asked.iter().any(|c| b"*?[".contains(c)) {
+                    Bytes::from_static(name.as_bytes())
+                } else {
+                    asked.clone()
+                };
+                out.push((Reply::Bulk(shown), bulk(value)));
             }
             Reply::Map(out)
         }

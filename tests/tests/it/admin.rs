@@ -783,6 +783,41 @@ fn config_get_set() {
         q::<Vec<String>>(&mut c, &["CONFIG", "GET", "maxmemory-policy"]),
         vec!["maxmemory-policy", "noeviction"]
     );
+    // A parameter asked for by name comes back named as asked, as in Redis.
+    assert_eq!(
+        q::<Vec<String>>(&mut c, &["CONFIG", "GET", "MAXMEMORY-Policy"]),
+        vec!["MAXMEMORY-Policy", "noeviction"]
+    );
+    // Setup scripts may set the policy Meridian has; nothing else evicts here.
+    assert_eq!(
+        q::<String>(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "OK"
+    );
+    assert_eq!(
+        q_err(
+            &mut c,
+            &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]
+        ),
+        "ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - Meridian \
+         never evicts keys (RocksDB keeps every one); only noeviction"
+    );
+    assert!(
+        q_err(&mut c, &["CONFIG", "SET", "maxmemory-policy", "foo"]).ends_with(
+            "argument(s) must be one of the following: volatile-lru, volatile-lfu, \
+                    volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, \
+                    noeviction"
+        )
+    );
+    // maxmemory: the hot cache's bound, fixed at start (its own value is accepted).
+    let maxmemory: Vec<String> = q(&mut c, &["CONFIG", "GET", "maxmemory"]);
+    assert_eq!(
+        q::<String>(&mut c, &["CONFIG", "SET", "maxmemory", &maxmemory[1]]),
+        "OK"
+    );
+    assert!(q_err(&mut c, &["CONFIG", "SET", "maxmemory", "1gb"])
+        .ends_with("the hot cache's bound (hot-cache-mb) is set at start; keys are never evicted"));
+    assert!(q_err(&mut c, &["CONFIG", "SET", "maxmemory", "abc"])
+        .ends_with("argument must be a memory value"));
     // Patterns and several parameters.
     let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "append*"]);
     assert!(v.chunks(2).any(|p| p[0] == "appendfsync"), "{v:?}");

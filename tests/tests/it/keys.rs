@@ -185,6 +185,9 @@ fn scan_full_iteration_match_count_type() {
         q_err(&mut c, &["SCAN", "99999999999999999999"]),
         "ERR invalid cursor"
     );
+    // As in Redis, an empty cursor is the start.
+    let (next, _): (String, Vec<String>) = q(&mut c, &["SCAN", ""]);
+    assert_ne!(next, "", "an iteration began");
     // As in Redis, a negative cursor is a (huge) cursor no iteration holds: the end.
     let (next, keys): (String, Vec<String>) = q(&mut c, &["SCAN", "-1"]);
     assert_eq!((next.as_str(), keys.len()), ("0", 0));
@@ -445,6 +448,24 @@ fn generic_errors_keep_the_connection() {
     assert_eq!(
         q_err(&mut c, &["nosuchcommand"]),
         "ERR unknown command 'nosuchcommand', with args beginning with: "
+    );
+    // As Redis: arguments are quoted while the text is under 128 bytes, the last one cut to
+    // what is left of them.
+    let many: Vec<String> = (0..30).map(|i| format!("x{i}")).collect();
+    let mut argv = vec!["FOO"];
+    argv.extend(many.iter().map(String::as_str));
+    let quoted: String = (0..=22).map(|i| format!("'x{i}' ")).collect();
+    assert_eq!(
+        q_err(&mut c, &argv),
+        format!("ERR unknown command 'FOO', with args beginning with: {quoted}")
+    );
+    let long = "y".repeat(200);
+    assert_eq!(
+        q_err(&mut c, &["FOO", "a", &long]),
+        format!(
+            "ERR unknown command 'FOO', with args beginning with: 'a' '{}' ",
+            "y".repeat(124)
+        )
     );
     assert_eq!(
         q_err(&mut c, &["SET", "k", "v", "XX", "NX"]),

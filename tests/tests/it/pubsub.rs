@@ -77,6 +77,32 @@ fn resp3_pushes_and_the_resp2_subscribed_mode() {
         push(&["message", "me", "self"])
     );
     assert_eq!(c3.read_reply(), Reply::Int(1));
+    // A keyspace event of the connection's own write comes before the write's reply, as the
+    // message of its own PUBLISH does.
+    assert_eq!(
+        c3.cmd(&["CONFIG", "SET", "notify-keyspace-events", "E$"]),
+        Reply::ok()
+    );
+    assert!(c3
+        .cmd(&["SUBSCRIBE", "__keyevent@0__:set"])
+        .as_err()
+        .is_none());
+    for round in 0..20 {
+        assert_eq!(
+            c3.cmd(&["SET", "z", &round.to_string()]),
+            push(&["message", "__keyevent@0__:set", "z"]),
+            "round {round}"
+        );
+        assert_eq!(c3.read_reply(), Reply::ok());
+    }
+    assert_eq!(
+        c3.cmd(&["CONFIG", "SET", "notify-keyspace-events", ""]),
+        Reply::ok()
+    );
+    assert!(c3
+        .cmd(&["UNSUBSCRIBE", "__keyevent@0__:set"])
+        .as_err()
+        .is_none());
     let mut c2 = node.raw();
     assert_eq!(
         c2.cmd(&["PSUBSCRIBE", "m*"]),

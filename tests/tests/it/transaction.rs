@@ -200,6 +200,13 @@ fn refused_commands_discard_the_transaction() {
     );
     assert!(c.cmd(&["GET", "k"]).is_null(), "not queued, not applied");
     assert_eq!(c.cmd(&["DISCARD"]), Reply::err("ERR DISCARD without MULTI"));
+    // Outside MULTI too, as Redis 7.0 (every refused EXEC is an EXECABORT).
+    assert_eq!(
+        c.cmd(&["EXEC", "x"]),
+        Reply::err(
+            "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+        )
+    );
     // MONITOR inside a transaction fails when it runs, as in Redis 7.0.
     assert_eq!(c.cmd(&["MULTI"]), Reply::ok());
     assert_eq!(c.cmd(&["MONITOR"]), Reply::Simple("QUEUED".into()));
