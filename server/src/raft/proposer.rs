@@ -184,6 +184,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
         };
         match raft.client_write_ff(batch).await {
             Ok(mut receiver) => {
+                let raft = raft.clone();
                 tokio::spawn(async move {
                     // One timer at a time, set to the earliest deadline not yet answered. The
                     // slot frees once every proposal is answered: an entry stuck in a group
@@ -223,7 +224,11 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
                             }
                         }
                         Some(Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f)))) => {
-                            answer_all(shares, || ForwardReply::NotLeader(f.leader_id));
+                            if stepped_down_entry_is_lost(largest_voter_set(&raft)) {
+                                answer_all(shares, || ForwardReply::NotLeader(f.leader_id));
+                            } else {
+                                answer_all(shares, || ForwardReply::Failed(MAYBE_APPLIED.into()));
+                            }
                         }
                         Some(Ok(Err(e))) => {
                             answer_all(shares, || ForwardReply::Failed(e.to_string()))
@@ -240,6 +245,35 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, hlc: Arc<Hlc>, region
             }
         }
     }
+}
+
+/// The answer to writes whose entry this node dropped from its log after it lost the lead, when
+/// the entry may still be committed elsewhere.
+const MAYBE_APPLIED: &str =
+    "lost the lead with this write in its log; whether it is applied is unknown";
+
+/// The voters of the largest configuration of the region's membership (both, while it changes).
+fn largest_voter_set(raft: &Raft) -> usize {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let configs = m.membership_config.membership().get_joint_config();
+    configs.iter().map(|c| c.len()).max().unwrap_or(1)
+}
+
+/// Whether an entry that a deposed leader removed from its log (openraft then answers its
+/// writers `ForwardToLeader`) can be proposed again without being applied twice: true when no
+/// copy of it can be committed any more.
+///
+/// openraft answers `ForwardToLeader` both to a write it refused because this node was no
+/// longer the leader (never in the log: retrying is right) and to one whose entry a new leader
+/// overwrote. With at most four voters the second is lost for good: a candidate that lacks the
+/// entry cannot win the votes of two voters that have it (the majority of three or four needs
+/// one of them), so the entry was on the old leader alone, which has just removed it. With five
+/// voters or more, two voters may hold it while three others elect a leader without it, and a
+/// later leader among the two may still commit it: the writer is told its outcome is unknown,
+/// as after a timeout.
+fn stepped_down_entry_is_lost(largest_voter_set: usize) -> bool {
+    largest_voter_set <= 4
 }
 
 /// One proposal's part of an entry.

@@ -756,3 +756,69 @@ fn writes_without_quorum_fail_at_the_write_timeout() {
         );
     }
 }
+
+/// A write proposed by a leader cut off from its region, whose entry the new leader overwrote
+/// after the heal: with at most four voters no other copy of the entry exists, so the old
+/// leader proposes the write again through the new one and the client gets the one result
+/// (applied once); with five voters or more another copy might yet be committed, so the client
+/// is told the outcome is unknown instead of risking a second application.
+fn write_on_a_deposed_leader(voters: usize) -> (Result<i64, String>, Vec<Option<String>>) {
+    let cluster =
+        Cluster::start(ClusterSpec::region(voters).with_toml("[raft]\nwrite-timeout-ms = 15000\n"));
+    let old = cluster.leader(LEADER_WAIT);
+    let old_term = cluster.status(old).unwrap().term.expect("term");
+    let nodes = cluster.nodes();
+    let majority: Vec<usize> = (0..voters).filter(|&i| i != old).collect();
+    cluster.partition(old);
+    // The old leader still leads in its own eyes: it appends the INCR and waits for a quorum.
+    let mut c = nodes[old].client();
+    let write = std::thread::spawn(move || {
+        redis::cmd("INCR")
+            .arg("deposed:n")
+            .query::<i64>(&mut c)
+            .map_err(|e| err_text(&e))
+    });
+    let new = eventually(
+        Duration::from_secs(10),
+        "the majority to elect a leader of a newer term",
+        || {
+            let l = cluster.leader_among(&majority)?;
+            match cluster.status(l)?.term {
+                Some(t) if t > old_term => Ok(l),
+                t => bail!("n{} leads in term {t:?}", l + 1),
+            }
+        },
+    );
+    let _: () = q(&mut nodes[new].client(), &["SET", "deposed:other", "x"]);
+    assert!(!write.is_finished(), "the cut-off leader answered the INCR");
+    cluster.heal();
+    let outcome = write.join().unwrap();
+    for i in 0..voters {
+        cluster.wait_caught_up(i, CATCH_UP);
+    }
+    let values = (0..voters)
+        .map(|i| q(&mut nodes[i].client(), &["GET", "deposed:n"]))
+        .collect();
+    (outcome, values)
+}
+
+#[test]
+fn deposed_leaders_overwritten_write_is_applied_once_in_a_region_of_three() {
+    let (outcome, values) = write_on_a_deposed_leader(3);
+    report(&format!("3 voters: {outcome:?}, then {values:?}"));
+    assert_eq!(outcome, Ok(1));
+    assert_eq!(values, vec![Some("1".to_string()); 3]);
+}
+
+#[test]
+fn deposed_leaders_overwritten_write_is_of_unknown_outcome_in_a_region_of_five() {
+    let (outcome, values) = write_on_a_deposed_leader(5);
+    report(&format!("5 voters: {outcome:?}, then {values:?}"));
+    let err = outcome.expect_err("the write was proposed again");
+    assert!(
+        err.starts_with("CLUSTERDOWN") && err.contains("unknown"),
+        "{err}"
+    );
+    // Here the entry was on the old leader alone: it is gone everywhere.
+    assert_eq!(values, vec![None; 5]);
+}
