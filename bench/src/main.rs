@@ -5,11 +5,15 @@
 //!   Meridian topology region.
 //! * `compare`: the same workload against two servers, one after the other, and the ratio.
 //! * `geo`: writes at a fixed rate on one node, polls others, reports the visibility lag.
+//! * `chaos`: a soak of a region started by `config/local-cluster.sh` under kills, pauses and
+//!   partitions, every answer and the final state checked.
 //!
 //! Tables go to stdout, progress to stderr, `--json FILE` writes the report with SVG plots
 //! next to it. Exit status: 0 clean, 1 when the server answered with errors (unless
-//! `--allow-errors`) or keys went missing, 2 when the bench itself failed.
+//! `--allow-errors`) or keys went missing (for `chaos`: any anomaly), 2 when the bench itself
+//! failed.
 
+mod chaos;
 mod driver;
 mod geo;
 mod plot;
@@ -57,6 +61,9 @@ enum Cmd {
     Compare(CompareArgs),
     /// Cross-region visibility lag: write at a rate on one node, poll others.
     Geo(GeoArgs),
+    /// A region under kills, pauses and partitions, every answer checked (the region must be
+    /// started by `config/local-cluster.sh up TOPOLOGY DIR`).
+    Chaos(ChaosArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -217,6 +224,34 @@ struct GeoArgs {
     threads: usize,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ChaosArgs {
+    /// The DIR given to `config/local-cluster.sh up TOPOLOGY DIR`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Region to test, when the topology has several.
+    #[arg(long)]
+    region: Option<String>,
+    /// The meridian binary that restarts killed nodes (default: the running nodes').
+    #[arg(long, value_name = "FILE")]
+    meridian: Option<PathBuf>,
+    /// Seconds of load and faults.
+    #[arg(long, default_value_t = 300.0)]
+    duration: f64,
+    /// Worker threads, each sending one request at a time.
+    #[arg(long, default_value_t = 6)]
+    workers: usize,
+    /// Seed of every random choice (default: random; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Load only, no faults.
+    #[arg(long)]
+    no_faults: bool,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 fn secs(s: f64, what: &str) -> Result<Duration> {
@@ -442,6 +477,30 @@ fn cmd_geo(a: GeoArgs) -> Result<ExitCode> {
     Ok(status(r.problems(), a.out.allow_errors))
 }
 
+fn cmd_chaos(a: ChaosArgs) -> Result<ExitCode> {
+    let cfg = chaos::ChaosConfig {
+        dir: a.dir,
+        region: a.region,
+        meridian: a.meridian,
+        duration: secs(a.duration, "--duration")?,
+        workers: a.workers.max(1),
+        seed: a.seed.unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
+        no_faults: a.no_faults,
+    };
+    let r = chaos::run(cfg)?;
+    print!("{}", chaos::table(&r));
+    if let Some(json) = &a.json {
+        write_outputs(json, &json!({ "mode": "chaos", "chaos": &r }), || {
+            Ok(Vec::new())
+        })?;
+    }
+    if r.anomaly_count > 0 {
+        eprintln!("meridian-bench: {} anomalies", r.anomaly_count);
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -449,6 +508,7 @@ fn main() -> ExitCode {
         Some(Cmd::Run(a)) => cmd_run(a),
         Some(Cmd::Compare(a)) => cmd_compare(a),
         Some(Cmd::Geo(a)) => cmd_geo(a),
+        Some(Cmd::Chaos(a)) => cmd_chaos(a),
     };
     match res {
         Ok(code) => code,

@@ -1,0 +1,295 @@
+//! What the workers' replies must satisfy, and the final state after the faults. Every check
+//! is sound for a linearizable store: a request that got no answer (a timeout, a lost
+//! connection, `-CLUSTERDOWN`) may have been applied, at any time after it was sent, or not at
+//! all, so it only widens what later replies may show.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One violation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Anomaly {
+    /// Seconds since the start of the run.
+    pub at_s: f64,
+    /// Which check: `STALE_READ`, `INCR_DUP`, `READBACK`, `REGISTER`, `COUNTER`, …
+    pub kind: String,
+    /// What was seen and what was allowed.
+    pub detail: String,
+}
+
+/// The anomalies found so far (the first 1,000 kept in full, the rest counted).
+#[derive(Default)]
+pub struct Anomalies {
+    list: Mutex<(Vec<Anomaly>, u64)>,
+}
+
+impl Anomalies {
+    /// Records one (and prints the first fifty).
+    pub fn report(&self, at_s: f64, kind: &str, detail: String) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.1 += 1;
+        if list.1 <= 50 {
+            eprintln!("ANOMALY {at_s:.1}s {kind} {detail}");
+        }
+        if list.0.len() < 1000 {
+            list.0.push(Anomaly {
+                at_s,
+                kind: kind.to_string(),
+                detail,
+            });
+        }
+    }
+
+    /// How many were found.
+    pub fn count(&self) -> u64 {
+        self.list.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// The ones kept.
+    pub fn kept(&self) -> Vec<Anomaly> {
+        self.list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+}
+
+/// A counter every worker INCRs.
+#[derive(Default, Debug)]
+pub struct Counter {
+    /// INCRs sent.
+    pub attempted: u64,
+    /// INCRs answered with a number.
+    pub acked: u64,
+    /// The highest number answered: a later linearizable GET may not read less.
+    pub max_acked: i64,
+    /// Every number answered: two INCRs can not both have made the same one.
+    pub seen: HashSet<i64>,
+}
+
+impl Counter {
+    /// Checks the counter's final value: at least every acknowledged INCR, at most every one
+    /// sent.
+    pub fn check_final(&self, value: i64) -> Result<(), String> {
+        if value < self.acked as i64 || value < self.max_acked || value > self.attempted as i64 {
+            return Err(format!(
+                "final {value}, acked {} (highest answer {}), sent {}",
+                self.acked, self.max_acked, self.attempted
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A key that only one worker writes with GETSET and DEL, and reads with GET: every value
+/// read must be one the key can hold at that point of some linearization.
+#[derive(Default, Debug)]
+pub struct Register {
+    /// The value of the last acknowledged write (`None` after a DEL).
+    last: Option<String>,
+    /// Values of GETSETs that got no answer: each may apply once, later.
+    pending_sets: HashSet<String>,
+    /// DELs that got no answer and have not been used to explain a nil yet.
+    pending_dels: u64,
+    /// A pending DEL was placed after the last acknowledged write to explain a nil read.
+    nil_explained: bool,
+    /// Pending values read since the last acknowledged write (they may be read again).
+    seen_since_write: HashSet<String>,
+}
+
+impl Register {
+    /// A read (GET, or the old value a GETSET returned, `overwritten`) saw `value`.
+    pub fn observe(&mut self, value: Option<&str>, overwritten: bool) -> Result<(), String> {
+        let ok = match value {
+            v if v == self.last.as_deref() => true,
+            None if self.nil_explained => true,
+            None if self.pending_dels > 0 => {
+                self.pending_dels -= 1;
+                self.nil_explained = true;
+                true
+            }
+            None => false,
+            Some(v) if self.seen_since_write.contains(v) => true,
+            Some(v) => {
+                let pending = self.pending_sets.remove(v);
+                if pending && !overwritten {
+                    // Applied once; it may be read again until the next write.
+                    self.seen_since_write.insert(v.to_string());
+                }
+                pending
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "read {value:?}; last acknowledged write {:?}, {} unanswered GETSETs, {} unanswered DELs",
+                self.last,
+                self.pending_sets.len(),
+                self.pending_dels
+            ))
+        }
+    }
+
+    /// A DEL answered 1: the key held some value.
+    pub fn observe_some(&mut self) -> Result<(), String> {
+        if self.last.is_some() || !self.pending_sets.is_empty() || !self.seen_since_write.is_empty()
+        {
+            Ok(())
+        } else {
+            Err("DEL removed a key that can not exist".into())
+        }
+    }
+
+    /// A write was acknowledged: the key holds `value` now.
+    pub fn written(&mut self, value: Option<String>) {
+        self.last = value;
+        self.nil_explained = false;
+        self.seen_since_write.clear();
+    }
+
+    /// A GETSET of `value` got no answer.
+    pub fn unanswered_set(&mut self, value: String) {
+        self.pending_sets.insert(value);
+    }
+
+    /// A DEL got no answer.
+    pub fn unanswered_del(&mut self) {
+        self.pending_dels += 1;
+    }
+
+    /// Checks the final value as a read.
+    pub fn check_final(&mut self, value: Option<&str>) -> Result<(), String> {
+        self.observe(value, false)
+    }
+}
+
+/// A key one worker APPENDs unique tokens (`<seq>,`) to.
+#[derive(Default, Debug)]
+pub struct AppendLog {
+    /// Tokens answered.
+    pub acked: HashSet<u64>,
+    /// Tokens not answered.
+    pub unknown: HashSet<u64>,
+}
+
+impl AppendLog {
+    /// Checks the final value: each acknowledged token once, no token that was never sent,
+    /// in the order they were sent.
+    pub fn check_final(&self, value: &str) -> Result<(), String> {
+        let tokens: Vec<u64> = value
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse().map_err(|_| format!("bad token {t:?}")))
+            .collect::<Result<_, _>>()?;
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        for t in &tokens {
+            *counts.entry(*t).or_default() += 1;
+        }
+        let dups: Vec<_> = counts
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .map(|(t, _)| t)
+            .collect();
+        let missing: Vec<_> = self
+            .acked
+            .iter()
+            .filter(|t| !counts.contains_key(t))
+            .collect();
+        let extra: Vec<_> = counts
+            .keys()
+            .filter(|t| !self.acked.contains(t) && !self.unknown.contains(t))
+            .collect();
+        let ordered = tokens.windows(2).all(|w| w[0] < w[1]);
+        if dups.is_empty() && missing.is_empty() && extra.is_empty() && ordered {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} tokens: duplicated {dups:?}, acknowledged but missing {missing:?}, never sent {extra:?}, in order {ordered}",
+                tokens.len()
+            ))
+        }
+    }
+}
+
+/// Everything the workers learned, shared.
+#[derive(Default)]
+pub struct Model {
+    /// The shared counters.
+    pub counters: Mutex<Vec<Counter>>,
+    /// Acknowledged SETs of unique keys: key → value.
+    pub sets: Mutex<BTreeMap<String, String>>,
+    /// Acknowledged SETs with a short expiry: key → when it is surely gone (seconds since the
+    /// start of the run).
+    pub expiring: Mutex<Vec<(String, f64)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nil_needs_a_delete_after_the_last_write() {
+        let mut r = Register::default();
+        r.observe(None, false).unwrap();
+        r.written(Some("a".into()));
+        assert!(r.observe(None, false).is_err());
+        // One unanswered DEL explains nils until the next write, not after it.
+        r.unanswered_del();
+        r.observe(None, false).unwrap();
+        r.observe(None, false).unwrap();
+        r.written(Some("b".into()));
+        assert!(r.observe(None, false).is_err());
+        // Two unanswered DELs explain nils after two writes.
+        r.unanswered_del();
+        r.unanswered_del();
+        r.observe(None, true).unwrap();
+        r.written(Some("c".into()));
+        r.observe(None, true).unwrap();
+        r.written(Some("d".into()));
+        assert!(r.observe(None, false).is_err());
+    }
+
+    #[test]
+    fn an_unanswered_getset_may_be_read_until_overwritten() {
+        let mut r = Register::default();
+        r.written(Some("a".into()));
+        assert!(r.observe(Some("x"), false).is_err());
+        r.unanswered_set("x".into());
+        r.observe(Some("x"), false).unwrap();
+        r.observe(Some("x"), false).unwrap();
+        // A GETSET that returned it overwrote it: it can not come back.
+        r.observe(Some("x"), true).unwrap();
+        r.written(Some("b".into()));
+        assert!(r.observe(Some("x"), false).is_err());
+        r.observe(Some("b"), false).unwrap();
+        assert!(r.observe_some().is_ok());
+        r.written(None);
+        assert!(r.observe_some().is_err());
+    }
+
+    #[test]
+    fn counters_and_appends() {
+        let c = Counter {
+            attempted: 10,
+            acked: 8,
+            max_acked: 9,
+            seen: HashSet::new(),
+        };
+        assert!(c.check_final(9).is_ok() && c.check_final(10).is_ok());
+        assert!(c.check_final(8).is_err() && c.check_final(11).is_err());
+        let log = AppendLog {
+            acked: [1, 2, 4].into(),
+            unknown: [3].into(),
+        };
+        assert!(log.check_final("1,2,4,").is_ok());
+        assert!(log.check_final("1,2,3,4,").is_ok());
+        assert!(log.check_final("1,2,").is_err());
+        assert!(log.check_final("1,2,2,4,").is_err());
+        assert!(log.check_final("1,2,4,5,").is_err());
+        assert!(log.check_final("2,1,4,").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The region under test, as `config/local-cluster.sh up TOPOLOGY DIR` left it: each node's
+//! pid in `DIR/<name>/pid`, its data in `DIR/<name>/data`, its log in `DIR/<name>/node.log`.
+//! Kills, pauses and restarts nodes the way that script starts them, and cuts them off with
+//! Meridian's emulated partitions (`MERIDIAN WAN`).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::client::{call_once, fields};
+use crate::resp::Reply;
+use crate::topology::Topology;
+
+/// Bound on one admin request.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One node of the region.
+pub struct NodeCtl {
+    /// Its name in the topology.
+    pub name: String,
+    /// Its RESP address.
+    pub addr: String,
+}
+
+/// The nodes of one region started under one directory.
+pub struct Cluster {
+    dir: PathBuf,
+    /// The region's name (what `MERIDIAN WAN SET` takes to cut a node off from all of it).
+    region: String,
+    /// The `meridian` binary that restarts nodes.
+    bin: PathBuf,
+    /// The region's nodes.
+    pub nodes: Vec<NodeCtl>,
+    /// Nodes this process restarted, reaped once they exit.
+    children: Mutex<Vec<Child>>,
+}
+
+/// What `MERIDIAN RAFT` says about a node.
+#[derive(Debug, Clone, Default)]
+pub struct RaftView {
+    /// Its Raft role (`leader`, `follower`, …).
+    pub role: String,
+    /// Its term.
+    pub term: u64,
+    /// The leader it names, if any.
+    pub leader_id: Option<u64>,
+    /// Its own id.
+    pub node_id: u64,
+    /// Its applied log index.
+    pub applied: Option<u64>,
+}
+
+impl Cluster {
+    /// The region `region` (or the topology's only one) of the cluster started under `dir`.
+    /// `bin` restarts nodes; without it, the binary the first running node was started from.
+    pub fn open(dir: &Path, region: Option<&str>, bin: Option<PathBuf>) -> Result<Cluster> {
+        let topo = Topology::load(&dir.join("topology.toml"))
+            .context("the directory of a cluster started by config/local-cluster.sh up")?;
+        let r = match region {
+            Some(name) => topo.regions.iter().find(|r| r.name == name),
+            None if topo.regions.len() == 1 => topo.regions.first(),
+            None => bail!("the topology has several regions: name one with --region"),
+        }
+        .context("no such region in the topology")?;
+        let nodes: Vec<NodeCtl> = r
+            .nodes
+            .iter()
+            .map(|n| {
+                Ok(NodeCtl {
+                    name: n.name.clone(),
+                    addr: n.resp.clone().context("a node without a resp address")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut cluster = Cluster {
+            dir: dir.to_path_buf(),
+            region: r.name.clone(),
+            bin: PathBuf::new(),
+            nodes,
+            children: Mutex::new(Vec::new()),
+        };
+        cluster.bin = match bin {
+            Some(b) => b,
+            None => (0..cluster.nodes.len())
+                .find_map(|i| cluster.pid(i))
+                .and_then(|pid| fs::read_link(format!("/proc/{pid}/exe")).ok())
+                .filter(|p| p.exists())
+                .context("no running node to take the meridian binary from: pass --meridian")?,
+        };
+        Ok(cluster)
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(&self.nodes[i].name).join("data")
+    }
+
+    /// The pid of node `i` if it runs: the pid file's process must name the node's data
+    /// directory on its command line (a pid may be reused).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.reap();
+        let pid: u32 = fs::read_to_string(self.dir.join(&self.nodes[i].name).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let data = self.data_dir(i);
+        let data = data.to_string_lossy();
+        cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == data.as_bytes())
+            .then_some(pid)
+    }
+
+    fn reap(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`) to node `i`; false if it does not run.
+    pub fn signal(&self, i: usize, signal: &str) -> bool {
+        let Some(pid) = self.pid(i) else {
+            return false;
+        };
+        Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts node `i` again as `config/local-cluster.sh` does (its log appended to).
+    pub fn restart(&self, i: usize) -> Result<()> {
+        if self.pid(i).is_some() {
+            return Ok(());
+        }
+        let node_dir = self.dir.join(&self.nodes[i].name);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node_dir.join("node.log"))?;
+        writeln!(
+            log,
+            "--- meridian-bench chaos: restarting {}",
+            self.nodes[i].name
+        )?;
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(self.dir.join("topology.toml"))
+            .args(["--node", &self.nodes[i].name, "--data-dir"])
+            .arg(self.data_dir(i))
+            .env(
+                "RUST_LOG",
+                "meridian=info,meridian_server=info,geo=info,openraft=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        fs::write(node_dir.join("pid"), child.id().to_string())?;
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        Ok(())
+    }
+
+    /// One admin command to node `i`.
+    pub fn admin(&self, i: usize, args: &[&str]) -> Result<Reply> {
+        let reply = call_once(&self.nodes[i].addr, args, ADMIN_TIMEOUT)?;
+        if let Some(e) = reply.as_error() {
+            bail!("{} on {}: {e}", args.join(" "), self.nodes[i].name);
+        }
+        Ok(reply)
+    }
+
+    /// `MERIDIAN RAFT` of node `i`.
+    pub fn raft(&self, i: usize) -> Result<RaftView> {
+        let reply = self.admin(i, &["MERIDIAN", "RAFT"])?;
+        let mut view = RaftView::default();
+        for (k, v) in fields(&reply) {
+            match k.as_str() {
+                "role" => view.role = v,
+                "term" => view.term = v.parse().unwrap_or(0),
+                "leader_id" => view.leader_id = v.parse().ok(),
+                "node_id" => view.node_id = v.parse().unwrap_or(0),
+                "applied_index" => view.applied = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Ok(view)
+    }
+
+    /// The node that leads in the highest term any node reports, if one does.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| self.raft(i).ok().map(|v| (i, v)))
+            .filter(|(_, v)| v.role == "leader")
+            .max_by_key(|(_, v)| v.term)
+            .map(|(i, _)| i)
+    }
+
+    /// Cuts node `i` off from the rest of the region, both ways.
+    pub fn partition(&self, i: usize) -> Result<()> {
+        self.admin(i, &["MERIDIAN", "WAN", "SET", &self.region, "PARTITION"])?;
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            self.admin(
+                j,
+                &["MERIDIAN", "WAN", "SET", &self.nodes[i].name, "PARTITION"],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `MERIDIAN WAN CLEAR` on every node, retried for up to 10 s per node (a node may be
+    /// restarting); the nodes it could not reach.
+    pub fn heal(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for i in 0..self.nodes.len() {
+            let until = Instant::now() + Duration::from_secs(10);
+            while self.admin(i, &["MERIDIAN", "WAN", "CLEAR"]).is_err() {
+                if Instant::now() >= until {
+                    failed.push(self.nodes[i].name.clone());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        failed
+    }
+}

@@ -1,0 +1,313 @@
+//! `meridian-bench chaos`: a soak of one region under faults, with every answer checked.
+//!
+//! Workers send single requests (INCRs of shared counters, linearizable GETs of them, SETs of
+//! unique keys read back on another node, APPENDs of unique tokens, GETSET/DEL/GET of a key of
+//! their own, SETs with a 300 ms expiry) while a nemesis kills nodes (the leader too), pauses
+//! them and cuts them off, one fault at a time. At the end every fault is healed and the nodes
+//! must agree, hold every acknowledged write once, and nothing that expired.
+
+mod check;
+mod client;
+mod cluster;
+mod nemesis;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use self::check::{Anomalies, Anomaly, Counter, Model};
+use self::client::Client;
+use self::cluster::Cluster;
+use self::nemesis::Fault;
+use self::worker::{text, Owned, Worker, COUNTERS};
+use crate::resp::Reply;
+
+/// What to run.
+pub struct ChaosConfig {
+    /// The directory `config/local-cluster.sh up` started the cluster in.
+    pub dir: PathBuf,
+    /// The region to test, when the topology has several.
+    pub region: Option<String>,
+    /// The `meridian` binary for restarts (default: the running nodes').
+    pub meridian: Option<PathBuf>,
+    /// How long the workers and the nemesis run.
+    pub duration: Duration,
+    /// Worker threads.
+    pub workers: usize,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Without faults (to see the checks pass on a quiet region).
+    pub no_faults: bool,
+}
+
+/// Request counts by outcome.
+#[derive(Default)]
+pub struct Tally(Mutex<BTreeMap<String, u64>>);
+
+impl Tally {
+    /// Adds `n` to `what`.
+    pub fn add(&self, what: &str, n: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(what.to_string())
+            .or_default() += n;
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Serialize)]
+pub struct ChaosReport {
+    /// The seed (to run the same choices again).
+    pub seed: u64,
+    /// Seconds of load and faults.
+    pub duration_s: f64,
+    /// Requests by outcome.
+    pub requests: BTreeMap<String, u64>,
+    /// INCRs acknowledged, over every counter.
+    pub incrs_acked: u64,
+    /// SETs of unique keys acknowledged and checked on every node.
+    pub sets_checked: usize,
+    /// The faults and the recovery after each.
+    pub faults: Vec<Fault>,
+    /// Seconds until the nodes agreed after the last heal.
+    pub converged_after_s: Option<f64>,
+    /// Every violation found.
+    pub anomalies: Vec<Anomaly>,
+    /// How many (beyond those kept).
+    pub anomaly_count: u64,
+}
+
+/// Runs the soak and the final checks.
+pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
+    let cluster = Cluster::open(&cfg.dir, cfg.region.as_deref(), cfg.meridian.clone())?;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let anomalies = Arc::new(Anomalies::default());
+    let tally = Arc::new(Tally::default());
+    let model = Arc::new(Model::default());
+    model
+        .counters
+        .lock()
+        .unwrap()
+        .resize_with(COUNTERS, Counter::default);
+    let run_tag = format!("{:x}", cfg.seed);
+    eprintln!(
+        "chaos: {} nodes {:?}, {} workers, {:?}, seed {}",
+        addrs.len(),
+        cluster.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+        cfg.workers,
+        cfg.duration,
+        cfg.seed
+    );
+    let workers: Vec<_> = (0..cfg.workers)
+        .map(|id| {
+            let w = Worker {
+                id,
+                addrs: addrs.clone(),
+                run: run_tag.clone(),
+                seed: cfg.seed.wrapping_mul(1000).wrapping_add(id as u64),
+                model: model.clone(),
+                anomalies: anomalies.clone(),
+                tally: tally.clone(),
+                started,
+                stop: stop.clone(),
+            };
+            std::thread::spawn(move || w.run())
+        })
+        .collect();
+    let faults = std::thread::scope(|s| {
+        let nemesis = (!cfg.no_faults)
+            .then(|| s.spawn(|| nemesis::run(&cluster, cfg.seed, started, &stop, &anomalies)));
+        while started.elapsed() < cfg.duration {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        stop.store(true, Ordering::SeqCst);
+        nemesis.map_or_else(Vec::new, |n| n.join().expect("nemesis panicked"))
+    });
+    let owned: Vec<Owned> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker panicked"))
+        .collect();
+    let duration_s = started.elapsed().as_secs_f64();
+    eprintln!("chaos: load stopped after {duration_s:.1}s; healing and checking");
+
+    for node in cluster.heal() {
+        anomalies.report(duration_s, "NEMESIS", format!("could not heal {node}"));
+    }
+    for i in 0..cluster.nodes.len() {
+        cluster.signal(i, "CONT");
+        cluster.restart(i)?;
+    }
+    let converged_after_s = converge(&cluster);
+    if converged_after_s.is_none() {
+        anomalies.report(
+            started.elapsed().as_secs_f64(),
+            "DIVERGED",
+            "the nodes did not reach the same applied index within 60 s of the heal".into(),
+        );
+    }
+    let mut owned = owned;
+    let sets_checked = final_checks(&cluster, &model, &mut owned, &run_tag, started, &anomalies)?;
+    let counters = model.counters.lock().unwrap();
+    Ok(ChaosReport {
+        seed: cfg.seed,
+        duration_s,
+        requests: tally.snapshot(),
+        incrs_acked: counters.iter().map(|c| c.acked).sum(),
+        sets_checked,
+        faults,
+        converged_after_s,
+        anomalies: anomalies.kept(),
+        anomaly_count: anomalies.count(),
+    })
+}
+
+/// Seconds until every node names the same leader and has applied as far as it (writes have
+/// stopped), polled for up to 60 s; `None` if they never do.
+fn converge(cluster: &Cluster) -> Option<f64> {
+    let healed = Instant::now();
+    while healed.elapsed() < Duration::from_secs(60) {
+        let views: Vec<_> = (0..cluster.nodes.len())
+            .map(|i| cluster.raft(i).ok())
+            .collect();
+        if let Some(views) = views.into_iter().collect::<Option<Vec<_>>>() {
+            let same = |f: &dyn Fn(&cluster::RaftView) -> Option<u64>| {
+                f(&views[0]).is_some() && views.iter().all(|v| f(v) == f(&views[0]))
+            };
+            if same(&|v| v.leader_id) && same(&|v| v.applied) {
+                return Some(healed.elapsed().as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// Reads the final state on every node and checks it against the model; returns how many
+/// acknowledged SETs were checked.
+fn final_checks(
+    cluster: &Cluster,
+    model: &Model,
+    owned: &mut [Owned],
+    run_tag: &str,
+    started: Instant,
+    anomalies: &Anomalies,
+) -> Result<usize> {
+    let at = || started.elapsed().as_secs_f64();
+    let counters = model.counters.lock().unwrap();
+    let sets = model.sets.lock().unwrap();
+    let expiring = model.expiring.lock().unwrap();
+    let mut digests = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let mut c = Client::connect(&node.addr, Duration::from_secs(10))
+            .with_context(|| format!("connecting to {} for the final checks", node.name))?;
+        let mut get = |key: &str| -> Result<Option<String>> {
+            match c.call(&["GET", key])? {
+                Reply::Error(e) => anyhow::bail!("GET {key} on {}: {e}", node.name),
+                r => Ok(text(&r)),
+            }
+        };
+        for (n, counter) in counters.iter().enumerate() {
+            let key = format!("chaos:{run_tag}:ctr:{n}");
+            let value = get(&key)?.map_or(0, |v| v.parse().unwrap_or(-1));
+            if let Err(why) = counter.check_final(value) {
+                anomalies.report(at(), "COUNTER", format!("{key} on {}: {why}", node.name));
+            }
+        }
+        for w in owned.iter_mut() {
+            let value = get(&w.append_key)?.unwrap_or_default();
+            if let Err(why) = w.append.check_final(&value) {
+                let detail = format!("{} on {}: {why}", w.append_key, node.name);
+                anomalies.report(at(), "APPEND", detail);
+            }
+            let value = get(&w.register_key)?;
+            // Each node reads the same final value; checked as one more read.
+            if let Err(why) = w.register.check_final(value.as_deref()) {
+                let detail = format!("{} on {}: {why}", w.register_key, node.name);
+                anomalies.report(at(), "REGISTER", detail);
+            }
+        }
+        let keys: Vec<&String> = sets.keys().collect();
+        for chunk in keys.chunks(500) {
+            let mut args: Vec<&str> = vec!["MGET"];
+            args.extend(chunk.iter().map(|k| k.as_str()));
+            let Reply::Array(values) = c.call(&args)? else {
+                anyhow::bail!("MGET on {} answered no array", node.name);
+            };
+            for (key, value) in chunk.iter().zip(values) {
+                if text(&value).as_deref() != Some(sets[*key].as_str()) {
+                    anomalies.report(
+                        at(),
+                        "LOST_SET",
+                        format!("{key} on {}: {value:?}, want {:?}", node.name, sets[*key]),
+                    );
+                }
+            }
+        }
+        let now = at();
+        for (key, _) in expiring.iter().filter(|(_, gone_at)| *gone_at < now) {
+            if c.call(&["EXISTS", key])? != Reply::Integer(0) {
+                anomalies.report(
+                    at(),
+                    "EXPIRY",
+                    format!("{key} on {} outlived its 300 ms", node.name),
+                );
+            }
+        }
+        digests.push((
+            cluster.nodes[i].name.clone(),
+            c.call(&["MERIDIAN", "DIGEST"])?,
+        ));
+    }
+    if digests.iter().any(|(_, d)| *d != digests[0].1) {
+        anomalies.report(at(), "DIGEST", format!("the nodes differ: {digests:?}"));
+    }
+    Ok(sets.len())
+}
+
+/// The report as a few lines of text.
+pub fn table(r: &ChaosReport) -> String {
+    let recoveries: Vec<f64> = r.faults.iter().filter_map(|f| f.recovery_s).collect();
+    let max = recoveries.iter().cloned().fold(0.0, f64::max);
+    let mean = recoveries.iter().sum::<f64>() / recoveries.len().max(1) as f64;
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &r.faults {
+        *kinds.entry(f.kind).or_default() += 1;
+    }
+    let mut out = format!(
+        "chaos seed {}: {:.0} s, {} requests, {} INCRs acknowledged, {} SETs checked on every node\n",
+        r.seed,
+        r.duration_s,
+        r.requests.get("requests").copied().unwrap_or(0),
+        r.incrs_acked,
+        r.sets_checked
+    );
+    out += &format!(
+        "faults {} {kinds:?}; every node served again after max {max:.2} s, mean {mean:.2} s\n",
+        r.faults.len()
+    );
+    out += &format!("outcomes {:?}\n", r.requests);
+    out += &format!(
+        "converged after the heal in {}\n",
+        r.converged_after_s
+            .map_or("(never)".to_string(), |s| format!("{s:.2} s"))
+    );
+    out += &format!("anomalies {}\n", r.anomaly_count);
+    for a in r.anomalies.iter().take(20) {
+        out += &format!("  {:.1}s {} {}\n", a.at_s, a.kind, a.detail);
+    }
+    out
+}

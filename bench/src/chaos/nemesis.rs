@@ -1,0 +1,146 @@
+//! The faults: every few seconds one node is killed (or the leader is), paused with SIGSTOP,
+//! or cut off from the region; then the fault is healed and every node must answer a PING and
+//! take a write again within a bound.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::check::Anomalies;
+use super::client::call_once;
+use super::cluster::Cluster;
+use crate::resp::Reply;
+
+/// Time every node has to answer again after a fault is healed.
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+
+/// One fault and how the region came back from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// `kill`, `kill-leader`, `pause` or `partition`.
+    pub kind: &'static str,
+    /// The node's name.
+    pub node: String,
+    /// Whether it led the region when the fault began.
+    pub was_leader: bool,
+    /// Seconds since the start of the run.
+    pub at_s: f64,
+    /// How long the fault lasted, seconds.
+    pub length_s: f64,
+    /// Seconds from the heal until every node answered a PING and took a write (`None`: not
+    /// within the bound).
+    pub recovery_s: Option<f64>,
+}
+
+/// Injects faults until `stop`, one at a time; returns them.
+pub fn run(
+    cluster: &Cluster,
+    seed: u64,
+    started: Instant,
+    stop: &AtomicBool,
+    anomalies: &Anomalies,
+) -> Vec<Fault> {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973);
+    let mut faults = Vec::new();
+    let sleep = |d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    sleep(Duration::from_secs(5));
+    while !stop.load(Ordering::Relaxed) {
+        sleep(Duration::from_secs_f64(rng.random_range(3.0..10.0)));
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let leader = cluster.leader();
+        let kind = ["kill", "kill-leader", "pause", "partition"][rng.random_range(0..4)];
+        let victim = match (kind, leader) {
+            ("kill-leader", Some(l)) => l,
+            ("kill-leader", None) => continue,
+            _ => rng.random_range(0..cluster.nodes.len()),
+        };
+        let at_s = started.elapsed().as_secs_f64();
+        let length = Duration::from_secs_f64(match kind {
+            "pause" => rng.random_range(1.0..4.0),
+            _ => rng.random_range(2.0..8.0),
+        });
+        let name = cluster.nodes[victim].name.clone();
+        eprintln!(
+            "FAULT {at_s:.1}s {kind} {name} for {:.1}s",
+            length.as_secs_f64()
+        );
+        let began = Instant::now();
+        let injected = match kind {
+            "pause" => cluster.signal(victim, "STOP"),
+            "partition" => cluster.partition(victim).is_ok(),
+            _ => cluster.signal(victim, "KILL"),
+        };
+        if !injected {
+            anomalies.report(at_s, "NEMESIS", format!("could not {kind} {name}"));
+        }
+        std::thread::sleep(length);
+        match kind {
+            "pause" => {
+                cluster.signal(victim, "CONT");
+            }
+            "partition" => {
+                for node in cluster.heal() {
+                    anomalies.report(at_s, "NEMESIS", format!("could not heal {node}"));
+                }
+            }
+            _ => {
+                if let Err(e) = cluster.restart(victim) {
+                    anomalies.report(at_s, "NEMESIS", format!("restarting {name}: {e:#}"));
+                }
+            }
+        }
+        let length_s = began.elapsed().as_secs_f64();
+        let recovery_s = recovery(cluster);
+        match recovery_s {
+            Some(s) => eprintln!("HEALED {kind} {name}: every node serves again after {s:.2}s"),
+            None => anomalies.report(
+                started.elapsed().as_secs_f64(),
+                "STALL",
+                format!(
+                    "after {kind} of {name}, a node did not answer or take a write within {RECOVERY_BOUND:?}"
+                ),
+            ),
+        }
+        faults.push(Fault {
+            kind,
+            node: name,
+            was_leader: leader == Some(victim),
+            at_s,
+            length_s,
+            recovery_s,
+        });
+    }
+    faults
+}
+
+/// Seconds until every node answers a PING and takes a write, or `None` past the bound.
+pub fn recovery(cluster: &Cluster) -> Option<f64> {
+    let healed = Instant::now();
+    let mut pending: Vec<usize> = (0..cluster.nodes.len()).collect();
+    while !pending.is_empty() {
+        if healed.elapsed() > RECOVERY_BOUND {
+            return None;
+        }
+        pending.retain(|&i| {
+            let addr = &cluster.nodes[i].addr;
+            let t = Duration::from_secs(2);
+            let ping = call_once(addr, &["PING"], t);
+            let write = call_once(addr, &["SET", "chaos:liveness", "1"], t);
+            !(matches!(ping, Ok(Reply::Simple(_))) && matches!(write, Ok(Reply::Simple(_))))
+        });
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Some(healed.elapsed().as_secs_f64())
+}
