@@ -246,9 +246,10 @@ struct ChaosArgs {
     /// Seed of every random choice (default: random; printed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Load only, no faults.
-    #[arg(long)]
-    no_faults: bool,
+    /// Kinds of fault, comma-separated: kill, kill-leader, pause, partition, remove-add
+    /// (default: all); `none` for load only.
+    #[arg(long, default_value = "kill,kill-leader,pause,partition,remove-add")]
+    faults: String,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -485,7 +486,19 @@ fn cmd_chaos(a: ChaosArgs) -> Result<ExitCode> {
         duration: secs(a.duration, "--duration")?,
         workers: a.workers.max(1),
         seed: a.seed.unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
-        no_faults: a.no_faults,
+        faults: a
+            .faults
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && *k != "none")
+            .map(|k| {
+                chaos::KINDS
+                    .iter()
+                    .copied()
+                    .find(|known| *known == k)
+                    .with_context(|| format!("--faults: unknown kind {k:?}"))
+            })
+            .collect::<Result<_>>()?,
     };
     let r = chaos::run(cfg)?;
     print!("{}", chaos::table(&r));

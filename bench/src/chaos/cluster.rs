@@ -25,6 +25,10 @@ pub struct NodeCtl {
     pub name: String,
     /// Its RESP address.
     pub addr: String,
+    /// Its node-to-node (QUIC) address.
+    pub peer: String,
+    /// Its Raft id.
+    pub id: u64,
 }
 
 /// The nodes of one region started under one directory.
@@ -67,13 +71,29 @@ impl Cluster {
             None => bail!("the topology has several regions: name one with --region"),
         }
         .context("no such region in the topology")?;
+        let peers = peer_addresses(&dir.join("topology.toml"))?;
         let nodes: Vec<NodeCtl> = r
             .nodes
             .iter()
             .map(|n| {
+                let addr = n.resp.clone().context("a node without a resp address")?;
+                let id = call_once(&addr, &["MERIDIAN", "RAFT"], ADMIN_TIMEOUT)
+                    .ok()
+                    .and_then(|reply| {
+                        fields(&reply)
+                            .into_iter()
+                            .find(|(k, _)| k == "node_id")
+                            .and_then(|(_, v)| v.parse().ok())
+                    })
+                    .with_context(|| format!("the Raft id of {} (is it running?)", n.name))?;
                 Ok(NodeCtl {
                     name: n.name.clone(),
-                    addr: n.resp.clone().context("a node without a resp address")?,
+                    peer: peers
+                        .get(&n.name)
+                        .cloned()
+                        .with_context(|| format!("no peer address for {}", n.name))?,
+                    addr,
+                    id,
                 })
             })
             .collect::<Result<_>>()?;
@@ -205,6 +225,34 @@ impl Cluster {
             .map(|(i, _)| i)
     }
 
+    /// Removes node `i` from the region's membership (through the leader), as an operator
+    /// taking it out for maintenance; the process keeps running.
+    pub fn remove_member(&self, i: usize) -> Result<()> {
+        let leader = self.leader().context("no leader")?;
+        let id = self.nodes[i].id.to_string();
+        self.admin_slow(leader, &["MERIDIAN", "NODE", "REMOVE", &id])
+    }
+
+    /// Adds node `i` back (learner, caught up, then voter).
+    pub fn add_member(&self, i: usize) -> Result<()> {
+        let leader = self.leader().context("no leader")?;
+        let n = &self.nodes[i];
+        let id = n.id.to_string();
+        self.admin_slow(
+            leader,
+            &["MERIDIAN", "NODE", "ADD", &id, &n.name, &n.peer, &n.addr],
+        )
+    }
+
+    /// A membership command: it waits for a catch-up, so a longer bound.
+    fn admin_slow(&self, i: usize, args: &[&str]) -> Result<()> {
+        let reply = call_once(&self.nodes[i].addr, args, Duration::from_secs(60))?;
+        match reply.as_error() {
+            Some(e) => bail!("{} on {}: {e}", args.join(" "), self.nodes[i].name),
+            None => Ok(()),
+        }
+    }
+
     /// Cuts node `i` off from the rest of the region, both ways.
     pub fn partition(&self, i: usize) -> Result<()> {
         self.admin(i, &["MERIDIAN", "WAN", "SET", &self.region, "PARTITION"])?;
@@ -233,4 +281,22 @@ impl Cluster {
         }
         failed
     }
+}
+
+/// Node name → peer address, from the topology file (the bench's topology reader keeps only
+/// RESP addresses).
+fn peer_addresses(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let root: toml::Table = toml::from_str(&fs::read_to_string(path)?)?;
+    let mut peers = std::collections::HashMap::new();
+    let regions = root.get("region").and_then(|r| r.as_array());
+    for region in regions.into_iter().flatten() {
+        let nodes = region.get("node").and_then(|n| n.as_array());
+        for node in nodes.into_iter().flatten() {
+            let field = |k: &str| node.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            if let (Some(name), Some(peer)) = (field("name"), field("peer")) {
+                peers.insert(name, peer);
+            }
+        }
+    }
+    Ok(peers)
 }

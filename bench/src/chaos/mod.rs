@@ -24,7 +24,7 @@ use serde::Serialize;
 use self::check::{Anomalies, Anomaly, Counter, Model};
 use self::client::Client;
 use self::cluster::Cluster;
-use self::nemesis::Fault;
+pub use self::nemesis::{Fault, KINDS};
 use self::worker::{text, Owned, Worker, COUNTERS};
 use crate::resp::Reply;
 
@@ -42,8 +42,8 @@ pub struct ChaosConfig {
     pub workers: usize,
     /// Seed of every random choice.
     pub seed: u64,
-    /// Without faults (to see the checks pass on a quiet region).
-    pub no_faults: bool,
+    /// The kinds of fault to inject (none: a quiet region, to see the checks pass).
+    pub faults: Vec<&'static str>,
 }
 
 /// Request counts by outcome.
@@ -129,8 +129,9 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
         })
         .collect();
     let faults = std::thread::scope(|s| {
-        let nemesis = (!cfg.no_faults)
-            .then(|| s.spawn(|| nemesis::run(&cluster, cfg.seed, started, &stop, &anomalies)));
+        let nemesis = (!cfg.faults.is_empty()).then(|| {
+            s.spawn(|| nemesis::run(&cluster, &cfg.faults, cfg.seed, started, &stop, &anomalies))
+        });
         while started.elapsed() < cfg.duration {
             std::thread::sleep(Duration::from_millis(200));
         }

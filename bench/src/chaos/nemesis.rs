@@ -1,5 +1,5 @@
 //! The faults: every few seconds one node is killed (or the leader is), paused with SIGSTOP,
-//! or cut off from the region; then the fault is healed and every node must answer a PING and
+//! cut off from the region, or removed from its membership and added back; then the fault is healed and every node must answer a PING and
 //! take a write again within a bound.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,8 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 /// One fault and how the region came back from it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fault {
-    /// `kill`, `kill-leader`, `pause` or `partition`.
+    /// `kill`, `kill-leader`, `pause`, `partition` or `remove-add` (out of the region's
+    /// membership, then added back).
     pub kind: &'static str,
     /// The node's name.
     pub node: String,
@@ -38,6 +39,7 @@ pub struct Fault {
 /// Injects faults until `stop`, one at a time; returns them.
 pub fn run(
     cluster: &Cluster,
+    kinds: &[&'static str],
     seed: u64,
     started: Instant,
     stop: &AtomicBool,
@@ -58,11 +60,14 @@ pub fn run(
             break;
         }
         let leader = cluster.leader();
-        let kind = ["kill", "kill-leader", "pause", "partition"][rng.random_range(0..4)];
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let n = cluster.nodes.len();
         let victim = match (kind, leader) {
             ("kill-leader", Some(l)) => l,
-            ("kill-leader", None) => continue,
-            _ => rng.random_range(0..cluster.nodes.len()),
+            ("kill-leader" | "remove-add", None) => continue,
+            // A follower: the leader would first hand over its lead.
+            ("remove-add", Some(l)) => (l + rng.random_range(1..n.max(2))) % n,
+            _ => rng.random_range(0..n),
         };
         let at_s = started.elapsed().as_secs_f64();
         let length = Duration::from_secs_f64(match kind {
@@ -78,6 +83,14 @@ pub fn run(
         let injected = match kind {
             "pause" => cluster.signal(victim, "STOP"),
             "partition" => cluster.partition(victim).is_ok(),
+            "remove-add" => match cluster.remove_member(victim) {
+                Ok(()) => true,
+                // The leader may have changed meanwhile: nothing was done, nothing to undo.
+                Err(e) => {
+                    eprintln!("NEMESIS could not remove {name}: {e:#}");
+                    continue;
+                }
+            },
             _ => cluster.signal(victim, "KILL"),
         };
         if !injected {
@@ -87,6 +100,11 @@ pub fn run(
         match kind {
             "pause" => {
                 cluster.signal(victim, "CONT");
+            }
+            "remove-add" => {
+                if let Err(e) = add_back(cluster, victim) {
+                    anomalies.report(at_s, "NEMESIS", format!("adding {name} back: {e:#}"));
+                }
             }
             "partition" => {
                 for node in cluster.heal() {
@@ -121,6 +139,27 @@ pub fn run(
         });
     }
     faults
+}
+
+/// The faults (those chosen are equally likely).
+pub const KINDS: [&str; 5] = ["kill", "kill-leader", "pause", "partition", "remove-add"];
+
+/// Adds a removed node back, retried for a minute (a leader change makes an attempt fail).
+fn add_back(cluster: &Cluster, i: usize) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match cluster.add_member(i) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= until => return Err(e),
+            Err(e) => {
+                eprintln!(
+                    "NEMESIS adding {} back failed, retrying: {e:#}",
+                    cluster.nodes[i].name
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
 }
 
 /// Seconds until every node answers a PING and takes a write, or `None` past the bound.
