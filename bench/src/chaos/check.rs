@@ -203,7 +203,24 @@ impl AppendLog {
             .keys()
             .filter(|t| !self.acked.contains(t) && !self.unknown.contains(t))
             .collect();
-        let ordered = tokens.windows(2).all(|w| w[0] < w[1]);
+        // Each acknowledged token was appended before the next was sent: they are in order.
+        // An unanswered one may have been applied at any time after it was sent: after every
+        // token acknowledged before it, anywhere among the later ones.
+        let position: HashMap<u64, usize> =
+            tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+        let mut by_value: Vec<u64> = tokens.clone();
+        by_value.sort_unstable();
+        let mut last_acked: Option<usize> = None;
+        let mut ordered = true;
+        for t in by_value {
+            let at = position[&t];
+            if last_acked.is_some_and(|p| p > at) {
+                ordered = false;
+            }
+            if self.acked.contains(&t) {
+                last_acked = Some(last_acked.map_or(at, |p| p.max(at)));
+            }
+        }
         if dups.is_empty() && missing.is_empty() && extra.is_empty() && ordered {
             Ok(())
         } else {
@@ -291,5 +308,8 @@ mod tests {
         assert!(log.check_final("1,2,2,4,").is_err());
         assert!(log.check_final("1,2,4,5,").is_err());
         assert!(log.check_final("2,1,4,").is_err());
+        // The unanswered 3 applied late, after 4: allowed; before 2: not.
+        assert!(log.check_final("1,2,4,3,").is_ok());
+        assert!(log.check_final("1,3,2,4,").is_err());
     }
 }
