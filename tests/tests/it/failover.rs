@@ -610,6 +610,21 @@ fn follower_cut_off_for_seconds_catches_up_soon_after_the_heal() {
     );
 }
 
+/// Waits (up to 10 s) until one of `majority` leads in a term after `old_term`; returns it.
+fn newer_leader_among(cluster: &Cluster, majority: &[usize], old_term: u64) -> usize {
+    eventually(
+        Duration::from_secs(10),
+        "the majority to elect a leader of a newer term",
+        || {
+            let l = cluster.leader_among(majority)?;
+            match cluster.status(l)?.term {
+                Some(t) if t > old_term => Ok(l),
+                t => bail!("n{} leads in term {t:?}", l + 1),
+            }
+        },
+    )
+}
+
 #[test]
 fn partitioned_leader_refuses_linearizable_reads() {
     let cluster = Cluster::start(ClusterSpec::region(3));
@@ -624,17 +639,7 @@ fn partitioned_leader_refuses_linearizable_reads() {
 
     let cut_at = Instant::now();
     cluster.partition(old);
-    let new = eventually(
-        Duration::from_secs(10),
-        "the majority to elect a leader of a newer term",
-        || {
-            let l = cluster.leader_among(&majority)?;
-            match cluster.status(l)?.term {
-                Some(t) if t > old_term => Ok(l),
-                t => bail!("n{} leads in term {t:?}", l + 1),
-            }
-        },
-    );
+    let new = newer_leader_among(&cluster, &majority, old_term);
     let elected = cut_at.elapsed();
     let _: () = q(&mut nodes[new].client(), &["SET", "part:k", "v2"]);
     // The old leader must not serve v1 once the majority moved on.
@@ -778,17 +783,7 @@ fn write_on_a_deposed_leader(voters: usize) -> (Result<i64, String>, Vec<Option<
             .query::<i64>(&mut c)
             .map_err(|e| err_text(&e))
     });
-    let new = eventually(
-        Duration::from_secs(10),
-        "the majority to elect a leader of a newer term",
-        || {
-            let l = cluster.leader_among(&majority)?;
-            match cluster.status(l)?.term {
-                Some(t) if t > old_term => Ok(l),
-                t => bail!("n{} leads in term {t:?}", l + 1),
-            }
-        },
-    );
+    let new = newer_leader_among(&cluster, &majority, old_term);
     let _: () = q(&mut nodes[new].client(), &["SET", "deposed:other", "x"]);
     assert!(!write.is_finished(), "the cut-off leader answered the INCR");
     cluster.heal();
