@@ -5,8 +5,8 @@
 //!   Meridian topology region.
 //! * `compare`: the same workload against two servers, one after the other, and the ratio.
 //! * `geo`: writes at a fixed rate on one node, polls others, reports the visibility lag.
-//! * `chaos`: a soak of a region started by `config/local-cluster.sh` under kills, pauses and
-//!   partitions, every answer and the final state checked.
+//! * `chaos`: a soak of a region, or of several regions, started by `config/local-cluster.sh`
+//!   under kills, pauses and partitions, every answer and the final state checked.
 //!
 //! Tables go to stdout, progress to stderr, `--json FILE` writes the report with SVG plots
 //! next to it. Exit status: 0 clean, 1 when the server answered with errors (unless
@@ -61,8 +61,8 @@ enum Cmd {
     Compare(CompareArgs),
     /// Cross-region visibility lag: write at a rate on one node, poll others.
     Geo(GeoArgs),
-    /// A region under kills, pauses and partitions, every answer checked (the region must be
-    /// started by `config/local-cluster.sh up TOPOLOGY DIR`).
+    /// A region (or every region of a topology) under kills, pauses and partitions, every
+    /// answer checked (started by `config/local-cluster.sh up TOPOLOGY DIR`).
     Chaos(ChaosArgs),
 }
 
@@ -231,7 +231,8 @@ struct ChaosArgs {
     /// The DIR given to `config/local-cluster.sh up TOPOLOGY DIR`.
     #[arg(long)]
     dir: PathBuf,
-    /// Region to test, when the topology has several.
+    /// Region to test; without it, every region of the topology (with several: the checks and
+    /// faults between regions too).
     #[arg(long)]
     region: Option<String>,
     /// The meridian binary that restarts killed nodes (default: the running nodes').
@@ -246,10 +247,11 @@ struct ChaosArgs {
     /// Seed of every random choice (default: random; printed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Kinds of fault, comma-separated: kill, kill-leader, pause, partition, remove-add
-    /// (default: all); `none` for load only.
-    #[arg(long, default_value = "kill,kill-leader,pause,partition,remove-add")]
-    faults: String,
+    /// Kinds of fault, comma-separated: kill, kill-leader, pause, partition, remove-add, and
+    /// between regions partition-regions, lossy-wan (default: every kind the topology can
+    /// take); `none` for load only.
+    #[arg(long)]
+    faults: Option<String>,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -488,17 +490,20 @@ fn cmd_chaos(a: ChaosArgs) -> Result<ExitCode> {
         seed: a.seed.unwrap_or_else(|| rand::random::<u64>() % 1_000_000),
         faults: a
             .faults
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && *k != "none")
-            .map(|k| {
-                chaos::KINDS
-                    .iter()
-                    .copied()
-                    .find(|known| *known == k)
-                    .with_context(|| format!("--faults: unknown kind {k:?}"))
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty() && *k != "none")
+                    .map(|k| {
+                        chaos::KINDS
+                            .iter()
+                            .copied()
+                            .find(|known| *known == k)
+                            .with_context(|| format!("--faults: unknown kind {k:?}"))
+                    })
+                    .collect::<Result<_>>()
             })
-            .collect::<Result<_>>()?,
+            .transpose()?,
     };
     let r = chaos::run(cfg)?;
     print!("{}", chaos::table(&r));

@@ -1,7 +1,8 @@
 //! What the workers' replies must satisfy, and the final state after the faults. Every check
-//! is sound for a linearizable store: a request that got no answer (a timeout, a lost
-//! connection, `-CLUSTERDOWN`) may have been applied, at any time after it was sent, or not at
-//! all, so it only widens what later replies may show.
+//! is sound for a linearizable store (a region), and those used across regions for Meridian's
+//! convergence rules: a request that got no answer (a timeout, a lost connection,
+//! `-CLUSTERDOWN`) may have been applied, at any time after it was sent, or not at all, so it
+//! only widens what later replies may show.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -71,6 +72,17 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// One counter's figures over several regions' (the numbers answered are not merged:
+    /// regions answer from their own replicas).
+    pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Counter>) -> Counter {
+        parts.into_iter().fold(Counter::default(), |mut all, part| {
+            all.attempted += part.attempted;
+            all.acked += part.acked;
+            all.max_acked = all.max_acked.max(part.max_acked);
+            all
+        })
+    }
+
     /// Checks the counter's final value: at least every acknowledged INCR, at most every one
     /// sent.
     pub fn check_final(&self, value: i64) -> Result<(), String> {
@@ -232,11 +244,98 @@ impl AppendLog {
     }
 }
 
+/// Seconds by which a write must have been sent after another was answered to be ordered
+/// after it across regions: HLC stamps are taken between the two on one machine's clock,
+/// and are whole milliseconds.
+pub const LWW_MARGIN_S: f64 = 0.005;
+
+/// One write (SET or a DEL that answered 1) of a key that every region writes.
+#[derive(Debug, Clone)]
+pub struct LwwWrite {
+    /// The value written, `None` for a DEL.
+    pub value: Option<String>,
+    /// When it was sent (seconds since the start of the run).
+    pub sent_s: f64,
+    /// When it was answered; `None` if it got no answer.
+    pub acked_s: Option<f64>,
+}
+
+/// A key that workers in every region SET (each time to a value of its own) and DEL: after
+/// the regions converge it holds what the last writer wrote, by (HLC stamp, region).
+#[derive(Default, Debug)]
+pub struct LwwKey {
+    writes: Vec<LwwWrite>,
+}
+
+impl LwwKey {
+    /// Records a write; a DEL that answered 0 wrote nothing (as in Redis, it records no
+    /// tombstone) and is not recorded.
+    pub fn record(&mut self, write: LwwWrite) {
+        self.writes.push(write);
+    }
+
+    /// Writes answered.
+    pub fn acked(&self) -> usize {
+        self.writes.iter().filter(|w| w.acked_s.is_some()).count()
+    }
+
+    /// Checks the value the regions converged to: it must be what a write wrote that no
+    /// acknowledged write followed in real time (sent more than [`LWW_MARGIN_S`] after it was
+    /// answered, hence stamped later); unanswered writes may have been stamped at any time.
+    /// Nil is also the value of a key no acknowledged SET wrote.
+    pub fn check_final(&self, value: Option<&str>) -> Result<(), String> {
+        let last_acked_sent = self
+            .writes
+            .iter()
+            .filter(|w| w.acked_s.is_some())
+            .map(|w| w.sent_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let followed = |w: &LwwWrite| {
+            w.acked_s
+                .is_some_and(|a| last_acked_sent > a + LWW_MARGIN_S)
+        };
+        let never_set = !self
+            .writes
+            .iter()
+            .any(|w| w.value.is_some() && w.acked_s.is_some());
+        let explained = (value.is_none() && never_set)
+            || self
+                .writes
+                .iter()
+                .any(|w| w.value.as_deref() == value && !followed(w));
+        if explained {
+            return Ok(());
+        }
+        let unfollowed: Vec<String> = self
+            .writes
+            .iter()
+            .filter(|w| !followed(w))
+            .map(|w| {
+                format!(
+                    "{:?} sent {:.3}s answered {:?}",
+                    w.value, w.sent_s, w.acked_s
+                )
+            })
+            .collect();
+        let source = self.writes.iter().find(|w| w.value.as_deref() == value);
+        Err(format!(
+            "converged to {value:?} ({}); the last writes: {unfollowed:?}",
+            source.map_or("written by no one".to_string(), |w| format!(
+                "sent {:.3}s answered {:?}, followed by an acknowledged write",
+                w.sent_s, w.acked_s
+            ))
+        ))
+    }
+}
+
 /// Everything the workers learned, shared.
 #[derive(Default)]
 pub struct Model {
-    /// The shared counters.
-    pub counters: Mutex<Vec<Counter>>,
+    /// The shared counters, `[group][counter]`: a group is a region (a region's INCRs answer
+    /// from its own replica, so duplicates and floors hold within it, not across regions).
+    pub counters: Mutex<Vec<Vec<Counter>>>,
+    /// Keys that workers in every region SET and DEL (with several regions only).
+    pub lww: Mutex<Vec<LwwKey>>,
     /// Acknowledged SETs of unique keys: key → value.
     pub sets: Mutex<BTreeMap<String, String>>,
     /// Acknowledged SETs with a short expiry: key → when it is surely gone (seconds since the
@@ -286,6 +385,38 @@ mod tests {
         assert!(r.observe_some().is_ok());
         r.written(None);
         assert!(r.observe_some().is_err());
+    }
+
+    #[test]
+    fn a_converged_key_holds_a_last_write() {
+        let w = |value: Option<&str>, sent_s: f64, acked_s: Option<f64>| LwwWrite {
+            value: value.map(str::to_string),
+            sent_s,
+            acked_s,
+        };
+        let mut k = LwwKey::default();
+        // Only an unanswered SET: it may or may not have applied.
+        k.record(w(Some("a"), 1.0, None));
+        k.check_final(None).unwrap();
+        k.check_final(Some("a")).unwrap();
+        // b answered, then c sent after it: c wins; b only if c was concurrent with it.
+        k.record(w(Some("b"), 2.0, Some(2.1)));
+        k.record(w(Some("c"), 2.2, Some(2.3)));
+        k.check_final(Some("c")).unwrap();
+        assert!(k.check_final(Some("b")).is_err());
+        assert!(k.check_final(None).is_err());
+        assert!(k.check_final(Some("zz")).is_err());
+        // The unanswered a may have been stamped last.
+        k.check_final(Some("a")).unwrap();
+        // A DEL concurrent with c (sent before c was answered): either may win.
+        k.record(w(None, 2.25, Some(2.4)));
+        k.check_final(None).unwrap();
+        k.check_final(Some("c")).unwrap();
+        // Within the margin, writes count as concurrent.
+        k.record(w(Some("d"), 2.4 + LWW_MARGIN_S / 2.0, Some(2.5)));
+        k.check_final(None).unwrap();
+        k.check_final(Some("d")).unwrap();
+        assert!(k.check_final(Some("c")).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The region under test, as `config/local-cluster.sh up TOPOLOGY DIR` left it: each node's
-//! pid in `DIR/<name>/pid`, its data in `DIR/<name>/data`, its log in `DIR/<name>/node.log`.
-//! Kills, pauses and restarts nodes the way that script starts them, and cuts them off with
-//! Meridian's emulated partitions (`MERIDIAN WAN`).
+//! The nodes under test (one region's, or every region's), as `config/local-cluster.sh up
+//! TOPOLOGY DIR` left them: each node's pid in `DIR/<name>/pid`, its data in `DIR/<name>/data`,
+//! its log in `DIR/<name>/node.log`. Kills, pauses and restarts nodes the way that script
+//! starts them, and cuts nodes or regions off with Meridian's emulated WAN (`MERIDIAN WAN`).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -19,10 +19,12 @@ use crate::topology::Topology;
 /// Bound on one admin request.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One node of the region.
+/// One node under test.
 pub struct NodeCtl {
     /// Its name in the topology.
     pub name: String,
+    /// Its region's name.
+    pub region: String,
     /// Its RESP address.
     pub addr: String,
     /// Its node-to-node (QUIC) address.
@@ -31,14 +33,12 @@ pub struct NodeCtl {
     pub id: u64,
 }
 
-/// The nodes of one region started under one directory.
+/// The nodes of one region, or of every region, started under one directory.
 pub struct Cluster {
     dir: PathBuf,
-    /// The region's name (what `MERIDIAN WAN SET` takes to cut a node off from all of it).
-    region: String,
     /// The `meridian` binary that restarts nodes.
     bin: PathBuf,
-    /// The region's nodes.
+    /// The nodes, region by region.
     pub nodes: Vec<NodeCtl>,
     /// Nodes this process restarted, reaped once they exit.
     children: Mutex<Vec<Child>>,
@@ -60,22 +60,24 @@ pub struct RaftView {
 }
 
 impl Cluster {
-    /// The region `region` (or the topology's only one) of the cluster started under `dir`.
+    /// The region `region` of the cluster started under `dir`, or with `None` every region.
     /// `bin` restarts nodes; without it, the binary the first running node was started from.
     pub fn open(dir: &Path, region: Option<&str>, bin: Option<PathBuf>) -> Result<Cluster> {
         let topo = Topology::load(&dir.join("topology.toml"))
             .context("the directory of a cluster started by config/local-cluster.sh up")?;
-        let r = match region {
-            Some(name) => topo.regions.iter().find(|r| r.name == name),
-            None if topo.regions.len() == 1 => topo.regions.first(),
-            None => bail!("the topology has several regions: name one with --region"),
-        }
-        .context("no such region in the topology")?;
+        let regions: Vec<_> = match region {
+            Some(name) => vec![topo
+                .regions
+                .iter()
+                .find(|r| r.name == name)
+                .context("no such region in the topology")?],
+            None => topo.regions.iter().collect(),
+        };
         let peers = peer_addresses(&dir.join("topology.toml"))?;
-        let nodes: Vec<NodeCtl> = r
-            .nodes
+        let nodes: Vec<NodeCtl> = regions
             .iter()
-            .map(|n| {
+            .flat_map(|r| r.nodes.iter().map(move |n| (r, n)))
+            .map(|(r, n)| {
                 let addr = n.resp.clone().context("a node without a resp address")?;
                 let id = call_once(&addr, &["MERIDIAN", "RAFT"], ADMIN_TIMEOUT)
                     .ok()
@@ -88,6 +90,7 @@ impl Cluster {
                     .with_context(|| format!("the Raft id of {} (is it running?)", n.name))?;
                 Ok(NodeCtl {
                     name: n.name.clone(),
+                    region: r.name.clone(),
                     peer: peers
                         .get(&n.name)
                         .cloned()
@@ -99,7 +102,6 @@ impl Cluster {
             .collect::<Result<_>>()?;
         let mut cluster = Cluster {
             dir: dir.to_path_buf(),
-            region: r.name.clone(),
             bin: PathBuf::new(),
             nodes,
             children: Mutex::new(Vec::new()),
@@ -216,9 +218,29 @@ impl Cluster {
         Ok(view)
     }
 
-    /// The node that leads in the highest term any node reports, if one does.
-    pub fn leader(&self) -> Option<usize> {
+    /// The regions' names, in topology order.
+    pub fn regions(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for n in &self.nodes {
+            if !names.contains(&n.region) {
+                names.push(n.region.clone());
+            }
+        }
+        names
+    }
+
+    /// The nodes of region `region`.
+    pub fn region_nodes(&self, region: &str) -> Vec<usize> {
         (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].region == region)
+            .collect()
+    }
+
+    /// The node of region `region` that leads in the highest term any of its nodes reports,
+    /// if one does.
+    pub fn leader(&self, region: &str) -> Option<usize> {
+        self.region_nodes(region)
+            .into_iter()
             .filter_map(|i| self.raft(i).ok().map(|v| (i, v)))
             .filter(|(_, v)| v.role == "leader")
             .max_by_key(|(_, v)| v.term)
@@ -228,14 +250,14 @@ impl Cluster {
     /// Removes node `i` from the region's membership (through the leader), as an operator
     /// taking it out for maintenance; the process keeps running.
     pub fn remove_member(&self, i: usize) -> Result<()> {
-        let leader = self.leader().context("no leader")?;
+        let leader = self.leader(&self.nodes[i].region).context("no leader")?;
         let id = self.nodes[i].id.to_string();
         self.admin_slow(leader, &["MERIDIAN", "NODE", "REMOVE", &id])
     }
 
     /// Adds node `i` back (learner, caught up, then voter).
     pub fn add_member(&self, i: usize) -> Result<()> {
-        let leader = self.leader().context("no leader")?;
+        let leader = self.leader(&self.nodes[i].region).context("no leader")?;
         let n = &self.nodes[i];
         let id = n.id.to_string();
         self.admin_slow(
@@ -253,16 +275,34 @@ impl Cluster {
         }
     }
 
-    /// Cuts node `i` off from the rest of the region, both ways.
+    /// Cuts node `i` off from the rest of its region, both ways.
     pub fn partition(&self, i: usize) -> Result<()> {
-        self.admin(i, &["MERIDIAN", "WAN", "SET", &self.region, "PARTITION"])?;
-        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+        let region = &self.nodes[i].region;
+        self.admin(i, &["MERIDIAN", "WAN", "SET", region, "PARTITION"])?;
+        for j in self.region_nodes(region).into_iter().filter(|&j| j != i) {
             self.admin(
                 j,
                 &["MERIDIAN", "WAN", "SET", &self.nodes[i].name, "PARTITION"],
             )?;
         }
         Ok(())
+    }
+
+    /// Shapes the links between regions `a` and `b`, both ways, with `MERIDIAN WAN SET`'s
+    /// arguments `shape` (`PARTITION`, or `DELAY ms LOSS p`, …), on every node of both that
+    /// answers; the nodes that did not.
+    pub fn shape_between(&self, a: &str, b: &str, shape: &[&str]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (from, to) in [(a, b), (b, a)] {
+            for i in self.region_nodes(from) {
+                let mut args = vec!["MERIDIAN", "WAN", "SET", to];
+                args.extend_from_slice(shape);
+                if self.admin(i, &args).is_err() {
+                    failed.push(self.nodes[i].name.clone());
+                }
+            }
+        }
+        failed
     }
 
     /// `MERIDIAN WAN CLEAR` on every node, retried for up to 10 s per node (a node may be

@@ -1,10 +1,17 @@
-//! `meridian-bench chaos`: a soak of one region under faults, with every answer checked.
+//! `meridian-bench chaos`: a soak of one region, or of every region of a topology, under
+//! faults, with every answer checked.
 //!
 //! Workers send single requests (INCRs of shared counters, linearizable GETs of them, SETs of
-//! unique keys read back on another node, APPENDs of unique tokens, GETSET/DEL/GET of a key of
-//! their own, SETs with a 300 ms expiry) while a nemesis kills nodes (the leader too), pauses
-//! them and cuts them off, one fault at a time. At the end every fault is healed and the nodes
-//! must agree, hold every acknowledged write once, and nothing that expired.
+//! unique keys read back on another node of the region, APPENDs of unique tokens, GETSET/DEL/GET
+//! of a key of their own, SETs with a 300 ms expiry) while a nemesis kills nodes (leaders too),
+//! pauses them and cuts them off, one fault at a time. At the end every fault is healed and the
+//! nodes must agree, hold every acknowledged write once, and nothing that expired.
+//!
+//! Across regions (a topology of several, no `--region`) the APPEND and register keys give way
+//! to keys that workers in every region SET and DEL, the nemesis also cuts regions apart or
+//! makes their links lossy, and at the end every node of every region must show the same
+//! `MERIDIAN DIGEST`, each shared key the last writer's value, each counter every increment
+//! acknowledged in any region.
 
 mod check;
 mod client;
@@ -21,18 +28,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use self::check::{Anomalies, Anomaly, Counter, Model};
+use self::check::{Anomalies, Anomaly, Counter, LwwKey, Model};
 use self::client::Client;
 use self::cluster::Cluster;
 pub use self::nemesis::{Fault, KINDS};
-use self::worker::{text, Owned, Worker, COUNTERS};
+use self::worker::{text, Owned, Worker, COUNTERS, LWW_KEYS};
 use crate::resp::Reply;
 
 /// What to run.
 pub struct ChaosConfig {
     /// The directory `config/local-cluster.sh up` started the cluster in.
     pub dir: PathBuf,
-    /// The region to test, when the topology has several.
+    /// The region to test; `None`: every region of the topology.
     pub region: Option<String>,
     /// The `meridian` binary for restarts (default: the running nodes').
     pub meridian: Option<PathBuf>,
@@ -42,8 +49,9 @@ pub struct ChaosConfig {
     pub workers: usize,
     /// Seed of every random choice.
     pub seed: u64,
-    /// The kinds of fault to inject (none: a quiet region, to see the checks pass).
-    pub faults: Vec<&'static str>,
+    /// The kinds of fault to inject (empty: none, to see the checks pass); `None`: every kind
+    /// the topology can take (between regions only with several).
+    pub faults: Option<Vec<&'static str>>,
 }
 
 /// Request counts by outcome.
@@ -71,6 +79,8 @@ impl Tally {
 pub struct ChaosReport {
     /// The seed (to run the same choices again).
     pub seed: u64,
+    /// The regions under test.
+    pub regions: Vec<String>,
     /// Seconds of load and faults.
     pub duration_s: f64,
     /// Requests by outcome.
@@ -79,9 +89,12 @@ pub struct ChaosReport {
     pub incrs_acked: u64,
     /// SETs of unique keys acknowledged and checked on every node.
     pub sets_checked: usize,
+    /// SETs and DELs of the keys every region writes, acknowledged (several regions only).
+    pub shared_writes_acked: usize,
     /// The faults and the recovery after each.
     pub faults: Vec<Fault>,
-    /// Seconds until the nodes agreed after the last heal.
+    /// Seconds until the nodes agreed after the last heal (one region: on its leader and
+    /// applied index; several: on `MERIDIAN DIGEST`, once every expiring key was past its time).
     pub converged_after_s: Option<f64>,
     /// Every violation found.
     pub anomalies: Vec<Anomaly>,
@@ -93,19 +106,31 @@ pub struct ChaosReport {
 pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
     let cluster = Cluster::open(&cfg.dir, cfg.region.as_deref(), cfg.meridian.clone())?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let regions = cluster.regions();
+    let geo = regions.len() > 1;
+    let groups: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|n| regions.iter().position(|r| *r == n.region).unwrap_or(0))
+        .collect();
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let anomalies = Arc::new(Anomalies::default());
     let tally = Arc::new(Tally::default());
     let model = Arc::new(Model::default());
-    model
-        .counters
-        .lock()
-        .unwrap()
-        .resize_with(COUNTERS, Counter::default);
+    *model.counters.lock().unwrap() = (0..regions.len())
+        .map(|_| (0..COUNTERS).map(|_| Counter::default()).collect())
+        .collect();
+    if geo {
+        model
+            .lww
+            .lock()
+            .unwrap()
+            .resize_with(LWW_KEYS, LwwKey::default);
+    }
     let run_tag = format!("{:x}", cfg.seed);
     eprintln!(
-        "chaos: {} nodes {:?}, {} workers, {:?}, seed {}",
+        "chaos: {} nodes {:?} in {regions:?}, {} workers, {:?}, seed {}",
         addrs.len(),
         cluster.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
         cfg.workers,
@@ -117,6 +142,8 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
             let w = Worker {
                 id,
                 addrs: addrs.clone(),
+                groups: groups.clone(),
+                geo,
                 run: run_tag.clone(),
                 seed: cfg.seed.wrapping_mul(1000).wrapping_add(id as u64),
                 model: model.clone(),
@@ -128,9 +155,13 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
             std::thread::spawn(move || w.run())
         })
         .collect();
+    let kinds = cfg.faults.clone().unwrap_or_else(|| {
+        let per_node = KINDS.len() - 2;
+        KINDS[..if geo { KINDS.len() } else { per_node }].to_vec()
+    });
     let faults = std::thread::scope(|s| {
-        let nemesis = (!cfg.faults.is_empty()).then(|| {
-            s.spawn(|| nemesis::run(&cluster, &cfg.faults, cfg.seed, started, &stop, &anomalies))
+        let nemesis = (!kinds.is_empty()).then(|| {
+            s.spawn(|| nemesis::run(&cluster, &kinds, cfg.seed, started, &stop, &anomalies))
         });
         while started.elapsed() < cfg.duration {
             std::thread::sleep(Duration::from_millis(200));
@@ -148,27 +179,41 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
     for node in cluster.heal() {
         anomalies.report(duration_s, "NEMESIS", format!("could not heal {node}"));
     }
+    let healed = Instant::now();
     for i in 0..cluster.nodes.len() {
         cluster.signal(i, "CONT");
         cluster.restart(i)?;
     }
-    let converged_after_s = converge(&cluster);
+    let converged_after_s = if geo {
+        wait_until_expired(&model, started);
+        converge_digests(&cluster, healed)
+    } else {
+        converge(&cluster)
+    };
     if converged_after_s.is_none() {
+        let what = if geo {
+            "the same MERIDIAN DIGEST"
+        } else {
+            "the same applied index"
+        };
         anomalies.report(
             started.elapsed().as_secs_f64(),
             "DIVERGED",
-            "the nodes did not reach the same applied index within 60 s of the heal".into(),
+            format!("the nodes did not reach {what} within 60 s of the heal"),
         );
     }
     let mut owned = owned;
     let sets_checked = final_checks(&cluster, &model, &mut owned, &run_tag, started, &anomalies)?;
+    let shared_writes_acked = model.lww.lock().unwrap().iter().map(LwwKey::acked).sum();
     let counters = model.counters.lock().unwrap();
     Ok(ChaosReport {
         seed: cfg.seed,
+        regions,
         duration_s,
         requests: tally.snapshot(),
-        incrs_acked: counters.iter().map(|c| c.acked).sum(),
+        incrs_acked: counters.iter().flatten().map(|c| c.acked).sum(),
         sets_checked,
+        shared_writes_acked,
         faults,
         converged_after_s,
         anomalies: anomalies.kept(),
@@ -197,6 +242,37 @@ fn converge(cluster: &Cluster) -> Option<f64> {
     None
 }
 
+/// Seconds from `healed` until every node shows the same `MERIDIAN DIGEST` (writes have
+/// stopped, every region's replication catches up), polled for up to 60 s; `None` if they
+/// never do.
+fn converge_digests(cluster: &Cluster, healed: Instant) -> Option<f64> {
+    while healed.elapsed() < Duration::from_secs(60) {
+        let digests: Option<Vec<Reply>> = (0..cluster.nodes.len())
+            .map(|i| cluster.admin(i, &["MERIDIAN", "DIGEST"]).ok())
+            .collect();
+        if digests.is_some_and(|d| d.iter().all(|x| *x == d[0])) {
+            return Some(healed.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// Sleeps until every key written with a short expiry is past its time: digests hash the
+/// visible keys, and one taken while a key written just before the end is still alive would
+/// differ from a later one.
+fn wait_until_expired(model: &Model, started: Instant) {
+    let last_gone = model
+        .expiring
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, gone_at)| *gone_at)
+        .fold(0.0, f64::max);
+    let left = last_gone - started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs_f64(left.max(0.0) + 0.1));
+}
+
 /// Reads the final state on every node and checks it against the model; returns how many
 /// acknowledged SETs were checked.
 fn final_checks(
@@ -208,16 +284,16 @@ fn final_checks(
     anomalies: &Anomalies,
 ) -> Result<usize> {
     let at = || started.elapsed().as_secs_f64();
-    let counters = model.counters.lock().unwrap();
+    wait_until_expired(model, started);
+    let counters: Vec<Counter> = {
+        let groups = model.counters.lock().unwrap();
+        (0..COUNTERS)
+            .map(|c| Counter::merged(groups.iter().map(|g| &g[c])))
+            .collect()
+    };
     let sets = model.sets.lock().unwrap();
     let expiring = model.expiring.lock().unwrap();
-    // Every expiring key past its time first: the digests hash the visible keys, and one taken
-    // while a key written just before the end is still alive would differ from a later one.
-    let last_gone = expiring
-        .iter()
-        .map(|(_, gone_at)| *gone_at)
-        .fold(0.0, f64::max);
-    std::thread::sleep(Duration::from_secs_f64((last_gone - at()).max(0.0) + 0.1));
+    let lww = model.lww.lock().unwrap();
     let mut digests = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         let mut c = Client::connect(&node.addr, Duration::from_secs(10))
@@ -235,7 +311,15 @@ fn final_checks(
                 anomalies.report(at(), "COUNTER", format!("{key} on {}: {why}", node.name));
             }
         }
-        for w in owned.iter_mut() {
+        for (k, writes) in lww.iter().enumerate() {
+            let key = format!("chaos:{run_tag}:l:{k}");
+            if let Err(why) = writes.check_final(get(&key)?.as_deref()) {
+                anomalies.report(at(), "LWW", format!("{key} on {}: {why}", node.name));
+            }
+        }
+        // Across regions the workers write neither (see `worker`).
+        let owned_keys = if lww.is_empty() { &mut *owned } else { &mut [] };
+        for w in owned_keys.iter_mut() {
             let value = get(&w.append_key)?.unwrap_or_default();
             if let Err(why) = w.append.check_final(&value) {
                 let detail = format!("{} on {}: {why}", w.append_key, node.name);
@@ -309,13 +393,20 @@ pub fn table(r: &ChaosReport) -> String {
         *kinds.entry(f.kind).or_default() += 1;
     }
     let mut out = format!(
-        "chaos seed {}: {:.0} s, {} requests, {} INCRs acknowledged, {} SETs checked on every node\n",
+        "chaos seed {} over {:?}: {:.0} s, {} requests, {} INCRs acknowledged, {} SETs checked on every node\n",
         r.seed,
+        r.regions,
         r.duration_s,
         r.requests.get("requests").copied().unwrap_or(0),
         r.incrs_acked,
         r.sets_checked
     );
+    if r.regions.len() > 1 {
+        out += &format!(
+            "{} SETs and DELs of keys every region writes acknowledged, the last writer's value on every node\n",
+            r.shared_writes_acked
+        );
+    }
     out += &format!(
         "faults {} {kinds:?}; every node served again after max {max:.2} s, mean {mean:.2} s\n",
         r.faults.len()

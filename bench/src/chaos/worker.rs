@@ -1,5 +1,8 @@
 //! One chaos worker: a closed loop of single requests against a home node (sometimes another),
-//! each reply checked against the model as it comes.
+//! each reply checked against the model as it comes. Across regions (`geo`) the checks are
+//! those that hold between asynchronously replicated regions: no GETSET/DEL register or
+//! APPEND log (a write in another region may not have arrived yet), shared last-writer-wins
+//! keys instead, and reads checked against the writes answered in the reader's own region.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::check::{Anomalies, AppendLog, Model, Register};
+use super::check::{Anomalies, AppendLog, LwwWrite, Model, Register};
 use super::client::Client;
 use super::Tally;
 use crate::resp::Reply;
@@ -18,6 +21,8 @@ use crate::resp::Reply;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shared counters.
 pub const COUNTERS: usize = 4;
+/// Keys every region SETs and DELs (with several regions).
+pub const LWW_KEYS: usize = 8;
 
 /// What a worker needs.
 pub struct Worker {
@@ -25,6 +30,10 @@ pub struct Worker {
     pub id: usize,
     /// The nodes' RESP addresses.
     pub addrs: Vec<String>,
+    /// Each node's region, as an index.
+    pub groups: Vec<usize>,
+    /// The nodes are in several regions.
+    pub geo: bool,
     /// A tag unique to this run, in every key.
     pub run: String,
     /// Its random sequence.
@@ -80,12 +89,32 @@ impl Worker {
             }
             let any = rng.random_range(0..self.addrs.len());
             let op: f64 = rng.random();
+            if self.geo {
+                if op < 0.30 {
+                    self.incr(&mut conns, home, rng.random_range(0..COUNTERS));
+                } else if op < 0.40 {
+                    self.read_counter(&mut conns, any, rng.random_range(0..COUNTERS));
+                } else if op < 0.60 {
+                    let readback = rng
+                        .random_bool(0.5)
+                        .then(|| self.same_region(home, &mut rng));
+                    self.set_unique(&mut conns, home, seq, readback, rng.random());
+                } else if op < 0.90 {
+                    let delete = rng.random_bool(0.2);
+                    self.lww(&mut conns, any, rng.random_range(0..LWW_KEYS), seq, delete);
+                } else {
+                    self.set_expiring(&mut conns, home, seq);
+                }
+                continue;
+            }
             if op < 0.35 {
                 self.incr(&mut conns, home, rng.random_range(0..COUNTERS));
             } else if op < 0.50 {
                 self.read_counter(&mut conns, any, rng.random_range(0..COUNTERS));
             } else if op < 0.70 {
-                let readback = rng.random_bool(0.5).then_some(any);
+                let readback = rng
+                    .random_bool(0.5)
+                    .then(|| self.same_region(home, &mut rng));
                 self.set_unique(&mut conns, home, seq, readback, rng.random());
             } else if op < 0.80 {
                 self.append(&mut conns, home, seq, &mut owned);
@@ -97,6 +126,14 @@ impl Worker {
             }
         }
         owned
+    }
+
+    /// A random node of `node`'s region (itself included).
+    fn same_region(&self, node: usize, rng: &mut SmallRng) -> usize {
+        let peers: Vec<usize> = (0..self.addrs.len())
+            .filter(|&i| self.groups[i] == self.groups[node])
+            .collect();
+        peers[rng.random_range(0..peers.len())]
     }
 
     /// Sends one request to node `node`; a transport error drops the connection and pauses
@@ -128,10 +165,11 @@ impl Worker {
 
     fn incr(&self, conns: &mut HashMap<usize, Client>, node: usize, c: usize) {
         let key = format!("chaos:{}:ctr:{c}", self.run);
-        self.model.counters.lock().unwrap()[c].attempted += 1;
+        let group = self.groups[node];
+        self.model.counters.lock().unwrap()[group][c].attempted += 1;
         if let Ok(Reply::Integer(n)) = self.call(conns, node, &["INCR", &key]) {
             let mut counters = self.model.counters.lock().unwrap();
-            let counter = &mut counters[c];
+            let counter = &mut counters[group][c];
             counter.acked += 1;
             counter.max_acked = counter.max_acked.max(n);
             if !counter.seen.insert(n) {
@@ -142,11 +180,11 @@ impl Worker {
         }
     }
 
-    /// A linearizable GET of a counter never reads less than an INCR answered before it was
-    /// sent.
+    /// A linearizable GET of a counter never reads less than an INCR answered in its region
+    /// before it was sent (counters only grow: merges add other regions' increments).
     fn read_counter(&self, conns: &mut HashMap<usize, Client>, node: usize, c: usize) {
         let key = format!("chaos:{}:ctr:{c}", self.run);
-        let floor = self.model.counters.lock().unwrap()[c].max_acked;
+        let floor = self.model.counters.lock().unwrap()[self.groups[node]][c].max_acked;
         let value = match self.call(conns, node, &["GET", &key]) {
             Ok(Reply::Null) => 0,
             Ok(Reply::Bulk(b)) => String::from_utf8_lossy(&b).parse().unwrap_or(-1),
@@ -256,6 +294,40 @@ impl Worker {
                 format!("{what} {key} on node {node}: {why}"),
             );
         }
+    }
+
+    /// A SET (of a value of its own) or a DEL of a key every region writes.
+    fn lww(
+        &self,
+        conns: &mut HashMap<usize, Client>,
+        node: usize,
+        k: usize,
+        seq: u64,
+        delete: bool,
+    ) {
+        let key = format!("chaos:{}:l:{k}", self.run);
+        let value = (!delete).then(|| format!("w{}-{seq}", self.id));
+        let sent_s = self.at();
+        let answer = match &value {
+            Some(v) => self.call(conns, node, &["SET", &key, v]),
+            None => self.call(conns, node, &["DEL", &key]),
+        };
+        let acked_s = match answer {
+            Ok(Reply::Simple(_) | Reply::Integer(1)) => Some(self.at()),
+            // Nothing to delete in its region: no tombstone, no write.
+            Ok(Reply::Integer(0)) => return,
+            Ok(other) => {
+                let detail = format!("{key} on node {node}: unexpected reply {other:?}");
+                self.anomalies.report(self.at(), "REPLY", detail);
+                None
+            }
+            Err(_) => None,
+        };
+        self.model.lww.lock().unwrap()[k].record(LwwWrite {
+            value,
+            sent_s,
+            acked_s,
+        });
     }
 
     fn set_expiring(&self, conns: &mut HashMap<usize, Client>, node: usize, seq: u64) {

@@ -672,9 +672,17 @@ fn alive(pid: u32) -> bool {
 /// config/region-3.toml as shipped, with free ports instead of 7001…7103, written into
 /// `dir`; returns its path and the lines `local-cluster.sh up` should print for it.
 fn region3_on_free_ports(dir: &std::path::Path) -> (PathBuf, Vec<String>) {
-    let shipped = meridian_tests::repo_root().join("config/region-3.toml");
+    let (path, expected) = shipped_topology_on_free_ports("region-3.toml", dir);
+    assert_eq!(expected.len(), 3, "region-3.toml has three nodes");
+    (path, expected)
+}
+
+/// `config/NAME` with free loopback ports, written under `dir`; its path and the `NAME REGION
+/// RESP-ADDRESS` lines `local-cluster.sh up` prints for it.
+fn shipped_topology_on_free_ports(name: &str, dir: &std::path::Path) -> (PathBuf, Vec<String>) {
+    let shipped = meridian_tests::repo_root().join("config").join(name);
     let mut topo: toml::Table = toml::from_str(&std::fs::read_to_string(&shipped).unwrap())
-        .expect("config/region-3.toml parses");
+        .unwrap_or_else(|e| panic!("config/{name} parses: {e}"));
     let mut expected = Vec::new();
     for region in topo["region"].as_array_mut().unwrap() {
         let region = region.as_table_mut().unwrap();
@@ -688,8 +696,7 @@ fn region3_on_free_ports(dir: &std::path::Path) -> (PathBuf, Vec<String>) {
             expected.push(format!("{name} {rname} 127.0.0.1:{resp}"));
         }
     }
-    assert_eq!(expected.len(), 3, "region-3.toml has three nodes");
-    let topo_path = dir.join("region-3.toml");
+    let topo_path = dir.join(name);
     std::fs::write(&topo_path, toml::to_string(&topo).unwrap()).unwrap();
     (topo_path, expected)
 }
@@ -779,8 +786,31 @@ fn local_cluster_script_up_and_down() {
 #[test]
 fn chaos_soak_of_a_local_cluster_finds_no_anomaly() {
     let _permit = NodePermit::acquire(3);
+    let r = chaos_soak("region-3.toml", 25, 1);
+    assert!(r["sets_checked"].as_u64().unwrap() > 100, "{r}");
+    assert!(r["incrs_acked"].as_u64().unwrap() > 100, "{r}");
+}
+
+/// The same across two regions of one node (`config/geo-2x1.toml`, 40 ms apart): workers in
+/// both regions INCR shared counters and SET and DEL shared keys while the nemesis kills,
+/// pauses, cuts the regions apart or makes their link lossy; at the end both regions show the
+/// same digest, every counter every acknowledged increment, every shared key the last
+/// writer's value.
+#[test]
+fn chaos_soak_of_two_regions_converges_with_no_anomaly() {
+    let _permit = NodePermit::acquire(2);
+    let r = chaos_soak("geo-2x1.toml", 30, 2);
+    assert_eq!(r["regions"], serde_json::json!(["eu", "us"]), "{r}");
+    assert!(r["converged_after_s"].is_number(), "{r}");
+    assert!(r["sets_checked"].as_u64().unwrap() > 100, "{r}");
+}
+
+/// Starts `config/TOPOLOGY` with `local-cluster.sh`, runs `meridian-bench chaos` on every
+/// region of it for `seconds` with two workers and seed `seed`, asserts it found no anomaly
+/// after at least one fault, and returns its report.
+fn chaos_soak(topology: &str, seconds: u32, seed: u32) -> serde_json::Value {
     let tmp = tempfile::tempdir().unwrap();
-    let (topo_path, _) = region3_on_free_ports(tmp.path());
+    let (topo_path, _) = shipped_topology_on_free_ports(topology, tmp.path());
     let dir = tmp.path().join("cluster");
     let dir_s = dir.display().to_string();
     let _guard = ScriptCluster { dir: dir.clone() };
@@ -793,36 +823,28 @@ fn chaos_soak_of_a_local_cluster_finds_no_anomaly() {
     let bench = meridian_bin().with_file_name("meridian-bench");
     let json = tmp.path().join("chaos.json");
     let mut cmd = Command::new(&bench);
-    cmd.args([
-        "chaos",
-        "--dir",
-        &dir_s,
-        "--duration",
-        "25",
-        "--workers",
-        "2",
-    ])
-    .args(["--seed", "1", "--json"])
-    .arg(&json);
+    cmd.args(["chaos", "--dir", &dir_s, "--workers", "2"])
+        .args(["--duration", &seconds.to_string()])
+        .args(["--seed", &seed.to_string(), "--json"])
+        .arg(&json);
     let out =
         meridian_tests::output_within(cmd, None, Duration::from_secs(180), "meridian-bench chaos");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    report(&format!("meridian-bench chaos:\n{stdout}"));
+    report(&format!("meridian-bench chaos ({topology}):\n{stdout}"));
     assert!(
         out.status.success(),
         "chaos run failed:\n{stdout}\n{stderr}"
     );
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let r = &r["chaos"];
+    let r = r["chaos"].clone();
     assert_eq!(r["anomaly_count"], 0, "{r}");
     assert!(
         !r["faults"].as_array().unwrap().is_empty(),
         "no fault injected: {r}"
     );
-    assert!(r["sets_checked"].as_u64().unwrap() > 100, "{r}");
-    assert!(r["incrs_acked"].as_u64().unwrap() > 100, "{r}");
+    r
 }
 
 /// The exposition text of `node`'s Prometheus listener.
