@@ -17,6 +17,7 @@ pub mod error;
 pub mod keyspace;
 pub mod latency;
 pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod op;

@@ -85,15 +85,21 @@ fn parse_cpu_policy(s: &str) -> Result<CpuPolicy, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "meridian=info,meridian_server=info,geo=info,openraft=warn".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "meridian=info,meridian_server=info,geo=info,openraft=warn".into());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(meridian_server::log_limit::RepeatLimit::new())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init();
+    }
 
     let (mut server, topology) = match &cli.config {
         Some(path) => {
