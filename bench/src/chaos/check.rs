@@ -328,6 +328,118 @@ impl LwwKey {
     }
 }
 
+/// A reset writes a multiple of this (a SET of `n * RESET_UNIT`, `n` its own, or a DEL: 0), so
+/// a counter's converged value tells which reset won (its quotient) and how many increments
+/// count on top of it (its remainder; far fewer than this are sent).
+pub const RESET_UNIT: i64 = 1_000_000_000;
+
+/// One request to a [`ResetCounter`].
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The region of the node it was sent to (see [`Model::counters`]).
+    pub group: usize,
+    /// When it was sent (seconds since the start of the run).
+    pub sent_s: f64,
+    /// When it was answered; `None` if it got no answer.
+    pub acked_s: Option<f64>,
+}
+
+/// A counter that every region INCRs and now and then resets (a SET of a base of its own, or a
+/// DEL). A reset sets the counter *as it observed it*: the increments it had not seen (made
+/// after it, or concurrently in other regions) count on top of its base, those it had seen do
+/// not.
+#[derive(Default, Debug)]
+pub struct ResetCounter {
+    /// Each reset with its base (0 for a DEL that answered 1; one that answered 0 wrote
+    /// nothing and is not recorded).
+    resets: Vec<(i64, Sent)>,
+    incrs: Vec<Sent>,
+}
+
+impl ResetCounter {
+    /// Records a reset to `base`.
+    pub fn reset(&mut self, base: i64, sent: Sent) {
+        self.resets.push((base, sent));
+    }
+
+    /// Records an INCR.
+    pub fn incr(&mut self, sent: Sent) {
+        self.incrs.push(sent);
+    }
+
+    /// INCRs and resets answered.
+    pub fn acked(&self) -> (usize, usize) {
+        let answered = |s: &&Sent| s.acked_s.is_some();
+        (
+            self.incrs.iter().filter(answered).count(),
+            self.resets.iter().map(|(_, r)| r).filter(answered).count(),
+        )
+    }
+
+    /// Checks the value the regions converged to (nil read as 0). The reset it comes from (its
+    /// quotient by [`RESET_UNIT`]; 0 is also no reset at all, if none was acknowledged) must be
+    /// one no acknowledged reset followed in real time, as for [`LwwKey`]; the increments
+    /// counted on top of it (the remainder) at least those sent after it was answered (it
+    /// could not have seen them), at most every INCR sent but those answered in its own
+    /// region before it was sent (it saw them: a region is linearizable, and an answered
+    /// write was made in the region it was sent to). An unanswered reset may have been made
+    /// at any time, in another region (forwarded after the write timeout): it bounds nothing.
+    pub fn check_final(&self, value: i64) -> Result<(), String> {
+        let base = value.div_euclid(RESET_UNIT) * RESET_UNIT;
+        let counted = (value - base) as usize;
+        let last_acked_sent = self
+            .resets
+            .iter()
+            .filter(|(_, r)| r.acked_s.is_some())
+            .map(|(_, r)| r.sent_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let followed = |r: &Sent| {
+            r.acked_s
+                .is_some_and(|a| last_acked_sent > a + LWW_MARGIN_S)
+        };
+        let acked_incrs = self.incrs.iter().filter(|i| i.acked_s.is_some()).count();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        if base == 0 && last_acked_sent == f64::NEG_INFINITY {
+            ranges.push((acked_incrs, self.incrs.len()));
+        }
+        for (_, r) in self
+            .resets
+            .iter()
+            .filter(|(b, r)| *b == base && !followed(r))
+        {
+            let Some(acked) = r.acked_s else {
+                ranges.push((0, self.incrs.len()));
+                continue;
+            };
+            let after = self
+                .incrs
+                .iter()
+                .filter(|i| i.acked_s.is_some() && i.sent_s > acked + LWW_MARGIN_S)
+                .count();
+            let seen = self
+                .incrs
+                .iter()
+                .filter(|i| i.group == r.group && i.acked_s.is_some_and(|a| a < r.sent_s))
+                .count();
+            ranges.push((after, self.incrs.len() - seen));
+        }
+        if ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&counted)) {
+            return Ok(());
+        }
+        Err(format!(
+            "converged to {value}: base {base} (a reset {}), {counted} increments on top; \
+             allowed for that base: {ranges:?}; {} INCRs sent, {acked_incrs} answered, {} resets",
+            if ranges.is_empty() {
+                "that is unknown or was followed by an acknowledged one"
+            } else {
+                "not followed"
+            },
+            self.incrs.len(),
+            self.resets.len()
+        ))
+    }
+}
+
 /// Everything the workers learned, shared.
 #[derive(Default)]
 pub struct Model {
@@ -336,6 +448,8 @@ pub struct Model {
     pub counters: Mutex<Vec<Vec<Counter>>>,
     /// Keys that workers in every region SET and DEL (with several regions only).
     pub lww: Mutex<Vec<LwwKey>>,
+    /// Counters that workers in every region INCR and reset (with several regions only).
+    pub reset_counters: Mutex<Vec<ResetCounter>>,
     /// Acknowledged SETs of unique keys: key → value.
     pub sets: Mutex<BTreeMap<String, String>>,
     /// Acknowledged SETs with a short expiry: key → when it is surely gone (seconds since the
@@ -417,6 +531,48 @@ mod tests {
         k.check_final(None).unwrap();
         k.check_final(Some("d")).unwrap();
         assert!(k.check_final(Some("c")).is_err());
+    }
+
+    #[test]
+    fn a_reset_counter_counts_what_its_winning_reset_did_not_see() {
+        let sent = |group, sent_s, acked_s| Sent {
+            group,
+            sent_s,
+            acked_s,
+        };
+        let mut c = ResetCounter::default();
+        // Two increments answered in region 0, one unanswered in region 1.
+        c.incr(sent(0, 1.0, Some(1.1)));
+        c.incr(sent(0, 1.2, Some(1.3)));
+        c.incr(sent(1, 1.4, None));
+        c.check_final(2).unwrap();
+        c.check_final(3).unwrap();
+        assert!(c.check_final(1).is_err());
+        // A reset in region 0 after them saw both; the unanswered one may count.
+        let base = 7 * RESET_UNIT;
+        c.reset(base, sent(0, 2.0, Some(2.1)));
+        c.check_final(base).unwrap();
+        c.check_final(base + 1).unwrap();
+        assert!(c.check_final(base + 2).is_err());
+        assert!(c.check_final(2).is_err(), "the reset was answered: it won");
+        // An increment sent after the reset was answered counts on top.
+        c.incr(sent(1, 3.0, Some(3.1)));
+        assert!(c.check_final(base).is_err());
+        c.check_final(base + 1).unwrap();
+        c.check_final(base + 2).unwrap();
+        // A DEL after that: nothing seen before it counts again.
+        c.reset(0, sent(1, 4.0, Some(4.1)));
+        c.check_final(0).unwrap();
+        assert!(c.check_final(base + 1).is_err());
+        assert!(
+            c.check_final(4).is_err(),
+            "the DEL saw region 1's answered INCR"
+        );
+        // Region 0's INCRs may not have reached region 1 (nor the unanswered one applied).
+        c.check_final(3).unwrap();
+        c.check_final(2).unwrap();
+        // An unknown base is never right.
+        assert!(c.check_final(9 * RESET_UNIT).is_err());
     }
 
     #[test]

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use self::check::{Anomalies, Anomaly, Counter, LwwKey, Model};
+use self::check::{Anomalies, Anomaly, Counter, LwwKey, Model, ResetCounter};
 use self::client::Client;
 use self::cluster::Cluster;
 pub use self::nemesis::{Fault, KINDS};
-use self::worker::{text, Owned, Worker, COUNTERS, LWW_KEYS};
+use self::worker::{text, Owned, Worker, COUNTERS, LWW_KEYS, RESET_COUNTERS};
 use crate::resp::Reply;
 
 /// What to run.
@@ -91,6 +91,9 @@ pub struct ChaosReport {
     pub sets_checked: usize,
     /// SETs and DELs of the keys every region writes, acknowledged (several regions only).
     pub shared_writes_acked: usize,
+    /// INCRs and resets (SETs, DELs) of the counters every region resets, acknowledged
+    /// (several regions only).
+    pub reset_counter_ops_acked: (usize, usize),
     /// The faults and the recovery after each.
     pub faults: Vec<Fault>,
     /// Seconds until the nodes agreed after the last heal (one region: on its leader and
@@ -127,6 +130,11 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
             .lock()
             .unwrap()
             .resize_with(LWW_KEYS, LwwKey::default);
+        model
+            .reset_counters
+            .lock()
+            .unwrap()
+            .resize_with(RESET_COUNTERS, ResetCounter::default);
     }
     let run_tag = format!("{:x}", cfg.seed);
     eprintln!(
@@ -205,6 +213,13 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
     let mut owned = owned;
     let sets_checked = final_checks(&cluster, &model, &mut owned, &run_tag, started, &anomalies)?;
     let shared_writes_acked = model.lww.lock().unwrap().iter().map(LwwKey::acked).sum();
+    let reset_counter_ops_acked = model
+        .reset_counters
+        .lock()
+        .unwrap()
+        .iter()
+        .map(ResetCounter::acked)
+        .fold((0, 0), |(i, r), (ci, cr)| (i + ci, r + cr));
     let counters = model.counters.lock().unwrap();
     Ok(ChaosReport {
         seed: cfg.seed,
@@ -214,6 +229,7 @@ pub fn run(cfg: ChaosConfig) -> Result<ChaosReport> {
         incrs_acked: counters.iter().flatten().map(|c| c.acked).sum(),
         sets_checked,
         shared_writes_acked,
+        reset_counter_ops_acked,
         faults,
         converged_after_s,
         anomalies: anomalies.kept(),
@@ -294,6 +310,7 @@ fn final_checks(
     let sets = model.sets.lock().unwrap();
     let expiring = model.expiring.lock().unwrap();
     let lww = model.lww.lock().unwrap();
+    let reset_counters = model.reset_counters.lock().unwrap();
     let mut digests = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         let mut c = Client::connect(&node.addr, Duration::from_secs(10))
@@ -315,6 +332,17 @@ fn final_checks(
             let key = format!("chaos:{run_tag}:l:{k}");
             if let Err(why) = writes.check_final(get(&key)?.as_deref()) {
                 anomalies.report(at(), "LWW", format!("{key} on {}: {why}", node.name));
+            }
+        }
+        for (k, counter) in reset_counters.iter().enumerate() {
+            let key = format!("chaos:{run_tag}:rc:{k}");
+            let value = get(&key)?.map_or(0, |v| v.parse().unwrap_or(-1));
+            if let Err(why) = counter.check_final(value) {
+                anomalies.report(
+                    at(),
+                    "RESET_COUNTER",
+                    format!("{key} on {}: {why}", node.name),
+                );
             }
         }
         // Across regions the workers write neither (see `worker`).
@@ -405,6 +433,10 @@ pub fn table(r: &ChaosReport) -> String {
         out += &format!(
             "{} SETs and DELs of keys every region writes acknowledged, the last writer's value on every node\n",
             r.shared_writes_acked
+        );
+        out += &format!(
+            "{} INCRs and {} resets of counters every region resets acknowledged, each counter's value allowed on every node\n",
+            r.reset_counter_ops_acked.0, r.reset_counter_ops_acked.1
         );
     }
     out += &format!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::check::{Anomalies, AppendLog, LwwWrite, Model, Register};
+use super::check::{Anomalies, AppendLog, LwwWrite, Model, Register, Sent, RESET_UNIT};
 use super::client::Client;
 use super::Tally;
 use crate::resp::Reply;
@@ -23,6 +23,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const COUNTERS: usize = 4;
 /// Keys every region SETs and DELs (with several regions).
 pub const LWW_KEYS: usize = 8;
+/// Counters every region INCRs and resets (with several regions).
+pub const RESET_COUNTERS: usize = 4;
 
 /// What a worker needs.
 pub struct Worker {
@@ -90,18 +92,21 @@ impl Worker {
             let any = rng.random_range(0..self.addrs.len());
             let op: f64 = rng.random();
             if self.geo {
-                if op < 0.30 {
+                if op < 0.25 {
                     self.incr(&mut conns, home, rng.random_range(0..COUNTERS));
-                } else if op < 0.40 {
+                } else if op < 0.35 {
                     self.read_counter(&mut conns, any, rng.random_range(0..COUNTERS));
-                } else if op < 0.60 {
+                } else if op < 0.55 {
                     let readback = rng
                         .random_bool(0.5)
                         .then(|| self.same_region(home, &mut rng));
                     self.set_unique(&mut conns, home, seq, readback, rng.random());
-                } else if op < 0.90 {
+                } else if op < 0.77 {
                     let delete = rng.random_bool(0.2);
                     self.lww(&mut conns, any, rng.random_range(0..LWW_KEYS), seq, delete);
+                } else if op < 0.92 {
+                    let k = rng.random_range(0..RESET_COUNTERS);
+                    self.reset_counter(&mut conns, any, k, seq, rng.random());
                 } else {
                     self.set_expiring(&mut conns, home, seq);
                 }
@@ -328,6 +333,51 @@ impl Worker {
             sent_s,
             acked_s,
         });
+    }
+
+    /// An INCR (mostly), a SET to a base of its own or a DEL of a counter every region writes.
+    fn reset_counter(
+        &self,
+        conns: &mut HashMap<usize, Client>,
+        node: usize,
+        k: usize,
+        seq: u64,
+        pick: f64,
+    ) {
+        let key = format!("chaos:{}:rc:{k}", self.run);
+        let sent_s = self.at();
+        let base = (self.id as i64 * 1_000_000 + seq as i64) * RESET_UNIT;
+        let (answer, reset) = if pick < 0.85 {
+            (self.call(conns, node, &["INCR", &key]), None)
+        } else if pick < 0.95 {
+            let answer = self.call(conns, node, &["SET", &key, &base.to_string()]);
+            (answer, Some(base))
+        } else {
+            (self.call(conns, node, &["DEL", &key]), Some(0))
+        };
+        let acked_s = match (&answer, reset) {
+            (Ok(Reply::Integer(_)), None) | (Ok(Reply::Simple(_) | Reply::Integer(1)), Some(_)) => {
+                Some(self.at())
+            }
+            // Nothing to delete in its region: no tombstone, no reset.
+            (Ok(Reply::Integer(0)), Some(0)) => return,
+            (Ok(other), _) => {
+                let detail = format!("{key} on node {node}: unexpected reply {other:?}");
+                self.anomalies.report(self.at(), "REPLY", detail);
+                None
+            }
+            (Err(_), _) => None,
+        };
+        let sent = Sent {
+            group: self.groups[node],
+            sent_s,
+            acked_s,
+        };
+        let mut counters = self.model.reset_counters.lock().unwrap();
+        match reset {
+            Some(base) => counters[k].reset(base, sent),
+            None => counters[k].incr(sent),
+        }
     }
 
     fn set_expiring(&self, conns: &mut HashMap<usize, Client>, node: usize, seq: u64) {
