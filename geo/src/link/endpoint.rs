@@ -681,9 +681,67 @@ async fn accept_one(inner: Arc<Inner>, incoming: quinn::Incoming) {
             let peer = inner.peer_entry(&hello.name, None);
             inner.install(&peer, conn, hello.incarnation, Side::Accepted);
         }
-        Err(e) => {
-            metrics::counter!("geo_link_refused_total").increment(1);
-            warn!(%remote, error = %error_chain(&e), "refused inbound peer connection");
+        Err(e) => match InboundFailure::of(&e) {
+            InboundFailure::StrayInitial => {
+                metrics::counter!("geo_link_refused_total", "reason" => "stray-initial")
+                    .increment(1);
+                debug!(%remote, "dropped an undecryptable QUIC Initial packet");
+            }
+            InboundFailure::Abandoned => {
+                metrics::counter!("geo_link_refused_total", "reason" => "abandoned").increment(1);
+                info!(%remote, error = %error_chain(&e), "inbound peer connection abandoned by its dialer");
+            }
+            InboundFailure::Refused => {
+                metrics::counter!("geo_link_refused_total", "reason" => "refused").increment(1);
+                warn!(%remote, error = %error_chain(&e), "refused inbound peer connection");
+            }
+        },
+    }
+}
+
+/// Why an inbound link handshake failed, which decides how loudly it is logged.
+#[derive(Debug, PartialEq, Eq)]
+enum InboundFailure {
+    /// Not a peer's attempt: a retransmitted handshake packet of a connection this node
+    /// already dropped (typically its own dial to a restarting peer, abandoned on timeout
+    /// while the peer's answers were still on their way over a delayed link), whose connection
+    /// ID no longer derives its keys. quinn reports it as an Initial packet that failed to
+    /// decrypt; a real peer's first packet always decrypts.
+    StrayInitial,
+    /// The dialer gave up: its attempt timed out, or it closed or dropped it during the
+    /// handshake (as both nodes do with one of the two links they dial at once after a
+    /// restart).
+    Abandoned,
+    /// This node refused the peer (certificate, name, protocol version), or the peer refused
+    /// this node's certificate: what an operator must see.
+    Refused,
+}
+
+impl InboundFailure {
+    fn of(e: &LinkError) -> InboundFailure {
+        use quinn::{ConnectionError, TransportErrorCode};
+        match e {
+            LinkError::Connection(ConnectionError::TransportError(t))
+                if t.code == TransportErrorCode::PROTOCOL_VIOLATION
+                    && t.reason == "authentication failed" =>
+            {
+                InboundFailure::StrayInitial
+            }
+            LinkError::Connection(ConnectionError::TimedOut) => InboundFailure::Abandoned,
+            LinkError::Connection(ConnectionError::ConnectionClosed(c))
+                if c.error_code == TransportErrorCode::APPLICATION_ERROR =>
+            {
+                InboundFailure::Abandoned
+            }
+            // The dialer dropped its connection (quinn closes a dropped one with code 0,
+            // the code of a shutdown too) or kept the other link of a simultaneous pair.
+            LinkError::Connection(ConnectionError::ApplicationClosed(c))
+                if c.error_code == VarInt::from_u32(close::SHUTDOWN)
+                    || c.error_code == VarInt::from_u32(close::REPLACED) =>
+            {
+                InboundFailure::Abandoned
+            }
+            _ => InboundFailure::Refused,
         }
     }
 }
@@ -729,6 +787,77 @@ mod tests {
     use bytes::Bytes;
     use futures::future::BoxFuture;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn inbound_failures_are_told_apart() {
+        use quinn::TransportErrorCode as Code;
+        let transport = |code, reason: &str| {
+            LinkError::Connection(quinn::ConnectionError::TransportError(
+                quinn_proto::TransportError {
+                    code,
+                    frame: None,
+                    reason: reason.into(),
+                },
+            ))
+        };
+        let closed = |code, reason: &str| {
+            LinkError::Connection(quinn::ConnectionError::ConnectionClosed(
+                quinn::ConnectionClose {
+                    error_code: code,
+                    frame_type: None,
+                    reason: Bytes::copy_from_slice(reason.as_bytes()),
+                },
+            ))
+        };
+        let of = InboundFailure::of;
+        assert_eq!(
+            of(&transport(
+                Code::PROTOCOL_VIOLATION,
+                "authentication failed"
+            )),
+            InboundFailure::StrayInitial
+        );
+        assert_eq!(
+            of(&transport(Code::PROTOCOL_VIOLATION, "bad frame")),
+            InboundFailure::Refused
+        );
+        // rustls refusing the peer's certificate here.
+        assert_eq!(
+            of(&transport(Code::crypto(42), "invalid peer certificate")),
+            InboundFailure::Refused
+        );
+        // The peer refusing ours.
+        assert_eq!(
+            of(&closed(Code::crypto(42), "invalid peer certificate")),
+            InboundFailure::Refused
+        );
+        assert_eq!(
+            of(&closed(Code::APPLICATION_ERROR, "")),
+            InboundFailure::Abandoned
+        );
+        let app_closed = |code| {
+            LinkError::Connection(quinn::ConnectionError::ApplicationClosed(
+                quinn::ApplicationClose {
+                    error_code: VarInt::from_u32(code),
+                    reason: Bytes::new(),
+                },
+            ))
+        };
+        assert_eq!(of(&app_closed(close::SHUTDOWN)), InboundFailure::Abandoned);
+        assert_eq!(of(&app_closed(close::REPLACED)), InboundFailure::Abandoned);
+        assert_eq!(of(&app_closed(close::IDENTITY)), InboundFailure::Refused);
+        assert_eq!(of(&app_closed(close::VERSION)), InboundFailure::Refused);
+        assert_eq!(
+            of(&LinkError::Connection(quinn::ConnectionError::TimedOut)),
+            InboundFailure::Abandoned
+        );
+        assert_eq!(
+            of(&LinkError::CertificateName {
+                claimed: "x".into()
+            }),
+            InboundFailure::Refused
+        );
+    }
 
     #[derive(Default)]
     struct Counting(AtomicUsize);
