@@ -879,6 +879,12 @@ fn raft_gauges_on_prometheus() {
                 .ok_or_else(|| anyhow::anyhow!("no applied index yet"))?
                 .parse()?;
             anyhow::ensure!(applied >= 2.0, "applied index {applied}");
+            // A round publishes the member gauges after the indexes: a scrape in between
+            // shows the applied index without them.
+            for other in nodes.iter().filter(|n| n.name() != node.name()) {
+                let up = format!("meridian_raft_member_link_up{{node=\"{}\"}}", other.name());
+                anyhow::ensure!(sample(&text, &up).is_some(), "no {up} yet");
+            }
             if i == leader {
                 for other in nodes.iter().filter(|n| n.name() != node.name()) {
                     let lag = format!(
