@@ -690,11 +690,10 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "storage open"
         );
-        let region_id = replication::region_ids(&topology)
-            .get(&region)
-            .copied()
-            .unwrap_or(0);
+        let region_ids = replication::region_ids(&topology);
+        let region_id = region_ids.get(&region).copied().unwrap_or(0);
         keyspace.set_geo(region_id, multi_region);
+        keyspace.set_region_count(u8::try_from(region_ids.len()).unwrap_or(0));
         keyspace.set_log_is_wal(true);
 
         // Links: needed as soon as the region has more than one node.

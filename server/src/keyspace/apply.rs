@@ -369,9 +369,32 @@ impl<'a> BatchCtx<'a> {
     }
 
     /// Writes `new` at `key` over what `old` tells of the value there.
-    fn write_over(&mut self, db: u8, key: &[u8], old: Replaced<'_>, new: KeyState) {
+    fn write_over(&mut self, db: u8, key: &[u8], old: Replaced<'_>, mut new: KeyState) {
+        if new.has_old_incarnations() && self.ks.keeps_tombstones() && self.ks.region_count() > 0 {
+            let bounds: SmallVec<[u64; 8]> = (0..self.ks.region_count())
+                .map(|origin| self.merged_everywhere(origin))
+                .collect();
+            new.compact(|origin| bounds.get(origin as usize).copied().unwrap_or(0));
+        }
         let encoded = new.encode();
         self.write_encoded(db, key, old, &new, encoded);
+    }
+
+    /// The HLC up to which every other region has merged `origin`'s entries and reported it
+    /// in a report merged here (the bound of tombstone collection, `replication::collect_bound`),
+    /// as this batch sees it; 0 when a report cannot be read. Reports are applied through the
+    /// log, so every replica of the region computes the same bound at the same entry.
+    fn merged_everywhere(&mut self, origin: u8) -> u64 {
+        let me = self.ks.region_id();
+        let mut bound = u64::MAX;
+        for from in (0..self.ks.region_count()).filter(|r| *r != origin && *r != me) {
+            let seen = match self.seen.get(&(from, origin)) {
+                Some(h) => *h,
+                None => self.ks.seen(from, origin).unwrap_or(0),
+            };
+            bound = bound.min(seen);
+        }
+        bound
     }
 
     /// [`BatchCtx::write_over`] with `new`'s encoding made by the caller, who may leave `new`'s

@@ -209,6 +209,9 @@ pub struct Keyspace {
     options: KeyspaceOptions,
     /// This region's id (stamps local writes).
     region_id: AtomicU8,
+    /// How many regions the topology has (ids `0..n`); 0 until told, and counter compaction
+    /// (which must know every region) waits for it.
+    region_count: AtomicU8,
     /// More than one region: keep tombstones and fill the outbox.
     multi_region: AtomicBool,
     /// Woken when an outbox entry is written.
@@ -246,6 +249,16 @@ impl Keyspace {
     pub fn set_geo(&self, region_id: u8, multi_region: bool) {
         self.region_id.store(region_id, Ordering::Relaxed);
         self.multi_region.store(multi_region, Ordering::Relaxed);
+    }
+
+    /// Sets how many regions the topology has (ids `0..n`).
+    pub fn set_region_count(&self, n: u8) {
+        self.region_count.store(n, Ordering::Relaxed);
+    }
+
+    /// How many regions the topology has; 0 when not told.
+    pub fn region_count(&self) -> u8 {
+        self.region_count.load(Ordering::Relaxed)
     }
 
     /// The node's hybrid logical clock (the Raft proposer stamps batches with it).
@@ -602,6 +615,7 @@ impl Keyspace {
             hits: StripedCounter::default(),
             options,
             region_id: AtomicU8::new(0),
+            region_count: AtomicU8::new(0),
             multi_region: AtomicBool::new(false),
             outbox_notify: tokio::sync::Notify::new(),
             log_is_wal: AtomicBool::new(false),

@@ -330,6 +330,95 @@ impl KeyState {
         }
     }
 
+    /// True when some region has several counter entries: older incarnations that
+    /// [`KeyState::compact`] may drop.
+    pub fn has_old_incarnations(&self) -> bool {
+        self.pn.windows(2).any(|w| w[0].region == w[1].region)
+    }
+
+    /// Drops the counter entries that can no longer move the value, so a counter that is
+    /// reset (DEL, SET) while regions keep counting does not grow by an entry per reset.
+    ///
+    /// Region `r`'s entries below one of its later incarnations `cut` are final (a region only
+    /// grows its newest entry). They go once `cut <= bound(r)` — every region has merged `r`'s
+    /// entries up to `cut`, so each holds them final and each register written from now on
+    /// observes them, and no register written before is still on its way here (the bound of
+    /// tombstone collection). Those the register observed exactly, or that are below `r`'s
+    /// floor unobserved, add nothing to the value: they go, and `r`'s floor rises to `cut`, so
+    /// a copy that a merge brings back counts nothing either (unless a register observed it,
+    /// then as observed). The floor cannot pass an entry that counts unobserved; one observed
+    /// in part stays, and keeps counting what the register did not see.
+    /// Returns whether any entry was dropped.
+    pub fn compact(&mut self, bound: impl Fn(u8) -> u64) -> bool {
+        let mut cuts: SmallVec<[(u8, u64); 4]> = SmallVec::new();
+        let mut i = 0;
+        while i < self.pn.len() {
+            let region = self.pn[i].region;
+            let end = i + self.pn[i..]
+                .iter()
+                .take_while(|e| e.region == region)
+                .count();
+            let limit = bound(region);
+            // Entries are sorted by incarnation: the cut is the latest one within the bound
+            // such that the floor may rise past every entry before it: each was observed
+            // (exactly: it goes; in part: it stays, and still counts what the register did not
+            // see) or is below the floor already (it counts nothing). None of format 2's,
+            // which predate incarnations and floors.
+            let mut cut = None;
+            for k in i + 1..end {
+                let prev = &self.pn[k - 1];
+                let floor_passes = prev.inc != 0
+                    && (pn_find(&self.observed, prev.region, prev.inc).is_some()
+                        || self.below_floor(prev));
+                if !floor_passes || self.pn[k].inc > limit {
+                    break;
+                }
+                cut = Some(self.pn[k].inc);
+            }
+            if let Some(cut) = cut {
+                cuts.push((region, cut));
+            }
+            i = end;
+        }
+        if cuts.is_empty() {
+            return false;
+        }
+        let dropped: SmallVec<[(u8, u64); 8]> = self
+            .pn
+            .iter()
+            .filter(|e| {
+                cuts.iter().any(|(r, c)| e.region == *r && e.inc < *c)
+                    && match pn_find(&self.observed, e.region, e.inc) {
+                        Some(o) => o.p == e.p && o.n == e.n,
+                        None => self.below_floor(e),
+                    }
+            })
+            .map(|e| (e.region, e.inc))
+            .collect();
+        let gone = |e: &PnEntry| dropped.contains(&(e.region, e.inc));
+        self.pn.retain(|e| !gone(e));
+        self.observed.retain(|e| !gone(e));
+        for (region, cut) in cuts {
+            match self.floors.iter_mut().find(|(r, _)| *r == region) {
+                Some((_, floor)) => *floor = (*floor).max(cut),
+                None => self.floors.push((region, cut)),
+            }
+        }
+        self.floors.sort_unstable();
+        !dropped.is_empty()
+    }
+
+    /// True when `e`'s region has a floor above it: unless the register observed it, it
+    /// belonged to a collected incarnation and counts nothing (see [`KeyState::unobserved`]).
+    fn below_floor(&self, e: &PnEntry) -> bool {
+        e.inc != 0
+            && self
+                .floors
+                .iter()
+                .find(|(r, _)| *r == e.region)
+                .is_some_and(|(_, floor)| *floor != 0 && e.inc < *floor)
+    }
+
     /// Merges another region's state of the same key (commutative, associative, idempotent).
     pub fn merge(&mut self, other: &KeyState) {
         if other.reg_stamp > self.reg_stamp {
@@ -339,9 +428,11 @@ impl KeyState {
             self.observed = other.observed.clone();
             self.floors = other.floors.clone();
         } else if other.reg_stamp == self.reg_stamp && other.floors != self.floors {
-            // Only unstamped states (counted from nothing in two regions) tie with different
-            // floors; none of their entries is below a floor, so any deterministic choice
-            // converges: the larger floor per region.
+            // Unstamped states (counted from nothing in two regions) tie with different
+            // floors, none of their entries below a floor; so do copies of one register of
+            // which one was compacted (its floor raised past entries the register observed
+            // exactly, and which add nothing either way). Any deterministic choice converges:
+            // the larger floor per region.
             for (region, hlc) in &other.floors {
                 match self.floors.iter_mut().find(|(r, _)| r == region) {
                     Some((_, mine)) => *mine = (*mine).max(*hlc),
@@ -883,6 +974,146 @@ mod tests {
             floors: vec![(0, 30), (1, floor_hlc + 1), (2, floor_hlc + 1)],
             ..KeyState::default()
         }
+    }
+
+    /// Two regions count on one key, reset it (DEL or SET) and exchange their states at random,
+    /// one pair with compaction at every exchange (when nothing is in flight: the bound is
+    /// everything), one pair without: every read agrees, and the compacted states stay small.
+    #[test]
+    fn compaction_keeps_every_value_and_bounds_a_reset_counter() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let empty = || KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        let (mut plain, mut compacted) = ([empty(), empty()], [empty(), empty()]);
+        let mut longest = 0;
+        for t in 1..=4000u64 {
+            let r = next(2) as usize;
+            match next(20) {
+                0 => {
+                    for s in plain
+                        .iter_mut()
+                        .chain(compacted.iter_mut())
+                        .skip(r)
+                        .step_by(2)
+                    {
+                        s.delete(st(t, r as u8));
+                    }
+                }
+                1 => {
+                    let base = (t * 1000).to_string();
+                    for s in plain
+                        .iter_mut()
+                        .chain(compacted.iter_mut())
+                        .skip(r)
+                        .step_by(2)
+                    {
+                        s.set_register(base.as_bytes(), st(t, r as u8));
+                    }
+                }
+                2..=4 => {
+                    for pair in [&mut plain, &mut compacted] {
+                        let (a, b) = (pair[0].clone(), pair[1].clone());
+                        pair[0].merge(&b);
+                        pair[1].merge(&a);
+                    }
+                    for s in &mut compacted {
+                        s.compact(|_| u64::MAX);
+                    }
+                }
+                _ => {
+                    let delta = next(5) as i64 - 1;
+                    for s in plain
+                        .iter_mut()
+                        .chain(compacted.iter_mut())
+                        .skip(r)
+                        .step_by(2)
+                    {
+                        s.add(r as u8, delta, t);
+                    }
+                }
+            }
+            for i in 0..2 {
+                assert_eq!(
+                    compacted[i].visible(),
+                    plain[i].visible(),
+                    "region {i} at {t}"
+                );
+                longest = longest.max(compacted[i].pn.len());
+            }
+        }
+        let grown = plain[0].pn.len();
+        assert!(
+            grown > 100,
+            "the uncompacted counter has only {grown} entries"
+        );
+        assert!(
+            longest <= 8,
+            "a compacted counter reached {longest} entries"
+        );
+    }
+
+    /// Entries go only below a later incarnation within the bound, and only when the register
+    /// observed them exactly; a copy that comes back in a merge adds nothing.
+    #[test]
+    fn compaction_waits_for_the_bound_and_exact_observation() {
+        let mut s = KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        s.add(0, 5, 10);
+        s.delete(st(20, 0));
+        s.add(0, 2, 30); // a new incarnation on the tombstone
+        let old = s.clone();
+        assert_eq!(s.pn.len(), 2);
+        assert!(
+            !s.compact(|_| 29),
+            "the later incarnation is past the bound"
+        );
+        assert!(s.compact(|_| 30));
+        assert_eq!(s.pn.len(), 1);
+        assert_eq!(s.floors, vec![(0, 30)]);
+        assert_eq!(s.visible(), Some(Bytes::from_static(b"2")));
+        // An uncompacted copy merged either way reads the same.
+        let mut back = s.clone();
+        back.merge(&old);
+        assert_eq!(back.visible(), Some(Bytes::from_static(b"2")));
+        let mut other = old.clone();
+        other.merge(&s);
+        assert_eq!(other.visible(), Some(Bytes::from_static(b"2")));
+        // Counts the register did not observe (region 1's, merged after the DEL) keep theirs.
+        let mut t = KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        t.add(1, 5, 10);
+        t.delete(st(20, 0));
+        let mut late = KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        late.add(1, 7, 10);
+        t.merge(&late);
+        t.pn.push(PnEntry {
+            region: 1,
+            inc: 40,
+            p: 1,
+            n: 0,
+        });
+        sort_pn(&mut t.pn);
+        assert_eq!(t.visible(), Some(Bytes::from_static(b"3")));
+        assert!(
+            !t.compact(|_| u64::MAX),
+            "an entry observed in part was dropped"
+        );
+        assert_eq!(t.visible(), Some(Bytes::from_static(b"3")));
     }
 
     #[test]
