@@ -144,16 +144,24 @@ pub struct KeyState {
     pub fired: bool,
 }
 
-/// The entry `(region, inc)` of `list`, if there.
+/// The entry `(region, inc)` of `list` (sorted by [`sort_pn`], as every state's lists are),
+/// if there: a binary search, since a counter's lists can hold many incarnations.
 fn pn_find(list: &[PnEntry], region: u8, inc: u64) -> Option<PnEntry> {
-    list.iter()
-        .find(|e| e.region == region && e.inc == inc)
-        .copied()
+    list.binary_search_by_key(&(region, inc), |e| (e.region, e.inc))
+        .ok()
+        .map(|i| list[i])
 }
 
 /// Counter entries in canonical order (equal states encode equally).
 fn sort_pn(list: &mut [PnEntry]) {
     list.sort_by_key(|e| (e.region, e.inc));
+}
+
+/// `list` in canonical order: as decoded, for the binary searches (every encoding writes its
+/// lists sorted, so this only checks them, in linear time).
+fn sorted_pn(mut list: Vec<PnEntry>) -> Vec<PnEntry> {
+    sort_pn(&mut list);
+    list
 }
 
 impl KeyState {
@@ -453,17 +461,14 @@ impl KeyState {
         for e in &other.pn {
             match self
                 .pn
-                .iter_mut()
-                .find(|x| x.region == e.region && x.inc == e.inc)
+                .binary_search_by_key(&(e.region, e.inc), |x| (x.region, x.inc))
             {
-                Some(x) => {
+                Ok(i) => {
+                    let x = &mut self.pn[i];
                     x.p = later_sum(x.p, e.p);
                     x.n = later_sum(x.n, e.n);
                 }
-                None => {
-                    self.pn.push(*e);
-                    sort_pn(&mut self.pn);
-                }
+                Err(i) => self.pn.insert(i, *e),
             }
         }
     }
@@ -704,8 +709,8 @@ impl StoredValue {
                 hlc: u64_at(b, 20),
                 region: b[28],
             },
-            pn: (0..n_pn).map(entry).collect(),
-            observed: (n_pn..n_pn + n_obs).map(entry).collect(),
+            pn: sorted_pn((0..n_pn).map(entry).collect()),
+            observed: sorted_pn((n_pn..n_pn + n_obs).map(entry).collect()),
             floors: (0..n_floors_of(b))
                 .map(|i| {
                     let at = floors_at + i * FLOOR_LEN;

@@ -774,6 +774,55 @@ fn tombstones_are_collected_once_every_region_merged_them() {
 /// A region that had to resync counts as having merged what the resync covered: the
 /// tombstones of a region that writes nothing afterwards are still collected (they waited for
 /// its next write: found by a chaos run).
+/// `MEMORY USAGE key` on `node`: the bytes its stored state takes.
+fn memory_usage(node: &Node, key: &str) -> anyhow::Result<i64> {
+    match call(node, &["MEMORY", "USAGE", key])? {
+        Reply::Integer(n) => Ok(n),
+        other => bail!("MEMORY USAGE {key}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_counter_reset_while_both_regions_count_stays_small() {
+    let c = two_regions("");
+    let (na, nb) = (&c.nodes()[leader(&c, "a")], &c.nodes()[leader(&c, "b")]);
+    let key = "geo:reset-counter";
+    let (mut ca, mut cb) = (na.client(), nb.client());
+    // Each round a resets the counter and counts on it (a new incarnation of a's count while
+    // b's increments, 40 ms away, have not arrived), and b counts.
+    let round = |ca: &mut redis::Connection, cb: &mut redis::Connection| {
+        let _: i64 = q(ca, &["DEL", key]);
+        let _: i64 = q(ca, &["INCR", key]);
+        let _: i64 = q(cb, &["INCR", key]);
+    };
+    const ROUNDS: usize = 300;
+    for i in 0..ROUNDS {
+        round(&mut ca, &mut cb);
+        if i % 50 == 49 {
+            // Reports of what each region merged go out every 500 ms when idle.
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    round(&mut ca, &mut cb);
+    wait_converged(&c, "after the resets");
+    std::thread::sleep(Duration::from_millis(1500));
+    round(&mut ca, &mut cb);
+    let value = wait_converged(&c, "after one more round");
+    let expected = get(na, key).unwrap();
+    wait_value_everywhere(&c, key, expected.as_deref());
+    // Without compaction a's state held an entry per reset (25 bytes each, in the counts and
+    // in what the register observed: about 15 KB after 300 rounds).
+    for node in [na, nb] {
+        let bytes = memory_usage(node, key).unwrap();
+        report(&format!(
+            "{}: {key} takes {bytes} bytes after {ROUNDS} resets (digest {value:?})",
+            node.name()
+        ));
+        assert!(bytes < 4000, "{}: {bytes} bytes", node.name());
+    }
+}
+
 #[test]
 fn tombstones_are_collected_after_a_resync_without_further_writes() {
     let toml = format!(
