@@ -777,7 +777,7 @@ fn tombstones_are_collected_once_every_region_merged_them() {
 /// `MEMORY USAGE key` on `node`: the bytes its stored state takes.
 fn memory_usage(node: &Node, key: &str) -> anyhow::Result<i64> {
     match call(node, &["MEMORY", "USAGE", key])? {
-        Reply::Integer(n) => Ok(n),
+        Reply::Int(n) => Ok(n),
         other => bail!("MEMORY USAGE {key}: {other:?}"),
     }
 }
