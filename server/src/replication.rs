@@ -1094,17 +1094,11 @@ async fn trim_outbox(raft: &RegionRaft, keyspace: &Keyspace, geo: &Geo) {
 }
 
 /// The HLC up to which tombstones made by region `origin` can be dropped here: every other
-/// region `r` (not `origin`, which made them, nor this one, which holds them) reported having
-/// merged `origin`'s entries up to it, in a report merged here after everything `r` had
-/// shipped before. So every region holds the tombstone (none can ship an older value of the
-/// key again), and no older state is still on its way here.
+/// region has merged them ([`crate::keyspace::merged_everywhere`], from the reports stored here).
 pub fn collect_bound(keyspace: &Keyspace, regions: &[u8], me: u8, origin: u8) -> u64 {
-    regions
-        .iter()
-        .filter(|r| **r != origin && **r != me)
-        .map(|r| keyspace.seen(*r, origin).unwrap_or(0))
-        .min()
-        .unwrap_or(u64::MAX)
+    crate::keyspace::merged_everywhere(regions.iter().copied(), me, origin, |r| {
+        keyspace.seen(r, origin).unwrap_or(0)
+    })
 }
 
 /// Proposes the removal of every tombstone all regions have merged (a bounded amount per call).

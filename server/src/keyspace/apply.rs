@@ -380,21 +380,19 @@ impl<'a> BatchCtx<'a> {
         self.write_encoded(db, key, old, &new, encoded);
     }
 
-    /// The HLC up to which every other region has merged `origin`'s entries and reported it
-    /// in a report merged here (the bound of tombstone collection, `replication::collect_bound`),
-    /// as this batch sees it; 0 when a report cannot be read. Reports are applied through the
-    /// log, so every replica of the region computes the same bound at the same entry.
-    fn merged_everywhere(&mut self, origin: u8) -> u64 {
-        let me = self.ks.region_id();
-        let mut bound = u64::MAX;
-        for from in (0..self.ks.region_count()).filter(|r| *r != origin && *r != me) {
-            let seen = match self.seen.get(&(from, origin)) {
+    /// [`super::merged_everywhere`] for `origin` as this batch sees the reports (those it
+    /// applied itself first); 0 for a report that cannot be read. Reports are applied through
+    /// the log, so every replica of the region computes the same bound at the same entry.
+    fn merged_everywhere(&self, origin: u8) -> u64 {
+        super::merged_everywhere(
+            0..self.ks.region_count(),
+            self.ks.region_id(),
+            origin,
+            |from| match self.seen.get(&(from, origin)) {
                 Some(h) => *h,
                 None => self.ks.seen(from, origin).unwrap_or(0),
-            };
-            bound = bound.min(seen);
-        }
-        bound
+            },
+        )
     }
 
     /// [`BatchCtx::write_over`] with `new`'s encoding made by the caller, who may leave `new`'s

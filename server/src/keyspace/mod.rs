@@ -244,6 +244,25 @@ pub struct Keyspace {
     pub tracking: crate::tracking::Tracking,
 }
 
+/// The HLC up to which `origin`'s entries can be taken as held by every region: each region
+/// `r` other than `origin` (which made them) and `me` (which holds them) reported, in a report
+/// merged here after everything `r` had shipped before, having merged `origin`'s entries up
+/// to it (`seen(r)`). So none can ship an older state again and none is in flight. `u64::MAX`
+/// when there is no such region. Bounds tombstone collection and counter compaction.
+pub fn merged_everywhere(
+    regions: impl IntoIterator<Item = u8>,
+    me: u8,
+    origin: u8,
+    mut seen: impl FnMut(u8) -> u64,
+) -> u64 {
+    regions
+        .into_iter()
+        .filter(|r| *r != origin && *r != me)
+        .map(&mut seen)
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
 impl Keyspace {
     /// Sets this node's region id and whether other regions exist (at start-up).
     pub fn set_geo(&self, region_id: u8, multi_region: bool) {
