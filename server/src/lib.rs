@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod cpu;

@@ -220,7 +220,12 @@ pub async fn publish_task(shared: Arc<Shared>, shutdown: Shutdown) {
                 .set(r.acked_index as f64);
             gauge!("meridian_region_applied_from_index", "region" => region.clone())
                 .set(r.applied_from_index as f64);
-            counter!("meridian_region_resyncs_total", "region" => region).absolute(r.resyncs);
+            counter!("meridian_region_resyncs_total", "region" => region.clone())
+                .absolute(r.resyncs);
+            counter!("meridian_region_coalesced_entries_total", "region" => region.clone())
+                .absolute(r.coalesced_entries);
+            counter!("meridian_region_superseded_states_total", "region" => region)
+                .absolute(r.superseded_states);
         }
     }
 }

@@ -471,7 +471,7 @@ impl Shared {
             for r in self.geo.status(&self.raft, &self.keyspace) {
                 let _ = write!(
                     out,
-                    "region_{}:id={},link={},rtt_us={},acked_index={},lag_entries={},lag_ms={},resyncs={},applied_from_index={}\r\n",
+                    "region_{}:id={},link={},rtt_us={},acked_index={},lag_entries={},lag_ms={},resyncs={},coalesced_entries={},superseded_states={},applied_from_index={}\r\n",
                     r.region,
                     r.id,
                     r.link,
@@ -480,6 +480,8 @@ impl Shared {
                     r.lag_entries,
                     r.lag_ms,
                     r.resyncs,
+                    r.coalesced_entries,
+                    r.superseded_states,
                     r.applied_from_index,
                 );
             }

@@ -28,6 +28,7 @@ use geo::{HomeRing, Placement, PlacementRules, Topology};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::coalesce::Coalescer;
 use crate::keyspace::{Keyspace, OutboxEntry};
 use crate::op::{Op, OpResult};
 use crate::raft::network::{
@@ -55,6 +56,13 @@ const SHIP_PIPELINE: usize = 128;
 /// entries arriving meanwhile travel together. (Sending each entry at once filled the window
 /// within a few ms and then held everything for a round trip: bursts once per RTT.)
 const SHIP_COALESCE: Duration = Duration::from_millis(2);
+/// A region this many log entries behind the outbox's end gets stretches of the outbox folded
+/// into one entry per call, each key's latest state (see `crate::coalesce`): catching up after
+/// a partition or under a load it cannot merge as fast, it merges each hot key once per call
+/// instead of once per entry that wrote it.
+const CATCH_UP_BEHIND: u64 = 1024;
+/// Outbox entries folded into one call at most.
+const CATCH_UP_ENTRIES: usize = 16 * SHIP_BATCH;
 /// Key states per resync call.
 const RESYNC_BATCH: usize = 1000;
 /// How long one replication call may take.
@@ -152,6 +160,10 @@ pub struct TargetStatus {
     pub link_up: AtomicBool,
     /// Resyncs done.
     pub resyncs: AtomicU64,
+    /// Outbox entries shipped folded into others while the region was far behind.
+    pub coalesced_entries: AtomicU64,
+    /// Key states not shipped because a later state of the key went in their place.
+    pub superseded_states: AtomicU64,
 }
 
 /// One other region as this node sees it: what MERIDIAN REGIONS, INFO and the Prometheus
@@ -173,6 +185,10 @@ pub struct RegionStatus {
     pub lag_ms: u64,
     /// Resyncs sent to it.
     pub resyncs: u64,
+    /// Outbox entries shipped to it folded into others (it was far behind).
+    pub coalesced_entries: u64,
+    /// Key states not shipped to it because a later state of the key went in their place.
+    pub superseded_states: u64,
     /// Highest index of its log merged here (our watermark for it).
     pub applied_from_index: u64,
 }
@@ -328,6 +344,8 @@ impl Geo {
                         0
                     },
                     resyncs: t.resyncs.load(Ordering::Relaxed),
+                    coalesced_entries: t.coalesced_entries.load(Ordering::Relaxed),
+                    superseded_states: t.superseded_states.load(Ordering::Relaxed),
                     applied_from_index: keyspace.watermark(id).unwrap_or(0),
                 }
             })
@@ -612,9 +630,17 @@ async fn ship_from(
                     ));
                 }
             }
-            if let (Some((last_index, _)), Some((_, first))) = (entries.last(), entries.first()) {
-                let last_index = *last_index;
+            if let Some((_, first)) = entries.first() {
                 let first_hlc = OutboxEntry::hlc_of(first).map_err(|e| e.to_string())?;
+                let far_behind = entries.last().is_some_and(|(last, _)| {
+                    keyspace.outbox_last().saturating_sub(*last) >= CATCH_UP_BEHIND
+                });
+                let entries = if far_behind {
+                    fold_behind(keyspace, target, entries)?
+                } else {
+                    entries
+                };
+                let last_index = entries.last().map_or(sent_upto, |(index, _)| *index);
                 if first_hlcs.iter().all(|(h, _)| *h == 0) {
                     target
                         .oldest_unacked_hlc
@@ -690,6 +716,51 @@ async fn ship_from(
             _ = shutdown.token.cancelled() => return Ok(()),
         }
     }
+}
+
+/// Folds `entries` (read after what was shipped) and the outbox entries that follow them into
+/// one entry with each key's latest state (see [`Coalescer`]), up to about `SHIP_CALL_BYTES`
+/// of states, `CATCH_UP_ENTRIES` entries or the outbox's end; it ships under the index of the
+/// last entry folded.
+fn fold_behind(
+    keyspace: &Keyspace,
+    target: &TargetStatus,
+    entries: Vec<(u64, Bytes)>,
+) -> Result<Vec<(u64, Bytes)>, String> {
+    let mut folder = Coalescer::default();
+    let full = |f: &Coalescer| f.bytes() >= SHIP_CALL_BYTES || f.entries() >= CATCH_UP_ENTRIES;
+    let mut next = entries;
+    loop {
+        for (index, raw) in next {
+            if full(&folder) {
+                break;
+            }
+            folder.take(index, &raw)?;
+        }
+        if full(&folder) {
+            break;
+        }
+        next = keyspace
+            .outbox_raw_after(folder.last_index(), SHIP_BATCH, SHIP_CALL_BYTES)
+            .map_err(|e| e.to_string())?;
+        // A trim past what was folded (this region fell behind the retained outbox): stop at
+        // the gap, where the next call finds it and resyncs.
+        let gap = next
+            .first()
+            .is_some_and(|(first, _)| *first > folder.last_index() + 1)
+            && folder.last_index() < keyspace.outbox_trimmed().map_err(|e| e.to_string())?;
+        if next.is_empty() || gap {
+            break;
+        }
+    }
+    target
+        .coalesced_entries
+        .fetch_add(folder.entries() as u64, Ordering::Relaxed);
+    target
+        .superseded_states
+        .fetch_add(folder.superseded() as u64, Ordering::Relaxed);
+    let last_index = folder.last_index();
+    Ok(vec![(last_index, folder.finish()?)])
 }
 
 /// `request` as `encode` writes it (bincode), in chunks: the stored outbox entries go out as

@@ -337,6 +337,8 @@ fn regions(ctx: &Ctx<'_>) -> Reply {
             pair("lag_entries", int(r.lag_entries)),
             pair("lag_ms", int(r.lag_ms)),
             pair("resyncs", int(r.resyncs)),
+            pair("coalesced_entries", int(r.coalesced_entries)),
+            pair("superseded_states", int(r.superseded_states)),
             pair("applied_from_index", int(r.applied_from_index)),
         ]));
     }

@@ -981,6 +981,69 @@ mod tests {
         }
     }
 
+    /// What lets a region far behind be shipped only each key's latest state
+    /// (`crate::coalesce`): a region's later state of a key holds its earlier ones, so merging
+    /// the latest alone leaves the receiver exactly where merging each in turn does. Region 0
+    /// writes (counts, sets, deletes, expiries, expiries firing) and merges region 1's state;
+    /// region 1 writes too and receives region 0's states either each in turn or only the
+    /// latest of each stretch.
+    #[test]
+    fn merging_a_keys_latest_state_equals_merging_each_in_turn() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let empty = || KeyState {
+            deleted: true,
+            ..KeyState::default()
+        };
+        let (mut origin, mut each, mut latest) = (empty(), empty(), empty());
+        let mut stretch: Vec<KeyState> = Vec::new();
+        let mut shipped = 0;
+        for t in 1..=5000u64 {
+            match next(10) {
+                0 => origin.delete(st(t, 0)),
+                1 => origin.set_register(t.to_string().as_bytes(), st(t, 0)),
+                2 => origin.set_expire(Some(t + next(50)), st(t, 0)),
+                3 => origin.fire(),
+                4 => origin.merge(&each),
+                5 => {
+                    // Region 1 writes: the same on both of its copies.
+                    let delta = next(7) as i64 - 3;
+                    for b in [&mut each, &mut latest] {
+                        match t % 3 {
+                            0 => b.add(1, delta, t),
+                            1 => b.set_register(b"b", st(t, 1)),
+                            _ => b.delete(st(t, 1)),
+                        }
+                    }
+                }
+                _ => origin.add(0, next(5) as i64 - 1, t),
+            }
+            stretch.push(origin.clone());
+            if next(4) == 0 {
+                // Ship: `each` merged every state of the stretch, `latest` the last one.
+                let last = stretch.last().cloned().unwrap_or_else(empty);
+                for s in stretch.drain(..) {
+                    each.merge(&s);
+                }
+                latest.merge(&last);
+                assert_eq!(latest, each, "at step {t}");
+                assert_eq!(latest.visible(), each.visible(), "at step {t}");
+                shipped += 1;
+            }
+        }
+        assert!(shipped > 1000, "{shipped} stretches");
+        assert!(
+            each.pn.len() > 10,
+            "the counter has {} entries",
+            each.pn.len()
+        );
+    }
+
     /// Two regions count on one key, reset it (DEL or SET) and exchange their states at random,
     /// one pair with compaction at every exchange (when nothing is in flight: the bound is
     /// everything), one pair without: every read agrees, and the compacted states stay small.

@@ -994,6 +994,60 @@ fn a_backlog_larger_than_a_call_and_the_window_ships_in_order() {
     }
 }
 
+/// An integer field of `node`'s `MERIDIAN REGIONS` row for `region`.
+fn region_field(node: &Node, region: &str, field: &str) -> anyhow::Result<i64> {
+    let rows = regions(node)?;
+    let row = rows
+        .iter()
+        .find(|r| r.get("region").map(String::as_str) == Some(region))
+        .with_context(|| format!("no row for {region} in {rows:?}"))?;
+    row.get(field)
+        .with_context(|| format!("no {field} in {row:?}"))?
+        .parse()
+        .with_context(|| format!("{field} in {row:?}"))
+}
+
+#[test]
+fn a_region_far_behind_gets_each_hot_keys_latest_state_once() {
+    // 3,000 writes, one entry each, to 7 keys while b is cut off: b is far behind (more than
+    // 1024 entries), so a ships stretches of its outbox folded into each key's latest state.
+    let c = two_regions("");
+    let la = leader(&c, "a");
+    let na = &c.nodes()[la];
+    partition_pair(&c, "a", "b");
+    {
+        let mut con = na.client();
+        for i in 0..1000 {
+            for k in 0..2 {
+                let _: i64 = q(&mut con, &["INCR", &format!("geo:hot:ctr{k}")]);
+            }
+            let _: () = q(
+                &mut con,
+                &["SET", &format!("geo:hot:s{}", i % 5), &i.to_string()],
+            );
+        }
+        let _: i64 = q(&mut con, &["DEL", "geo:hot:s4"]);
+    }
+    c.heal();
+    wait_value_everywhere(&c, "geo:hot:ctr0", Some("1000"));
+    wait_value_everywhere(&c, "geo:hot:ctr1", Some("1000"));
+    wait_value_everywhere(&c, "geo:hot:s3", Some("998"));
+    wait_value_everywhere(&c, "geo:hot:s4", None);
+    let (_, keys) = wait_converged(&c, "after folding a backlog");
+    assert_eq!(keys, 6, "2 counters and 4 strings");
+    let field = |f| region_field(na, "b", f).unwrap_or_else(|e| panic!("{e:#}"));
+    let (coalesced, superseded) = (field("coalesced_entries"), field("superseded_states"));
+    report(&format!(
+        "geo: a backlog of 3,001 entries: {coalesced} shipped folded, {superseded} key states superseded"
+    ));
+    assert!(coalesced >= 1000, "{coalesced} entries folded");
+    assert!(superseded >= 1000, "{superseded} states superseded");
+    // Then b is caught up: a later write ships the ordinary way, unfolded.
+    let _: () = q(&mut na.client(), &["SET", "geo:hot:after", "x"]);
+    wait_value_everywhere(&c, "geo:hot:after", Some("x"));
+    assert_eq!(field("coalesced_entries"), coalesced);
+}
+
 #[test]
 fn flushall_in_one_region_empties_every_region() {
     let c = two_regions("");
