@@ -18,7 +18,7 @@ use super::bitfield;
 use super::hot::{Change, Slot};
 use super::notify::{Event, EXPIRED, GENERIC, STRING};
 use super::number::{incr_by_float, parse_f64_strict, parse_i64_strict};
-use super::value::{KeyState, Stamp};
+use super::value::{Floors, KeyState, Stamp};
 use super::write_back::Changes;
 use super::{rocks, Keyspace, StorageError, StoredValue, DATABASES};
 use crate::op::{
@@ -154,16 +154,19 @@ impl<'r> Replaced<'r> {
         hidden: None,
     };
 
-    /// What `encoded` tells if it holds a plain string (`None`: any other state), read where
-    /// it lies, without copying or decoding it.
-    fn plain_string(encoded: &[u8]) -> Option<Replaced<'static>> {
-        let expire_at = super::value::plain_string_expiry(encoded)?;
-        Some(Replaced {
-            stored: true,
-            expire_at,
-            visible: true,
-            hidden: None,
-        })
+    /// What `encoded` tells if it holds a string with no counter entries, and its floors
+    /// (`None`: any other state), read where it lies, without copying or decoding its value.
+    fn string(encoded: &[u8]) -> Option<(Replaced<'static>, Floors)> {
+        let (expire_at, floors) = super::value::string_floors(encoded)?;
+        Some((
+            Replaced {
+                stored: true,
+                expire_at,
+                visible: true,
+                hidden: None,
+            },
+            floors,
+        ))
     }
 }
 
@@ -576,11 +579,12 @@ impl<'a> BatchCtx<'a> {
         self.write(db, key, raw.as_ref(), state);
     }
 
-    /// A plain SET (no condition, no reply but OK, no KEEPTTL) of a key holding a plain string or
-    /// nothing, in a region that keeps no tombstones: the new state is a fresh string whatever
-    /// the old one was, so the old value is neither copied out of its cache slot nor decoded;
-    /// only its expiry is read. Returns false, having written
-    /// nothing, where the general path must run (the key holds counters or a tombstone).
+    /// A plain SET (no condition, no reply but OK, no KEEPTTL), made here, of a key holding a
+    /// string without counter entries, or nothing: the new state is a fresh string that keeps
+    /// only the old one's floors (or, from nothing, a new key's), so the old value is neither
+    /// copied out of its cache slot nor decoded; only its expiry and floors are read. Returns
+    /// false, having written nothing, where the general path must run (the key holds counters
+    /// or a tombstone, or the batch merges another region's states).
     fn set_plain(
         &mut self,
         db: u8,
@@ -593,34 +597,39 @@ impl<'a> BatchCtx<'a> {
             ExpireSet::At(at) => Some(at),
             ExpireSet::Keep => return Ok(false),
         };
-        if self.merging || self.ks.keeps_tombstones() {
+        if self.merging {
             return Ok(false);
         }
-        let Some(old) = self.peek_plain(db, key)? else {
+        let Some((old, floors)) = self.peek_string(db, key)? else {
             return Ok(false);
         };
         // The value is encoded from the op where it lies, neither cloned nor copied first.
-        let new = KeyState::string(b"", self.stamp, expire_at);
+        let mut new = KeyState::string(b"", self.stamp, expire_at);
+        new.floors = match floors {
+            Some(floors) => floors,
+            None => self.fresh_floors(),
+        };
         let encoded = new.encode_with_value(value);
         self.write_encoded(db, key, old, &new, encoded);
         Ok(true)
     }
 
-    /// What a write over `key` replaces, where the key holds a plain string or nothing as this
-    /// batch sees it (found by [`BatchCtx::locate`], as every read of the batch; a cached value
-    /// is read in its slot, not copied out); `None` for any other state.
-    fn peek_plain(
+    /// What a write over `key` replaces, where the key holds a string without counter entries
+    /// (with its floors) or nothing (no floors) as this batch sees it (found by
+    /// [`BatchCtx::locate`], as every read of the batch; a cached value is read in its slot,
+    /// not copied out); `None` for any other state.
+    fn peek_string(
         &mut self,
         db: u8,
         key: &[u8],
-    ) -> Result<Option<Replaced<'static>>, StorageError> {
-        let plain = |encoded: Option<&[u8]>| match encoded {
-            None => Some(Replaced::NOTHING),
-            Some(e) => Replaced::plain_string(e),
+    ) -> Result<Option<(Replaced<'static>, Option<Floors>)>, StorageError> {
+        let string = |encoded: Option<&[u8]>| match encoded {
+            None => Some((Replaced::NOTHING, None)),
+            Some(e) => Replaced::string(e).map(|(old, floors)| (old, Some(floors))),
         };
         Ok(match self.locate(db, key)? {
-            Located::Value(value) => plain(value.as_ref().map(|v| &v.as_bytes()[..])),
-            Located::Slot(slot) => slot.with_encoded(plain),
+            Located::Value(value) => string(value.as_ref().map(|v| &v.as_bytes()[..])),
+            Located::Slot(slot) => slot.with_encoded(string),
         })
     }
 
@@ -1643,18 +1652,24 @@ mod tests {
             (vec![], vec![plain("first")]),
             (vec![plain("7")], vec![incr_k()]),
         ];
-        for (before, same_batch) in cases {
+        // One region, and several (where states carry floors and deletes leave tombstones).
+        for (multi, (before, same_batch)) in [false, true]
+            .into_iter()
+            .flat_map(|multi| cases.iter().map(move |case| (multi, case)))
+        {
             for expire in [ExpireSet::Clear, ExpireSet::At(5_000_000)] {
                 for reopen in [false, true] {
                     // SET's flag reply takes the general path and writes the same state.
                     let outcome = |reply: SetReply| {
                         let dir = tempfile::tempdir().expect("tempdir");
                         let mut ks = single_region_keyspace(dir.path());
+                        ks.set_geo(0, multi);
                         apply(&ks, 1 << 16, before.clone());
                         if reopen {
                             // Cold cache: the old value comes from RocksDB.
                             drop(ks);
                             ks = single_region_keyspace(dir.path());
+                            ks.set_geo(0, multi);
                         }
                         let mut ops = same_batch.clone();
                         ops.push(set_k("new", expire, reply));
@@ -1666,7 +1681,8 @@ mod tests {
                     assert_eq!(
                         outcome(SetReply::OkOrNil),
                         outcome(SetReply::Flag),
-                        "before {before:?}, same batch {same_batch:?}, {expire:?}, reopen {reopen}"
+                        "before {before:?}, same batch {same_batch:?}, {expire:?}, reopen \
+                         {reopen}, several regions {multi}"
                     );
                 }
             }

@@ -604,14 +604,27 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
     Some(Some(&encoded[layout_of(encoded).0..]))
 }
 
-/// The expiry of a plain string's encoding (no counters, not deleted), read where the encoding
-/// lies, without copying or decoding it: `Some(expiry)` for a plain string, `None` for any
-/// other state (a SET over it must decode it).
-pub fn plain_string_expiry(encoded: &[u8]) -> Option<Option<u64>> {
-    if counters_len_of(encoded) != 0 || encoded[19] & FLAG_GONE != 0 {
+/// A state's floors: per region, the HLC below which its counter entries count nothing unless
+/// the register observed them.
+pub type Floors = Vec<(u8, u64)>;
+
+/// The expiry and floors of a string's encoding with nothing else a write over it must keep
+/// (no counter entries, not deleted or fired), read where the encoding lies, without copying
+/// or decoding its value: all a plain SET over it needs (the new state keeps the floors that a
+/// key created in a region of several carries). `None` for any other state (a SET over it
+/// must decode it).
+pub fn string_floors(encoded: &[u8]) -> Option<(Option<u64>, Floors)> {
+    if u16_at(encoded, 29) != 0 || u16_at(encoded, 31) != 0 || encoded[19] & FLAG_GONE != 0 {
         return None;
     }
-    Some(expire_at_of(encoded))
+    let (fixed, _) = layout_of(encoded);
+    let floors = (0..n_floors_of(encoded))
+        .map(|i| {
+            let at = fixed + i * FLOOR_LEN;
+            (encoded[at], u64_at(encoded, at + 1))
+        })
+        .collect();
+    Some((expire_at_of(encoded), floors))
 }
 
 /// An encoded key state; cheap to clone (shares the buffer).
