@@ -994,6 +994,24 @@ mod tests {
         }
     }
 
+    /// A xorshift generator from `seed`: each call gives a number below its argument.
+    fn random_below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        }
+    }
+
+    /// The state of a key no region has written.
+    fn absent() -> KeyState {
+        KeyState {
+            deleted: true,
+            ..KeyState::default()
+        }
+    }
+
     /// What lets a region far behind be shipped only each key's latest state
     /// (`crate::coalesce`): a region's later state of a key holds its earlier ones, so merging
     /// the latest alone leaves the receiver exactly where merging each in turn does. Region 0
@@ -1002,17 +1020,8 @@ mod tests {
     /// latest of each stretch.
     #[test]
     fn merging_a_keys_latest_state_equals_merging_each_in_turn() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let empty = || KeyState {
-            deleted: true,
-            ..KeyState::default()
-        };
+        let mut next = random_below(0x2545_f491_4f6c_dd1du64);
+        let empty = absent;
         let (mut origin, mut each, mut latest) = (empty(), empty(), empty());
         let mut stretch: Vec<KeyState> = Vec::new();
         let mut shipped = 0;
@@ -1062,17 +1071,8 @@ mod tests {
     /// everything), one pair without: every read agrees, and the compacted states stay small.
     #[test]
     fn compaction_keeps_every_value_and_bounds_a_reset_counter() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let empty = || KeyState {
-            deleted: true,
-            ..KeyState::default()
-        };
+        let mut next = random_below(0x9e37_79b9_7f4a_7c15u64);
+        let empty = absent;
         let (mut plain, mut compacted) = ([empty(), empty()], [empty(), empty()]);
         let mut longest = 0;
         for t in 1..=4000u64 {
