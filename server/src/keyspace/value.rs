@@ -617,14 +617,20 @@ pub fn string_floors(encoded: &[u8]) -> Option<(Option<u64>, Floors)> {
     if u16_at(encoded, 29) != 0 || u16_at(encoded, 31) != 0 || encoded[19] & FLAG_GONE != 0 {
         return None;
     }
-    let (fixed, _) = layout_of(encoded);
-    let floors = (0..n_floors_of(encoded))
+    Some((
+        expire_at_of(encoded),
+        floors_of(encoded, layout_of(encoded).0),
+    ))
+}
+
+/// The floors of an encoding, which start at `at` (after its counter entries).
+fn floors_of(encoded: &[u8], at: usize) -> Floors {
+    (0..n_floors_of(encoded))
         .map(|i| {
-            let at = fixed + i * FLOOR_LEN;
+            let at = at + i * FLOOR_LEN;
             (encoded[at], u64_at(encoded, at + 1))
         })
-        .collect();
-    Some((expire_at_of(encoded), floors))
+        .collect()
 }
 
 /// An encoded key state; cheap to clone (shares the buffer).
@@ -724,12 +730,7 @@ impl StoredValue {
             },
             pn: sorted_pn((0..n_pn).map(entry).collect()),
             observed: sorted_pn((n_pn..n_pn + n_obs).map(entry).collect()),
-            floors: (0..n_floors_of(b))
-                .map(|i| {
-                    let at = floors_at + i * FLOOR_LEN;
-                    (b[at], u64_at(b, at + 1))
-                })
-                .collect(),
+            floors: floors_of(b, floors_at),
         }
     }
 
@@ -1021,8 +1022,7 @@ mod tests {
     #[test]
     fn merging_a_keys_latest_state_equals_merging_each_in_turn() {
         let mut next = random_below(0x2545_f491_4f6c_dd1du64);
-        let empty = absent;
-        let (mut origin, mut each, mut latest) = (empty(), empty(), empty());
+        let (mut origin, mut each, mut latest) = (absent(), absent(), absent());
         let mut stretch: Vec<KeyState> = Vec::new();
         let mut shipped = 0;
         for t in 1..=5000u64 {
@@ -1048,7 +1048,7 @@ mod tests {
             stretch.push(origin.clone());
             if next(4) == 0 {
                 // Ship: `each` merged every state of the stretch, `latest` the last one.
-                let last = stretch.last().cloned().unwrap_or_else(empty);
+                let last = stretch.last().cloned().unwrap_or_else(absent);
                 for s in stretch.drain(..) {
                     each.merge(&s);
                 }
@@ -1072,8 +1072,7 @@ mod tests {
     #[test]
     fn compaction_keeps_every_value_and_bounds_a_reset_counter() {
         let mut next = random_below(0x9e37_79b9_7f4a_7c15u64);
-        let empty = absent;
-        let (mut plain, mut compacted) = ([empty(), empty()], [empty(), empty()]);
+        let (mut plain, mut compacted) = ([absent(), absent()], [absent(), absent()]);
         let mut longest = 0;
         for t in 1..=4000u64 {
             let r = next(2) as usize;
