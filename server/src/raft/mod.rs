@@ -453,8 +453,7 @@ impl RegionRaft {
                     debug!(reason = %why, "read index failed");
                     // A leader that learns it was deposed (resumed after a pause, a healed
                     // partition), or a follower whose leader changed meanwhile, asks the new
-                    // leader once it hears from it, instead of refusing the read. (A leader
-                    // cut off, which still believes it leads, refuses at once.)
+                    // leader once it hears from it, instead of refusing the read.
                     let named_now = self.metrics.borrow().current_leader;
                     if !retried && named_now != named_before {
                         retried = true;
@@ -463,6 +462,15 @@ impl RegionRaft {
                         if now.is_some() {
                             continue;
                         }
+                    }
+                    // The same leader, whose quorum did not answer within openraft's one
+                    // heartbeat (a loaded machine, a lost packet): another round after a
+                    // heartbeat while the read's time lasts. A leader cut off from its region
+                    // refuses at the read timeout, as a write does at the write timeout.
+                    let pause = Duration::from_millis(self.settings.heartbeat_ms);
+                    if deadline.saturating_duration_since(Instant::now()) > pause {
+                        tokio::time::sleep(pause).await;
+                        continue;
                     }
                     return Err(WriteError::NoQuorum {
                         region: self.region.clone(),
