@@ -460,12 +460,6 @@ impl Inner {
     }
 
     /// A live connection to `peer`: cached, or dialed now (one dial at a time per peer).
-    ///
-    /// The dial runs in a task of its own, bounded by the handshake timeout: a caller that
-    /// gives up (an AppendEntries allows 50 ms) leaves it to finish for the next call. Before,
-    /// the dial was the caller's and ended with it, so on a loaded machine a handshake slower
-    /// than the calls' deadlines was started and abandoned again call after call (the peer
-    /// logged "abandoned by its dialer"), and the link came up late.
     pub(crate) async fn connection(
         self: &Arc<Self>,
         peer: &PeerAddr,
@@ -477,27 +471,6 @@ impl Inner {
         if let Some(conn) = entry.live_conn() {
             return Ok(conn);
         }
-        let (me, peer) = (self.clone(), peer.clone());
-        match self
-            .tasks
-            .spawn(async move { me.dial_once(&entry, &peer).await })
-            .await
-        {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => Err(LinkError::Handshake {
-                reason: "the dial panicked",
-            }),
-            Err(_) => Err(LinkError::Shutdown),
-        }
-    }
-
-    /// The connection to `peer` once no other dial to it runs: the one that dial installed,
-    /// or one dialed now (unless the peer is in its backoff after a failed dial).
-    async fn dial_once(
-        self: &Arc<Self>,
-        entry: &Arc<Peer>,
-        peer: &PeerAddr,
-    ) -> Result<Connection, LinkError> {
         let _dialing = entry.dial.lock().await;
         if let Some(conn) = entry.live_conn() {
             return Ok(conn);
@@ -524,7 +497,7 @@ impl Inner {
         };
         match dialed {
             Ok((conn, hello)) => {
-                self.install(entry, conn.clone(), hello.incarnation, Side::Dialed);
+                self.install(&entry, conn.clone(), hello.incarnation, Side::Dialed);
                 Ok(conn)
             }
             Err(e) => {
