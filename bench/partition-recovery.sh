@@ -8,7 +8,8 @@
 #      the leader's `commit_index` at the heal;
 #   3. stops the region (also on failure).
 # Usage: bench/partition-recovery.sh [CUT_S=5] [ROUNDS=6]
-# Environment: MERIDIAN_BIN (default: the release binary as local-cluster.sh finds it).
+# Environment: MERIDIAN_BIN (default: the release binary as local-cluster.sh finds it);
+#   KEEP=1 leaves the region running and its directory (logs) in place.
 set -euo pipefail
 
 CUT=${1:-5}
@@ -16,7 +17,7 @@ ROUNDS=${2:-6}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 DIR=$(mktemp -d /tmp/meridian-partition.XXXXXX)
-trap '"$ROOT/config/local-cluster.sh" down "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
+[ -n "${KEEP:-}" ] || trap '"$ROOT/config/local-cluster.sh" down "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
 
 "$ROOT/config/local-cluster.sh" up "$ROOT/config/region-3.toml" "$DIR" >"$DIR/up.out" 2>&1 || {
   cat "$DIR/up.out" >&2
