@@ -614,6 +614,43 @@ impl<'a> BatchCtx<'a> {
         Ok(true)
     }
 
+    /// Merges `remote` into `key` by storing it as it came, where that is what the merge
+    /// yields ([`super::value::merge_yields_remote`]: the key holds a string without counter
+    /// entries, or nothing, stamped before the remote state): neither state is decoded nor its
+    /// value copied (the local one is read in its cache slot). Returns false, having written
+    /// nothing, where the general path must run, and always while keyspace notifications are
+    /// on (they compare the values before and after).
+    fn merge_in_place(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        remote: &StoredValue,
+    ) -> Result<bool, StorageError> {
+        if self.events.is_some() || !self.ks.merges_in_place() {
+            return Ok(false);
+        }
+        let takes = |local: Option<&[u8]>| -> Option<Replaced<'static>> {
+            if !super::value::merge_yields_remote(local, remote.as_bytes()) {
+                return None;
+            }
+            match local {
+                None => Some(Replaced::NOTHING),
+                Some(encoded) => Replaced::string(encoded).map(|(old, _)| old),
+            }
+        };
+        let old = match self.locate(db, key)? {
+            Located::Value(value) => takes(value.as_ref().map(|v| &v.as_bytes()[..])),
+            Located::Slot(slot) => slot.with_encoded(takes),
+        };
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        // (Its stamps and flags; the value stays a slice of the remote's buffer.)
+        let new = remote.state();
+        self.write_encoded(db, key, old, &new, remote.clone());
+        Ok(true)
+    }
+
     /// What a write over `key` replaces, where the key holds a string without counter entries
     /// (with its floors) or nothing (no floors) as this batch sees it (found by
     /// [`BatchCtx::locate`], as every read of the batch; a cached value is read in its slot,
@@ -1256,6 +1293,9 @@ impl<'a> BatchCtx<'a> {
                 };
                 self.merging = true;
                 for ((db, key, _), remote) in states.iter().zip(remotes) {
+                    if self.merge_in_place(*db, key, &remote)? {
+                        continue;
+                    }
                     let Current {
                         raw,
                         mut state,
@@ -2316,6 +2356,154 @@ mod tests {
             states: vec![(0, Bytes::from(key.to_string()), raw.as_bytes().clone())],
         };
         apply_at(to, hlc >> 16, hlc, 1 - origin, vec![merge]);
+    }
+
+    #[test]
+    fn a_merge_in_place_writes_what_the_general_path_writes() {
+        let expire = |at_ms: Option<u64>| Op::Expire {
+            db: 0,
+            key: Bytes::from_static(b"k"),
+            at_ms,
+            cond: ExpireCond::Always,
+        };
+        let set_ttl = |value: &'static str, at: u64| Op::Set {
+            db: 0,
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(value.as_bytes()),
+            expire: ExpireSet::At(at),
+            cond: SetCond::Always,
+            reply: SetReply::OkOrNil,
+        };
+        let fire = |at_ms| Op::ExpireIfDue {
+            db: 0,
+            key: Bytes::from_static(b"k"),
+            at_ms,
+        };
+        // Steps before eu's state of k is merged into us at 50: (region, time, ops); region 2
+        // ships eu's state to us.
+        type Steps = Vec<(u8, u64, Vec<Op>)>;
+        let cases: Vec<(&str, Steps)> = vec![
+            ("absent here", vec![(0, 20, vec![set_to("k", "new")])]),
+            (
+                "older string here",
+                vec![
+                    (1, 10, vec![set_to("k", "old")]),
+                    (0, 20, vec![set_to("k", "new")]),
+                ],
+            ),
+            (
+                "newer string here",
+                vec![
+                    (0, 20, vec![set_to("k", "new")]),
+                    (1, 30, vec![set_to("k", "old")]),
+                ],
+            ),
+            (
+                "older string with a TTL here",
+                vec![
+                    (1, 10, vec![set_ttl("old", 9_000)]),
+                    (0, 20, vec![set_to("k", "new")]),
+                ],
+            ),
+            (
+                "a TTL set over there",
+                vec![
+                    (1, 10, vec![set_to("k", "old")]),
+                    (0, 20, vec![set_ttl("new", 8_000)]),
+                ],
+            ),
+            (
+                "a later PERSIST here",
+                vec![
+                    (0, 10, vec![set_ttl("old", 3_600_000)]),
+                    (2, 11, vec![]),
+                    (0, 20, vec![set_to("k", "new")]),
+                    (1, 25, vec![expire(None)]),
+                ],
+            ),
+            (
+                "the same expiry decision on both sides",
+                vec![
+                    (0, 10, vec![set_to("k", "old"), expire(Some(3_600_000))]),
+                    (2, 11, vec![]),
+                    (1, 15, vec![set_to("k", "mine")]),
+                    (0, 20, vec![set_to("k", "theirs")]),
+                ],
+            ),
+            (
+                "a fired expiry here",
+                vec![
+                    (0, 10, vec![set_ttl("old", 30)]),
+                    (2, 11, vec![]),
+                    (1, 31, vec![fire(30)]),
+                    (0, 40, vec![set_to("k", "new")]),
+                ],
+            ),
+            (
+                "counts here",
+                vec![
+                    (1, 10, vec![incr_by("k", 3)]),
+                    (0, 20, vec![set_to("k", "new")]),
+                ],
+            ),
+            (
+                "counts over there",
+                vec![
+                    (1, 10, vec![set_to("k", "old")]),
+                    (0, 20, vec![incr_by("k", 3)]),
+                ],
+            ),
+            (
+                "a later delete over there",
+                vec![
+                    (0, 5, vec![set_to("k", "first")]),
+                    (2, 6, vec![]),
+                    (1, 10, vec![set_to("k", "old")]),
+                    (0, 20, vec![del("k")]),
+                ],
+            ),
+            (
+                "a tombstone here",
+                vec![
+                    (0, 5, vec![set_to("k", "first")]),
+                    (2, 6, vec![]),
+                    (1, 10, vec![del("k")]),
+                    (0, 20, vec![set_to("k", "new")]),
+                ],
+            ),
+        ];
+        for (what, steps) in &cases {
+            for reopen in [false, true] {
+                let outcome = |general_only: bool| {
+                    let (dir, eu, mut us) = two_regions();
+                    us.set_general_merges_only(general_only);
+                    for (region, at, ops) in steps {
+                        match region {
+                            2 => ship(&eu, 0, &us, "k", at << 16),
+                            r => {
+                                let ks = if *r == 0 { &eu } else { &us };
+                                apply_at(ks, *at, at << 16, *r, ops.clone());
+                            }
+                        }
+                    }
+                    if reopen {
+                        // Cold cache: us's state comes from RocksDB.
+                        drop(us);
+                        us = single_region_keyspace(&dir.path().join("r1"));
+                        us.set_geo(1, true);
+                        us.set_general_merges_only(general_only);
+                    }
+                    ship(&eu, 0, &us, "k", 50 << 16);
+                    (
+                        us.get_raw(0, b"k").expect("read"),
+                        us.dbsize(0),
+                        us.due_expiries(u64::MAX, 100).expect("expiries"),
+                        us.tombstones_indexed(100).expect("tombstones"),
+                    )
+                };
+                assert_eq!(outcome(false), outcome(true), "{what}, reopen {reopen}");
+            }
+        }
     }
 
     fn incr_by(key: &str, delta: i64) -> Op {

@@ -214,6 +214,10 @@ pub struct Keyspace {
     region_count: AtomicU8,
     /// More than one region: keep tombstones and fill the outbox.
     multi_region: AtomicBool,
+    /// Tests: every merge takes the general path (decode, merge, encode), for comparing the
+    /// in-place merge against it.
+    #[cfg(test)]
+    general_merges_only: AtomicBool,
     /// Woken when an outbox entry is written.
     outbox_notify: tokio::sync::Notify,
     /// The newest outbox entries, so shippers need not read them back from RocksDB.
@@ -264,6 +268,22 @@ pub fn merged_everywhere(
 }
 
 impl Keyspace {
+    /// Tests: makes every merge take the general path (see `apply::BatchCtx::merge_in_place`).
+    #[cfg(test)]
+    pub(crate) fn set_general_merges_only(&self, on: bool) {
+        self.general_merges_only.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a merge may store a remote state as it came (false only in tests comparing the
+    /// two paths).
+    fn merges_in_place(&self) -> bool {
+        #[cfg(test)]
+        if self.general_merges_only.load(Ordering::Relaxed) {
+            return false;
+        }
+        true
+    }
+
     /// Sets this node's region id and whether other regions exist (at start-up).
     pub fn set_geo(&self, region_id: u8, multi_region: bool) {
         self.region_id.store(region_id, Ordering::Relaxed);
@@ -636,6 +656,8 @@ impl Keyspace {
             region_id: AtomicU8::new(0),
             region_count: AtomicU8::new(0),
             multi_region: AtomicBool::new(false),
+            #[cfg(test)]
+            general_merges_only: AtomicBool::new(false),
             outbox_notify: tokio::sync::Notify::new(),
             log_is_wal: AtomicBool::new(false),
             hlc: Arc::new(geo::Hlc::new()),
