@@ -653,3 +653,29 @@ async fn rpc_figures() {
     println!("16 MiB echo: {:?}", started.elapsed());
     shutdown_all(&[&a, &b]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_outlives_the_call_that_started_it() {
+    init_tracing();
+    let (_dir, a, b) = alpha_beta(true, true).await;
+    // 40 ms each way from a: the handshake takes a few round trips, more than a call allows.
+    a.ep.wan()
+        .set_link(
+            b.ep.local_addr(),
+            LinkShape::delay(Duration::from_millis(40)),
+        )
+        .unwrap();
+    let short = Duration::from_millis(30);
+    let r = a.ep.call(&b.peer(), ECHO, Bytes::new(), short).await;
+    assert!(matches!(r, Err(RpcError::Timeout { .. })), "{r:?}");
+    // No further call: the attempt the timed-out call started finishes on its own (before,
+    // it was dropped with the call, and every call on so short a deadline started another).
+    eventually(T, "the link up without another call", || async {
+        a.ep.is_connected("beta")
+    })
+    .await;
+    assert_eq!(b.handler.calls.load(Ordering::SeqCst), 0);
+    // A call with time for the delay then goes out on that connection.
+    echo_ok(&a, &b).await;
+    shutdown_all(&[&a, &b]).await;
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use quinn::{Connection, VarInt};
 use rand::Rng;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -175,14 +176,44 @@ struct Slot {
     last_error: Option<String>,
     failures: u32,
     retry_at: Option<Instant>,
+    /// Dial attempts in flight (see [`Inner::connection`]).
+    attempts: usize,
+    /// When the newest of them started.
+    newest_attempt: Option<Instant>,
+    /// One attempt the peer answered is finishing its handshake: the others stand down.
+    finishing: bool,
+    /// The round trip of the last connection when it closed (none if never connected).
+    last_rtt: Option<Duration>,
 }
 
 struct Peer {
     name: String,
     slot: Mutex<Slot>,
-    /// Serialises dials to this peer: concurrent callers wait for one dial.
-    dial: tokio::sync::Mutex<()>,
+    /// Woken when a dial attempt ends (its connection installed or not).
+    attempt_ended: tokio::sync::Notify,
 }
+
+/// How a dial attempt that brought no connection ended.
+enum AttemptEnd {
+    /// The peer did not answer its handshake in time: the caller may start a fresh one.
+    Unanswered,
+    /// Another attempt was answered first and finishes the link.
+    StoodDown,
+    /// It failed (the peer refused it, the handshake broke or timed out).
+    Failed(LinkError),
+}
+
+/// Dial attempts to one peer in flight at most.
+const MAX_DIAL_ATTEMPTS: usize = 8;
+
+/// A call that finds no link starts a fresh dial attempt if the newest one in flight is at
+/// least this old and the peer has answered none yet; otherwise it waits for them.
+const FRESH_ATTEMPT_GAP: Duration = Duration::from_millis(50);
+
+/// How long an attempt waits for the peer's first answer: 4 round trips of the last
+/// connection to it, within these bounds (the upper one for a peer never connected to).
+const ANSWER_WAIT_MIN: Duration = Duration::from_millis(200);
+const ANSWER_WAIT_MAX: Duration = Duration::from_secs(1);
 
 impl Peer {
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -446,7 +477,7 @@ impl Inner {
                 Arc::new(Peer {
                     name: name.to_owned(),
                     slot: Mutex::new(Slot::default()),
-                    dial: tokio::sync::Mutex::new(()),
+                    attempt_ended: tokio::sync::Notify::new(),
                 })
             })
             .clone();
@@ -459,92 +490,196 @@ impl Inner {
         peer
     }
 
-    /// A live connection to `peer`: cached, or dialed now (one dial at a time per peer).
+    /// A live connection to `peer`: cached, or brought by a dial attempt.
+    ///
+    /// Attempts run in tasks of their own, not in the calls that start them: a call that gives
+    /// up (an AppendEntries allows 50 ms) leaves its attempt to finish for the next call.
+    /// Before 2026-12-05 the dial was the caller's and ended with it, so on a loaded machine a
+    /// handshake slower than the calls' deadlines was started and abandoned again call after
+    /// call, and the link came up late. A call that finds no link starts a fresh attempt
+    /// (unless the newest is younger than [`FRESH_ATTEMPT_GAP`], or one the peer answered is
+    /// finishing, or [`MAX_DIAL_ATTEMPTS`] are in flight), so after a partition heals the
+    /// next call's attempt connects at once, as each call's own dial did, instead of waiting
+    /// for QUIC to resend an old attempt's lost packets.
     pub(crate) async fn connection(
         self: &Arc<Self>,
         peer: &PeerAddr,
     ) -> Result<Connection, LinkError> {
-        if self.stop.is_cancelled() {
-            return Err(LinkError::Shutdown);
-        }
         let entry = self.peer_entry(&peer.name, Some(peer.addr));
-        if let Some(conn) = entry.live_conn() {
-            return Ok(conn);
-        }
-        let _dialing = entry.dial.lock().await;
-        if let Some(conn) = entry.live_conn() {
-            return Ok(conn);
-        }
-        {
-            let slot = entry.lock();
-            if let Some(at) = slot.retry_at {
-                let now = Instant::now();
-                if at > now {
-                    return Err(LinkError::Backoff {
-                        retry_in: at - now,
-                        last_error: slot.last_error.clone().unwrap_or_default(),
-                    });
-                }
+        loop {
+            if self.stop.is_cancelled() {
+                return Err(LinkError::Shutdown);
             }
-        }
-        metrics::counter!("geo_link_dials_total", "peer" => peer.name.clone()).increment(1);
-        let dialed = tokio::select! {
-            r = tokio::time::timeout(self.config.handshake_timeout, self.dial(peer)) => match r {
-                Ok(r) => r,
-                Err(_) => Err(LinkError::HandshakeTimeout(self.config.handshake_timeout)),
-            },
-            _ = self.stop.cancelled() => Err(LinkError::Shutdown),
-        };
-        match dialed {
-            Ok((conn, hello)) => {
-                self.install(&entry, conn.clone(), hello.incarnation, Side::Dialed);
-                Ok(conn)
+            let ended = entry.attempt_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(conn) = entry.live_conn() {
+                return Ok(conn);
             }
-            Err(e) => {
-                let text = error_chain(&e);
-                let mut slot = entry.lock();
-                slot.failures = slot.failures.saturating_add(1);
-                let wait = backoff(&self.config, slot.failures);
-                slot.retry_at = Some(Instant::now() + wait);
-                slot.last_error = Some(text.clone());
-                let failures = slot.failures;
-                drop(slot);
-                metrics::counter!("geo_link_dial_failures_total", "peer" => peer.name.clone())
-                    .increment(1);
-                if failures == 1
-                    || matches!(
-                        e,
-                        LinkError::Connection(quinn::ConnectionError::TransportError(_))
-                    )
-                {
-                    warn!(peer = %peer.name, addr = %peer.addr, error = %text, retry_in = ?wait, "dial failed");
-                } else {
-                    debug!(peer = %peer.name, addr = %peer.addr, error = %text, failures, "dial failed again");
+            let Some(attempt) = self.start_attempt(&entry, peer)? else {
+                // Others are under way: wait for one to end, or until a fresh one may start.
+                tokio::select! {
+                    _ = ended => {}
+                    _ = tokio::time::sleep(FRESH_ATTEMPT_GAP) => {}
                 }
-                Err(e)
+                continue;
+            };
+            match attempt.await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(AttemptEnd::Unanswered | AttemptEnd::StoodDown)) => continue,
+                Ok(Err(AttemptEnd::Failed(e))) => return Err(e),
+                Err(e) if e.is_panic() => {
+                    return Err(LinkError::Handshake {
+                        reason: "the dial panicked",
+                    })
+                }
+                Err(_) => return Err(LinkError::Shutdown),
             }
         }
     }
 
-    async fn dial(&self, peer: &PeerAddr) -> Result<(Connection, Hello), LinkError> {
-        let connecting = self
+    /// Starts a dial attempt to `peer` in a task of its own, if one may start now (`None`:
+    /// wait for those in flight); a backoff error if the last attempt failed a short while
+    /// ago and none is in flight.
+    fn start_attempt(
+        self: &Arc<Self>,
+        entry: &Arc<Peer>,
+        peer: &PeerAddr,
+    ) -> Result<Option<JoinHandle<Result<Connection, AttemptEnd>>>, LinkError> {
+        let mut slot = entry.lock();
+        if slot.attempts > 0 {
+            let fresh_due = slot
+                .newest_attempt
+                .is_none_or(|at| at.elapsed() >= FRESH_ATTEMPT_GAP);
+            if slot.finishing || slot.attempts >= MAX_DIAL_ATTEMPTS || !fresh_due {
+                return Ok(None);
+            }
+        } else if let Some(at) = slot.retry_at {
+            let now = Instant::now();
+            if at > now {
+                return Err(LinkError::Backoff {
+                    retry_in: at - now,
+                    last_error: slot.last_error.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let rtt = slot.live.as_ref().map(|l| l.conn.rtt()).or(slot.last_rtt);
+        let answer_wait = rtt.map_or(ANSWER_WAIT_MAX, |rtt| {
+            (rtt * 4).clamp(ANSWER_WAIT_MIN, ANSWER_WAIT_MAX)
+        });
+        slot.attempts += 1;
+        slot.newest_attempt = Some(Instant::now());
+        drop(slot);
+        metrics::counter!("geo_link_dials_total", "peer" => peer.name.clone()).increment(1);
+        let (me, entry, peer) = (self.clone(), entry.clone(), peer.clone());
+        Ok(Some(self.tasks.spawn(async move {
+            let ended = tokio::select! {
+                r = me.attempt(&entry, &peer, answer_wait) => r,
+                _ = me.stop.cancelled() => Err(AttemptEnd::Failed(LinkError::Shutdown)),
+            };
+            me.attempt_ended(&entry, &peer, ended)
+        })))
+    }
+
+    /// One dial attempt: connects to `peer`, and once the peer answered (within
+    /// `answer_wait`), finishes the handshake and exchanges hellos (within the handshake
+    /// timeout), unless another answered attempt is already finishing.
+    async fn attempt(
+        self: &Arc<Self>,
+        entry: &Arc<Peer>,
+        peer: &PeerAddr,
+        answer_wait: Duration,
+    ) -> Result<Connection, AttemptEnd> {
+        let mut connecting = self
             .quinn
             .connect_with(self.client_config.clone(), peer.addr, &peer.name)
-            .map_err(|source| LinkError::Connect {
-                addr: peer.addr,
-                source,
+            .map_err(|source| {
+                AttemptEnd::Failed(LinkError::Connect {
+                    addr: peer.addr,
+                    source,
+                })
             })?;
-        let conn = connecting.await?;
-        let hello = handshake::dial(&conn, &Hello::ours(&self.node_name, self.incarnation)).await?;
-        if hello.name != peer.name {
-            let e = LinkError::WrongPeer {
-                expected: peer.name.clone(),
-                actual: hello.name,
-            };
-            conn.close(VarInt::from_u32(close::IDENTITY), e.to_string().as_bytes());
-            return Err(e);
+        match tokio::time::timeout(answer_wait, connecting.handshake_data()).await {
+            Err(_) => return Err(AttemptEnd::Unanswered),
+            Ok(Err(e)) => return Err(AttemptEnd::Failed(e.into())),
+            Ok(Ok(_)) => {}
         }
-        Ok((conn, hello))
+        {
+            let mut slot = entry.lock();
+            if slot.finishing || slot.live.as_ref().is_some_and(Live::is_live) {
+                return Err(AttemptEnd::StoodDown);
+            }
+            slot.finishing = true;
+        }
+        let finished = tokio::time::timeout(self.config.handshake_timeout, async {
+            let conn = connecting.await?;
+            let hello =
+                handshake::dial(&conn, &Hello::ours(&self.node_name, self.incarnation)).await?;
+            if hello.name != peer.name {
+                let e = LinkError::WrongPeer {
+                    expected: peer.name.clone(),
+                    actual: hello.name,
+                };
+                conn.close(VarInt::from_u32(close::IDENTITY), e.to_string().as_bytes());
+                return Err(e);
+            }
+            self.install(entry, conn.clone(), hello.incarnation, Side::Dialed);
+            Ok(conn)
+        })
+        .await
+        .unwrap_or(Err(LinkError::HandshakeTimeout(
+            self.config.handshake_timeout,
+        )));
+        entry.lock().finishing = false;
+        finished.map_err(AttemptEnd::Failed)
+    }
+
+    /// Books the end of an attempt (a failure, or no answer while there is no link, counts
+    /// against the peer; only a failure starts a backoff) and wakes the calls waiting for attempts to end.
+    fn attempt_ended(
+        &self,
+        entry: &Peer,
+        peer: &PeerAddr,
+        ended: Result<Connection, AttemptEnd>,
+    ) -> Result<Connection, AttemptEnd> {
+        let mut slot = entry.lock();
+        slot.attempts -= 1;
+        let linked = slot.live.as_ref().is_some_and(Live::is_live);
+        let failure = match &ended {
+            Ok(_) | Err(AttemptEnd::StoodDown) => None,
+            // (An older attempt outlived by the link another one brought is no failure.)
+            Err(AttemptEnd::Unanswered) if linked => None,
+            Err(AttemptEnd::Unanswered) => Some((None, "no answer to the handshake".to_string())),
+            Err(AttemptEnd::Failed(e)) => Some((Some(e), error_chain(e))),
+        };
+        if let Some((error, text)) = failure {
+            slot.failures = slot.failures.saturating_add(1);
+            slot.last_error = Some(text.clone());
+            let failures = slot.failures;
+            let wait = error.map(|_| backoff(&self.config, failures));
+            if let Some(wait) = wait {
+                slot.retry_at = Some(Instant::now() + wait);
+            }
+            drop(slot);
+            metrics::counter!("geo_link_dial_failures_total", "peer" => peer.name.clone())
+                .increment(1);
+            let loud = failures == 1
+                || matches!(
+                    error,
+                    Some(LinkError::Connection(
+                        quinn::ConnectionError::TransportError(_)
+                    ))
+                );
+            if loud {
+                warn!(peer = %peer.name, addr = %peer.addr, error = %text, retry_in = ?wait, "dial failed");
+            } else {
+                debug!(peer = %peer.name, addr = %peer.addr, error = %text, failures, "dial failed again");
+            }
+        } else {
+            drop(slot);
+        }
+        entry.attempt_ended.notify_waiters();
+        ended
     }
 
     /// Caches `conn` for its peer (or keeps an equivalent one) and starts serving it.
@@ -621,6 +756,7 @@ impl Inner {
             .is_some_and(|l| l.conn.stable_id() == conn.stable_id());
         if cached {
             slot.live = None;
+            slot.last_rtt = Some(conn.rtt());
             let benign = matches!(
                 reason,
                 quinn::ConnectionError::LocallyClosed
