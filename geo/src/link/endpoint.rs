@@ -671,7 +671,14 @@ impl Inner {
                     ))
                 );
             if loud {
-                warn!(peer = %peer.name, addr = %peer.addr, error = %text, retry_in = ?wait, "dial failed");
+                match wait {
+                    Some(wait) => {
+                        warn!(peer = %peer.name, addr = %peer.addr, error = %text, retry_in = ?wait, "dial failed")
+                    }
+                    None => {
+                        warn!(peer = %peer.name, addr = %peer.addr, error = %text, "dial failed")
+                    }
+                }
             } else {
                 debug!(peer = %peer.name, addr = %peer.addr, error = %text, failures, "dial failed again");
             }
