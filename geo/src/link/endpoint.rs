@@ -606,7 +606,10 @@ impl Inner {
         }
         {
             let mut slot = entry.lock();
-            if slot.finishing || slot.live.as_ref().is_some_and(Live::is_live) {
+            // (A link the peer dialed meanwhile does not stop it: both ends then keep the one
+            // the smaller name dialed, see `install`.)
+            let dialed = |l: &Live| l.is_live() && l.side == Side::Dialed;
+            if slot.finishing || slot.live.as_ref().is_some_and(dialed) {
                 return Err(AttemptEnd::StoodDown);
             }
             slot.finishing = true;
