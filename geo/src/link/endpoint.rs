@@ -638,7 +638,8 @@ impl Inner {
     }
 
     /// Books the end of an attempt (a failure, or no answer while there is no link, counts
-    /// against the peer; only a failure starts a backoff) and wakes the calls waiting for attempts to end.
+    /// against the peer; only a failure starts a backoff) and wakes the calls waiting for
+    /// attempts to end.
     fn attempt_ended(
         &self,
         entry: &Peer,

@@ -154,19 +154,22 @@ impl<'r> Replaced<'r> {
         hidden: None,
     };
 
-    /// What `encoded` tells if it holds a string with no counter entries, and its floors
-    /// (`None`: any other state), read where it lies, without copying or decoding its value.
-    fn string(encoded: &[u8]) -> Option<(Replaced<'static>, Floors)> {
-        let (expire_at, floors) = super::value::string_floors(encoded)?;
-        Some((
-            Replaced {
-                stored: true,
-                expire_at,
-                visible: true,
-                hidden: None,
-            },
-            floors,
-        ))
+    /// What `encoded` tells if it holds a string with no counter entries (`None`: any other
+    /// state), read where it lies, without copying or decoding its value.
+    fn string(encoded: &[u8]) -> Option<Replaced<'static>> {
+        let expire_at = super::value::string_expiry(encoded)?;
+        Some(Replaced {
+            stored: true,
+            expire_at,
+            visible: true,
+            hidden: None,
+        })
+    }
+
+    /// [`Replaced::string`] and the string's floors.
+    fn string_with_floors(encoded: &[u8]) -> Option<(Replaced<'static>, Floors)> {
+        let old = Replaced::string(encoded)?;
+        Some((old, super::value::string_floors(encoded)))
     }
 }
 
@@ -635,7 +638,7 @@ impl<'a> BatchCtx<'a> {
             }
             match local {
                 None => Some(Replaced::NOTHING),
-                Some(encoded) => Replaced::string(encoded).map(|(old, _)| old),
+                Some(encoded) => Replaced::string(encoded),
             }
         };
         let old = match self.locate(db, key)? {
@@ -662,7 +665,7 @@ impl<'a> BatchCtx<'a> {
     ) -> Result<Option<(Replaced<'static>, Option<Floors>)>, StorageError> {
         let string = |encoded: Option<&[u8]>| match encoded {
             None => Some((Replaced::NOTHING, None)),
-            Some(e) => Replaced::string(e).map(|(old, floors)| (old, Some(floors))),
+            Some(e) => Replaced::string_with_floors(e).map(|(old, floors)| (old, Some(floors))),
         };
         Ok(match self.locate(db, key)? {
             Located::Value(value) => string(value.as_ref().map(|v| &v.as_bytes()[..])),

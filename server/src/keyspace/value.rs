@@ -608,19 +608,20 @@ pub fn plain_string_at(encoded: &[u8], now_ms: u64) -> Option<Option<&[u8]>> {
 /// the register observed them.
 pub type Floors = Vec<(u8, u64)>;
 
-/// The expiry and floors of a string's encoding with nothing else a write over it must keep
-/// (no counter entries, not deleted or fired), read where the encoding lies, without copying
-/// or decoding its value: all a plain SET over it needs (the new state keeps the floors that a
-/// key created in a region of several carries). `None` for any other state (a SET over it
-/// must decode it).
-pub fn string_floors(encoded: &[u8]) -> Option<(Option<u64>, Floors)> {
+/// The expiry of a string's encoding with nothing else a write over it must keep but its
+/// floors (no counter entries, not deleted or fired), read where the encoding lies, without
+/// copying or decoding its value. `None` for any other state (a write over it must decode it).
+pub fn string_expiry(encoded: &[u8]) -> Option<Option<u64>> {
     if u16_at(encoded, 29) != 0 || u16_at(encoded, 31) != 0 || encoded[19] & FLAG_GONE != 0 {
         return None;
     }
-    Some((
-        expire_at_of(encoded),
-        floors_of(encoded, layout_of(encoded).0),
-    ))
+    Some(expire_at_of(encoded))
+}
+
+/// The floors of a string's encoding without counter entries ([`string_expiry`]), read where
+/// it lies: what a plain SET over it keeps (a key created in a region of several carries them).
+pub fn string_floors(encoded: &[u8]) -> Floors {
+    floors_of(encoded, layout_of(encoded).0)
 }
 
 /// Whether merging the remote state encoded as `remote` into the state encoded as `local`
