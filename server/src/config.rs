@@ -116,7 +116,7 @@ pub struct ServerConfig {
     /// they were flushed first: replication cost 30 % of the writing node's CPU per SET
     /// instead of 19 % (geo-report, pinned).
     pub write_buffer_mb: Option<u64>,
-    /// In a topology of one region, applied writes wait in memory at most this long (ms) and
+    /// Applied writes wait in memory at most this long (ms) and
     /// go to RocksDB together, on a thread of their own (0: each applied Raft entry is its own
     /// RocksDB write on the Raft thread). The Raft log holds them meanwhile. A key written again
     /// meanwhile goes to RocksDB once, with its last state. This window (and `write_back_mb`)

@@ -681,8 +681,7 @@ impl Node {
             max_write_buffers: 2,
             fsync: config.appendfsync,
             outbox_memory_bytes: usize::try_from(config.replication_memory_mb * 1024 * 1024)?,
-            // Several regions need the outbox and tombstones written in order: no write-back.
-            write_back: (config.write_back_ms > 0 && !multi_region).then(|| WriteBackOptions {
+            write_back: (config.write_back_ms > 0).then(|| WriteBackOptions {
                 window: Duration::from_millis(config.write_back_ms),
                 bytes: (config.write_back_mb as usize).saturating_mul(1024 * 1024),
             }),

@@ -1381,13 +1381,9 @@ impl<'a> BatchCtx<'a> {
         if self.ks.defers_writes()
             && !self.flushed.iter().any(|f| *f)
             && self.batch.is_empty()
-            && self.trim_outbox.is_none()
-            && self.watermarks.is_empty()
-            && self.merged_hlc.is_empty()
-            && self.seen.is_empty()
             && self.new_churn_epoch.is_none()
         {
-            return self.commit_later(extra_meta);
+            return self.commit_later(extra_meta, log_index);
         }
         // Whatever is pending goes to RocksDB before this batch.
         self.ks.write_pending()?;
@@ -1427,28 +1423,10 @@ impl<'a> BatchCtx<'a> {
             self.batch
                 .put_cf(meta, rocks::OUTBOX_TRIMMED_KEY, upto.to_be_bytes());
         }
-        if let (Some(index), true, true) = (log_index, self.local, self.ks.keeps_tombstones()) {
-            let states: Vec<_> = self
-                .overlay
-                .iter()
-                .filter(|(_, w)| w.ship)
-                .filter_map(|(k, w)| {
-                    let state = w.value.as_ref()?.as_bytes();
-                    (!state.is_empty()).then(|| (k[0], RawBytes(&k[1..]), RawBytes(state)))
-                })
-                .collect();
-            if !states.is_empty() {
-                let entry = OutboxEntryRef {
-                    hlc: self.stamp.hlc,
-                    states,
-                };
-                let bytes = Bytes::from(
-                    bincode::serialize(&entry).map_err(|_| StorageError::Corrupt { key_len: 0 })?,
-                );
-                self.batch
-                    .put_cf(self.cf(rocks::CF_OUTBOX), index.to_be_bytes(), &bytes);
-                self.wrote_outbox = Some((index, bytes));
-            }
+        if let Some((index, bytes)) = self.outbox_entry(log_index)? {
+            self.batch
+                .put_cf(self.cf(rocks::CF_OUTBOX), index.to_be_bytes(), &bytes);
+            self.wrote_outbox = Some((index, bytes));
         }
         let mut new_counts = [0i64; DATABASES];
         for (db, delta) in self.count_delta.iter().enumerate() {
@@ -1484,6 +1462,41 @@ impl<'a> BatchCtx<'a> {
         }
         let _ = self.publish();
         self.store_churn(&churn);
+        self.publish_replication();
+        Ok(())
+    }
+
+    /// The outbox entry of a batch proposed in this region, when other regions exist and the
+    /// batch wrote states to ship: (its log index, its encoding).
+    fn outbox_entry(&self, log_index: Option<u64>) -> Result<Option<(u64, Bytes)>, StorageError> {
+        let (Some(index), true, true) = (log_index, self.local, self.ks.keeps_tombstones()) else {
+            return Ok(None);
+        };
+        let states: Vec<_> = self
+            .overlay
+            .iter()
+            .filter(|(_, w)| w.ship)
+            .filter_map(|(k, w)| {
+                let state = w.value.as_ref()?.as_bytes();
+                (!state.is_empty()).then(|| (k[0], RawBytes(&k[1..]), RawBytes(state)))
+            })
+            .collect();
+        if states.is_empty() {
+            return Ok(None);
+        }
+        let entry = OutboxEntryRef {
+            hlc: self.stamp.hlc,
+            states,
+        };
+        let bytes = Bytes::from(
+            bincode::serialize(&entry).map_err(|_| StorageError::Corrupt { key_len: 0 })?,
+        );
+        Ok(Some((index, bytes)))
+    }
+
+    /// After a committed batch: the in-memory tail trimmed, the merged HLCs this region
+    /// reports, and the outbox entry written, for the shippers (woken) and the tail.
+    fn publish_replication(self) {
         if let Some(upto) = self.trim_outbox {
             self.ks.outbox_tail.trim(upto);
         }
@@ -1498,12 +1511,17 @@ impl<'a> BatchCtx<'a> {
             self.ks.outbox_tail.push(index, bytes);
             self.ks.outbox_notify.notify_waiters();
         }
-        Ok(())
     }
 
-    /// Commits a batch of a single-region keyspace by adding its changes to the keyspace's
-    /// pending set (written to RocksDB later, see `write_back`).
-    fn commit_later(self, extra_meta: &[(&[u8], Vec<u8>)]) -> Result<(), StorageError> {
+    /// Commits a batch by adding its changes to the keyspace's pending set (written to RocksDB
+    /// later, see `write_back`); with several regions, its outbox entry (at `log_index`) and
+    /// merge bookkeeping too.
+    fn commit_later(
+        mut self,
+        extra_meta: &[(&[u8], Vec<u8>)],
+        log_index: Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.wrote_outbox = self.outbox_entry(log_index)?;
         let churn = self.new_churn();
         let mut new_counts = [0i64; DATABASES];
         for (db, delta) in self.count_delta.iter().enumerate() {
@@ -1537,6 +1555,22 @@ impl<'a> BatchCtx<'a> {
             for (slot, value) in &churn {
                 changes.meta(&rocks::churn_key(*slot), value.to_be_bytes().to_vec());
             }
+            for (origin, index) in &self.watermarks {
+                changes.meta(&rocks::watermark_key(*origin), index.to_be_bytes().to_vec());
+            }
+            for (origin, hlc) in &self.merged_hlc {
+                changes.meta(&rocks::merged_hlc_key(*origin), hlc.to_be_bytes().to_vec());
+            }
+            for ((from, origin), hlc) in &self.seen {
+                changes.meta(&rocks::seen_key(*from, *origin), hlc.to_be_bytes().to_vec());
+            }
+            if let Some(upto) = self.trim_outbox {
+                changes.trim_outbox(upto);
+                changes.meta(rocks::OUTBOX_TRIMMED_KEY, upto.to_be_bytes().to_vec());
+            }
+            if let Some((index, bytes)) = &self.wrote_outbox {
+                changes.outbox(*index, bytes.clone());
+            }
         });
         // The changes are pending even if writing the set out failed (the error stops the
         // Raft group, and the writer retries): counts and cache follow them either way.
@@ -1546,6 +1580,7 @@ impl<'a> BatchCtx<'a> {
         let rewrites = self.publish();
         self.store_churn(&churn);
         self.ks.note_writes(self.overlay.len(), rewrites);
+        self.publish_replication();
         added
     }
 
@@ -2700,6 +2735,199 @@ mod tests {
         let ks = keyspace(dir.path());
         assert_eq!(ks.outbox_last(), 12);
         assert!(after(&ks, 0).is_empty());
+    }
+
+    /// A keyspace of region `region` among several, fed by a Raft log; with `write_back`, its
+    /// applied changes wait in the pending set (an hour's window: until something reads
+    /// RocksDB by iterating it, or the keyspace closes).
+    fn region_keyspace(dir: &std::path::Path, region: u8, write_back: bool) -> Keyspace {
+        let ks = Keyspace::open(KeyspaceOptions {
+            write_back: write_back.then_some(crate::keyspace::WriteBackOptions {
+                window: std::time::Duration::from_secs(3600),
+                bytes: 1 << 30,
+            }),
+            ..single_region_options(dir)
+        })
+        .expect("open");
+        ks.set_geo(region, true);
+        ks.set_log_is_wal(true);
+        ks
+    }
+
+    /// An outbox entry with its states in key order (a batch lists them in no set order).
+    fn sorted_entry(encoded: &[u8]) -> (u64, Vec<ShippedState>) {
+        let mut entry: OutboxEntry = bincode::deserialize(encoded).expect("entry");
+        entry.states.sort();
+        (entry.hlc, entry.states)
+    }
+
+    /// A RocksDB record: column family, key, value.
+    type StoredRecord = (&'static str, Box<[u8]>, Box<[u8]>);
+
+    /// Every record of every column family, the pending changes written first (outbox entries
+    /// with their states in key order).
+    fn stored_records(ks: &Keyspace) -> Vec<StoredRecord> {
+        ks.write_pending().expect("write pending");
+        let mut out = Vec::new();
+        for name in rocks::COLUMN_FAMILIES {
+            for item in ks
+                .db
+                .iterator_cf(rocks::cf(&ks.db, name), rocksdb::IteratorMode::Start)
+            {
+                let (k, mut v) = item.expect("read");
+                if *name == rocks::CF_OUTBOX {
+                    let (hlc, states) = sorted_entry(&v);
+                    let sorted = OutboxEntry { hlc, states };
+                    v = bincode::serialize(&sorted).expect("encode").into();
+                }
+                out.push((*name, k, v));
+            }
+        }
+        out
+    }
+
+    /// Two regions write, ship their outbox entries to each other, trim their outboxes and
+    /// report what they merged, at random, twice side by side: once writing back (with several
+    /// regions: outbox entries, trims, watermarks and reports pending too) and once writing each
+    /// batch to RocksDB. Every read, every outbox read and at the end every stored record must be
+    /// the same; the writing-back pair is also closed and reopened now and then (its pending
+    /// changes then written by the writer at close).
+    #[test]
+    fn regions_that_write_back_store_and_ship_what_direct_writes_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |r: u8, wb: bool| dir.path().join(format!("r{r}-{wb}"));
+        let mut back = [0u8, 1].map(|r| region_keyspace(&path(r, true), r, true));
+        let direct = [0u8, 1].map(|r| region_keyspace(&path(r, false), r, false));
+        let mut seed = 0x243f_6a88_85a3_08d3u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut index = [0u64; 2];
+        let mut shipped = [0u64; 2];
+        let values = ["a", "bb", "ccc"];
+        let mut pending_entries = 0;
+        let mut both = |back: &[Keyspace; 2], r: usize, step: u64, ops: Vec<Op>| {
+            index[r] += 1;
+            let batch = OpBatch {
+                now_ms: 1_000 + step,
+                hlc: (step + 1) << 16,
+                origin: r as u8,
+                ops: ops.into(),
+            };
+            let meta = [(&b"applied"[..], index[r].to_be_bytes().to_vec())];
+            let a = back[r].apply_batch_with_meta(&batch, &meta, Some(index[r]));
+            let b = direct[r].apply_batch_with_meta(&batch, &meta, Some(index[r]));
+            assert_eq!(a.expect("apply"), b.expect("apply"), "step {step}");
+            // An outbox entry the direct pair stored and the other holds pending.
+            let outbox = |ks: &Keyspace| {
+                let cf = rocks::cf(&ks.db, rocks::CF_OUTBOX);
+                ks.db.get_cf(cf, index[r].to_be_bytes()).expect("read")
+            };
+            if outbox(&direct[r]).is_some() && outbox(&back[r]).is_none() {
+                pending_entries += 1;
+            }
+        };
+        for step in 0..3000u64 {
+            let r = next(2) as usize;
+            let key = format!("k{}", next(12));
+            match next(20) {
+                0..=7 => {
+                    let op = match next(5) {
+                        0 => del(&key),
+                        1 => incr_by(&key, next(7) as i64 - 3),
+                        2 => Op::Expire {
+                            db: 0,
+                            key: Bytes::from(key.clone()),
+                            at_ms: Some(1_000 + step + next(40)),
+                            cond: ExpireCond::Always,
+                        },
+                        _ => set_to(&key, values[next(3) as usize]),
+                    };
+                    let more = (0..next(3)).map(|i| set(&format!("k{}", (step + i) % 12)));
+                    both(&back, r, step, std::iter::once(op).chain(more).collect());
+                }
+                8..=12 => {
+                    // Ship region r's outbox entries after the last shipped to the other region.
+                    let from_back = back[r].outbox_raw_after(shipped[r], 3, usize::MAX);
+                    let from_direct = direct[r].outbox_raw_after(shipped[r], 3, usize::MAX);
+                    let entries = from_back.expect("outbox");
+                    let sorted = |entries: &[(u64, Bytes)]| {
+                        let sorted = entries.iter().map(|(i, e)| (*i, sorted_entry(e)));
+                        sorted.collect::<Vec<_>>()
+                    };
+                    let from_direct = from_direct.expect("outbox");
+                    assert_eq!(sorted(&entries), sorted(&from_direct), "step {step}");
+                    let merges = entries
+                        .iter()
+                        .map(|(i, encoded)| {
+                            let entry: OutboxEntry = bincode::deserialize(encoded).expect("entry");
+                            shipped[r] = *i;
+                            Op::Merge {
+                                origin: r as u8,
+                                index: *i,
+                                hlc: entry.hlc,
+                                states: entry.states,
+                            }
+                        })
+                        .collect::<Vec<_>>();
+                    if !merges.is_empty() {
+                        both(&back, 1 - r, step, merges);
+                    }
+                }
+                13..=14 => {
+                    let upto = next(shipped[r] + 1);
+                    both(&back, r, step, vec![Op::TrimOutbox { upto }]);
+                }
+                15..=16 => {
+                    let hlc = next((step + 1) << 16);
+                    let report = Op::Seen {
+                        from: 1 - r as u8,
+                        hlcs: vec![(r as u8, hlc)],
+                    };
+                    both(&back, r, step, vec![report]);
+                }
+                17 => {
+                    // Closed (the writer writes what is pending) and opened again.
+                    let ks = std::mem::replace(
+                        &mut back[r],
+                        region_keyspace(&path(9, true), r as u8, true),
+                    );
+                    drop(ks);
+                    back[r] = region_keyspace(&path(r as u8, true), r as u8, true);
+                }
+                _ => {
+                    for (a, b) in back.iter().zip(&direct) {
+                        assert_eq!(
+                            a.get_raw(0, key.as_bytes()).unwrap(),
+                            b.get_raw(0, key.as_bytes()).unwrap()
+                        );
+                        assert_eq!(a.dbsize(0), b.dbsize(0), "step {step}");
+                        assert_eq!(a.merged_hlcs(), b.merged_hlcs(), "step {step}");
+                        assert_eq!(a.outbox_last(), b.outbox_last(), "step {step}");
+                        assert_eq!(a.outbox_trimmed().unwrap(), b.outbox_trimmed().unwrap());
+                        for o in 0..2 {
+                            assert_eq!(a.watermark(o).unwrap(), b.watermark(o).unwrap());
+                            assert_eq!(a.seen(1 - o, o).unwrap(), b.seen(1 - o, o).unwrap());
+                        }
+                    }
+                }
+            }
+        }
+        for (a, b) in back.iter().zip(&direct) {
+            assert!(a.defers_writes() && !b.defers_writes());
+            assert_eq!(stored_records(a), stored_records(b));
+        }
+        assert!(
+            shipped.iter().all(|s| *s > 50),
+            "entries shipped: {shipped:?}"
+        );
+        assert!(
+            pending_entries > 100,
+            "outbox entries pending: {pending_entries}"
+        );
     }
 
     #[test]

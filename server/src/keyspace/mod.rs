@@ -393,7 +393,8 @@ impl Keyspace {
 
     /// Tombstones whose register HLC is at most `bound(region)`, oldest first, at most `max`;
     /// the scan stops at the first HLC above `max_bound` (the largest bound). Each comes as
-    /// (database, key, stamp).
+    /// (database, key, stamp). (The tombstone index is never pending write-back: a batch that
+    /// changes it goes to RocksDB directly, after whatever was pending.)
     pub fn collectable_tombstones(
         &self,
         bound: impl Fn(u8) -> u64,
@@ -484,6 +485,8 @@ impl Keyspace {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, StorageError> {
+        // Entries the in-memory tail let go of may still be pending.
+        self.write_pending()?;
         let start = after.saturating_add(1).to_be_bytes();
         let iter = self.db.iterator_cf(
             rocks::cf(&self.db, rocks::CF_OUTBOX),
@@ -534,6 +537,7 @@ impl Keyspace {
             }
             None => Vec::new(),
         };
+        self.write_pending()?;
         let iter = self.db.iterator_cf(
             rocks::cf(&self.db, rocks::CF_DATA),
             IteratorMode::From(&start, Direction::Forward),
@@ -967,9 +971,11 @@ impl Keyspace {
         Ok(results)
     }
 
-    /// Reads a meta record.
+    /// Reads a meta record: its pending value (see `write_back`), else RocksDB's.
     pub fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.write_pending()?;
+        if let Some(pending) = self.write_back.as_ref().and_then(|wb| wb.lookup_meta(key)) {
+            return Ok(Some(pending));
+        }
         Ok(self.db.get_cf(rocks::cf(&self.db, rocks::CF_META), key)?)
     }
 
@@ -1173,12 +1179,9 @@ impl Keyspace {
     }
 
     /// Whether applied batches go to the pending set (written back later) rather than to
-    /// RocksDB: when write-back is configured, a Raft log feeds the keyspace and there is one
-    /// region (several regions need the outbox and tombstones in order in RocksDB).
+    /// RocksDB: when write-back is configured and a Raft log feeds the keyspace.
     fn defers_writes(&self) -> bool {
-        self.write_back.is_some()
-            && self.log_is_wal.load(Ordering::Relaxed)
-            && !self.keeps_tombstones()
+        self.write_back.is_some() && self.log_is_wal.load(Ordering::Relaxed)
     }
 
     /// INFO's `write_back`: `off`, `short` (keys are not being rewritten: the short window) or

@@ -1,8 +1,9 @@
-//! Write-back of applied state: in a region of one Raft group and no other regions, an applied
-//! batch's changes (values, expiry index records, key counts, the applied position) go to an
-//! in-memory set of pending changes instead of a RocksDB write of their own. A writer thread
-//! writes the pending set as one RocksDB batch, in key order, when it grows past a byte bound
-//! or a time window has passed; readers look in the pending set before RocksDB.
+//! Write-back of applied state: an applied batch's changes (values, expiry index records, key
+//! counts, the applied position and, with several regions, the batch's outbox entry and its
+//! merge bookkeeping) go to an in-memory set of pending changes instead of a RocksDB write of
+//! their own. A writer thread writes the pending set as one RocksDB batch, in key order, when
+//! it grows past a byte bound or a time window has passed; readers look in the pending set
+//! before RocksDB.
 //!
 //! Why: the memtable insert of every key (a skip-list search, cache misses all the way down)
 //! was most of the Raft thread's work per SET. Written later, on another thread, the keys of
@@ -11,14 +12,20 @@
 //!
 //! Why it is safe: the Raft log is the write-ahead log. The applied position is written in the
 //! same RocksDB batch as the changes it covers, so after a crash the keyspace is at some applied
-//! position and openraft applies the log again from there (the apply is deterministic). The
-//! log is never purged past what RocksDB holds: the purge first writes the pending set (see
-//! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)).
+//! position and openraft applies the log again from there (the apply is deterministic, and an
+//! outbox entry is keyed by its log index, so the same entry is written again). The log is
+//! never purged past what RocksDB holds: the purge first writes the pending set (see
+//! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)). A batch whose changes a
+//! key-by-key set cannot hold in order (FLUSHDB's range delete, the tombstone index, a churn
+//! epoch) writes the pending set first and then goes to RocksDB directly, so
+//! RocksDB always holds a prefix of the applied batches.
 //!
-//! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, snapshots, log purges) first write the
-//! pending set, so they see every applied change. Active expiry does not: an expiry set in the
-//! last moments is found by a later pass (reads hide the key meanwhile), and a record pending
-//! deletion points at a key whose expiry changed, which the expiry op leaves alone.
+//! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, snapshots, log purges, a cross-region
+//! resync, the outbox read from storage) first write the pending set, so they see every applied
+//! change; single records (a key's value, a meta record) are looked up in the set first.
+//! Active expiry does not write it: an expiry set in the last moments is found by a later pass
+//! (reads hide the key meanwhile), and a record pending deletion points at a key whose expiry
+//! changed, which the expiry op leaves alone.
 //!
 //! The long window pays only while keys are rewritten within it: the pending set then takes
 //! each key's last state once, and RocksDB gets a fraction of the writes. Writes of keys not
@@ -215,8 +222,13 @@ pub(super) struct Changes {
     data: DataChanges,
     /// Expiry index key → put (true) or delete (false).
     expiry: Map<Vec<u8>, bool>,
-    /// Meta key → value (key counts, the applied position, the membership).
+    /// Meta key → value (key counts, the applied position, the membership; with several
+    /// regions also watermarks, merged HLCs and what other regions reported).
     meta: Map<Vec<u8>, Vec<u8>>,
+    /// Outbox entries (log index, encoded entry), in the order they were applied.
+    outbox: Vec<(u64, bytes::Bytes)>,
+    /// The outbox is trimmed up to this index (inclusive), in RocksDB too.
+    outbox_trim: Option<u64>,
     /// Approximate bytes held (keys and values; an overwritten change no longer counts).
     bytes: usize,
 }
@@ -231,7 +243,11 @@ impl Changes {
     }
 
     fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.expiry.is_empty() && self.meta.is_empty()
+        self.data.is_empty()
+            && self.expiry.is_empty()
+            && self.meta.is_empty()
+            && self.outbox.is_empty()
+            && self.outbox_trim.is_none()
     }
 
     /// Empties the set, keeping its tables' memory.
@@ -239,6 +255,8 @@ impl Changes {
         self.data.clear();
         self.expiry.clear();
         self.meta.clear();
+        self.outbox.clear();
+        self.outbox_trim = None;
         self.bytes = 0;
     }
 
@@ -250,6 +268,8 @@ impl Changes {
         }
         self.expiry.extend(newer.expiry);
         self.meta.extend(newer.meta);
+        self.outbox.extend(newer.outbox);
+        self.outbox_trim = self.outbox_trim.max(newer.outbox_trim);
     }
 
     /// Prepares the inserts of `keys`' changes that follow (see [`DataChanges::warm`]).
@@ -283,6 +303,23 @@ impl Changes {
         }
     }
 
+    /// Adds a local batch's outbox entry (other regions receive it), keyed by its log index.
+    pub fn outbox(&mut self, index: u64, entry: bytes::Bytes) {
+        self.bytes += entry.len() + 32;
+        self.outbox.push((index, entry));
+    }
+
+    /// Trims the outbox up to `upto` (inclusive): pending entries there are dropped, and the
+    /// RocksDB batch deletes the stored ones after writing the rest. Entries applied after the
+    /// trim have higher indexes (an outbox entry is keyed by its log index).
+    pub fn trim_outbox(&mut self, upto: u64) {
+        let held: usize = self.outbox.iter().map(|(_, e)| e.len() + 32).sum();
+        self.outbox.retain(|(index, _)| *index > upto);
+        let kept: usize = self.outbox.iter().map(|(_, e)| e.len() + 32).sum();
+        self.bytes = self.bytes.saturating_sub(held - kept);
+        self.outbox_trim = self.outbox_trim.max(Some(upto));
+    }
+
     /// One RocksDB batch with every change, data keys in order.
     fn to_batch(&self, db: &DB) -> WriteBatch {
         // Room for all of it at once (`bytes` counts more per record than the batch takes): a
@@ -311,6 +348,18 @@ impl Changes {
         let meta = rocks::cf(db, rocks::CF_META);
         for (key, value) in &self.meta {
             batch.put_cf(meta, key, value);
+        }
+        let outbox = rocks::cf(db, rocks::CF_OUTBOX);
+        for (index, entry) in &self.outbox {
+            batch.put_cf(outbox, index.to_be_bytes(), entry);
+        }
+        if let Some(upto) = self.outbox_trim {
+            // After the puts: a batch applies its records in order.
+            batch.delete_range_cf(
+                outbox,
+                0u64.to_be_bytes(),
+                upto.saturating_add(1).to_be_bytes(),
+            );
         }
         batch
     }
@@ -437,6 +486,19 @@ impl WriteBack {
             .data
             .get(data_key)
             .map(PendingValue::to_value)
+    }
+
+    /// The pending value of meta record `key`, when one is pending (RocksDB has the latest
+    /// value otherwise).
+    pub fn lookup_meta(&self, key: &[u8]) -> Option<Vec<u8>> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let pending = self.lock();
+        if let Some(v) = pending.dirty.meta.get(key) {
+            return Some(v.clone());
+        }
+        pending.flushing.as_ref()?.meta.get(key).cloned()
     }
 
     /// Adds one applied batch's changes (`fill` adds them to the pending set, under its lock).
