@@ -51,11 +51,10 @@
 #   GEO_WRITE_BUFFER_MB=16 write-buffer-mb of every node, in both configurations: a node's own
 #                          default differs (4 alone, 16 with several regions), and the cost
 #                          figure must compare replication, not memtable sizes ("": defaults)
-#   GEO_WRITE_BACK_MS=0    write-back-ms of every node, in both configurations: a node of a
-#                          topology of several regions never writes back (its outbox and
-#                          tombstones go to RocksDB in order), one region alone does by default
-#                          (1000), and the cost figure must compare replication, not write-back
-#                          ("": defaults, so "alone" writes back and the figure counts its loss)
+#   GEO_WRITE_BACK_MS=     write-back-ms of every node, in both configurations (empty: each
+#                          node's default, 1000; before ef4b483 a node of several regions never
+#                          wrote back, and runs then set 0 in both so that the cost figure
+#                          compared replication, not write-back)
 #   GEO_PIN=1              pin eu's nodes to CPU 0 and us's nodes and every client (redis-benchmark,
 #                          meridian-bench) to CPU 1 with taskset, so us's merging does not share a
 #                          core with the writer it is measured against (closer to regions on their
@@ -88,7 +87,7 @@ SETTLE_TICKS=${GEO_SETTLE_TICKS:-2}
 SETTLE_MAX_S=${GEO_SETTLE_MAX_S:-20}
 PIN=${GEO_PIN:-}
 WRITE_BUFFER_MB=${GEO_WRITE_BUFFER_MB-16}
-WRITE_BACK_MS=${GEO_WRITE_BACK_MS-0}
+WRITE_BACK_MS=${GEO_WRITE_BACK_MS-}
 # Clients run on CPU 1 when pinning.
 CLIENT_CPU=()
 [ -n "$PIN" ] && CLIENT_CPU=(taskset -c 1)
