@@ -210,6 +210,9 @@ pub(super) struct BatchCtx<'a> {
     /// commit: they go to the write-back set, or into the batch (before a flush's range deletes
     /// when the batch flushes a database).
     expiry_changes: Vec<(Vec<u8>, bool)>,
+    /// Tombstone index changes (key, put or delete), in order, kept apart like
+    /// `expiry_changes`.
+    tombstone_changes: Vec<(Vec<u8>, bool)>,
     /// Ops still to skip (answering nil) after a failed `Op::Unchanged`.
     skip: u32,
     /// Keyspace notifications of this batch, when they are on.
@@ -256,6 +259,7 @@ impl<'a> BatchCtx<'a> {
             last_slot: None,
             refused_origins: Vec::new(),
             expiry_changes: Vec::new(),
+            tombstone_changes: Vec::new(),
             skip: 0,
             events: ks.notifier.enabled().then(Vec::new),
             touched: ks.tracking.active().then(Vec::new),
@@ -481,24 +485,18 @@ impl<'a> BatchCtx<'a> {
         hidden: Option<&StoredValue>,
         new: Option<&KeyState>,
     ) {
-        let meta = self.cf(rocks::CF_META);
         let new_stamp = new.and_then(KeyState::collect_stamp);
         if let Some(old) = hidden {
             if let Some(old_stamp) = old.state().collect_stamp() {
                 if Some(old_stamp) != new_stamp {
-                    self.batch.delete_cf(
-                        meta,
-                        rocks::tombstone_key(old_stamp.hlc, old_stamp.region, data_key),
-                    );
+                    let key = rocks::tombstone_key(old_stamp.hlc, old_stamp.region, data_key);
+                    self.tombstone_changes.push((key, false));
                 }
             }
         }
         if let Some(stamp) = new_stamp {
-            self.batch.put_cf(
-                meta,
-                rocks::tombstone_key(stamp.hlc, stamp.region, data_key),
-                b"",
-            );
+            let key = rocks::tombstone_key(stamp.hlc, stamp.region, data_key);
+            self.tombstone_changes.push((key, true));
         }
     }
 
@@ -506,11 +504,8 @@ impl<'a> BatchCtx<'a> {
     /// index record either way. Returns whether the key was dropped.
     fn forget(&mut self, db: u8, key: &[u8], stamp: Stamp) -> Result<bool, StorageError> {
         let data_key = data_key(db, key);
-        let meta = self.cf(rocks::CF_META);
-        self.batch.delete_cf(
-            meta,
-            rocks::tombstone_key(stamp.hlc, stamp.region, &data_key),
-        );
+        let index_key = rocks::tombstone_key(stamp.hlc, stamp.region, &data_key);
+        self.tombstone_changes.push((index_key, false));
         let Some(raw) = self.read_raw(db, key)? else {
             return Ok(false);
         };
@@ -539,7 +534,7 @@ impl<'a> BatchCtx<'a> {
         self.expiry_changes.push((key, put));
     }
 
-    /// Moves the expiry index changes kept aside into the write batch, in order.
+    /// Moves the expiry and tombstone index changes kept aside into the write batch, in order.
     fn expiry_changes_to_batch(&mut self) {
         let expiry = self.cf(rocks::CF_EXPIRY);
         for (key, put) in std::mem::take(&mut self.expiry_changes) {
@@ -547,6 +542,14 @@ impl<'a> BatchCtx<'a> {
                 self.batch.put_cf(expiry, key, b"");
             } else {
                 self.batch.delete_cf(expiry, key);
+            }
+        }
+        let meta = self.cf(rocks::CF_META);
+        for (key, put) in std::mem::take(&mut self.tombstone_changes) {
+            if put {
+                self.batch.put_cf(meta, key, b"");
+            } else {
+                self.batch.delete_cf(meta, key);
             }
         }
     }
@@ -1374,6 +1377,7 @@ impl<'a> BatchCtx<'a> {
             && self.merged_hlc.is_empty()
             && self.seen.is_empty()
             && self.expiry_changes.is_empty()
+            && self.tombstone_changes.is_empty()
             && self.new_churn_epoch.is_none()
         {
             return Ok(());
@@ -1540,6 +1544,9 @@ impl<'a> BatchCtx<'a> {
             }
             for (key, put) in &self.expiry_changes {
                 changes.expiry(key.clone(), *put);
+            }
+            for (key, put) in &self.tombstone_changes {
+                changes.tombstone(key.clone(), *put);
             }
             for (k, v) in extra_meta {
                 changes.meta(k, v.clone());
@@ -2786,9 +2793,10 @@ mod tests {
         out
     }
 
-    /// Two regions write, ship their outbox entries to each other, trim their outboxes and
-    /// report what they merged, at random, twice side by side: once writing back (with several
-    /// regions: outbox entries, trims, watermarks and reports pending too) and once writing each
+    /// Two regions write, ship their outbox entries to each other, trim their outboxes, report
+    /// what they merged and collect tombstones, at random, twice side by side: once writing back
+    /// (with several regions: outbox entries, trims, watermarks, reports and the tombstone index
+    /// pending too) and once writing each
     /// batch to RocksDB. Every read, every outbox read and at the end every stored record must be
     /// the same; the writing-back pair is also closed and reopened now and then (its pending
     /// changes then written by the writer at close).
@@ -2809,6 +2817,7 @@ mod tests {
         let mut shipped = [0u64; 2];
         let values = ["a", "bb", "ccc"];
         let mut pending_entries = 0;
+        let mut forgotten = 0;
         let mut both = |back: &[Keyspace; 2], r: usize, step: u64, ops: Vec<Op>| {
             index[r] += 1;
             let batch = OpBatch {
@@ -2877,9 +2886,19 @@ mod tests {
                         both(&back, 1 - r, step, merges);
                     }
                 }
-                13..=14 => {
+                13 => {
                     let upto = next(shipped[r] + 1);
                     both(&back, r, step, vec![Op::TrimOutbox { upto }]);
+                }
+                14 => {
+                    // Collects a few tombstones (the index read with its pending changes).
+                    let found = back[r].collectable_tombstones(all, u64::MAX, 3).unwrap();
+                    let expected = direct[r].collectable_tombstones(all, u64::MAX, 3).unwrap();
+                    assert_eq!(found, expected, "step {step}");
+                    if !found.is_empty() {
+                        forgotten += found.len();
+                        both(&back, r, step, vec![Op::Forget { tombstones: found }]);
+                    }
                 }
                 15..=16 => {
                     let hlc = next((step + 1) << 16);
@@ -2908,6 +2927,8 @@ mod tests {
                         assert_eq!(a.merged_hlcs(), b.merged_hlcs(), "step {step}");
                         assert_eq!(a.outbox_last(), b.outbox_last(), "step {step}");
                         assert_eq!(a.outbox_trimmed().unwrap(), b.outbox_trimmed().unwrap());
+                        let indexed = |ks: &Keyspace| ks.tombstones_indexed(1000).unwrap();
+                        assert_eq!(indexed(a), indexed(b), "step {step}");
                         for o in 0..2 {
                             assert_eq!(a.watermark(o).unwrap(), b.watermark(o).unwrap());
                             assert_eq!(a.seen(1 - o, o).unwrap(), b.seen(1 - o, o).unwrap());
@@ -2928,6 +2949,7 @@ mod tests {
             pending_entries > 100,
             "outbox entries pending: {pending_entries}"
         );
+        assert!(forgotten > 20, "tombstones collected: {forgotten}");
     }
 
     #[test]

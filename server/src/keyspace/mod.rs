@@ -393,22 +393,16 @@ impl Keyspace {
 
     /// Tombstones whose register HLC is at most `bound(region)`, oldest first, at most `max`;
     /// the scan stops at the first HLC above `max_bound` (the largest bound). Each comes as
-    /// (database, key, stamp). (The tombstone index is never pending write-back: a batch that
-    /// changes it goes to RocksDB directly, after whatever was pending.)
+    /// (database, key, stamp).
     pub fn collectable_tombstones(
         &self,
         bound: impl Fn(u8) -> u64,
         max_bound: u64,
         max: usize,
     ) -> Result<Vec<(u8, Bytes, Stamp)>, StorageError> {
-        let cf = rocks::cf(&self.db, rocks::CF_META);
-        let iter = self.db.iterator_cf(
-            cf,
-            IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
-        );
         let mut out = Vec::new();
-        for item in iter {
-            let (k, _) = item?;
+        for k in self.tombstone_index()? {
+            let k = k?;
             let Some((hlc, region, data_key)) = rocks::parse_tombstone_key(&k) else {
                 break;
             };
@@ -429,19 +423,57 @@ impl Keyspace {
     /// Records in the tombstone index (tombstones waiting for every region to merge them),
     /// counted up to `limit`.
     pub fn tombstones_indexed(&self, limit: usize) -> Result<usize, StorageError> {
-        let cf = rocks::cf(&self.db, rocks::CF_META);
         let mut n = 0;
-        for item in self.db.iterator_cf(
-            cf,
-            IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
-        ) {
-            let (k, _) = item?;
-            if !k.starts_with(rocks::TOMBSTONE_PREFIX) || n >= limit {
+        for k in self.tombstone_index()? {
+            if !k?.starts_with(rocks::TOMBSTONE_PREFIX) || n >= limit {
                 break;
             }
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The tombstone index's keys in order, from its first (then whatever meta records follow
+    /// it): RocksDB's with the pending changes (see `write_back`) over them, without writing
+    /// those out (the leader reads the index every second, on a connection worker).
+    fn tombstone_index(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<Box<[u8]>, StorageError>> + '_, StorageError> {
+        // Taken before RocksDB is read: a change written out meanwhile is in both.
+        let pending = match &self.write_back {
+            Some(wb) => wb.pending_tombstones(),
+            None => std::collections::BTreeMap::new(),
+        };
+        let stored = self
+            .db
+            .iterator_cf(
+                rocks::cf(&self.db, rocks::CF_META),
+                IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
+            )
+            .map(|item| item.map(|(k, _)| k).map_err(StorageError::from))
+            .peekable();
+        let mut pending = pending.into_iter().peekable();
+        let mut stored = stored;
+        Ok(std::iter::from_fn(move || loop {
+            // The smaller key next; a pending change wins over the stored record.
+            let take_pending = match (stored.peek(), pending.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => return stored.next(),
+                (Some(Ok(s)), Some((p, _))) => p[..] <= s[..],
+                (None, Some(_)) => true,
+                (Some(Ok(_)), None) => false,
+            };
+            if !take_pending {
+                return stored.next();
+            }
+            let (key, put) = pending.next()?;
+            if matches!(stored.peek(), Some(Ok(s)) if s[..] == key[..]) {
+                stored.next();
+            }
+            if put {
+                return Some(Ok(key.into_boxed_slice()));
+            }
+        }))
     }
 
     /// Counts tombstones dropped by collection (on the node that proposed it).

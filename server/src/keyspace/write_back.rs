@@ -16,13 +16,14 @@
 //! outbox entry is keyed by its log index, so the same entry is written again). The log is
 //! never purged past what RocksDB holds: the purge first writes the pending set (see
 //! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)). A batch whose changes a
-//! key-by-key set cannot hold in order (FLUSHDB's range delete, the tombstone index, a churn
-//! epoch) writes the pending set first and then goes to RocksDB directly, so
-//! RocksDB always holds a prefix of the applied batches.
+//! key-by-key set cannot hold in order (FLUSHDB's range deletes, a churn epoch) writes the
+//! pending set first and then goes to RocksDB directly, so RocksDB always holds a prefix of the
+//! applied batches.
 //!
 //! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, snapshots, log purges, a cross-region
 //! resync, the outbox read from storage) first write the pending set, so they see every applied
-//! change; single records (a key's value, a meta record) are looked up in the set first.
+//! change; single records (a key's value, a meta record) are looked up in the set first, and
+//! the tombstone index is read with its pending changes over RocksDB's records.
 //! Active expiry does not write it: an expiry set in the last moments is found by a later pass
 //! (reads hide the key meanwhile), and a record pending deletion points at a key whose expiry
 //! changed, which the expiry op leaves alone.
@@ -222,6 +223,8 @@ pub(super) struct Changes {
     data: DataChanges,
     /// Expiry index key → put (true) or delete (false).
     expiry: Map<Vec<u8>, bool>,
+    /// Tombstone index key (a meta record) → put (true) or delete (false).
+    tombstones: Map<Vec<u8>, bool>,
     /// Meta key → value (key counts, the applied position, the membership; with several
     /// regions also watermarks, merged HLCs and what other regions reported).
     meta: Map<Vec<u8>, Vec<u8>>,
@@ -245,6 +248,7 @@ impl Changes {
     fn is_empty(&self) -> bool {
         self.data.is_empty()
             && self.expiry.is_empty()
+            && self.tombstones.is_empty()
             && self.meta.is_empty()
             && self.outbox.is_empty()
             && self.outbox_trim.is_none()
@@ -254,6 +258,7 @@ impl Changes {
     fn clear(&mut self) {
         self.data.clear();
         self.expiry.clear();
+        self.tombstones.clear();
         self.meta.clear();
         self.outbox.clear();
         self.outbox_trim = None;
@@ -267,6 +272,7 @@ impl Changes {
             self.data.insert(&key, value);
         }
         self.expiry.extend(newer.expiry);
+        self.tombstones.extend(newer.tombstones);
         self.meta.extend(newer.meta);
         self.outbox.extend(newer.outbox);
         self.outbox_trim = self.outbox_trim.max(newer.outbox_trim);
@@ -291,6 +297,14 @@ impl Changes {
     pub fn expiry(&mut self, key: Vec<u8>, put: bool) {
         let size = key.len() + 32;
         if self.expiry.insert(key, put).is_none() {
+            self.bytes += size;
+        }
+    }
+
+    /// Adds a put (`true`) or delete of a tombstone index record.
+    pub fn tombstone(&mut self, key: Vec<u8>, put: bool) {
+        let size = key.len() + 32;
+        if self.tombstones.insert(key, put).is_none() {
             self.bytes += size;
         }
     }
@@ -346,6 +360,15 @@ impl Changes {
             }
         }
         let meta = rocks::cf(db, rocks::CF_META);
+        let mut keys: Vec<(&Vec<u8>, &bool)> = self.tombstones.iter().collect();
+        keys.sort_unstable();
+        for (key, put) in keys {
+            if *put {
+                batch.put_cf(meta, key, b"");
+            } else {
+                batch.delete_cf(meta, key);
+            }
+        }
         for (key, value) in &self.meta {
             batch.put_cf(meta, key, value);
         }
@@ -499,6 +522,21 @@ impl WriteBack {
             return Some(v.clone());
         }
         pending.flushing.as_ref()?.meta.get(key).cloned()
+    }
+
+    /// The pending changes of the tombstone index, in key order: put (`true`) or delete.
+    pub fn pending_tombstones(&self) -> std::collections::BTreeMap<Vec<u8>, bool> {
+        let mut out = std::collections::BTreeMap::new();
+        if !self.any.load(Ordering::Acquire) {
+            return out;
+        }
+        let pending = self.lock();
+        // The set being written is older than the one being filled: the latter wins.
+        let older = pending.flushing.iter().flat_map(|f| f.tombstones.iter());
+        for (key, put) in older.chain(pending.dirty.tombstones.iter()) {
+            out.insert(key.clone(), *put);
+        }
+        out
     }
 
     /// Adds one applied batch's changes (`fill` adds them to the pending set, under its lock).
@@ -663,6 +701,45 @@ mod tests {
         assert_eq!(older.data.len(), 4);
         assert_eq!(get(&older, b"\0b"), Some(None), "the newer change wins");
         assert_eq!(get(&older, b"\0c"), Some(Some(value("4"))));
+    }
+
+    /// While a set is being written, a change pending in the newer set wins over the one being
+    /// written, for meta records and tombstone index records alike.
+    #[test]
+    fn the_set_being_filled_wins_over_the_set_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let options = WriteBackOptions {
+            window: Duration::from_secs(3600),
+            bytes: 1 << 30,
+        };
+        let wb = WriteBack::start(db, options).unwrap();
+        let mut older = Changes::default();
+        older.meta(b"m", b"1".to_vec());
+        older.meta(b"n", b"1".to_vec());
+        older.tombstone(b"t1".to_vec(), true);
+        older.tombstone(b"t2".to_vec(), true);
+        wb.lock().flushing = Some(Arc::new(older));
+        wb.add(|newer| {
+            newer.meta(b"m", b"2".to_vec());
+            newer.tombstone(b"t1".to_vec(), false);
+            newer.tombstone(b"t3".to_vec(), true);
+        })
+        .unwrap();
+        assert_eq!(wb.lookup_meta(b"m"), Some(b"2".to_vec()));
+        assert_eq!(wb.lookup_meta(b"n"), Some(b"1".to_vec()));
+        assert_eq!(wb.lookup_meta(b"o"), None);
+        let tombstones: Vec<_> = wb.pending_tombstones().into_iter().collect();
+        assert_eq!(
+            tombstones,
+            vec![
+                (b"t1".to_vec(), false),
+                (b"t2".to_vec(), true),
+                (b"t3".to_vec(), true)
+            ]
+        );
+        wb.lock().flushing = None;
+        wb.close();
     }
 
     #[test]
