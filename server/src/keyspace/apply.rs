@@ -213,6 +213,9 @@ pub(super) struct BatchCtx<'a> {
     /// Tombstone index changes (key, put or delete), in order, kept apart like
     /// `expiry_changes`.
     tombstone_changes: Vec<(Vec<u8>, bool)>,
+    /// The batch collects tombstones (`Op::Forget`): it goes to RocksDB directly, so that the
+    /// next collection, which reads the index as RocksDB has it, does not see them again.
+    collecting: bool,
     /// Ops still to skip (answering nil) after a failed `Op::Unchanged`.
     skip: u32,
     /// Keyspace notifications of this batch, when they are on.
@@ -260,6 +263,7 @@ impl<'a> BatchCtx<'a> {
             refused_origins: Vec::new(),
             expiry_changes: Vec::new(),
             tombstone_changes: Vec::new(),
+            collecting: false,
             skip: 0,
             events: ks.notifier.enabled().then(Vec::new),
             touched: ks.tracking.active().then(Vec::new),
@@ -1353,6 +1357,7 @@ impl<'a> BatchCtx<'a> {
                 OpResult::Ok
             }
             Op::Forget { tombstones } => {
+                self.collecting = true;
                 let mut dropped = 0;
                 for (db, key, stamp) in tombstones {
                     dropped += i64::from(self.forget(*db, key, *stamp)?);
@@ -1386,6 +1391,7 @@ impl<'a> BatchCtx<'a> {
             && !self.flushed.iter().any(|f| *f)
             && self.batch.is_empty()
             && self.new_churn_epoch.is_none()
+            && !self.collecting
         {
             return self.commit_later(extra_meta, log_index);
         }
@@ -2122,6 +2128,49 @@ mod tests {
         assert!(in_rocksdb(&ks, b"b").is_none());
         assert_eq!(applied_index(&ks), Some(2));
         assert_eq!(ks.expires_estimate(0), 1);
+    }
+
+    /// Active expiry passes over index records pending deletion (each would otherwise be
+    /// proposed again at every pass until written out), and finds the rest.
+    #[test]
+    fn active_expiry_passes_over_records_pending_deletion() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = write_back_keyspace(dir.path(), 3_600_000, 1 << 30);
+        let keys = ["a", "b", "c", "d"];
+        apply_with_index(&ks, 1, keys.iter().map(|k| set_expiring(k, 5)).collect());
+        ks.write_pending().expect("write");
+        let due = |ks: &Keyspace, limit| {
+            let due = ks.due_expiries(10, limit).expect("due");
+            due.into_iter().map(|(_, k, _)| k).collect::<Vec<_>>()
+        };
+        // "a" no longer expires, "b" later, "c" expired: their records are pending deletion.
+        let batch = OpBatch {
+            now_ms: 10,
+            hlc: 20,
+            origin: 0,
+            ops: vec![
+                set("a"),
+                set_expiring("b", 50),
+                Op::ExpireIfDue {
+                    db: 0,
+                    key: Bytes::from_static(b"c"),
+                    at_ms: 5,
+                },
+            ]
+            .into(),
+        };
+        let results = ks
+            .apply_batch_with_meta(
+                &batch,
+                &[(b"applied", 2u64.to_be_bytes().to_vec())],
+                Some(2),
+            )
+            .expect("apply");
+        assert_eq!(results[2], OpResult::Int(1), "c expired");
+        assert_eq!(due(&ks, 10), vec![Bytes::from_static(b"d")]);
+        assert_eq!(due(&ks, 1), vec![Bytes::from_static(b"d")]);
+        ks.write_pending().expect("write");
+        assert_eq!(due(&ks, 10), vec![Bytes::from_static(b"d")]);
     }
 
     #[test]
@@ -2891,10 +2940,9 @@ mod tests {
                     both(&back, r, step, vec![Op::TrimOutbox { upto }]);
                 }
                 14 => {
-                    // Collects a few tombstones (the index read with its pending changes).
+                    // Collects a few tombstones: the candidates as the writing-back region's
+                    // RocksDB has them (maybe stale), which the Forget checks again.
                     let found = back[r].collectable_tombstones(all, u64::MAX, 3).unwrap();
-                    let expected = direct[r].collectable_tombstones(all, u64::MAX, 3).unwrap();
-                    assert_eq!(found, expected, "step {step}");
                     if !found.is_empty() {
                         forgotten += found.len();
                         both(&back, r, step, vec![Op::Forget { tombstones: found }]);

@@ -52,6 +52,10 @@ pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
 /// The longest string with several regions (see [`Keyspace::max_string_len`]).
 pub const MAX_SHIPPED_STRING_LEN: usize = 32 * 1024 * 1024;
 
+/// Expiry index records an active expiry pass reads at most per record it returns (records
+/// pending deletion are passed over).
+const MAX_SCAN_PER_DUE: usize = 16;
+
 /// Batches of at least this many ops touch their keys' hot-cache entries before applying
 /// them (see [`HotCache::warm`]).
 const WARM_MIN_OPS: usize = 8;
@@ -393,16 +397,24 @@ impl Keyspace {
 
     /// Tombstones whose register HLC is at most `bound(region)`, oldest first, at most `max`;
     /// the scan stops at the first HLC above `max_bound` (the largest bound). Each comes as
-    /// (database, key, stamp).
+    /// (database, key, stamp). Read from RocksDB as it stands: index changes still pending
+    /// write-back (see `write_back`) are not seen, so a tombstone made in the last window waits
+    /// for a later call, and one whose key was written since may be offered; `Op::Forget`
+    /// checks each key again, and its batch writes the pending set out first.
     pub fn collectable_tombstones(
         &self,
         bound: impl Fn(u8) -> u64,
         max_bound: u64,
         max: usize,
     ) -> Result<Vec<(u8, Bytes, Stamp)>, StorageError> {
+        let cf = rocks::cf(&self.db, rocks::CF_META);
+        let iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
+        );
         let mut out = Vec::new();
-        for k in self.tombstone_index()? {
-            let k = k?;
+        for item in iter {
+            let (k, _) = item?;
             let Some((hlc, region, data_key)) = rocks::parse_tombstone_key(&k) else {
                 break;
             };
@@ -421,59 +433,22 @@ impl Keyspace {
     }
 
     /// Records in the tombstone index (tombstones waiting for every region to merge them),
-    /// counted up to `limit`.
+    /// counted up to `limit` (the pending changes written out first).
     pub fn tombstones_indexed(&self, limit: usize) -> Result<usize, StorageError> {
+        self.write_pending()?;
+        let cf = rocks::cf(&self.db, rocks::CF_META);
         let mut n = 0;
-        for k in self.tombstone_index()? {
-            if !k?.starts_with(rocks::TOMBSTONE_PREFIX) || n >= limit {
+        for item in self.db.iterator_cf(
+            cf,
+            IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            if !k.starts_with(rocks::TOMBSTONE_PREFIX) || n >= limit {
                 break;
             }
             n += 1;
         }
         Ok(n)
-    }
-
-    /// The tombstone index's keys in order, from its first (then whatever meta records follow
-    /// it): RocksDB's with the pending changes (see `write_back`) over them, without writing
-    /// those out (the leader reads the index every second, on a connection worker).
-    fn tombstone_index(
-        &self,
-    ) -> Result<impl Iterator<Item = Result<Box<[u8]>, StorageError>> + '_, StorageError> {
-        // Taken before RocksDB is read: a change written out meanwhile is in both.
-        let pending = match &self.write_back {
-            Some(wb) => wb.pending_tombstones(),
-            None => std::collections::BTreeMap::new(),
-        };
-        let stored = self
-            .db
-            .iterator_cf(
-                rocks::cf(&self.db, rocks::CF_META),
-                IteratorMode::From(rocks::TOMBSTONE_PREFIX, Direction::Forward),
-            )
-            .map(|item| item.map(|(k, _)| k).map_err(StorageError::from))
-            .peekable();
-        let mut pending = pending.into_iter().peekable();
-        let mut stored = stored;
-        Ok(std::iter::from_fn(move || loop {
-            // The smaller key next; a pending change wins over the stored record.
-            let take_pending = match (stored.peek(), pending.peek()) {
-                (None, None) => return None,
-                (Some(Err(_)), _) => return stored.next(),
-                (Some(Ok(s)), Some((p, _))) => p[..] <= s[..],
-                (None, Some(_)) => true,
-                (Some(Ok(_)), None) => false,
-            };
-            if !take_pending {
-                return stored.next();
-            }
-            let (key, put) = pending.next()?;
-            if matches!(stored.peek(), Some(Ok(s)) if s[..] == key[..]) {
-                stored.next();
-            }
-            if put {
-                return Some(Ok(key.into_boxed_slice()));
-            }
-        }))
     }
 
     /// Counts tombstones dropped by collection (on the node that proposed it).
@@ -931,9 +906,12 @@ impl Keyspace {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u8, Bytes, u64)>, StorageError> {
-        // Pending expiry changes are not looked at: a record set in the last moments is found
-        // by a later pass (reads hide the key meanwhile), and a record pending deletion finds
-        // a key that no longer expires then, which the expiry op leaves alone.
+        // A record pending write-back is found by a later pass (reads hide the key meanwhile).
+        // A record pending deletion (its key expired already, or no longer expires then) is
+        // passed over: proposed again at every pass until written out, each would cost a Raft
+        // entry that changes nothing. At most `MAX_SCAN_PER_DUE` records are read per one due.
+        let pending = self.write_back.as_ref();
+        let mut scan_left = limit.saturating_mul(MAX_SCAN_PER_DUE);
         let mut out = Vec::new();
         for db in 0..DATABASES as u8 {
             if self.dbsize(db) == 0 {
@@ -948,6 +926,13 @@ impl Keyspace {
             );
             for item in iter {
                 let (k, _) = item?;
+                if scan_left == 0 {
+                    return Ok(out);
+                }
+                scan_left -= 1;
+                if pending.is_some_and(|wb| wb.expiry_pending_deletion(&k)) {
+                    continue;
+                }
                 if let Some((d, at, key)) = rocks::parse_expiry_key(&k) {
                     out.push((d, Bytes::copy_from_slice(key), at));
                 }

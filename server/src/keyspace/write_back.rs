@@ -16,14 +16,15 @@
 //! outbox entry is keyed by its log index, so the same entry is written again). The log is
 //! never purged past what RocksDB holds: the purge first writes the pending set (see
 //! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)). A batch whose changes a
-//! key-by-key set cannot hold in order (FLUSHDB's range deletes, a churn epoch) writes the
-//! pending set first and then goes to RocksDB directly, so RocksDB always holds a prefix of the
+//! key-by-key set cannot hold in order (FLUSHDB's range deletes, a churn epoch), and a tombstone
+//! collection's, writes the pending set first and then goes to RocksDB directly, so RocksDB always holds a prefix of the
 //! applied batches.
 //!
 //! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, snapshots, log purges, a cross-region
 //! resync, the outbox read from storage) first write the pending set, so they see every applied
-//! change; single records (a key's value, a meta record) are looked up in the set first, and
-//! the tombstone index is read with its pending changes over RocksDB's records.
+//! change; single records (a key's value, a meta record) are looked up in the set first. The
+//! tombstone collection reads the index as RocksDB has it: it only proposes candidates, which
+//! `Op::Forget` checks again, and a batch with that op writes the set out first.
 //! Active expiry does not write it: an expiry set in the last moments is found by a later pass
 //! (reads hide the key meanwhile), and a record pending deletion points at a key whose expiry
 //! changed, which the expiry op leaves alone.
@@ -524,19 +525,20 @@ impl WriteBack {
         pending.flushing.as_ref()?.meta.get(key).cloned()
     }
 
-    /// The pending changes of the tombstone index, in key order: put (`true`) or delete.
-    pub fn pending_tombstones(&self) -> std::collections::BTreeMap<Vec<u8>, bool> {
-        let mut out = std::collections::BTreeMap::new();
+    /// Whether the expiry index record `key` is pending deletion.
+    pub fn expiry_pending_deletion(&self, key: &[u8]) -> bool {
         if !self.any.load(Ordering::Acquire) {
-            return out;
+            return false;
         }
         let pending = self.lock();
-        // The set being written is older than the one being filled: the latter wins.
-        let older = pending.flushing.iter().flat_map(|f| f.tombstones.iter());
-        for (key, put) in older.chain(pending.dirty.tombstones.iter()) {
-            out.insert(key.clone(), *put);
+        match pending.dirty.expiry.get(key) {
+            Some(put) => !put,
+            None => pending
+                .flushing
+                .as_ref()
+                .and_then(|f| f.expiry.get(key))
+                .is_some_and(|put| !put),
         }
-        out
     }
 
     /// Adds one applied batch's changes (`fill` adds them to the pending set, under its lock).
@@ -703,8 +705,8 @@ mod tests {
         assert_eq!(get(&older, b"\0c"), Some(Some(value("4"))));
     }
 
-    /// While a set is being written, a change pending in the newer set wins over the one being
-    /// written, for meta records and tombstone index records alike.
+    /// While a set is being written, a meta record pending in the newer set wins over the one
+    /// being written.
     #[test]
     fn the_set_being_filled_wins_over_the_set_being_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -717,27 +719,14 @@ mod tests {
         let mut older = Changes::default();
         older.meta(b"m", b"1".to_vec());
         older.meta(b"n", b"1".to_vec());
-        older.tombstone(b"t1".to_vec(), true);
-        older.tombstone(b"t2".to_vec(), true);
         wb.lock().flushing = Some(Arc::new(older));
         wb.add(|newer| {
             newer.meta(b"m", b"2".to_vec());
-            newer.tombstone(b"t1".to_vec(), false);
-            newer.tombstone(b"t3".to_vec(), true);
         })
         .unwrap();
         assert_eq!(wb.lookup_meta(b"m"), Some(b"2".to_vec()));
         assert_eq!(wb.lookup_meta(b"n"), Some(b"1".to_vec()));
         assert_eq!(wb.lookup_meta(b"o"), None);
-        let tombstones: Vec<_> = wb.pending_tombstones().into_iter().collect();
-        assert_eq!(
-            tombstones,
-            vec![
-                (b"t1".to_vec(), false),
-                (b"t2".to_vec(), true),
-                (b"t3".to_vec(), true)
-            ]
-        );
         wb.lock().flushing = None;
         wb.close();
     }
