@@ -540,20 +540,18 @@ impl<'a> BatchCtx<'a> {
 
     /// Moves the expiry and tombstone index changes kept aside into the write batch, in order.
     fn expiry_changes_to_batch(&mut self) {
-        let expiry = self.cf(rocks::CF_EXPIRY);
-        for (key, put) in std::mem::take(&mut self.expiry_changes) {
-            if put {
-                self.batch.put_cf(expiry, key, b"");
-            } else {
-                self.batch.delete_cf(expiry, key);
-            }
-        }
-        let meta = self.cf(rocks::CF_META);
-        for (key, put) in std::mem::take(&mut self.tombstone_changes) {
-            if put {
-                self.batch.put_cf(meta, key, b"");
-            } else {
-                self.batch.delete_cf(meta, key);
+        let records = [
+            (rocks::CF_EXPIRY, std::mem::take(&mut self.expiry_changes)),
+            (rocks::CF_META, std::mem::take(&mut self.tombstone_changes)),
+        ];
+        for (cf, changes) in records {
+            let cf = self.cf(cf);
+            for (key, put) in changes {
+                if put {
+                    self.batch.put_cf(cf, key, b"");
+                } else {
+                    self.batch.delete_cf(cf, key);
+                }
             }
         }
     }

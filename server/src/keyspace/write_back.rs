@@ -17,8 +17,8 @@
 //! never purged past what RocksDB holds: the purge first writes the pending set (see
 //! [`Keyspace::flush_applied`](super::Keyspace::flush_applied)). A batch whose changes a
 //! key-by-key set cannot hold in order (FLUSHDB's range deletes, a churn epoch), and a tombstone
-//! collection's, writes the pending set first and then goes to RocksDB directly, so RocksDB always holds a prefix of the
-//! applied batches.
+//! collection's, writes the pending set first and then goes to RocksDB directly, so RocksDB
+//! always holds a prefix of the applied batches.
 //!
 //! Reads that iterate RocksDB (SCAN, KEYS, RANDOMKEY, snapshots, log purges, a cross-region
 //! resync, the outbox read from storage) first write the pending set, so they see every applied
@@ -26,8 +26,7 @@
 //! tombstone collection reads the index as RocksDB has it: it only proposes candidates, which
 //! `Op::Forget` checks again, and a batch with that op writes the set out first.
 //! Active expiry does not write it: an expiry set in the last moments is found by a later pass
-//! (reads hide the key meanwhile), and a record pending deletion points at a key whose expiry
-//! changed, which the expiry op leaves alone.
+//! (reads hide the key meanwhile), and a record pending deletion is passed over.
 //!
 //! The long window pays only while keys are rewritten within it: the pending set then takes
 //! each key's last state once, and RocksDB gets a fraction of the writes. Writes of keys not
