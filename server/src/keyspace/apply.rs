@@ -1410,17 +1410,8 @@ impl<'a> BatchCtx<'a> {
         for (k, v) in extra_meta {
             self.batch.put_cf(meta, k, v);
         }
-        for (origin, index) in &self.watermarks {
-            self.batch
-                .put_cf(meta, rocks::watermark_key(*origin), index.to_be_bytes());
-        }
-        for (origin, hlc) in &self.merged_hlc {
-            self.batch
-                .put_cf(meta, rocks::merged_hlc_key(*origin), hlc.to_be_bytes());
-        }
-        for ((from, origin), hlc) in &self.seen {
-            self.batch
-                .put_cf(meta, rocks::seen_key(*from, *origin), hlc.to_be_bytes());
+        for (k, v) in self.replication_meta() {
+            self.batch.put_cf(meta, k, v);
         }
         if let Some(upto) = self.trim_outbox {
             self.batch.delete_range_cf(
@@ -1428,8 +1419,6 @@ impl<'a> BatchCtx<'a> {
                 0u64.to_be_bytes(),
                 upto.saturating_add(1).to_be_bytes(),
             );
-            self.batch
-                .put_cf(meta, rocks::OUTBOX_TRIMMED_KEY, upto.to_be_bytes());
         }
         if let Some((index, bytes)) = self.outbox_entry(log_index)? {
             self.batch
@@ -1472,6 +1461,30 @@ impl<'a> BatchCtx<'a> {
         self.store_churn(&churn);
         self.publish_replication();
         Ok(())
+    }
+
+    /// The meta records the batch's replication bookkeeping changed: watermarks, merged HLCs,
+    /// other regions' reports, the outbox trim point.
+    fn replication_meta(&self) -> Vec<(Vec<u8>, [u8; 8])> {
+        let watermarks = self
+            .watermarks
+            .iter()
+            .map(|(origin, index)| (rocks::watermark_key(*origin).to_vec(), index.to_be_bytes()));
+        let merged = self
+            .merged_hlc
+            .iter()
+            .map(|(origin, hlc)| (rocks::merged_hlc_key(*origin).to_vec(), hlc.to_be_bytes()));
+        let seen = self.seen.iter().map(|((from, origin), hlc)| {
+            (rocks::seen_key(*from, *origin).to_vec(), hlc.to_be_bytes())
+        });
+        let trimmed = self
+            .trim_outbox
+            .map(|upto| (rocks::OUTBOX_TRIMMED_KEY.to_vec(), upto.to_be_bytes()));
+        watermarks
+            .chain(merged)
+            .chain(seen)
+            .chain(trimmed)
+            .collect()
     }
 
     /// The outbox entry of a batch proposed in this region, when other regions exist and the
@@ -1566,18 +1579,11 @@ impl<'a> BatchCtx<'a> {
             for (slot, value) in &churn {
                 changes.meta(&rocks::churn_key(*slot), value.to_be_bytes().to_vec());
             }
-            for (origin, index) in &self.watermarks {
-                changes.meta(&rocks::watermark_key(*origin), index.to_be_bytes().to_vec());
-            }
-            for (origin, hlc) in &self.merged_hlc {
-                changes.meta(&rocks::merged_hlc_key(*origin), hlc.to_be_bytes().to_vec());
-            }
-            for ((from, origin), hlc) in &self.seen {
-                changes.meta(&rocks::seen_key(*from, *origin), hlc.to_be_bytes().to_vec());
+            for (k, v) in self.replication_meta() {
+                changes.meta(&k, v.to_vec());
             }
             if let Some(upto) = self.trim_outbox {
                 changes.trim_outbox(upto);
-                changes.meta(rocks::OUTBOX_TRIMMED_KEY, upto.to_be_bytes().to_vec());
             }
             if let Some((index, bytes)) = &self.wrote_outbox {
                 changes.outbox(*index, bytes.clone());

@@ -1106,9 +1106,9 @@ mod tests {
 
     /// `merge_yields_remote` says yes only where merging the remote state gives it exactly:
     /// two regions write keys at random (sets, deletes, expiries, fired expiries, counts on
-    /// every other key, at times the same stamp on both sides) and merge each other's states; before every
-    /// merge the check is asked, and where it says yes the merged encoding must be the
-    /// remote's. Both answers must come up often.
+    /// every other key, at times the same stamp on both sides) and merge each other's states;
+    /// before every merge the check is asked, and where it says yes the merged encoding must be
+    /// the remote's. Both answers must come up often.
     #[test]
     fn merge_yields_remote_only_where_the_merge_takes_the_remote_state() {
         let mut next = random_below(0x6a09_e667_f3bc_c908u64);

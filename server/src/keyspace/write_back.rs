@@ -495,49 +495,29 @@ impl WriteBack {
     /// The pending state of `data_key`: `Some(None)` when it is pending deletion, `None` when
     /// nothing is pending for it (RocksDB has its latest state).
     pub fn lookup(&self, data_key: &[u8]) -> Option<Option<StoredValue>> {
-        // Cleared only after the last pending change reached RocksDB.
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let pending = self.lock();
-        if let Some(v) = pending.dirty.data.get(data_key) {
-            return Some(v.to_value());
-        }
-        pending
-            .flushing
-            .as_ref()?
-            .data
-            .get(data_key)
-            .map(PendingValue::to_value)
+        self.find(|changes| changes.data.get(data_key).map(PendingValue::to_value))
     }
 
     /// The pending value of meta record `key`, when one is pending (RocksDB has the latest
     /// value otherwise).
     pub fn lookup_meta(&self, key: &[u8]) -> Option<Vec<u8>> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let pending = self.lock();
-        if let Some(v) = pending.dirty.meta.get(key) {
-            return Some(v.clone());
-        }
-        pending.flushing.as_ref()?.meta.get(key).cloned()
+        self.find(|changes| changes.meta.get(key).cloned())
     }
 
     /// Whether the expiry index record `key` is pending deletion.
     pub fn expiry_pending_deletion(&self, key: &[u8]) -> bool {
+        self.find(|changes| changes.expiry.get(key).copied()) == Some(false)
+    }
+
+    /// What `get` finds in the set being filled, else in the set being written (`None`: nothing
+    /// pending there, RocksDB has the latest).
+    fn find<T>(&self, get: impl Fn(&Changes) -> Option<T>) -> Option<T> {
+        // Cleared only after the last pending change reached RocksDB.
         if !self.any.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         let pending = self.lock();
-        match pending.dirty.expiry.get(key) {
-            Some(put) => !put,
-            None => pending
-                .flushing
-                .as_ref()
-                .and_then(|f| f.expiry.get(key))
-                .is_some_and(|put| !put),
-        }
+        get(&pending.dirty).or_else(|| get(pending.flushing.as_ref()?))
     }
 
     /// Adds one applied batch's changes (`fill` adds them to the pending set, under its lock).
@@ -704,28 +684,35 @@ mod tests {
         assert_eq!(get(&older, b"\0c"), Some(Some(value("4"))));
     }
 
-    /// While a set is being written, a meta record pending in the newer set wins over the one
-    /// being written.
+    /// A pending set and its writer over a fresh database in `dir`.
+    fn writer(dir: &std::path::Path, window: Duration, bytes: usize) -> Arc<WriteBack> {
+        let db = Arc::new(DB::open_default(dir).unwrap());
+        WriteBack::start(db, WriteBackOptions { window, bytes }).unwrap()
+    }
+
+    /// While a set is being written, a meta or expiry record pending in the newer set wins over
+    /// the one being written.
     #[test]
     fn the_set_being_filled_wins_over_the_set_being_written() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(DB::open_default(dir.path()).unwrap());
-        let options = WriteBackOptions {
-            window: Duration::from_secs(3600),
-            bytes: 1 << 30,
-        };
-        let wb = WriteBack::start(db, options).unwrap();
+        let wb = writer(dir.path(), Duration::from_secs(3600), 1 << 30);
         let mut older = Changes::default();
         older.meta(b"m", b"1".to_vec());
         older.meta(b"n", b"1".to_vec());
+        older.expiry(b"e".to_vec(), false);
+        older.expiry(b"f".to_vec(), false);
         wb.lock().flushing = Some(Arc::new(older));
         wb.add(|newer| {
             newer.meta(b"m", b"2".to_vec());
+            newer.expiry(b"e".to_vec(), true);
         })
         .unwrap();
         assert_eq!(wb.lookup_meta(b"m"), Some(b"2".to_vec()));
         assert_eq!(wb.lookup_meta(b"n"), Some(b"1".to_vec()));
         assert_eq!(wb.lookup_meta(b"o"), None);
+        assert!(!wb.expiry_pending_deletion(b"e"), "put again since");
+        assert!(wb.expiry_pending_deletion(b"f"));
+        assert!(!wb.expiry_pending_deletion(b"g"));
         wb.lock().flushing = None;
         wb.close();
     }
@@ -733,12 +720,8 @@ mod tests {
     #[test]
     fn the_long_window_applies_only_while_keys_are_rewritten() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(DB::open_default(dir.path()).unwrap());
-        let options = WriteBackOptions {
-            window: Duration::from_secs(1),
-            bytes: 16 << 20,
-        };
-        let wb = WriteBack::start(db, options).unwrap();
+        let wb = writer(dir.path(), Duration::from_secs(1), 16 << 20);
+        let options = wb.options;
         let short = (SHORT_WINDOW, SHORT_BYTES);
         assert_eq!(wb.bounds(), short, "short until rewrites are seen");
         // Too few writes to decide: unchanged.
