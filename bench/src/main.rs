@@ -5,6 +5,8 @@
 //!   Meridian topology region.
 //! * `compare`: the same workload against two servers, one after the other, and the ratio.
 //! * `geo`: writes at a fixed rate on one node, polls others, reports the visibility lag.
+//! * `diff`: the same seeded random command stream against a reference redis-server and a
+//!   Meridian node, every reply compared (a differential compatibility check).
 //! * `chaos`: a soak of a region, or of several regions, started by `config/local-cluster.sh`
 //!   under kills, pauses and partitions, every answer and the final state checked.
 //!
@@ -14,6 +16,7 @@
 //! failed.
 
 mod chaos;
+mod diff;
 mod driver;
 mod geo;
 mod plot;
@@ -64,6 +67,9 @@ enum Cmd {
     /// A region (or every region of a topology) under kills, pauses and partitions, every
     /// answer checked (started by `config/local-cluster.sh up TOPOLOGY DIR`).
     Chaos(ChaosArgs),
+    /// The same random command stream against a reference server (redis-server) and Meridian,
+    /// every reply compared; exit 1 on a mismatch.
+    Diff(DiffArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -255,6 +261,38 @@ struct ChaosArgs {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DiffArgs {
+    /// The reference server (redis-server), host:port.
+    #[arg(long = "a", value_name = "HOST:PORT")]
+    a: String,
+    /// The server under test (Meridian), host:port.
+    #[arg(long = "b", value_name = "HOST:PORT")]
+    b: String,
+    /// Seed of the command stream (the same seed sends the same commands).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Commands to send (a SCAN iteration to cursor 0 counts as one).
+    #[arg(long, default_value_t = 10_000)]
+    commands: u64,
+    /// Plain keys in the key space (small, so commands collide; three awkward names are added:
+    /// empty, binary, glob characters).
+    #[arg(long, default_value_t = 20)]
+    keys: usize,
+    /// Send HELLO 3 on every connection first.
+    #[arg(long)]
+    resp3: bool,
+    /// Stop after this many mismatches.
+    #[arg(long, default_value_t = 10)]
+    max_mismatches: usize,
+    /// Seconds to wait for a connection or a reply.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Write every command with both replies to this file.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
 }
 
 fn secs(s: f64, what: &str) -> Result<Duration> {
@@ -519,6 +557,39 @@ fn cmd_chaos(a: ChaosArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn cmd_diff(a: DiffArgs) -> Result<ExitCode> {
+    let cfg = diff::DiffConfig {
+        a: a.a,
+        b: a.b,
+        seed: a.seed,
+        commands: a.commands,
+        keys: a.keys.max(1),
+        resp3: a.resp3,
+        max_mismatches: a.max_mismatches.max(1),
+        timeout: secs(a.timeout, "--timeout")?,
+        log: a.log,
+    };
+    let r = diff::run(&cfg)?;
+    println!(
+        "diff: seed {} RESP{} {} commands in {:.1} s, {} mismatch(es){}",
+        cfg.seed,
+        if cfg.resp3 { 3 } else { 2 },
+        r.steps,
+        r.elapsed.as_secs_f64(),
+        r.mismatches.len(),
+        if r.mismatches.len() >= cfg.max_mismatches {
+            " (stopped at --max-mismatches)"
+        } else {
+            ""
+        }
+    );
+    Ok(if r.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -527,6 +598,7 @@ fn main() -> ExitCode {
         Some(Cmd::Compare(a)) => cmd_compare(a),
         Some(Cmd::Geo(a)) => cmd_geo(a),
         Some(Cmd::Chaos(a)) => cmd_chaos(a),
+        Some(Cmd::Diff(a)) => cmd_diff(a),
     };
     match res {
         Ok(code) => code,
