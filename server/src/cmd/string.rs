@@ -408,10 +408,9 @@ pub fn decrby(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> 
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let key = args.next_bytes()?;
     let delta = args.next_bytes()?;
-    let value = parse_f64_strict(&delta).ok_or(RespError::NotFloat)?;
-    if !value.is_finite() {
-        return Err(RespError::NanOrInfinity);
-    }
+    parse_f64_strict(&delta).ok_or(RespError::NotFloat)?;
+    // An infinite increment is refused where it is added, after the stored value is checked,
+    // as Redis does (a key holding "abc" answers "not a valid float" for "inf" too).
     // The text as written: added exactly, whatever a double would round it to.
     Ok(Outcome::Write(Op::IncrByDecimal {
         db: ctx.client.db,

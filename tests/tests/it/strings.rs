@@ -1008,3 +1008,35 @@ fn bitfield() {
         assert_eq!(q_err(&mut c, args), err, "{args:?}");
     }
 }
+
+/// INCRBYFLOAT reads the stored value before it refuses an infinite increment, as Redis
+/// 7.0.15 does (replies checked side by side with it; found by `meridian-bench diff`): a key
+/// holding "abc" answers "not a valid float" for `inf` too, a number or a missing key "would
+/// produce NaN or Infinity", and nothing is stored.
+#[test]
+fn incrbyfloat_reads_the_value_before_an_infinite_increment() {
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        let _: () = q(&mut c, &["SET", "f", "abc"]);
+        for inc in ["inf", "+inf", "-inf", "infinity"] {
+            assert_eq!(
+                q_err(&mut c, &["INCRBYFLOAT", "f", inc]),
+                "ERR value is not a valid float",
+                "{inc}"
+            );
+        }
+        let _: () = q(&mut c, &["SET", "f", "1.5"]);
+        for (key, inc) in [("f", "inf"), ("missing", "-inf")] {
+            assert_eq!(
+                q_err(&mut c, &["INCRBYFLOAT", key, inc]),
+                "ERR increment would produce NaN or Infinity"
+            );
+        }
+        assert_eq!(
+            q_err(&mut c, &["INCRBYFLOAT", "f", "nan"]),
+            "ERR value is not a valid float"
+        );
+        assert_eq!(q::<String>(&mut c, &["GET", "f"]), "1.5");
+        assert_eq!(q::<i64>(&mut c, &["EXISTS", "missing"]), 0);
+    }
+}
