@@ -358,7 +358,8 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         return Err(RespError::OffsetOutOfRange);
     }
     let offset = offset as u64;
-    if offset.saturating_add(value.len() as u64) > MAX_STRING_LEN as u64 {
+    // As Redis: an empty value answers the length without growing anything, so no limit.
+    if !value.is_empty() && offset.saturating_add(value.len() as u64) > MAX_STRING_LEN as u64 {
         return Err(RespError::StringTooLong);
     }
     Ok(Outcome::Write(Op::SetRange {
