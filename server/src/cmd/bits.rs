@@ -104,6 +104,11 @@ pub fn bitcount(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError
         2 | 3 => {
             let start = args.next_i64()?;
             let end = args.next_i64()?;
+            // As Redis 7.0's BITCOUNT (not BITPOS): two negative positions in the wrong order
+            // count nothing, before the unit is read and before they are clamped.
+            if start < 0 && end < 0 && start > end {
+                return Ok(Reply::Integer(0).into());
+            }
             let in_bits = unit(args.next_opt().as_deref())?;
             Some((start, end, in_bits))
         }

@@ -1068,3 +1068,28 @@ fn setrange_of_nothing_is_not_held_to_the_size_limit() {
     assert_eq!(q::<i64>(&mut c, &["EXISTS", "missing"]), 0);
     assert_eq!(q::<String>(&mut c, &["GET", "s"]), "hello");
 }
+
+/// BITCOUNT with two negative positions in the wrong order counts 0 before it reads the unit
+/// or clamps them, as Redis 7.0.15 does (replies checked side by side with it; found by
+/// `meridian-bench diff`); BITPOS has no such rule.
+#[test]
+fn bitcount_of_a_reversed_negative_range() {
+    let node = Node::start(NodeOpts::default());
+    for mut c in [node.client(), node.client_resp3()] {
+        let _: () = q(&mut c, &["SET", "b", "abcdefghij"]);
+        for (args, n) in [
+            (&["BITCOUNT", "b", "-11", "-16"][..], 0),
+            (&["BITCOUNT", "b", "-1", "-16", "BIT"], 0),
+            (&["BITCOUNT", "b", "-5", "-15", "WORD"], 0),
+            (&["BITCOUNT", "b", "-16", "-11"], 3),
+            (&["BITCOUNT", "b", "-1", "-1"], 4),
+            (&["BITPOS", "b", "1", "-1", "-16"], -1),
+        ] {
+            assert_eq!(q::<i64>(&mut c, args), n, "{args:?}");
+        }
+        assert_eq!(
+            q_err(&mut c, &["BITCOUNT", "b", "-5", "15", "WORD"]),
+            "ERR syntax error"
+        );
+    }
+}
