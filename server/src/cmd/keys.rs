@@ -195,13 +195,7 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     let mut replace = false;
     while let Some(word) = args.next_keyword() {
         match word.as_str() {
-            "DB" => {
-                let n = args.next_i64()?;
-                dst_db = u8::try_from(n)
-                    .ok()
-                    .filter(|d| (*d as usize) < DATABASES)
-                    .ok_or(RespError::DbIndexOutOfRange)?;
-            }
+            "DB" => dst_db = db_index(args)?,
             "REPLACE" => replace = true,
             _ => return Err(RespError::Syntax),
         }
@@ -220,17 +214,22 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
     }))
 }
 
-/// MOVE key db: moves the key, with its expiry, to another database unless one holds it there.
-pub fn move_(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
-    let key = args.next_bytes()?;
-    // An int, as Redis parses it.
+/// The destination database of MOVE and COPY's `DB`, read as Redis reads it: an int
+/// (`getIntFromObjectOrReply`, with its range error), then one of this node's databases.
+fn db_index(args: &mut Args) -> Result<u8, RespError> {
     let n = i32::try_from(args.next_i64()?).map_err(|_| {
         RespError::Other("value is out of range, value must between -2147483648 and 2147483647")
     })?;
-    let dst_db = u8::try_from(n)
+    u8::try_from(n)
         .ok()
         .filter(|d| (*d as usize) < DATABASES)
-        .ok_or(RespError::DbIndexOutOfRange)?;
+        .ok_or(RespError::DbIndexOutOfRange)
+}
+
+/// MOVE key db: moves the key, with its expiry, to another database unless one holds it there.
+pub fn move_(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
+    let key = args.next_bytes()?;
+    let dst_db = db_index(args)?;
     if dst_db == ctx.client.db {
         return Err(RespError::Other(
             "source and destination objects are the same",

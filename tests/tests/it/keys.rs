@@ -586,3 +586,34 @@ fn object_and_memory_usage() {
         assert_eq!(q_err(&mut c, args), err, "{args:?}");
     }
 }
+
+/// COPY's `DB` is read as an int first, as Redis 7.0.15 reads it (`getIntFromObjectOrReply`):
+/// past the int range it answers Redis's range error, not "DB index is out of range" (replies
+/// checked side by side with it; found by `meridian-bench diff`). MOVE already did.
+#[test]
+fn copy_db_outside_the_int_range() {
+    let node = Node::start(NodeOpts::default());
+    let mut c = node.client();
+    let _: () = q(&mut c, &["SET", "b", "v"]);
+    let range = "ERR value is out of range, value must between -2147483648 and 2147483647";
+    for (args, err) in [
+        (&["COPY", "b", "c", "DB", "100000000000"][..], range),
+        (&["COPY", "b", "c", "DB", "2147483648", "REPLACE"], range),
+        (&["MOVE", "b", "100000000000"], range),
+        (
+            &["COPY", "b", "c", "DB", "16"],
+            "ERR DB index is out of range",
+        ),
+        (
+            &["COPY", "b", "c", "DB", "-1"],
+            "ERR DB index is out of range",
+        ),
+        (
+            &["COPY", "b", "c", "DB", "x"],
+            "ERR value is not an integer or out of range",
+        ),
+    ] {
+        assert_eq!(q_err(&mut c, args), err, "{args:?}");
+    }
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "c"]), 0);
+}
