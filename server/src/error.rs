@@ -36,29 +36,36 @@ pub enum RespError {
         cmd: String,
     },
     /// Unknown command.
-    #[error("ERR unknown command '{name}', with args beginning with: {args}")]
+    #[error(
+        "ERR unknown command '{}', with args beginning with: {}",
+        String::from_utf8_lossy(.name),
+        String::from_utf8_lossy(.args)
+    )]
     UnknownCommand {
-        /// The name as sent.
-        name: String,
+        /// The name as sent (its bytes are echoed as they are: see [`RespError::to_reply`]).
+        name: Bytes,
         /// The first arguments, quoted like Redis does.
-        args: String,
+        args: Bytes,
     },
     /// Unknown subcommand of a container command.
-    #[error("ERR unknown subcommand '{sub}'. Try {cmd} HELP.")]
+    #[error("ERR unknown subcommand '{}'. Try {cmd} HELP.", String::from_utf8_lossy(.sub))]
     UnknownSubcommand {
         /// The container command, upper case.
         cmd: String,
-        /// The subcommand as sent.
-        sub: String,
+        /// The subcommand as echoed (bytes as sent: see [`RespError::to_reply`]).
+        sub: Bytes,
     },
     /// A known subcommand with arguments its handler refuses (Redis's
     /// `addReplySubcommandSyntaxError`).
-    #[error("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try {cmd} HELP.")]
+    #[error(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {cmd} HELP.",
+        String::from_utf8_lossy(.sub)
+    )]
     SubcommandSyntax {
         /// The container command, upper case.
         cmd: String,
-        /// The subcommand as sent.
-        sub: String,
+        /// The subcommand as echoed (bytes as sent: see [`RespError::to_reply`]).
+        sub: Bytes,
     },
     /// `-NOAUTH`.
     #[error("NOAUTH Authentication required.")]
@@ -116,8 +123,34 @@ impl RespError {
     }
 
     /// Turns the error into the reply frame sent to the client.
+    ///
+    /// Errors that echo what the client sent carry its bytes as they are, not as UTF-8 (Redis
+    /// copies them; the encoder turns CR and LF into spaces, as Redis does).
     pub fn to_reply(&self) -> Reply {
-        Reply::Error(Bytes::from(self.to_string()))
+        let parts: &[&[u8]] = match self {
+            RespError::UnknownCommand { name, args } => &[
+                b"ERR unknown command '",
+                name,
+                b"', with args beginning with: ",
+                args,
+            ],
+            RespError::UnknownSubcommand { cmd, sub } => &[
+                b"ERR unknown subcommand '",
+                sub,
+                b"'. Try ",
+                cmd.as_bytes(),
+                b" HELP.",
+            ],
+            RespError::SubcommandSyntax { cmd, sub } => &[
+                b"ERR unknown subcommand or wrong number of arguments for '",
+                sub,
+                b"'. Try ",
+                cmd.as_bytes(),
+                b" HELP.",
+            ],
+            _ => return Reply::Error(Bytes::from(self.to_string())),
+        };
+        Reply::Error(Bytes::from(parts.concat()))
     }
 }
 
@@ -141,9 +174,11 @@ impl RespError {
     }
 }
 
-/// A subcommand as sent, for an error text: as Redis (`%.128s`), a long one is not echoed whole.
-fn echoed(sent: &[u8]) -> String {
-    String::from_utf8_lossy(&sent[..sent.len().min(128)]).into_owned()
+/// A subcommand as sent, for an error text, as Redis's `%.128s` prints it: at most 128 bytes,
+/// up to the first NUL byte.
+fn echoed(sent: &[u8]) -> Bytes {
+    let c_string = sent.split(|&b| b == 0).next().unwrap_or(sent);
+    Bytes::copy_from_slice(&c_string[..c_string.len().min(128)])
 }
 
 impl From<OpError> for RespError {

@@ -1232,23 +1232,27 @@ pub fn redact(mut argv: Vec<Bytes>) -> Vec<Bytes> {
 }
 
 /// The unknown-command error, quoting the first arguments like Redis: while the quoted text
-/// is under 128 bytes, the next argument, cut to the bytes left of those 128.
+/// is under 128 bytes, the next argument, cut to the bytes left of those 128. Redis prints them
+/// with `%.*s`, so each (and the name, `%.128s`) also ends at its first NUL byte; other bytes
+/// are echoed as sent.
 pub fn unknown_command(args: &[Bytes]) -> RespError {
     const QUOTE_MAX: usize = 128;
-    let name = args.first().map(|b| &b[..]).unwrap_or(b"");
+    let c_string = |b: &[u8]| -> Vec<u8> { b.split(|&c| c == 0).next().unwrap_or(b).to_vec() };
+    let name = c_string(args.first().map(|b| &b[..]).unwrap_or(b""));
     let mut quoted = Vec::new();
     for a in args.iter().skip(1) {
         if quoted.len() >= QUOTE_MAX {
             break;
         }
         let room = QUOTE_MAX - quoted.len();
+        let a = c_string(a);
         quoted.push(b'\'');
         quoted.extend_from_slice(&a[..a.len().min(room)]);
         quoted.extend_from_slice(b"' ");
     }
     RespError::UnknownCommand {
-        name: String::from_utf8_lossy(&name[..name.len().min(QUOTE_MAX)]).into_owned(),
-        args: String::from_utf8_lossy(&quoted).into_owned(),
+        name: Bytes::from(name[..name.len().min(QUOTE_MAX)].to_vec()),
+        args: Bytes::from(quoted),
     }
 }
 

@@ -386,3 +386,42 @@ fn a_client_that_stops_reading_its_replies_is_closed_after_the_write_timeout() {
         .unwrap();
     assert_eq!(timeout, vec!["client-write-timeout-ms", "500"]);
 }
+
+/// Unknown commands and subcommands echo what the client sent as Redis 7.0.15 does (bytes
+/// compared with its replies; found by `meridian-bench diff`): each argument up to its first
+/// NUL byte (Redis prints them with `%.*s`), other bytes as sent rather than as UTF-8
+/// replacement characters, CR and LF as spaces.
+#[test]
+fn unknown_commands_echo_the_bytes_sent() {
+    let node = Node::start(NodeOpts::default());
+    let mut s = TcpStream::connect(("127.0.0.1", node.port())).expect("connecting");
+    s.set_read_timeout(Some(CLOSE_WAIT)).expect("timeout");
+    for (args, reply) in [
+        (
+            &[&b"NOSUCH"[..], b"b\x00\xff\r\n", b"a\xffz\r\nq"][..],
+            &b"-ERR unknown command 'NOSUCH', with args beginning with: 'b' 'a\xffz  q' \r\n"[..],
+        ),
+        (
+            &[b"NO\x00SUCH", b"x"],
+            b"-ERR unknown command 'NO', with args beginning with: 'x' \r\n",
+        ),
+        (
+            &[b"OBJECT", b"NO\x00\xffSUCH", b"x"],
+            b"-ERR unknown subcommand 'NO'. Try OBJECT HELP.\r\n",
+        ),
+        (
+            &[b"OBJECT", b"\xffx", b"x"],
+            b"-ERR unknown subcommand '\xffx'. Try OBJECT HELP.\r\n",
+        ),
+    ] {
+        s.write_all(&encode_command(args)).expect("writing");
+        let mut got = vec![0u8; reply.len()];
+        std::io::Read::read_exact(&mut s, &mut got).expect("reading the reply");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(reply),
+            "{args:?}"
+        );
+        assert_eq!(got, reply, "{args:?}");
+    }
+}
