@@ -102,11 +102,29 @@ impl Built {
 /// The seeded command generator.
 pub struct Generator {
     rng: SmallRng,
-    /// The key space: `k0 … k{n-1}` plus three awkward names (empty, binary, glob characters).
+    /// The key space: plain names `k…` plus awkward ones (empty, binary, glob characters).
     keys: Vec<Vec<u8>>,
+    /// How many of `keys` are plain (`k…`); the awkward ones follow.
+    plain: usize,
     conns: [ConnState; CONNS],
     /// Relative expiry units handed out so far: each is used once per run.
     used_units: HashSet<u64>,
+}
+
+/// Databases the stream uses (SELECT, MOVE, COPY ... DB): Redis's and Meridian's 16.
+const DATABASES: u8 = 16;
+/// Meridian's WATCH churn slots (`keyspace::CHURN_SLOTS`).
+const CHURN_SLOTS: u64 = 4096;
+
+/// Meridian's churn slot of `key` in `db` (`keyspace::churn_slot`: FNV-1a of the database
+/// byte and the key, modulo the slots), copied so the generator can keep keys apart.
+fn churn_slot(db: u8, key: &[u8]) -> usize {
+    let hash = std::iter::once(&db)
+        .chain(key)
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash % CHURN_SLOTS) as usize
 }
 
 fn w(s: &str) -> Vec<u8> {
@@ -119,14 +137,35 @@ fn num(n: impl ToString) -> Vec<u8> {
 
 impl Generator {
     /// A generator over `keys` plain keys (at least 1) plus the awkward ones, for `seed`.
+    ///
+    /// The plain keys are `k0`, `k1`, … without the names that would share one of Meridian's
+    /// WATCH churn slots with another key of the key space in any database: README
+    /// ("Transactions") says a key of the same slot created or removed aborts a transaction
+    /// that watched a missing key (a needless abort, which Redis does not make). Which names
+    /// are left out follows [`churn_slot`], a copy of Meridian's slot function.
     pub fn new(seed: u64, keys: usize) -> Generator {
-        let mut names: Vec<Vec<u8>> = (0..keys.max(1)).map(|i| num(format!("k{i}"))).collect();
-        names.push(Vec::new());
-        names.push(b"b\x00\xff\r\n".to_vec());
-        names.push(w("k*[x]"));
+        let awkward: [Vec<u8>; 3] = [Vec::new(), b"b\x00\xff\r\n".to_vec(), w("k*[x]")];
+        let mut slots = HashSet::new();
+        let mut take = |name: &[u8]| {
+            let own: Vec<usize> = (0..DATABASES).map(|db| churn_slot(db, name)).collect();
+            let free = own.iter().all(|s| !slots.contains(s));
+            if free {
+                slots.extend(own);
+            }
+            free
+        };
+        let awkward: Vec<Vec<u8>> = awkward.into_iter().filter(|n| take(n)).collect();
+        let mut names: Vec<Vec<u8>> = (0..)
+            .map(|i| num(format!("k{i}")))
+            .filter(|n| take(n))
+            .take(keys.max(1))
+            .collect();
+        let plain = names.len();
+        names.extend(awkward);
         Generator {
             rng: SmallRng::seed_from_u64(seed),
             keys: names,
+            plain,
             conns: Default::default(),
             used_units: HashSet::new(),
         }
@@ -231,8 +270,8 @@ impl Generator {
     }
 
     fn key(&mut self) -> Vec<u8> {
-        let plain = self.keys.len() - 3;
-        let i = if self.rng.random_bool(0.06) {
+        let plain = self.plain;
+        let i = if self.keys.len() > plain && self.rng.random_bool(0.06) {
             self.rng.random_range(plain..self.keys.len())
         } else {
             self.rng.random_range(0..plain)
@@ -982,7 +1021,10 @@ impl Generator {
             6 => vec!["EXPIRE", "_", "100", "NX", "XX"],
             7 => vec!["EXPIRE", "_", "100", "GT", "LT"],
             8 => vec!["EXPIRE", "_", "100", "GT", "NX"],
-            9 => vec!["OBJECT", "NOSUCH", "_"],
+            // OBJECT's subcommands themselves are left out: README says ENCODING names the
+            // encoding Redis would give the value's content (Redis's depends on its history)
+            // and REFCOUNT is not Redis's shared-integer count. Unknown ones echo the key.
+            9 => vec!["OBJECT", "_", "_"],
             10 => vec!["BITCOUNT", "_", "0"],
             11 => vec!["LCS", "_", "_", "LEN", "IDX"],
             12 => vec!["SCAN", "abc"],
@@ -1015,6 +1057,18 @@ mod tests {
         };
         assert_eq!(render(&run(7)), render(&run(7)));
         assert_ne!(render(&run(7)), render(&run(8)));
+    }
+
+    #[test]
+    fn no_two_keys_share_a_churn_slot_in_any_database() {
+        let g = Generator::new(1, 50);
+        assert_eq!(g.plain, 50);
+        let mut seen = HashSet::new();
+        for key in g.keys() {
+            for db in 0..DATABASES {
+                assert!(seen.insert(churn_slot(db, key)), "{key:?} in db {db}");
+            }
+        }
     }
 
     #[test]
