@@ -15,6 +15,7 @@
 //!   [`Node::async_client`] / [`Node::async_client_resp3`] (multiplexed tokio connections),
 //!   [`Node::raw`] (a [`RawConn`] speaking bytes, for exact wire checks), [`Node::redis_cli`]
 //!   and [`Node::redis_benchmark`].
+//! - [`RedisServer`] is a reference `redis-server` on a free port, for comparisons.
 //! - [`free_port`] hands out loopback ports that are free for TCP and UDP and never repeats one
 //!   within the process; [`eventually`] / [`eventually_async`] poll a condition until a
 //!   deadline (no bare sleeps for synchronisation).
@@ -31,6 +32,7 @@ mod limit;
 mod node;
 mod ports;
 mod raw;
+mod redis_server;
 mod tools;
 mod wait;
 
@@ -38,9 +40,10 @@ pub use cluster::{
     meridian_nodes, raft_status, Cluster, ClusterSpec, NodeInfo, RaftStatus, RegionSpec,
 };
 pub use limit::{NodePermit, DEFAULT_MAX_NODES};
-pub use node::{describe_exit, meridian_bin, repo_root, Node, NodeOpts};
+pub use node::{describe_exit, meridian_bench_bin, meridian_bin, repo_root, Node, NodeOpts};
 pub use ports::free_port;
 pub use raw::{encode_command, RawConn, Reply};
+pub use redis_server::RedisServer;
 pub use tools::{output_within, redis_benchmark_at, redis_cli_at, require_tool};
 pub use wait::{eventually, eventually_async};
 

@@ -49,6 +49,15 @@ pub fn meridian_bin() -> PathBuf {
     dir.join("meridian")
 }
 
+/// The `meridian-bench` binary: `$MERIDIAN_BENCH_BIN` if set, else `meridian-bench` next to
+/// [`meridian_bin`] (`tests/run.sh` builds every binary of the workspace there).
+pub fn meridian_bench_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MERIDIAN_BENCH_BIN") {
+        return PathBuf::from(p);
+    }
+    meridian_bin().with_file_name("meridian-bench")
+}
+
 /// The repository's root: from `CARGO_MANIFEST_DIR` as cargo sets it when it runs the tests,
 /// falling back to the directory the tests were compiled in. A test binary reused from a
 /// shared target directory (CI clones into a new directory each time) must read the config

@@ -7,6 +7,7 @@
 
 mod admin;
 mod cluster;
+mod compat;
 mod expiry;
 mod failover;
 mod geo;
