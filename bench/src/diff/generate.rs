@@ -977,12 +977,13 @@ impl Generator {
             "UNLINK",
             "UNWATCH",
         ]);
-        // Redis's arity for each (positive: exact; negative: at least).
+        // Redis 7.0.15's arity for each, as its COMMAND INFO gives it (positive: exact;
+        // negative: at least).
         let arity: i32 = match name {
             "GET" | "GETDEL" | "STRLEN" | "INCR" | "DECR" | "TYPE" | "KEYS" | "TTL" | "PTTL"
-            | "EXPIRETIME" | "PERSIST" | "ECHO" => 2,
+            | "EXPIRETIME" | "PERSIST" | "ECHO" | "SELECT" => 2,
             "SETNX" | "GETSET" | "APPEND" | "INCRBY" | "DECRBY" | "INCRBYFLOAT" | "GETBIT"
-            | "RENAME" | "RENAMENX" | "MOVE" | "SELECT" => 3,
+            | "RENAME" | "RENAMENX" | "MOVE" => 3,
             "SETEX" | "PSETEX" | "GETRANGE" | "SETRANGE" | "SETBIT" | "SUBSTR" => 4,
             "DBSIZE" | "RANDOMKEY" | "UNWATCH" => 1,
             "SET" | "MSET" | "MSETNX" | "BITPOS" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" => -3,
