@@ -19,14 +19,69 @@ pub fn parse_i64_strict(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-/// Parses a float like Redis's `string2ld`: no spaces, no NaN.
+/// Parses a float like Redis's `string2ld`: no spaces, no NaN, and nothing `strtold` finds out
+/// of range (past an x87 long double's largest value, or so small it reads as 0). A number
+/// between a double's range and a long double's reads as an infinity (INCRBYFLOAT then answers
+/// "would produce NaN or Infinity"; README), one past it is not a valid float, as in Redis.
 pub fn parse_f64_strict(bytes: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(bytes).ok()?;
     if text.is_empty() || text.len() > 5000 || text.trim() != text {
         return None;
     }
     let v: f64 = text.parse().ok()?;
-    (!v.is_nan()).then_some(v)
+    if v.is_nan() || ((v.is_infinite() || v == 0.0) && beyond_long_double(text)) {
+        return None;
+    }
+    Some(v)
+}
+
+/// The largest x87 long double (`LDBL_MAX`), as a leading digit part and a power of ten.
+const LDBL_MAX_DECIMAL: (f64, i64) = (1.189_731_495_357_231_8, 4932);
+/// The smallest positive x87 long double (its smallest subnormal), likewise.
+const LDBL_TRUE_MIN_DECIMAL: (f64, i64) = (3.645_199_531_882_474, -4951);
+
+/// Whether the decimal `text` (one Rust read as a float: digits, point, exponent; or an
+/// infinity) lies past the range of an x87 long double, where `strtold` fails with `ERANGE`
+/// and Redis's `string2ld` refuses it: above `LDBL_MAX`, or not zero and below the smallest
+/// subnormal.
+fn beyond_long_double(text: &str) -> bool {
+    let unsigned = text.trim_start_matches(['+', '-']);
+    if unsigned.starts_with(['i', 'I']) {
+        return false; // "inf", "infinity": no range error
+    }
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], &unsigned[i + 1..]),
+        None => (unsigned, "0"),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let Some(first) = digits.iter().position(|&d| d != b'0') else {
+        return false; // zero
+    };
+    let Ok(exponent) = exponent.parse::<i64>() else {
+        // An exponent past i64: as far out as it gets, on its side.
+        return true;
+    };
+    // text = d1.d2d3… × 10^power, d1 the first non-zero digit.
+    let int_len = i64::try_from(int.len()).unwrap_or(i64::MAX);
+    let first_at = i64::try_from(first).unwrap_or(i64::MAX);
+    let power = int_len
+        .saturating_sub(first_at)
+        .saturating_sub(1)
+        .saturating_add(exponent);
+    let lead_digits: String = digits[first..]
+        .iter()
+        .take(17)
+        .map(|&d| char::from(d))
+        .collect();
+    let lead = format!("{}.{}", &lead_digits[..1], &lead_digits[1..])
+        .parse::<f64>()
+        .unwrap_or(1.0);
+    let above =
+        power > LDBL_MAX_DECIMAL.1 || (power == LDBL_MAX_DECIMAL.1 && lead > LDBL_MAX_DECIMAL.0);
+    let below = power < LDBL_TRUE_MIN_DECIMAL.1
+        || (power == LDBL_TRUE_MIN_DECIMAL.1 && lead < LDBL_TRUE_MIN_DECIMAL.0);
+    above || below
 }
 
 /// Formats a float the way the INCRBYFLOAT fallback stores it (see [`incr_by_float`]): no
@@ -348,5 +403,42 @@ mod tests {
         assert_eq!(format_float(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(parse_f64_strict(b"nan"), None);
         assert_eq!(parse_f64_strict(b" 1"), None);
+    }
+
+    #[test]
+    fn floats_past_a_long_double_are_refused_as_strtold_does() {
+        // Past a double, within a long double: an infinity (INCRBYFLOAT's "NaN or Infinity").
+        assert_eq!(parse_f64_strict(b"1e309"), Some(f64::INFINITY));
+        assert_eq!(parse_f64_strict(b"-1.1e4932"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64_strict(b"1e-400"), Some(0.0));
+        // Past a long double (redis-server 7.0.15: "value is not a valid float").
+        for text in [
+            &b"1.7976931348623157e30810"[..],
+            b"1.2e4932",
+            b"-1e4933",
+            b"1e-5000",
+            b"1e99999999999999999999",
+            b"0.0000001e-4945",
+        ] {
+            assert_eq!(
+                parse_f64_strict(text),
+                None,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        for text in [
+            &b"inf"[..],
+            b"-Infinity",
+            b"0e-9999",
+            b"0.000",
+            b"1.18e4932",
+        ] {
+            assert!(
+                parse_f64_strict(text).is_some(),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 }
