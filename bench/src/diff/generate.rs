@@ -335,13 +335,9 @@ impl Generator {
                 self.rng.random_range(-100..100),
                 self.rng.random_range(0..1000)
             )),
-            4 => w(self.pick(&[
-                "1e308",
-                "-1e308",
-                "1.7976931348623157e308",
-                "5e-324",
-                "1e-5",
-            ])),
+            // No magnitudes near a double's limit: README says Meridian answers "would produce
+            // NaN or Infinity" past about 1.8e308, where Redis's long double goes on.
+            4 => w(self.pick(&["1e30", "-1e30", "1.5e-7", "5e-324", "1e-5"])),
             5 => w(self.pick(&["inf", "-inf", "nan", "+inf", "infinity"])),
             6 => w(self.pick(&[".5", "5.", "3e5", "-0.0", " 1.5", "1.5 ", "1e", "abc"])),
             7 => w(self.pick(&["0.1", "0.2", "1.1", "3.0e3", "10.5", "-5.25"])),
