@@ -1055,8 +1055,9 @@ async fn active_expiry_task(shared: Arc<Shared>, shutdown: Shutdown) {
         // A region without a churn epoch yet (new, or upgraded): start one, so that WATCH
         // checks compare churn counters every replica counts alike (see Keyspace::churn_epoch).
         // Into this region's log only, never forwarded.
-        if shared.keyspace.churn_epoch() == 0 {
-            let started = shared.raft.write(vec![Op::ChurnEpoch], None);
+        // One of the mixed slot hash, in a region whose epoch predates it.
+        if shared.keyspace.churn_epoch() & crate::keyspace::CHURN_MIXED == 0 {
+            let started = shared.raft.write(vec![Op::ChurnEpochMixed], None);
             let Some(started) = shutdown.unless_stopped(started).await else {
                 return;
             };

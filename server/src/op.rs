@@ -397,8 +397,11 @@ pub enum Op {
         then: u32,
     },
     /// Zeroes the churn counters and starts a churn epoch at this entry's log index (proposed
-    /// once by a leader that finds none).
+    /// once by a leader that found none, before `ChurnEpochMixed`; still applied from logs).
     ChurnEpoch,
+    /// `ChurnEpoch` whose slots come from the mixed hash (`keyspace::churn_slot`): proposed once
+    /// by a leader whose region has no epoch of it yet.
+    ChurnEpochMixed,
 }
 
 impl Op {
@@ -435,7 +438,11 @@ impl Op {
             Op::Unchanged { keys, .. } | Op::UnchangedSince { keys, .. } => {
                 keys.iter().all(|(db, _, _)| ok(*db))
             }
-            Op::FlushAll | Op::TrimOutbox { .. } | Op::Seen { .. } | Op::ChurnEpoch => true,
+            Op::FlushAll
+            | Op::TrimOutbox { .. }
+            | Op::Seen { .. }
+            | Op::ChurnEpoch
+            | Op::ChurnEpochMixed => true,
         };
         if fine {
             Ok(())
@@ -453,6 +460,7 @@ impl Op {
                 | Op::Unchanged { .. }
                 | Op::UnchangedSince { .. }
                 | Op::ChurnEpoch
+                | Op::ChurnEpochMixed
                 | Op::FailIfLive { .. }
                 | Op::TrimOutbox { .. }
                 | Op::Seen { .. }
@@ -506,7 +514,10 @@ impl Op {
             Op::Merge { states, .. } => states.first().map(|(_, k, _)| k),
             Op::Forget { tombstones } => tombstones.first().map(|(_, k, _)| k),
             // Routed with the transaction's ops, not by the keys it watches.
-            Op::Unchanged { .. } | Op::UnchangedSince { .. } | Op::ChurnEpoch => None,
+            Op::Unchanged { .. }
+            | Op::UnchangedSince { .. }
+            | Op::ChurnEpoch
+            | Op::ChurnEpochMixed => None,
             Op::FlushDb { .. }
             | Op::FlushAll
             | Op::CountKeys { .. }
@@ -730,6 +741,7 @@ mod tests {
             28
         );
         assert_eq!(number(Op::ChurnEpoch), 29);
+        assert_eq!(number(Op::ChurnEpochMixed), 30);
         let error = |e: OpError| bincode::serialize(&e).unwrap()[0];
         assert_eq!(error(OpError::CorruptState), 9);
         assert_eq!(error(OpError::InvalidGetexExpire), 10);

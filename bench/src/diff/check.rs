@@ -19,10 +19,15 @@ pub enum Check {
     /// may differ by up to this much (a second, or 1000 ms). Negative answers (-1 no expiry,
     /// -2 no key) must be equal.
     Drift(i64),
-    /// INCRBYFLOAT: README says Meridian adds in decimal and Redis in long double, so the last
-    /// of the 17 decimals may differ: two bulk strings that read as numbers within a relative
-    /// 1e-12 of each other agree (errors and everything else must be equal).
-    Float,
+    /// INCRBYFLOAT by `increment` (0 when it is no number): README says Meridian adds in
+    /// decimal and Redis in long double, so Redis's sum may lose what lies below its 64-bit
+    /// mantissa of the larger operand (1e30 + 24696061952 − 1e30 is 0 there): two bulk strings
+    /// that read as numbers agree within a relative 1e-12 of the largest of the two results,
+    /// the increment and the value added to (errors and everything else must be equal).
+    Float {
+        /// The increment as a number.
+        increment: f64,
+    },
     /// KEYS: the same keys in any order (each server lists them in its own table's order).
     Unordered,
     /// RANDOMKEY: both nil, or both a key (each server picks its own at random; the runner
@@ -58,14 +63,21 @@ fn replies_agree(check: &Check, a: &Reply, b: &Reply) -> bool {
             x == y
         }
         (Check::AnyKey, Reply::Bulk(_), Reply::Bulk(_)) => true,
-        (Check::Float, Reply::Bulk(x), Reply::Bulk(y)) => match (as_float(x), as_float(y)) {
-            (Some(x), Some(y)) => (x - y).abs() <= FLOAT_TOLERANCE * x.abs().max(y.abs()).max(1.0),
-            _ => x == y,
-        },
+        (Check::Float { increment }, Reply::Bulk(x), Reply::Bulk(y)) => {
+            match (as_float(x), as_float(y)) {
+                (Some(x), Some(y)) => {
+                    let scale = [y.abs(), increment.abs(), (x - increment).abs(), 1.0]
+                        .into_iter()
+                        .fold(x.abs(), f64::max);
+                    (x - y).abs() <= FLOAT_TOLERANCE * scale
+                }
+                _ => x == y,
+            }
+        }
         // README: Meridian's numbers stop at a double's range (about 1.8e308), Redis's long
         // double goes on to about 1.2e4932; a result between the two is Meridian's "NaN or
         // Infinity" error (the runner then stores a's text on b, as for other digits).
-        (Check::Float, Reply::Bulk(x), Reply::Error(e)) => {
+        (Check::Float { .. }, Reply::Bulk(x), Reply::Error(e)) => {
             as_float(x).is_some_and(f64::is_infinite) && e.starts_with(PAST_A_DOUBLE)
         }
         (Check::Exec(checks), Reply::Array(x), Reply::Array(y))
@@ -101,6 +113,8 @@ fn order(a: &Reply, b: &Reply) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FLOAT: Check = Check::Float { increment: 0.1 };
 
     fn answer(raw: &[u8]) -> Answer {
         let (reply, used) = crate::resp::parse(raw).unwrap().unwrap();
@@ -164,13 +178,18 @@ mod tests {
             &answer(b"$1\r\nb\r\n")
         ));
         let tenths = answer(b"$21\r\n146.73999999999999999\r\n");
-        assert!(agree(&Check::Float, &tenths, &answer(b"$6\r\n146.74\r\n")));
-        assert!(!agree(&Check::Float, &tenths, &answer(b"$6\r\n146.75\r\n")));
+        assert!(agree(&FLOAT, &tenths, &answer(b"$6\r\n146.74\r\n")));
+        assert!(!agree(&FLOAT, &tenths, &answer(b"$6\r\n146.75\r\n")));
+        // 1e30 added to -1e30 - 24696061952: Redis's long double loses the small part.
+        let large = Check::Float { increment: 1e30 };
+        let exact = answer(b"$12\r\n-24696061952\r\n");
+        assert!(agree(&large, &answer(b"$1\r\n0\r\n"), &exact));
+        assert!(!agree(&FLOAT, &answer(b"$1\r\n0\r\n"), &exact));
         let past_a_double = answer(b"$6\r\n3e+350\r\n");
         let infinity = answer(b"-ERR increment would produce NaN or Infinity\r\n");
-        assert!(agree(&Check::Float, &past_a_double, &infinity));
+        assert!(agree(&FLOAT, &past_a_double, &infinity));
         assert!(
-            !agree(&Check::Float, &tenths, &infinity),
+            !agree(&FLOAT, &tenths, &infinity),
             "a double's number must match"
         );
         assert!(!agree(

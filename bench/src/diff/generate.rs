@@ -116,14 +116,20 @@ const DATABASES: u8 = 16;
 /// Meridian's WATCH churn slots (`keyspace::CHURN_SLOTS`).
 const CHURN_SLOTS: u64 = 4096;
 
-/// Meridian's churn slot of `key` in `db` (`keyspace::churn_slot`: FNV-1a of the database
-/// byte and the key, modulo the slots), copied so the generator can keep keys apart.
+/// Meridian's churn slot of `key` in `db` in the churn epochs a node starts now
+/// (`keyspace::churn_slot` with `CHURN_MIXED`: FNV-1a of the database byte and the key, mixed
+/// by murmur3's finaliser, modulo the slots), copied so the generator can keep keys apart.
 fn churn_slot(db: u8, key: &[u8]) -> usize {
-    let hash = std::iter::once(&db)
+    let mut hash = std::iter::once(&db)
         .chain(key)
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         });
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
     (hash % CHURN_SLOTS) as usize
 }
 
@@ -147,8 +153,10 @@ impl Generator {
         let awkward: [Vec<u8>; 3] = [Vec::new(), b"b\x00\xff\r\n".to_vec(), w("k*[x]")];
         let mut slots = HashSet::new();
         let mut take = |name: &[u8]| {
-            let own: Vec<usize> = (0..DATABASES).map(|db| churn_slot(db, name)).collect();
-            let free = own.iter().all(|s| !slots.contains(s));
+            let own: HashSet<usize> = (0..DATABASES).map(|db| churn_slot(db, name)).collect();
+            // Its own databases apart too: one slot per database.
+            let free =
+                own.len() == usize::from(DATABASES) && own.iter().all(|s| !slots.contains(s));
             if free {
                 slots.extend(own);
             }
@@ -729,7 +737,14 @@ impl Generator {
                 } else {
                     self.increment_float()
                 };
-                Built::with(vec![self.name("INCRBYFLOAT"), self.key(), by], Check::Float)
+                let increment = std::str::from_utf8(&by)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0.0);
+                Built::with(
+                    vec![self.name("INCRBYFLOAT"), self.key(), by],
+                    Check::Float { increment },
+                )
             }
             // bitmaps
             425..=439 => Built::exact(vec![

@@ -198,9 +198,9 @@ fn compare_command(
     if !agree(check, &ra, &rb) {
         return Ok(Compared::new(escape(&ra.raw), escape(&rb.raw), false));
     }
-    if let (Check::Float, Reply::Bulk(text), Some(key)) = (check, &ra.reply, args.get(1)) {
+    if let (Check::Float { .. }, Reply::Bulk(text), Some(key)) = (check, &ra.reply, args.get(1)) {
         if ra.raw != rb.raw {
-            // The same number in other digits (see Check::Float): b stores a's text, so that
+            // The same number in other digits (see `Check::Float`): b stores a's text, so that
             // later reads of the key compare equal.
             let set = [b"SET".as_slice(), key, text, b"KEEPTTL"];
             let done = b.conns[conn].call(&set)?;

@@ -93,7 +93,7 @@ fn raft_state(raft: &RegionRaft) -> Reply {
         // The log index from which WATCH checks compare churn counters (0: not yet).
         pair(
             "churn_epoch",
-            Reply::Integer(raft.keyspace.churn_epoch() as i64),
+            Reply::Integer((raft.keyspace.churn_epoch() & !crate::keyspace::CHURN_MIXED) as i64),
         ),
     ])
 }

@@ -109,7 +109,7 @@ pub fn watch(ctx: &mut Ctx<'_>, args: &mut Args) -> Result<Outcome, RespError> {
         }
         // The churn counter first: a key created and removed again after this reads as a change.
         let keyspace = &ctx.shared.keyspace;
-        let churn = (keyspace.churn_epoch(), keyspace.churn(db, &key));
+        let churn = keyspace.churn(db, &key);
         let fingerprint = keyspace.get(db, &key, ctx.now_ms)?.map(|v| v.fingerprint());
         ctx.client.watched.push(WatchedKey {
             db,

@@ -460,7 +460,7 @@ impl<'a> BatchCtx<'a> {
         let old_live = old_visible && old_at.is_none_or(|at| at > self.now_ms);
         let churned = !old_live || !new_visible;
         if churned && !self.quiet_churn {
-            let slot = super::churn_slot(db, key) as u16;
+            let slot = super::churn_slot(self.current_churn_epoch(), db, key) as u16;
             *self.churn_delta.entry(slot).or_insert(0) += 1;
         }
         match self.overlay.entry(data_key) {
@@ -718,7 +718,7 @@ impl<'a> BatchCtx<'a> {
 
     /// `key`'s churn counter as this point of the batch sees it.
     fn churn_now(&self, db: u8, key: &[u8]) -> u64 {
-        let slot = super::churn_slot(db, key);
+        let slot = super::churn_slot(self.current_churn_epoch(), db, key);
         self.stored_churn(slot) + self.churn_delta.get(&(slot as u16)).copied().unwrap_or(0)
     }
 
@@ -1167,11 +1167,17 @@ impl<'a> BatchCtx<'a> {
                 self.notify(*dst_db, key, GENERIC, "move_to");
                 OpResult::Int(1)
             }
-            Op::ChurnEpoch => {
+            Op::ChurnEpoch | Op::ChurnEpochMixed => {
                 // (Outside the log, a number that still changes with each new epoch.)
-                let epoch = self
+                let index = self
                     .log_index
-                    .unwrap_or_else(|| self.current_churn_epoch() + 1);
+                    .unwrap_or_else(|| (self.current_churn_epoch() & !super::CHURN_MIXED) + 1);
+                let mixed = matches!(op, Op::ChurnEpochMixed);
+                let epoch = if mixed {
+                    index | super::CHURN_MIXED
+                } else {
+                    index
+                };
                 self.new_churn_epoch = Some(epoch);
                 self.churn_delta.clear();
                 OpResult::Ok
@@ -2259,11 +2265,11 @@ mod tests {
             assert_eq!(ks.churn_epoch(), 0, "no epoch yet");
             apply_with_index(&ks, 1, vec![set("a"), Op::ChurnEpoch]);
             assert_eq!(ks.churn_epoch(), 1, "the epoch is its entry's index");
-            assert_eq!(ks.churn(0, b"a"), 0, "counted before the epoch: zeroed");
+            assert_eq!(ks.churn(0, b"a").1, 0, "counted before the epoch: zeroed");
             apply_with_index(&ks, 2, vec![del("a")]);
-            assert_eq!(ks.churn(0, b"a"), 1, "removed");
+            assert_eq!(ks.churn(0, b"a").1, 1, "removed");
             apply_with_index(&ks, 3, vec![set("a"), set("a")]);
-            assert_eq!(ks.churn(0, b"a"), 2, "created, then rewritten: one churn");
+            assert_eq!(ks.churn(0, b"a").1, 2, "created, then rewritten: one churn");
             // Created and removed within one batch; a check after it in the batch sees both.
             let results = apply_with_index(
                 &ks,
@@ -2276,14 +2282,14 @@ mod tests {
                 ],
             );
             assert_eq!(results[3], OpResult::Nil, "{results:?}");
-            assert_eq!(ks.churn(0, b"a"), 5);
-            (ks.churn(0, b"a"), ks.churn(0, b"b"))
+            assert_eq!(ks.churn(0, b"a").1, 5);
+            (ks.churn(0, b"a").1, ks.churn(0, b"b").1)
         };
         // Reopened (the pending changes were written at close): the same counters and epoch,
         // and a check against them passes.
         let ks = single_region_keyspace(dir.path());
         assert_eq!(ks.churn_epoch(), 1);
-        assert_eq!((ks.churn(0, b"a"), ks.churn(0, b"b")), (a_then, b_then));
+        assert_eq!((ks.churn(0, b"a").1, ks.churn(0, b"b").1), (a_then, b_then));
         let results = apply(
             &ks,
             10,
@@ -2334,6 +2340,55 @@ mod tests {
         assert_eq!(r3.churn_epoch(), 2);
     }
 
+    /// A mixed-hash epoch (`Op::ChurnEpochMixed`) separates keys that FNV-1a's low bits put in
+    /// one slot (`k17` in database 8, `k5` in database 9), starts where its entry is in the log
+    /// (after a plain epoch too), and a WATCH of a missing `k5` then survives churn of `k17`.
+    #[test]
+    fn a_mixed_churn_epoch_separates_keys_the_plain_hash_put_together() {
+        use super::super::{churn_slot, CHURN_MIXED};
+        assert_eq!(churn_slot(1, 8, b"k17"), churn_slot(1, 9, b"k5"), "plain");
+        assert_ne!(
+            churn_slot(CHURN_MIXED | 1, 8, b"k17"),
+            churn_slot(CHURN_MIXED | 1, 9, b"k5")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ks = single_region_keyspace(dir.path());
+        apply_with_index(&ks, 1, vec![Op::ChurnEpoch]);
+        apply_with_index(&ks, 2, vec![set("x"), Op::ChurnEpochMixed]);
+        assert_eq!(ks.churn_epoch(), 2 | CHURN_MIXED);
+        let (epoch, count) = ks.churn(9, b"k5");
+        assert_eq!((epoch, count), (2 | CHURN_MIXED, 0));
+        let Op::Set {
+            key,
+            value,
+            expire,
+            cond,
+            reply,
+            ..
+        } = set("k17")
+        else {
+            unreachable!()
+        };
+        let set_k17 = Op::Set {
+            db: 8,
+            key,
+            value,
+            expire,
+            cond,
+            reply,
+        };
+        let check = Op::UnchangedSince {
+            keys: vec![(9, Bytes::from_static(b"k5"), None)],
+            churn: vec![(epoch, count)],
+            region: ks.region_id(),
+            then: 0,
+        };
+        let results = apply_with_index(&ks, 3, vec![set_k17, check]);
+        assert_eq!(results[1], OpResult::Ok, "{results:?}");
+        assert_eq!(ks.churn(8, b"k17").1, 1, "k17 churned its own slot");
+        assert_eq!(ks.churn(9, b"k5"), (epoch, 0));
+    }
+
     /// Expiry's own removal churns nothing (Redis 7.0 does not abort a WATCH of a key already
     /// expired when watched); a key rewritten while expired does, even if expiry removes it
     /// again before EXEC (Redis aborts: the SET touched it).
@@ -2344,7 +2399,7 @@ mod tests {
         apply_at(&ks, 1, 1, 0, vec![Op::ChurnEpoch, set_expiring("k", 20)]);
         let k = || Bytes::from_static(b"k");
         // Watched at t=30: stored, expired.
-        let watched = (ks.churn_epoch(), ks.churn(0, b"k"));
+        let watched = ks.churn(0, b"k");
         assert!(
             ks.get(0, b"k", 30).unwrap().is_none(),
             "missing when watched"
@@ -2362,7 +2417,7 @@ mod tests {
         );
         assert_eq!(
             ks.churn(0, b"k"),
-            watched.1,
+            watched,
             "expiry's removal churns nothing"
         );
         let check = || watch_missing(&["k"], vec![watched]);
@@ -2372,7 +2427,7 @@ mod tests {
         );
         // Stored and expired again; another client sets it while expired; expiry removes it.
         apply_at(&ks, 40, 40 << 16, 0, vec![set_expiring("k", 50)]);
-        let watched = (ks.churn_epoch(), ks.churn(0, b"k"));
+        let watched = ks.churn(0, b"k");
         apply_at(&ks, 60, 60 << 16, 0, vec![set_expiring("k", 70)]);
         apply_at(
             &ks,
@@ -2419,7 +2474,7 @@ mod tests {
         // Watched in region 1, checked in region 0: the fingerprints' check alone.
         let check = Op::UnchangedSince {
             keys: vec![(0, Bytes::from_static(b"x"), None)],
-            churn: vec![(a.churn_epoch(), a.churn(0, b"x"))],
+            churn: vec![a.churn(0, b"x")],
             region: 1,
             then: 0,
         };

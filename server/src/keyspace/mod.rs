@@ -65,10 +65,26 @@ const WARM_MIN_OPS: usize = 8;
 /// which the client retries, never a missed change).
 pub const CHURN_SLOTS: usize = 4096;
 
-/// The churn counter slot of `key` in `db`: 64-bit FNV-1a, the same on every machine (every
-/// replica evaluates WATCH checks with it).
-pub fn churn_slot(db: u8, key: &[u8]) -> usize {
-    (value::fnv1a(std::iter::once(&db).chain(key)) % CHURN_SLOTS as u64) as usize
+/// Set in the churn epoch of an `Op::ChurnEpochMixed` (the epoch is its log index with this
+/// bit): slots in that epoch come from a mixed hash (see [`churn_slot`]).
+pub const CHURN_MIXED: u64 = 1 << 63;
+
+/// The churn counter slot of `key` in `db` during churn epoch `epoch`: 64-bit FNV-1a, the same
+/// on every machine (every replica evaluates WATCH checks with it). Its low bits mix little
+/// (names that differ in their last bytes, in neighbouring databases, shared a slot
+/// systematically: `k17` in database 8 and `k5` in database 9), so epochs marked
+/// [`CHURN_MIXED`] mix all 64 bits down first (murmur3's finaliser). The slot function changes
+/// only at an epoch, an entry of the log, so every replica switches at the same position.
+pub fn churn_slot(epoch: u64, db: u8, key: &[u8]) -> usize {
+    let mut h = value::fnv1a(std::iter::once(&db).chain(key));
+    if epoch & CHURN_MIXED != 0 {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+    }
+    (h % CHURN_SLOTS as u64) as usize
 }
 
 /// Reads the stored churn counters into `churn` (zero where none is stored) and their epoch.
@@ -330,11 +346,17 @@ impl Keyspace {
     /// again meanwhile (Redis aborts then; "missing, then missing" alone looked unchanged).
     /// Stored with the data, so every replica, restarted or fed a snapshot, holds the same
     /// counters at the same log position.
-    pub fn churn(&self, db: u8, key: &[u8]) -> u64 {
-        self.churn[churn_slot(db, key)].load(Ordering::Acquire)
+    /// Returned with the churn epoch it counts in, read first (the epoch decides the slot).
+    pub fn churn(&self, db: u8, key: &[u8]) -> (u64, u64) {
+        let epoch = self.churn_epoch();
+        (
+            epoch,
+            self.churn[churn_slot(epoch, db, key)].load(Ordering::Acquire),
+        )
     }
 
-    /// The log index of the `Op::ChurnEpoch` from which the churn counters count (0: none yet,
+    /// The log index of the `Op::ChurnEpoch` (with [`CHURN_MIXED`]: `Op::ChurnEpochMixed`) from
+    /// which the churn counters count (0: none yet,
     /// and a WATCH check then compares no counter). Every replica zeroes its counters when it
     /// applies that entry, so they agree from it on, whatever each counted before (a replica
     /// that replayed entries after an upgrade counted some that the others applied uncounted).

@@ -321,6 +321,19 @@ fn watch_of_a_missing_key_sees_it_created_and_removed_again() {
     let _: () = q(&mut other, &["SET", "unrelated", "v"]);
     let _: i64 = q(&mut other, &["DEL", "unrelated"]);
     assert_eq!(exec_ping(&mut me), ran);
+    // Keys the churn slot's plain FNV-1a put together (`k5` in database 9, `k17` in
+    // database 8): apart in the mixed-hash epoch a node starts (Redis runs it too).
+    assert_eq!(me.cmd(&["SELECT", "9"]), Reply::ok());
+    assert_eq!(me.cmd(&["WATCH", "k5"]), Reply::ok());
+    let _: () = q(&mut other, &["SELECT", "8"]);
+    let _: () = q(&mut other, &["SET", "k17", "x"]);
+    assert_eq!(
+        exec_ping(&mut me),
+        ran,
+        "k17 in db 8 shares no slot with k5 in db 9"
+    );
+    let _: () = q(&mut other, &["SELECT", "0"]);
+    assert_eq!(me.cmd(&["SELECT", "0"]), Reply::ok());
     // Expired when watched, then removed by active expiry: no change, as in Redis 7.0.
     let _: i64 = q(&mut other, &["DEL", "elsewhere"]);
     let _: () = q(&mut other, &["SET", "gone", "v", "PX", "30"]);
