@@ -174,11 +174,16 @@ impl RespError {
     }
 }
 
-/// A subcommand as sent, for an error text, as Redis's `%.128s` prints it: at most 128 bytes,
-/// up to the first NUL byte.
-fn echoed(sent: &[u8]) -> Bytes {
-    let c_string = sent.split(|&b| b == 0).next().unwrap_or(sent);
+/// A subcommand or command name as sent, for an error text, as Redis's `%.128s` prints it: at
+/// most 128 bytes, up to the first NUL byte.
+pub(crate) fn echoed(sent: &[u8]) -> Bytes {
+    let c_string = up_to_nul(sent);
     Bytes::copy_from_slice(&c_string[..c_string.len().min(128)])
+}
+
+/// `bytes` as C's `%s` prints them: up to the first NUL byte.
+pub(crate) fn up_to_nul(bytes: &[u8]) -> &[u8] {
+    bytes.split(|&b| b == 0).next().unwrap_or(bytes)
 }
 
 impl From<OpError> for RespError {

@@ -1237,21 +1237,19 @@ pub fn redact(mut argv: Vec<Bytes>) -> Vec<Bytes> {
 /// are echoed as sent.
 pub fn unknown_command(args: &[Bytes]) -> RespError {
     const QUOTE_MAX: usize = 128;
-    let c_string = |b: &[u8]| -> Vec<u8> { b.split(|&c| c == 0).next().unwrap_or(b).to_vec() };
-    let name = c_string(args.first().map(|b| &b[..]).unwrap_or(b""));
     let mut quoted = Vec::new();
     for a in args.iter().skip(1) {
         if quoted.len() >= QUOTE_MAX {
             break;
         }
         let room = QUOTE_MAX - quoted.len();
-        let a = c_string(a);
+        let a = crate::error::up_to_nul(a);
         quoted.push(b'\'');
         quoted.extend_from_slice(&a[..a.len().min(room)]);
         quoted.extend_from_slice(b"' ");
     }
     RespError::UnknownCommand {
-        name: Bytes::from(name[..name.len().min(QUOTE_MAX)].to_vec()),
+        name: crate::error::echoed(args.first().map_or(&b""[..], |b| &b[..])),
         args: Bytes::from(quoted),
     }
 }
