@@ -36,7 +36,7 @@ pub use certs::{
     generate_ca_only, generate_certs, generate_node_cert, CertError, CertPaths, CertsWritten,
 };
 pub use hlc::{Hlc, PhysicalClock, Timestamp};
-pub use link::{Endpoint, LinkConfig, LinkError, PeerAddr, PeerState};
+pub use link::{Endpoint, LinkConfig, LinkError, PathState, PeerAddr, PeerState};
 pub use routing::{nearest_healthy, HomeRing, Placement, PlacementRules, RegionHealth};
 pub use rpc::{RpcError, RpcHandler, MAX_FRAME_SIZE};
 pub use topology::{Node, NodeId, Region, Topology, TopologyError};

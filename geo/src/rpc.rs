@@ -263,7 +263,7 @@ async fn call_on(
             peer: peer.to_owned(),
             source,
         })?;
-    let mut send = ResetUnlessFinished(Some(send));
+    let mut send = ResetUnlessAnswered(Some(send));
     let mut chunks = Vec::with_capacity(body.len() + 1);
     chunks.push(request_head(kind, body_len));
     chunks.extend(body);
@@ -271,7 +271,7 @@ async fn call_on(
         .write_all_chunks(&mut chunks)
         .await
         .map_err(|e| map_write(e, peer))?;
-    send.finish().map_err(|_| RpcError::Protocol {
+    send.stream().finish().map_err(|_| RpcError::Protocol {
         peer: peer.to_owned(),
         reason: "stream closed before finishing",
     })?;
@@ -279,33 +279,40 @@ async fn call_on(
         .read_to_end(MAX_FRAME_SIZE + 4)
         .await
         .map_err(|e| map_read(e, peer))?;
+    send.answered();
     decode_response(Bytes::from(buf), peer)
 }
 
-/// A call's send stream that is reset, not finished, if the call is dropped (its timeout)
-/// before the whole request was written: quinn finishes a dropped stream, so the peer read a
-/// truncated request and logged "malformed rpc request frame" (dozens of times for 8 MB
-/// values, whose AppendEntries outlived their first timeout). Reset, the peer drops it quietly.
-struct ResetUnlessFinished(Option<quinn::SendStream>);
+/// A call's send stream that is reset if the call is dropped (its timeout) before the answer
+/// came, whether or not the whole request was written.
+///
+/// - Not yet written whole: quinn finishes a dropped stream, so the peer read a truncated
+///   request and logged "malformed rpc request frame" (dozens of times for 8 MB values, whose
+///   AppendEntries outlived their first timeout). Reset, the peer drops it quietly.
+/// - Written and finished: "written" means handed to quinn's send buffer, not sent. Left
+///   alone, a timed-out request is still sent, and sent again where lost, to a caller that no
+///   longer waits for it, sharing the link with the calls that replace it. After a lossy
+///   spell between two regions (congestion window down to a few packets) the replication
+///   calls that timed out, megabytes of them, clogged the link for the calls sent again, which
+///   timed out in turn: replication stalled for 30–50 s. Reset, the unsent rest is dropped.
+struct ResetUnlessAnswered(Option<quinn::SendStream>);
 
-impl ResetUnlessFinished {
-    /// The stream (present until finished).
+impl ResetUnlessAnswered {
+    /// The stream (present until answered).
     fn stream(&mut self) -> &mut quinn::SendStream {
-        self.0.as_mut().expect("stream taken only by finish")
+        self.0.as_mut().expect("stream taken only once answered")
     }
 
-    /// Finishes the stream: the request is complete.
-    fn finish(&mut self) -> Result<(), quinn::ClosedStream> {
-        match self.0.take() {
-            Some(mut send) => send.finish(),
-            None => Ok(()),
-        }
+    /// The peer answered: it has the whole request, so there is nothing to drop.
+    fn answered(&mut self) {
+        self.0 = None;
     }
 }
 
-impl Drop for ResetUnlessFinished {
+impl Drop for ResetUnlessAnswered {
     fn drop(&mut self) {
         if let Some(send) = self.0.as_mut() {
+            // Fails harmlessly when every byte was already acknowledged.
             let _ = send.reset(quinn::VarInt::from_u32(0));
         }
     }
@@ -335,7 +342,18 @@ pub(crate) async fn serve_stream(
                     .increment(1);
                 debug!(kind, len = body.len(), "serving call");
                 let fut = handler.handle(from.clone(), kind, body);
-                match AssertUnwindSafe(fut).catch_unwind().await {
+                // A caller that gave up (its timeout) stops the stream: the work is dropped
+                // rather than kept to the end for nobody. Kept, a replication call waiting for
+                // a predecessor that would never come held its stream for 5 s more, and with a
+                // pipeline of them the peer ran out of streams for the calls sent again.
+                let handled = tokio::select! {
+                    handled = AssertUnwindSafe(fut).catch_unwind() => handled,
+                    _ = send.stopped() => {
+                        debug!(kind, "the caller stopped waiting; call dropped");
+                        return;
+                    }
+                };
+                match handled {
                     Ok(Ok(reply)) if reply.len() > MAX_RESPONSE_BODY => {
                         warn!(
                             kind,

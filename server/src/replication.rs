@@ -49,6 +49,12 @@ const SHIP_CALL_BYTES: usize = 1024 * 1024;
 /// as that replication cost varying from run to run). 8 MiB per 80 ms round trip still
 /// carries about 100 MB/s.
 const SHIP_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of outbox entries per replication call at least, however slow the link (a single
+/// larger entry still goes, alone).
+const SHIP_CALL_MIN_BYTES: usize = 16 * 1024;
+/// Share of `SHIP_TIMEOUT` that the calls in flight may take to cross the link, at the rate its
+/// congestion window allows (see [`LinkPace`]).
+const SHIP_PACE_SHARE: f64 = 0.5;
 /// Replication calls in flight per target region (covers a WAN round trip at one call per
 /// `SHIP_COALESCE`, with room to spare).
 const SHIP_PIPELINE: usize = 128;
@@ -128,8 +134,8 @@ pub struct ShipRequest {
     pub resync_watermark: Option<u64>,
     /// The sender's `merged_hlc` per origin, read before the outbox: valid once this call's
     /// entries are merged, since they include every entry applied before it was read. Sent
-    /// only when the call holds everything pending (not cut at `SHIP_BATCH` or
-    /// `SHIP_CALL_BYTES`).
+    /// only when the call holds everything pending (not cut at `SHIP_BATCH` or the call's
+    /// byte bound).
     pub seen: Option<Vec<(u8, u64)>>,
 }
 
@@ -560,7 +566,15 @@ async fn ship_loop(
         )
         .await;
         if let Err(e) = result {
-            warn!(peer = %peer.name, error = %e, "replication stream interrupted");
+            let path = endpoint.path(&peer.name);
+            warn!(
+                peer = %peer.name,
+                error = %e,
+                rtt_ms = path.map(|p| p.rtt.as_millis() as u64),
+                cwnd_bytes = path.map(|p| p.cwnd),
+                lost_packets = path.map(|p| p.lost_packets),
+                "replication stream interrupted"
+            );
             target.link_up.store(false, Ordering::Relaxed);
             node_idx += 1;
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -608,12 +622,13 @@ async fn ship_from(
         let notified = keyspace.outbox_notify().notified();
         let next_send = last_sent + SHIP_COALESCE;
         let coalescing = !in_flight.is_empty() && tokio::time::Instant::now() < next_send;
-        let window_open = in_flight.len() < SHIP_PIPELINE && in_flight_bytes < SHIP_INFLIGHT_BYTES;
+        let pace = LinkPace::of(endpoint.path(&peer.name));
+        let window_open = in_flight.len() < SHIP_PIPELINE && in_flight_bytes < pace.in_flight_bytes;
         if window_open && !coalescing {
             // What we merged, read before the outbox (see `ShipRequest::seen`).
             let seen = keyspace.merged_hlcs();
             let entries = keyspace
-                .outbox_raw_after(sent_upto, SHIP_BATCH, SHIP_CALL_BYTES)
+                .outbox_raw_after(sent_upto, SHIP_BATCH, pace.call_bytes)
                 .map_err(|e| e.to_string())?;
             if let Some((first_index, _)) = entries.first() {
                 // The outbox was trimmed past what this region has (it fell further behind
@@ -636,7 +651,7 @@ async fn ship_from(
                     keyspace.outbox_last().saturating_sub(*last) >= CATCH_UP_BEHIND
                 });
                 let entries = if far_behind {
-                    fold_behind(keyspace, target, entries)?
+                    fold_behind(keyspace, target, entries, pace.call_bytes)?
                 } else {
                     entries
                 };
@@ -718,17 +733,55 @@ async fn ship_from(
     }
 }
 
+/// How much a shipper may send to a region at a time, from the congestion state of its link.
+///
+/// A link's congestion window bounds its rate to about `cwnd / rtt`. After a spell of heavy
+/// loss the window collapses to a few packets and grows back over many seconds; calls sized
+/// for a healthy link (1 MiB each, 8 MiB in flight) then took longer than `SHIP_TIMEOUT` to
+/// cross, timed out, were sent again and timed out again: a 2.5 s lossy spell between two
+/// regions stalled replication for 30–50 s (chaos `lossy-wan`). Calls and the bytes in flight
+/// are held to what the link carries in a share of the timeout, so calls complete and the
+/// link, kept busy, grows its window back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkPace {
+    /// Bytes of outbox entries per call at most.
+    call_bytes: usize,
+    /// Bytes of outbox entries in unanswered calls at most.
+    in_flight_bytes: usize,
+}
+
+impl LinkPace {
+    /// The pace for a link in `path`'s state; the fixed bounds without a live connection.
+    fn of(path: Option<geo::PathState>) -> LinkPace {
+        let Some(path) = path else {
+            return LinkPace {
+                call_bytes: SHIP_CALL_BYTES,
+                in_flight_bytes: SHIP_INFLIGHT_BYTES,
+            };
+        };
+        let rtt = path.rtt.max(Duration::from_millis(1)).as_secs_f64();
+        let carried = path.cwnd as f64 / rtt * SHIP_TIMEOUT.as_secs_f64() * SHIP_PACE_SHARE;
+        let carried = carried.min(SHIP_INFLIGHT_BYTES as f64) as usize;
+        let call_bytes = (carried / 2).clamp(SHIP_CALL_MIN_BYTES, SHIP_CALL_BYTES);
+        LinkPace {
+            call_bytes,
+            in_flight_bytes: carried.max(call_bytes),
+        }
+    }
+}
+
 /// Folds `entries` (read after what was shipped) and the outbox entries that follow them into
-/// one entry with each key's latest state (see [`Coalescer`]), up to about `SHIP_CALL_BYTES`
-/// of states, `CATCH_UP_ENTRIES` entries or the outbox's end; it ships under the index of the
+/// one entry with each key's latest state (see [`Coalescer`]), up to about `call_bytes` of
+/// states, `CATCH_UP_ENTRIES` entries or the outbox's end; it ships under the index of the
 /// last entry folded.
 fn fold_behind(
     keyspace: &Keyspace,
     target: &TargetStatus,
     entries: Vec<(u64, Bytes)>,
+    call_bytes: usize,
 ) -> Result<Vec<(u64, Bytes)>, String> {
     let mut folder = Coalescer::default();
-    let full = |f: &Coalescer| f.bytes() >= SHIP_CALL_BYTES || f.entries() >= CATCH_UP_ENTRIES;
+    let full = |f: &Coalescer| f.bytes() >= call_bytes || f.entries() >= CATCH_UP_ENTRIES;
     let mut next = entries;
     loop {
         for (index, raw) in next {
@@ -741,7 +794,7 @@ fn fold_behind(
             break;
         }
         next = keyspace
-            .outbox_raw_after(folder.last_index(), SHIP_BATCH, SHIP_CALL_BYTES)
+            .outbox_raw_after(folder.last_index(), SHIP_BATCH, call_bytes)
             .map_err(|e| e.to_string())?;
         // A trim past what was folded (this region fell behind the retained outbox): stop at
         // the gap, where the next call finds it and resyncs.
@@ -975,6 +1028,22 @@ impl Inbound {
     }
 }
 
+/// Withdraws a waiting call from its queue when the call's handler ends, however it ends
+/// (answered, timed out, or dropped because the sender stopped waiting). A call already taken
+/// by a merge task is not in the queue any more: nothing to do then.
+struct WithdrawOnDrop<'a> {
+    inbound: &'a Inbound,
+    origin: u8,
+    prev: u64,
+    id: u64,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        self.inbound.withdraw(self.origin, self.prev, self.id);
+    }
+}
+
 /// Merges the ready calls of `origin`, batch after batch, until none is ready.
 async fn merge_ready(raft: Arc<RegionRaft>, origin: u8) {
     loop {
@@ -1080,6 +1149,13 @@ pub async fn receive(raft: &Arc<RegionRaft>, body: &[u8]) -> Result<u64, String>
                 reply,
             });
     }
+    // Dropped with the call when its sender gives up: the call leaves the queue then too.
+    let _withdraw = WithdrawOnDrop {
+        inbound,
+        origin,
+        prev: request.prev,
+        id,
+    };
     inbound.kick(raft, origin);
     let deadline = tokio::time::Instant::now() + SHIP_TIMEOUT;
     loop {

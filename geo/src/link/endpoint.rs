@@ -16,7 +16,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::handshake::{self, close, Hello};
 use super::tls::{self, TlsMaterial};
-use super::{error_chain, LinkConfig, LinkError, PeerAddr, PeerState, MAX_PENDING_HANDSHAKES};
+use super::{
+    error_chain, LinkConfig, LinkError, PathState, PeerAddr, PeerState, MAX_PENDING_HANDSHAKES,
+};
 use crate::rpc::{self, RpcHandler};
 use crate::wan::{WanEmulator, WanSocket};
 
@@ -25,6 +27,10 @@ const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 /// Initial congestion window of every link, bytes (Cubic's default is ~14 KB).
 const INITIAL_CONGESTION_WINDOW: u64 = 1 << 20;
+
+/// Bytes a link's congestion window never falls below, however many packets are lost (see
+/// `FlooredCubic`): at an 80 ms round trip, about 3 MB/s.
+const CONGESTION_WINDOW_FLOOR: u64 = 256 * 1024;
 
 /// Ack-eliciting packets a peer may take in before it must acknowledge them at once (QUIC's
 /// ACK frequency extension; RFC 9000's default is 1, an ACK for every second packet).
@@ -269,7 +275,10 @@ fn transport_config(config: &LinkConfig) -> Result<quinn::TransportConfig, LinkE
     // burst per round trip while slow start catches up (that doubled the visibility lag).
     let mut cubic = quinn::congestion::CubicConfig::default();
     cubic.initial_window(INITIAL_CONGESTION_WINDOW);
-    t.congestion_controller_factory(std::sync::Arc::new(cubic));
+    t.congestion_controller_factory(std::sync::Arc::new(super::congestion::FlooredCubicConfig {
+        cubic,
+        floor: CONGESTION_WINDOW_FLOOR,
+    }));
     let mut acks = quinn::AckFrequencyConfig::default();
     acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
     t.ack_frequency_config(Some(acks));
@@ -392,6 +401,20 @@ impl Endpoint {
     pub fn rtt(&self, peer_name: &str) -> Option<Duration> {
         let peer = self.inner.peers_lock().get(peer_name).cloned()?;
         peer.live_conn().map(|c| c.rtt())
+    }
+
+    /// Congestion state of the live connection to `peer_name`, if connected: what bounds how
+    /// fast a stream to that peer can go.
+    pub fn path(&self, peer_name: &str) -> Option<PathState> {
+        let peer = self.inner.peers_lock().get(peer_name).cloned()?;
+        let path = peer.live_conn()?.stats().path;
+        Some(PathState {
+            rtt: path.rtt,
+            cwnd: path.cwnd,
+            lost_packets: path.lost_packets,
+            sent_packets: path.sent_packets,
+            congestion_events: path.congestion_events,
+        })
     }
 
     /// Whether a live connection to `peer_name` exists.

@@ -15,6 +15,7 @@
 //!   its previous incarnation at once.
 //! - **RPC** (see [`crate::rpc`]): one bidirectional stream per call.
 
+mod congestion;
 mod endpoint;
 mod handshake;
 mod tls;
@@ -180,6 +181,22 @@ pub struct PeerState {
     pub last_error: Option<String>,
     /// Dial failures in a row.
     pub consecutive_failures: u32,
+}
+
+/// The congestion state of one live connection (QUIC's path statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathState {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Congestion window, bytes: at most this much is unacknowledged at a time, so a stream
+    /// moves at most about `cwnd / rtt` bytes a second.
+    pub cwnd: u64,
+    /// Packets declared lost since the connection opened.
+    pub lost_packets: u64,
+    /// Packets sent since the connection opened.
+    pub sent_packets: u64,
+    /// Times the congestion controller cut its window.
+    pub congestion_events: u64,
 }
 
 /// Errors of the link layer: configuration, dialing, handshakes.
