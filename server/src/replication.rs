@@ -736,12 +736,12 @@ async fn ship_from(
 /// How much a shipper may send to a region at a time, from the congestion state of its link.
 ///
 /// A link's congestion window bounds its rate to about `cwnd / rtt`. After a spell of heavy
-/// loss the window collapses to a few packets and grows back over many seconds; calls sized
-/// for a healthy link (1 MiB each, 8 MiB in flight) then took longer than `SHIP_TIMEOUT` to
-/// cross, timed out, were sent again and timed out again: a 2.5 s lossy spell between two
-/// regions stalled replication for 30–50 s (chaos `lossy-wan`). Calls and the bytes in flight
-/// are held to what the link carries in a share of the timeout, so calls complete and the
-/// link, kept busy, grows its window back.
+/// loss the window shrinks (to the links' floor, see `geo::link`, or lower on older peers),
+/// and on a long round trip calls sized for a healthy link (1 MiB each, 8 MiB in flight) can
+/// take longer than `SHIP_TIMEOUT` to cross: each timeout restarts the stream from the
+/// region's watermark and sends the same bytes again. Calls and the bytes in flight are held to
+/// what the link carries in a share of the timeout, so calls complete and the link, kept busy,
+/// grows its window back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LinkPace {
     /// Bytes of outbox entries per call at most.
@@ -1290,6 +1290,37 @@ async fn collect_tombstones(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_are_paced_to_what_the_link_carries() {
+        let path = |cwnd: u64, rtt_ms: u64| geo::PathState {
+            rtt: Duration::from_millis(rtt_ms),
+            cwnd,
+            lost_packets: 0,
+            sent_packets: 0,
+            congestion_events: 0,
+        };
+        let fixed = LinkPace {
+            call_bytes: SHIP_CALL_BYTES,
+            in_flight_bytes: SHIP_INFLIGHT_BYTES,
+        };
+        assert_eq!(LinkPace::of(None), fixed);
+        // A healthy link between regions: 1 MiB each 80 ms carries far more than the bounds.
+        assert_eq!(LinkPace::of(Some(path(1 << 20, 80))), fixed);
+        // A window of 8 KiB at 80 ms after heavy loss: 102.4 kB/s, 256 kB in half the call
+        // timeout, in calls of half that.
+        assert_eq!(
+            LinkPace::of(Some(path(8 * 1024, 80))),
+            LinkPace {
+                call_bytes: 128_000,
+                in_flight_bytes: 256_000,
+            }
+        );
+        // Slower still: calls keep a useful least size.
+        let slow = LinkPace::of(Some(path(2400, 200)));
+        assert_eq!(slow.call_bytes, SHIP_CALL_MIN_BYTES);
+        assert_eq!(slow.in_flight_bytes, 30_000);
+    }
 
     #[test]
     fn ship_request_chunks_are_the_bincode_encoding() {
