@@ -36,11 +36,7 @@ pub enum RespError {
         cmd: String,
     },
     /// Unknown command.
-    #[error(
-        "ERR unknown command '{}', with args beginning with: {}",
-        String::from_utf8_lossy(.name),
-        String::from_utf8_lossy(.args)
-    )]
+    #[error("{}", String::from_utf8_lossy(&unknown_command_text(.name, .args)))]
     UnknownCommand {
         /// The name as sent (its bytes are echoed as they are: see [`RespError::to_reply`]).
         name: Bytes,
@@ -48,7 +44,7 @@ pub enum RespError {
         args: Bytes,
     },
     /// Unknown subcommand of a container command.
-    #[error("ERR unknown subcommand '{}'. Try {cmd} HELP.", String::from_utf8_lossy(.sub))]
+    #[error("{}", String::from_utf8_lossy(&unknown_subcommand_text(.cmd, .sub)))]
     UnknownSubcommand {
         /// The container command, upper case.
         cmd: String,
@@ -57,10 +53,7 @@ pub enum RespError {
     },
     /// A known subcommand with arguments its handler refuses (Redis's
     /// `addReplySubcommandSyntaxError`).
-    #[error(
-        "ERR unknown subcommand or wrong number of arguments for '{}'. Try {cmd} HELP.",
-        String::from_utf8_lossy(.sub)
-    )]
+    #[error("{}", String::from_utf8_lossy(&subcommand_syntax_text(.cmd, .sub)))]
     SubcommandSyntax {
         /// The container command, upper case.
         cmd: String,
@@ -127,31 +120,49 @@ impl RespError {
     /// Errors that echo what the client sent carry its bytes as they are, not as UTF-8 (Redis
     /// copies them; the encoder turns CR and LF into spaces, as Redis does).
     pub fn to_reply(&self) -> Reply {
-        let parts: &[&[u8]] = match self {
-            RespError::UnknownCommand { name, args } => &[
-                b"ERR unknown command '",
-                name,
-                b"', with args beginning with: ",
-                args,
-            ],
-            RespError::UnknownSubcommand { cmd, sub } => &[
-                b"ERR unknown subcommand '",
-                sub,
-                b"'. Try ",
-                cmd.as_bytes(),
-                b" HELP.",
-            ],
-            RespError::SubcommandSyntax { cmd, sub } => &[
-                b"ERR unknown subcommand or wrong number of arguments for '",
-                sub,
-                b"'. Try ",
-                cmd.as_bytes(),
-                b" HELP.",
-            ],
+        let text = match self {
+            RespError::UnknownCommand { name, args } => unknown_command_text(name, args),
+            RespError::UnknownSubcommand { cmd, sub } => unknown_subcommand_text(cmd, sub),
+            RespError::SubcommandSyntax { cmd, sub } => subcommand_syntax_text(cmd, sub),
             _ => return Reply::Error(Bytes::from(self.to_string())),
         };
-        Reply::Error(Bytes::from(parts.concat()))
+        Reply::Error(Bytes::from(text))
     }
+}
+
+/// [`RespError::UnknownCommand`]'s text, with the bytes the client sent.
+fn unknown_command_text(name: &[u8], args: &[u8]) -> Vec<u8> {
+    [
+        b"ERR unknown command '",
+        name,
+        b"', with args beginning with: ",
+        args,
+    ]
+    .concat()
+}
+
+/// [`RespError::UnknownSubcommand`]'s text, with the bytes the client sent.
+fn unknown_subcommand_text(cmd: &str, sub: &[u8]) -> Vec<u8> {
+    [
+        b"ERR unknown subcommand '",
+        sub,
+        b"'. Try ",
+        cmd.as_bytes(),
+        b" HELP.",
+    ]
+    .concat()
+}
+
+/// [`RespError::SubcommandSyntax`]'s text, with the bytes the client sent.
+fn subcommand_syntax_text(cmd: &str, sub: &[u8]) -> Vec<u8> {
+    [
+        b"ERR unknown subcommand or wrong number of arguments for '",
+        sub,
+        b"'. Try ",
+        cmd.as_bytes(),
+        b" HELP.",
+    ]
+    .concat()
 }
 
 impl RespError {
